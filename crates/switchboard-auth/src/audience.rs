@@ -1,0 +1,111 @@
+//! Audience checks with Azure's lenient rules (azure-serverless.md §3.2).
+//!
+//! SDK generations disagree on the audience they write: with or without the port, with or
+//! without `?api-version=…`, and proxies change the host the request arrives on. So the host
+//! is compared with the configured endpoint (port ignored), the path with the request path
+//! (case-insensitive, percent-decoded, trailing `/` dropped), and the query is ignored except
+//! for the `hub` of a client audience.
+
+use percent_encoding::percent_decode_str;
+use url::Url;
+
+/// The hosts a token's audience may name, taken from the public endpoint and its aliases.
+#[derive(Debug, Clone)]
+pub struct Audience {
+    hosts: Vec<String>,
+}
+
+impl Audience {
+    /// Accepts audiences naming any of `endpoints`' hosts. Loopback endpoints also accept the
+    /// other loopback spellings (`localhost`, `127.0.0.1`, `[::1]`), which local tools mix freely.
+    pub fn new<'a>(endpoints: impl IntoIterator<Item = &'a Url>) -> Self {
+        let mut hosts = Vec::new();
+        for url in endpoints {
+            let Some(host) = url.host_str() else { continue };
+            let host = host.to_ascii_lowercase();
+            if is_loopback(&host) {
+                hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
+            }
+            hosts.push(host);
+        }
+        hosts.sort();
+        hosts.dedup();
+        Self { hosts }
+    }
+
+    /// Whether `aud` is a client audience for `hub`: `{endpoint}/client/?hub={hub}`.
+    pub fn matches_client(&self, aud: &str, hub: &str) -> bool {
+        let Some(url) = self.parse_with_known_host(aud) else { return false };
+        let path = url.path().trim_end_matches('/');
+        if !path.to_ascii_lowercase().ends_with("client") {
+            return false;
+        }
+        url.query_pairs().any(|(k, v)| k == "hub" && v.eq_ignore_ascii_case(hub))
+    }
+
+    /// Whether `aud` names the REST resource at `request_path` (the raw, still-encoded path).
+    pub fn matches_server(&self, aud: &str, request_path: &str) -> bool {
+        let Some(url) = self.parse_with_known_host(aud) else { return false };
+        normalize_path(url.path()) == normalize_path(request_path)
+    }
+
+    fn parse_with_known_host(&self, aud: &str) -> Option<Url> {
+        let url = Url::parse(aud).ok()?;
+        let host = url.host_str()?.to_ascii_lowercase();
+        self.hosts.contains(&host).then_some(url)
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.starts_with("127.") || host == "[::1]"
+}
+
+fn normalize_path(path: &str) -> String {
+    let decoded = percent_decode_str(path).decode_utf8_lossy();
+    decoded.trim_end_matches('/').to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audience() -> Audience {
+        Audience::new([&Url::parse("https://svc.example.com:8443").unwrap()])
+    }
+
+    #[test]
+    fn server_audiences_of_every_sdk_generation() {
+        let a = audience();
+        let path = "/api/hubs/chat/groups/a%2Fb/:send";
+        for aud in [
+            "https://svc.example.com/api/hubs/chat/groups/a%2Fb/:send?api-version=2022-06-01",
+            "https://svc.example.com:8443/api/hubs/chat/groups/a%2Fb/:send",
+            "http://SVC.example.com/api/hubs/Chat/groups/a%2Fb/:send/",
+            "https://svc.example.com/api/hubs/chat/groups/a/b/:send",
+        ] {
+            assert!(a.matches_server(aud, path), "{aud}");
+        }
+        assert!(!a.matches_server("https://evil.example.com/api/hubs/chat/groups/a%2Fb/:send", path));
+        assert!(!a.matches_server("https://svc.example.com/api/hubs/other/:send", path));
+        assert!(!a.matches_server("not a url", path));
+    }
+
+    #[test]
+    fn client_audiences() {
+        let a = audience();
+        assert!(a.matches_client("https://svc.example.com/client/?hub=chat", "chat"));
+        assert!(a.matches_client("https://svc.example.com:8443/client/?hub=Chat", "chat"));
+        assert!(a.matches_client("https://svc.example.com/client?hub=chat&x=1", "chat"));
+        assert!(!a.matches_client("https://svc.example.com/client/?hub=other", "chat"));
+        assert!(!a.matches_client("https://svc.example.com/client/", "chat"));
+        assert!(!a.matches_client("https://svc.example.com/api/v1/hubs/chat", "chat"));
+        assert!(!a.matches_client("https://other.example.com/client/?hub=chat", "chat"));
+    }
+
+    #[test]
+    fn loopback_spellings_are_interchangeable() {
+        let a = Audience::new([&Url::parse("http://127.0.0.1:8080").unwrap()]);
+        assert!(a.matches_client("http://localhost:8080/client/?hub=h", "h"));
+        assert!(a.matches_client("http://127.0.0.1/client/?hub=h", "h"));
+    }
+}
