@@ -1,0 +1,227 @@
+//! The one handler behind `/api/*`: limit, authenticate, route, act.
+
+use crate::payload;
+use crate::route::{Family, Target, parse_route};
+use crate::{ApiError, ApiState, MAX_BODY_BYTES};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode, header};
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use switchboard_hub::{CloseRequest, Hub};
+
+/// Query parameters the data plane reads.
+struct Query {
+    application: Option<String>,
+    excluded: Vec<String>,
+    reason: Option<String>,
+    ttl: Option<String>,
+    api_version: Option<String>,
+}
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Self {
+        let mut q = Query { application: None, excluded: Vec::new(), reason: None, ttl: None, api_version: None };
+        for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+            match key.as_ref() {
+                "application" => q.application = Some(value.into_owned()),
+                "excluded" => q.excluded.push(value.into_owned()),
+                "reason" => q.reason = Some(value.into_owned()),
+                "ttl" => q.ttl = Some(value.into_owned()),
+                "api-version" => q.api_version = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        q
+    }
+}
+
+pub(crate) async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Response {
+    match handle_inner(&state, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let query = Query::parse(parts.uri.query());
+    let route = parse_route(&parts.method, parts.uri.path(), query.application.as_deref())?;
+    if route.target == Target::Health {
+        return Ok(StatusCode::OK.into_response());
+    }
+    if let Some(version) = &query.api_version {
+        check_api_version(version)?;
+    }
+    authenticate(state, &parts.headers, parts.uri.path())?;
+    let body = read_body(&parts.headers, body).await?;
+    let hub = state.registry.get(&route.hub);
+    let family = route.family;
+    let close_request = || CloseRequest { error: query.reason.clone(), allow_reconnect: false };
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let status = match route.target {
+        Target::Health => StatusCode::OK,
+        Target::Broadcast => {
+            let frames = payload::parse(content_type, &body)?;
+            if let Some(hub) = hub {
+                hub.broadcast(&frames, &query.excluded);
+            }
+            StatusCode::ACCEPTED
+        }
+        Target::SendUser(user) => {
+            let frames = payload::parse(content_type, &body)?;
+            if let Some(hub) = hub {
+                hub.send_to_user(&user, &frames);
+            }
+            StatusCode::ACCEPTED
+        }
+        Target::SendGroup(group) => {
+            let frames = payload::parse(content_type, &body)?;
+            if let Some(hub) = hub {
+                hub.send_to_group(&group, &frames, &query.excluded);
+            }
+            StatusCode::ACCEPTED
+        }
+        Target::SendConnection(connection) => {
+            let frames = payload::parse(content_type, &body)?;
+            if let Some(hub) = hub {
+                hub.send_to_connection(&connection, &frames);
+            }
+            StatusCode::ACCEPTED
+        }
+        Target::CloseAll => {
+            if let Some(hub) = hub {
+                hub.close_all(&query.excluded, &close_request());
+            }
+            StatusCode::NO_CONTENT
+        }
+        Target::CloseUser(user) => {
+            if let Some(hub) = hub {
+                hub.close_user(&user, &query.excluded, &close_request());
+            }
+            StatusCode::NO_CONTENT
+        }
+        Target::CloseGroup(group) => {
+            if let Some(hub) = hub {
+                hub.close_group(&group, &query.excluded, &close_request());
+            }
+            StatusCode::NO_CONTENT
+        }
+        Target::CloseConnection(connection) => {
+            if let Some(hub) = hub {
+                hub.close_connection(&connection, close_request());
+            }
+            by_family(family, StatusCode::ACCEPTED, StatusCode::OK)
+        }
+        Target::ConnectionExists(connection) => {
+            exists(hub.is_some_and(|h| h.connection(&connection).is_some()), "Warning.Connection.NotExisted")?
+        }
+        Target::UserExists(user) => exists(hub.is_some_and(|h| h.user_exists(&user)), "Warning.User.NotExisted")?,
+        Target::GroupExists(group) => exists(hub.is_some_and(|h| h.group_exists(&group)), "Warning.Group.NotExisted")?,
+        Target::UserInGroup { user, group } => {
+            exists(hub.is_some_and(|h| h.user_in_group(&user, &group)), "Info.User.NotInGroup")?
+        }
+        Target::AddConnectionToGroup { connection, group } => {
+            let added = hub.is_some_and(|h| h.add_to_group(&connection, &group));
+            if !added {
+                return Err(ApiError::not_found("Error.Connection.NotExisted", "the connection does not exist"));
+            }
+            StatusCode::OK
+        }
+        Target::RemoveConnectionFromGroup { connection, group } => {
+            if let Some(hub) = hub {
+                hub.remove_from_group(&connection, &group);
+            }
+            StatusCode::OK
+        }
+        Target::RemoveConnectionFromAllGroups(connection) => {
+            if let Some(hub) = hub {
+                hub.remove_from_all_groups(&connection);
+            }
+            StatusCode::OK
+        }
+        Target::AddUserToGroup { user, group } => {
+            let ttl = parse_ttl(query.ttl.as_deref())?;
+            hub_or_create(state, hub, &route.hub).add_user_to_group(&user, &group, ttl);
+            by_family(family, StatusCode::ACCEPTED, StatusCode::OK)
+        }
+        Target::RemoveUserFromGroup { user, group } => {
+            if let Some(hub) = hub {
+                hub.remove_user_from_group(&user, &group);
+            }
+            by_family(family, StatusCode::ACCEPTED, StatusCode::NO_CONTENT)
+        }
+        Target::RemoveUserFromAllGroups(user) => {
+            if let Some(hub) = hub {
+                hub.remove_user_from_all_groups(&user);
+            }
+            by_family(family, StatusCode::OK, StatusCode::NO_CONTENT)
+        }
+    };
+    Ok(status.into_response())
+}
+
+fn by_family(family: Family, v1: StatusCode, dated: StatusCode) -> StatusCode {
+    match family {
+        Family::V1 => v1,
+        Family::Dated => dated,
+    }
+}
+
+fn exists(found: bool, code: &'static str) -> Result<StatusCode, ApiError> {
+    if found { Ok(StatusCode::OK) } else { Err(ApiError::not_found(code, "not found")) }
+}
+
+fn hub_or_create(state: &ApiState, hub: Option<Arc<Hub>>, name: &str) -> Arc<Hub> {
+    hub.unwrap_or_else(|| state.registry.get_or_create(name))
+}
+
+fn parse_ttl(ttl: Option<&str>) -> Result<Option<u64>, ApiError> {
+    match ttl {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request("'ttl' must be a whole number of seconds, 0 or more")),
+    }
+}
+
+/// `YYYY-MM-DD` with an optional `-preview` suffix; any date is accepted so newer clients
+/// keep working.
+fn check_api_version(version: &str) -> Result<(), ApiError> {
+    let date = version.strip_suffix("-preview").unwrap_or(version);
+    let b = date.as_bytes();
+    let ok = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if ok { Ok(()) } else { Err(ApiError::bad_request(format!("unsupported api-version '{version}'"))) }
+}
+
+fn authenticate(state: &ApiState, headers: &HeaderMap, path: &str) -> Result<(), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .unwrap_or_default();
+    state.verifier.verify_server(token, path).map_err(|e| ApiError::unauthorized(e.to_string()))
+}
+
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(ApiError::too_large());
+    }
+    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large()),
+        Err(e) => Err(ApiError::bad_request(format!("could not read the request body: {e}"))),
+    }
+}

@@ -1,0 +1,36 @@
+//! The REST data plane application back ends drive Switchboard with, exactly as they drive
+//! Azure SignalR Service (azure-serverless.md §4): both route families (`/api/hubs/...` with
+//! `api-version`, and `/api/v1/hubs/...` with its aliases), server tokens with lenient
+//! audiences, `ErrorDetail` errors with `x-ms-error-code`, and the 1 MB body limit.
+//!
+//! Paths are matched by hand on percent-decoded segments ([`route`]) because Azure's literal
+//! segments such as `:send` are not expressible in axum's path syntax, and because a group
+//! may contain an encoded `/`.
+
+mod error;
+mod handlers;
+mod payload;
+mod route;
+
+pub use error::ApiError;
+pub use route::{Family, Route, Target, parse_route};
+
+use axum::Router;
+use axum::routing::any;
+use std::sync::Arc;
+use switchboard_auth::Verifier;
+use switchboard_hub::Registry;
+
+/// Largest accepted request body (Azure's documented limit).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What REST handlers share.
+pub struct ApiState {
+    pub registry: Arc<Registry>,
+    pub verifier: Arc<Verifier>,
+}
+
+/// Every `/api` route.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new().route("/api/{*rest}", any(handlers::handle)).with_state(state)
+}

@@ -1,0 +1,207 @@
+//! Matching Azure's REST paths (azure-serverless.md §4.3, §4.4) on decoded segments.
+
+use crate::ApiError;
+use http::{Method, StatusCode};
+use percent_encoding::percent_decode_str;
+use switchboard_hub::{is_valid_group_name, is_valid_hub_name};
+
+/// Which route family a request used; a few status codes differ between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `/api/v1/...`
+    V1,
+    /// `/api/...?api-version=2022-06-01` and later dates.
+    Dated,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Health,
+    Broadcast,
+    CloseAll,
+    SendUser(String),
+    CloseUser(String),
+    UserExists(String),
+    RemoveUserFromAllGroups(String),
+    AddUserToGroup { user: String, group: String },
+    RemoveUserFromGroup { user: String, group: String },
+    UserInGroup { user: String, group: String },
+    SendGroup(String),
+    CloseGroup(String),
+    GroupExists(String),
+    AddConnectionToGroup { connection: String, group: String },
+    RemoveConnectionFromGroup { connection: String, group: String },
+    RemoveConnectionFromAllGroups(String),
+    SendConnection(String),
+    ConnectionExists(String),
+    CloseConnection(String),
+}
+
+/// A matched request: its family, the internal hub name (lower-cased, `app_hub` with an
+/// `application`) and the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub family: Family,
+    pub hub: String,
+    pub target: Target,
+}
+
+/// Matches `method` and the raw (still percent-encoded) `path`. `application` is the
+/// `application` query value, if any.
+pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Result<Route, ApiError> {
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let (family, rest) = match segments.as_slice() {
+        ["api", "v1", rest @ ..] => (Family::V1, rest),
+        ["api", rest @ ..] => (Family::Dated, rest),
+        _ => return Err(not_found()),
+    };
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    if rest == ["health"] {
+        return if read { Ok(Route { family, hub: String::new(), target: Target::Health }) } else { Err(method_not_allowed()) };
+    }
+    let ["hubs", hub, rest @ ..] = rest else { return Err(not_found()) };
+    let hub = internal_hub(hub, application)?;
+    let post = *method == Method::POST;
+    let put = *method == Method::PUT;
+    let delete = *method == Method::DELETE;
+    let s = |v: &str| v.to_owned();
+    let target = match rest {
+        [] | [":send"] if post => Target::Broadcast,
+        [":closeConnections"] if post => Target::CloseAll,
+        ["users", u] | ["users", u, ":send"] if post => Target::SendUser(s(u)),
+        ["users", u] if read => Target::UserExists(s(u)),
+        ["users", u, ":closeConnections"] if post => Target::CloseUser(s(u)),
+        ["users", u, "groups"] if delete => Target::RemoveUserFromAllGroups(s(u)),
+        ["users", u, "groups", g] | ["groups", g, "users", u] => {
+            let (user, group) = (s(u), group_name(g)?);
+            match *method {
+                Method::PUT => Target::AddUserToGroup { user, group },
+                Method::DELETE => Target::RemoveUserFromGroup { user, group },
+                Method::GET | Method::HEAD => Target::UserInGroup { user, group },
+                _ => return Err(method_not_allowed()),
+            }
+        }
+        ["groups", g] | ["groups", g, ":send"] if post => Target::SendGroup(group_name(g)?),
+        ["groups", g] if read => Target::GroupExists(group_name(g)?),
+        ["groups", g, ":closeConnections"] if post => Target::CloseGroup(group_name(g)?),
+        ["groups", g, "connections", c] | ["connections", c, "groups", g] if put || delete => {
+            let (connection, group) = (s(c), group_name(g)?);
+            if put {
+                Target::AddConnectionToGroup { connection, group }
+            } else {
+                Target::RemoveConnectionFromGroup { connection, group }
+            }
+        }
+        ["connections", c, "groups"] if delete => Target::RemoveConnectionFromAllGroups(s(c)),
+        ["connections", c] | ["connections", c, ":send"] if post => Target::SendConnection(s(c)),
+        ["connections", c] if read => Target::ConnectionExists(s(c)),
+        ["connections", c] if delete => Target::CloseConnection(s(c)),
+        _ => return Err(if known_shape(rest) { method_not_allowed() } else { not_found() }),
+    };
+    Ok(Route { family, hub, target })
+}
+
+/// Whether `rest` would match some route with another method (405 rather than 404).
+fn known_shape(rest: &[&str]) -> bool {
+    matches!(
+        rest,
+        [] | [":send" | ":closeConnections"]
+            | ["users" | "groups" | "connections", _]
+            | ["users" | "groups" | "connections", _, _]
+            | ["users", _, "groups", _]
+            | ["groups", _, "users" | "connections", _]
+            | ["connections", _, "groups", _]
+    )
+}
+
+fn internal_hub(hub: &str, application: Option<&str>) -> Result<String, ApiError> {
+    if !is_valid_hub_name(hub) {
+        return Err(ApiError::bad_request(format!("invalid hub name '{}'", clip(hub))));
+    }
+    match application {
+        None | Some("") => Ok(hub.to_ascii_lowercase()),
+        Some(app) if is_valid_hub_name(app) => Ok(format!("{}_{}", app.to_ascii_lowercase(), hub.to_ascii_lowercase())),
+        Some(app) => Err(ApiError::bad_request(format!("invalid application name '{}'", clip(app)))),
+    }
+}
+
+fn group_name(group: &str) -> Result<String, ApiError> {
+    if is_valid_group_name(group) {
+        Ok(group.to_owned())
+    } else {
+        Err(ApiError::bad_request("invalid group name: 1 to 1024 characters, not only whitespace"))
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("Error.Request.NotFound", "no such route")
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Error.Request.MethodNotAllowed", "method not allowed on this route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: Method, path: &str) -> Result<Route, ApiError> {
+        parse_route(&method, path, None)
+    }
+
+    fn target(method: Method, path: &str) -> Target {
+        route(method, path).unwrap().target
+    }
+
+    #[test]
+    fn both_families_and_aliases() {
+        assert_eq!(target(Method::POST, "/api/v1/hubs/Chat"), Target::Broadcast);
+        assert_eq!(target(Method::POST, "/api/hubs/chat/:send"), Target::Broadcast);
+        assert_eq!(route(Method::POST, "/api/hubs/Chat/:send").unwrap().hub, "chat");
+        assert_eq!(route(Method::POST, "/api/hubs/chat/:send").unwrap().family, Family::Dated);
+        assert_eq!(target(Method::POST, "/api/v1/hubs/chat/users/u1"), Target::SendUser("u1".into()));
+        assert_eq!(target(Method::HEAD, "/api/hubs/chat/users/u1"), Target::UserExists("u1".into()));
+        let add = Target::AddUserToGroup { user: "u".into(), group: "g".into() };
+        assert_eq!(target(Method::PUT, "/api/v1/hubs/chat/groups/g/users/u"), add);
+        assert_eq!(target(Method::PUT, "/api/v1/hubs/chat/users/u/groups/g"), add);
+        assert_eq!(target(Method::PUT, "/api/hubs/chat/users/u/groups/g"), add);
+        let join = Target::AddConnectionToGroup { connection: "c".into(), group: "g".into() };
+        assert_eq!(target(Method::PUT, "/api/v1/hubs/chat/groups/g/connections/c"), join);
+        assert_eq!(target(Method::PUT, "/api/v1/hubs/chat/connections/c/groups/g"), join);
+        assert_eq!(target(Method::DELETE, "/api/hubs/chat/connections/c"), Target::CloseConnection("c".into()));
+        assert_eq!(target(Method::GET, "/api/v1/health"), Target::Health);
+        assert_eq!(target(Method::HEAD, "/api/health"), Target::Health);
+    }
+
+    #[test]
+    fn segments_are_decoded_after_splitting() {
+        assert_eq!(target(Method::POST, "/api/hubs/chat/groups/a%2Fb%20c/:send"), Target::SendGroup("a/b c".into()));
+    }
+
+    #[test]
+    fn application_prefixes_the_hub() {
+        let r = parse_route(&Method::POST, "/api/hubs/Chat/:send", Some("App")).unwrap();
+        assert_eq!(r.hub, "app_chat");
+        assert!(parse_route(&Method::POST, "/api/hubs/chat/:send", Some("1bad")).is_err());
+    }
+
+    #[test]
+    fn bad_names_and_unknown_routes() {
+        assert_eq!(route(Method::POST, "/api/hubs/1abc/:send").unwrap_err().status, StatusCode::BAD_REQUEST);
+        let long = format!("/api/hubs/{}/:send", "a".repeat(129));
+        assert_eq!(route(Method::POST, &long).unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(route(Method::POST, "/api/hubs/chat/groups/%20%20/:send").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(route(Method::POST, "/api/hubs/chat/nothing/x/y/z").unwrap_err().status, StatusCode::NOT_FOUND);
+        assert_eq!(route(Method::PATCH, "/api/hubs/chat/users/u").unwrap_err().status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+}

@@ -1,0 +1,123 @@
+//! One outbound hub message, serialized at most once per protocol and shared by every target.
+
+use bytes::Bytes;
+use std::sync::OnceLock;
+use switchboard_protocol::{HubMessage, Protocol, json, msgpack};
+
+/// Where the message came from decides how each protocol's frame is built.
+#[derive(Debug)]
+enum Source {
+    /// REST JSON payload: `target` plus the raw, already-validated JSON arguments array.
+    Json { target: String, arguments: Box<serde_json::value::RawValue> },
+    /// Frames prebuilt by the caller (the `application/octet-stream` multi-protocol payload).
+    Prebuilt { json: Option<Bytes>, messagepack: Option<Bytes> },
+}
+
+/// A message ready for delivery: the frame for each protocol is built on first use.
+#[derive(Debug)]
+pub struct Frames {
+    source: Source,
+    json: OnceLock<Option<Bytes>>,
+    messagepack: OnceLock<Option<Bytes>>,
+}
+
+impl Frames {
+    /// A server-to-client invocation of `target` with a JSON array of arguments.
+    pub fn invocation(target: impl Into<String>, arguments: Box<serde_json::value::RawValue>) -> Self {
+        Self::new(Source::Json { target: target.into(), arguments })
+    }
+
+    /// Frames supplied per protocol (each a whole framed hub message). A missing protocol is
+    /// converted from the other when a client of that protocol is targeted.
+    pub fn prebuilt(json: Option<Bytes>, messagepack: Option<Bytes>) -> Self {
+        Self::new(Source::Prebuilt { json, messagepack })
+    }
+
+    fn new(source: Source) -> Self {
+        Self { source, json: OnceLock::new(), messagepack: OnceLock::new() }
+    }
+
+    /// The framed bytes for `protocol`, or `None` when this message cannot be expressed in it.
+    pub fn get(&self, protocol: Protocol) -> Option<&Bytes> {
+        match protocol {
+            Protocol::Json => self.json.get_or_init(|| self.build(Protocol::Json)).as_ref(),
+            Protocol::MessagePack => self.messagepack.get_or_init(|| self.build(Protocol::MessagePack)).as_ref(),
+        }
+    }
+
+    fn build(&self, protocol: Protocol) -> Option<Bytes> {
+        let mut out = Vec::new();
+        match (&self.source, protocol) {
+            (Source::Json { target, arguments }, Protocol::Json) => {
+                json::encode_invocation_raw(target, arguments.get(), &mut out);
+            }
+            (Source::Json { target, arguments }, Protocol::MessagePack) => {
+                let values: Vec<serde_json::Value> = serde_json::from_str(arguments.get()).ok()?;
+                let values: Vec<rmpv::Value> = values.iter().map(msgpack::json_to_msgpack).collect();
+                msgpack::encode_invocation(target, &values, &mut out);
+            }
+            (Source::Prebuilt { json: Some(frame), .. }, Protocol::Json) => return Some(frame.clone()),
+            (Source::Prebuilt { messagepack: Some(frame), .. }, Protocol::MessagePack) => return Some(frame.clone()),
+            (Source::Prebuilt { messagepack: Some(frame), .. }, Protocol::Json) => {
+                let message = msgpack::decode(frame).ok()?.0;
+                json::encode(&map_values(message, |v| msgpack::msgpack_to_json(&v)), &mut out);
+            }
+            (Source::Prebuilt { json: Some(frame), .. }, Protocol::MessagePack) => {
+                let message = json::decode(frame).ok()?.0;
+                msgpack::encode(&map_values(message, |v| msgpack::json_to_msgpack(&v)), &mut out);
+            }
+            (Source::Prebuilt { json: None, messagepack: None }, _) => return None,
+        }
+        Some(Bytes::from(out))
+    }
+}
+
+/// Converts the argument values of an invocation between protocols; other messages are not
+/// something REST can send, so they are dropped.
+fn map_values<A, B>(message: HubMessage<A>, f: impl Fn(A) -> B) -> HubMessage<B> {
+    match message {
+        HubMessage::Invocation { headers, invocation_id, target, arguments, stream_ids } => HubMessage::Invocation {
+            headers,
+            invocation_id,
+            target,
+            arguments: arguments.into_iter().map(f).collect(),
+            stream_ids,
+        },
+        _ => HubMessage::Ping,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<serde_json::value::RawValue> {
+        serde_json::value::RawValue::from_string(text.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn json_source_builds_both_protocols_once() {
+        let frames = Frames::invocation("Receive", raw(r#"["hi",{"a":1}]"#));
+        let json_frame = frames.get(Protocol::Json).unwrap().clone();
+        assert_eq!(&json_frame[..], b"{\"type\":1,\"target\":\"Receive\",\"arguments\":[\"hi\",{\"a\":1}]}\x1e");
+        assert!(std::ptr::eq(frames.get(Protocol::Json).unwrap().as_ptr(), json_frame.as_ptr()));
+        let (message, _) = msgpack::decode(frames.get(Protocol::MessagePack).unwrap()).unwrap();
+        match message {
+            HubMessage::Invocation { target, arguments, .. } => {
+                assert_eq!(target, "Receive");
+                assert_eq!(arguments[0], rmpv::Value::from("hi"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prebuilt_converts_the_missing_protocol() {
+        let mut mp = Vec::new();
+        msgpack::encode_invocation("T", &[rmpv::Value::from(5)], &mut mp);
+        let frames = Frames::prebuilt(None, Some(Bytes::from(mp.clone())));
+        assert_eq!(frames.get(Protocol::MessagePack).unwrap().as_ref(), &mp[..]);
+        assert_eq!(frames.get(Protocol::Json).unwrap().as_ref(), b"{\"type\":1,\"target\":\"T\",\"arguments\":[5]}\x1e");
+        assert!(Frames::prebuilt(None, None).get(Protocol::Json).is_none());
+    }
+}

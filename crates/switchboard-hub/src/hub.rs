@@ -1,0 +1,321 @@
+//! One hub's connections, users and groups, and delivery into their outboxes.
+//!
+//! All state sits behind one `RwLock`: sends take the read lock and push shared frames into
+//! outboxes (which never block), membership changes take the write lock briefly.
+
+use crate::connection::Connection;
+use crate::frames::Frames;
+use crate::outbox::{CloseRequest, PushError};
+use crate::registry::Shared;
+#[cfg(test)]
+use crate::registry::Stats;
+use crate::unix_now;
+use crate::user_groups::UserGroups;
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// `^[A-Za-z][A-Za-z0-9_`,.[\]]{0,127}$`: the hub (and `application`) rule of the REST API.
+pub fn is_valid_hub_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic())
+        && name.len() <= 128
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'`' | b',' | b'.' | b'[' | b']'))
+}
+
+/// Groups are 1 to 1024 characters and not whitespace only.
+pub fn is_valid_group_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().count() <= 1024 && !name.chars().all(char::is_whitespace)
+}
+
+#[derive(Default)]
+struct State {
+    connections: HashMap<Arc<str>, Arc<Connection>>,
+    users: HashMap<Arc<str>, Vec<Arc<Connection>>>,
+    groups: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Connection>>>,
+    user_groups: UserGroups,
+}
+
+impl State {
+    /// Calls `f` once for every live connection in `group`, whether it joined directly or
+    /// through its user's membership.
+    fn for_each_in_group(&self, group: &str, now: u64, mut f: impl FnMut(&Arc<Connection>)) {
+        let direct = self.groups.get(group);
+        if let Some(members) = direct {
+            members.values().for_each(&mut f);
+        }
+        for user in self.user_groups.users_in(group, now) {
+            for conn in self.users.get(user).into_iter().flatten() {
+                if !direct.is_some_and(|d| d.contains_key(&conn.id)) {
+                    f(conn);
+                }
+            }
+        }
+    }
+}
+
+/// See the module docs.
+pub struct Hub {
+    name: Arc<str>,
+    state: RwLock<State>,
+    shared: Arc<Shared>,
+}
+
+impl Hub {
+    pub(crate) fn new(name: Arc<str>, shared: Arc<Shared>) -> Self {
+        Self { name, state: RwLock::default(), shared }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    // ----------------------------------------------------------------- connections
+
+    /// Registers a connected client.
+    pub fn add_connection(&self, conn: Arc<Connection>) {
+        let mut state = self.state.write();
+        if let Some(user) = &conn.user_id {
+            state.users.entry(user.clone()).or_default().push(conn.clone());
+        }
+        if state.connections.insert(conn.id.clone(), conn).is_none() {
+            self.shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets a connection and its connection-level groups.
+    pub fn remove_connection(&self, id: &str) {
+        let mut state = self.state.write();
+        let Some(conn) = state.connections.remove(id) else { return };
+        self.shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(user) = &conn.user_id {
+            if let Some(list) = state.users.get_mut(user) {
+                list.retain(|c| c.id != conn.id);
+                if list.is_empty() {
+                    state.users.remove(user);
+                }
+            }
+        }
+        for group in std::mem::take(&mut *conn.groups.lock()) {
+            if let Some(members) = state.groups.get_mut(&group) {
+                members.remove(id);
+                if members.is_empty() {
+                    state.groups.remove(&group);
+                }
+            }
+        }
+    }
+
+    pub fn connection(&self, id: &str) -> Option<Arc<Connection>> {
+        self.state.read().connections.get(id).cloned()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.state.read().connections.len()
+    }
+
+    /// Whether the user has at least one live connection.
+    pub fn user_exists(&self, user: &str) -> bool {
+        self.state.read().users.contains_key(user)
+    }
+
+    /// Whether at least one live connection is in the group.
+    pub fn group_exists(&self, group: &str) -> bool {
+        let state = self.state.read();
+        let mut found = false;
+        state.for_each_in_group(group, unix_now(), |_| found = true);
+        found
+    }
+
+    // -------------------------------------------------------------------- delivery
+
+    fn deliver(&self, conn: &Connection, frames: &Frames) -> bool {
+        let Some(frame) = frames.get(conn.protocol) else { return false };
+        match conn.outbox.push(frame.clone(), self.shared.config.max_queued_bytes) {
+            Ok(()) => true,
+            Err(PushError::Overflow) => {
+                self.shared.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(PushError::Closed) => false,
+        }
+    }
+
+    fn count(&self, delivered: u64) -> u64 {
+        self.shared.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+        delivered
+    }
+
+    /// Sends to every connection of the hub except `excluded` ids; returns deliveries.
+    pub fn broadcast(&self, frames: &Frames, excluded: &[String]) -> u64 {
+        let state = self.state.read();
+        let mut delivered = 0;
+        for conn in state.connections.values() {
+            if !is_excluded(&conn.id, excluded) && self.deliver(conn, frames) {
+                delivered += 1;
+            }
+        }
+        self.count(delivered)
+    }
+
+    /// Sends to every connection of `user`.
+    pub fn send_to_user(&self, user: &str, frames: &Frames) -> u64 {
+        let state = self.state.read();
+        let delivered = state.users.get(user).into_iter().flatten().filter(|c| self.deliver(c, frames)).count();
+        self.count(delivered as u64)
+    }
+
+    /// Sends to one connection; `false` when it is not here.
+    pub fn send_to_connection(&self, id: &str, frames: &Frames) -> bool {
+        let state = self.state.read();
+        let delivered = state.connections.get(id).is_some_and(|c| self.deliver(c, frames));
+        self.count(delivered as u64);
+        delivered
+    }
+
+    /// Sends to every connection in `group` except `excluded` ids.
+    pub fn send_to_group(&self, group: &str, frames: &Frames, excluded: &[String]) -> u64 {
+        let state = self.state.read();
+        let mut delivered = 0;
+        state.for_each_in_group(group, unix_now(), |conn| {
+            if !is_excluded(&conn.id, excluded) && self.deliver(conn, frames) {
+                delivered += 1;
+            }
+        });
+        self.count(delivered)
+    }
+
+    // ------------------------------------------------------------------ membership
+
+    /// Adds a connection to a group; `false` when the connection is not here.
+    pub fn add_to_group(&self, id: &str, group: &str) -> bool {
+        let mut state = self.state.write();
+        let Some(conn) = state.connections.get(id).cloned() else { return false };
+        join(&mut state, &conn, group);
+        true
+    }
+
+    /// Removes a connection from a group (absent is fine).
+    pub fn remove_from_group(&self, id: &str, group: &str) {
+        let mut state = self.state.write();
+        let Some(conn) = state.connections.get(id).cloned() else { return };
+        leave(&mut state, &conn, group);
+    }
+
+    /// Removes a connection from all its connection-level groups.
+    pub fn remove_from_all_groups(&self, id: &str) {
+        let mut state = self.state.write();
+        let Some(conn) = state.connections.get(id).cloned() else { return };
+        let groups = conn.groups.lock().clone();
+        for group in groups {
+            leave(&mut state, &conn, &group);
+        }
+    }
+
+    /// `PUT users/{user}/groups/{group}?ttl=`: `Some(0)` adds only the user's current
+    /// connections; otherwise a persistent membership (default TTL one year).
+    pub fn add_user_to_group(&self, user: &str, group: &str, ttl_secs: Option<u64>) {
+        let mut state = self.state.write();
+        if ttl_secs == Some(0) {
+            for conn in state.users.get(user).cloned().unwrap_or_default() {
+                join(&mut state, &conn, group);
+            }
+            return;
+        }
+        state.user_groups.add(user, group, ttl_secs, unix_now());
+    }
+
+    /// Removes the user's membership and its current connections from the group.
+    pub fn remove_user_from_group(&self, user: &str, group: &str) {
+        let mut state = self.state.write();
+        state.user_groups.remove(user, group);
+        for conn in state.users.get(user).cloned().unwrap_or_default() {
+            leave(&mut state, &conn, group);
+        }
+    }
+
+    /// Removes the user from every group, persistent and connection-level.
+    pub fn remove_user_from_all_groups(&self, user: &str) {
+        let mut state = self.state.write();
+        state.user_groups.remove_user(user);
+        for conn in state.users.get(user).cloned().unwrap_or_default() {
+            let groups = conn.groups.lock().clone();
+            for group in groups {
+                leave(&mut state, &conn, &group);
+            }
+        }
+    }
+
+    /// Whether the user belongs to the group, persistently or through a live connection.
+    pub fn user_in_group(&self, user: &str, group: &str) -> bool {
+        let state = self.state.read();
+        state.user_groups.contains(user, group, unix_now())
+            || state.groups.get(group).is_some_and(|m| m.values().any(|c| c.user_id.as_deref() == Some(user)))
+    }
+
+    /// Drops expired user-group memberships.
+    pub fn purge_expired(&self, now: u64) -> usize {
+        self.state.write().user_groups.purge_expired(now)
+    }
+
+    // ---------------------------------------------------------------------- closing
+
+    /// Asks one connection to close with `reason`; `false` when it is not here.
+    pub fn close_connection(&self, id: &str, request: CloseRequest) -> bool {
+        let conn = self.connection(id);
+        conn.map(|c| c.outbox.close(request)).is_some()
+    }
+
+    /// Closes every connection except `excluded`.
+    pub fn close_all(&self, excluded: &[String], request: &CloseRequest) {
+        let state = self.state.read();
+        for conn in state.connections.values().filter(|c| !is_excluded(&c.id, excluded)) {
+            conn.outbox.close(request.clone());
+        }
+    }
+
+    /// Closes every connection of the group except `excluded`.
+    pub fn close_group(&self, group: &str, excluded: &[String], request: &CloseRequest) {
+        let state = self.state.read();
+        state.for_each_in_group(group, unix_now(), |conn| {
+            if !is_excluded(&conn.id, excluded) {
+                conn.outbox.close(request.clone());
+            }
+        });
+    }
+
+    /// Closes every connection of the user except `excluded`.
+    pub fn close_user(&self, user: &str, excluded: &[String], request: &CloseRequest) {
+        let state = self.state.read();
+        for conn in state.users.get(user).into_iter().flatten().filter(|c| !is_excluded(&c.id, excluded)) {
+            conn.outbox.close(request.clone());
+        }
+    }
+}
+
+fn is_excluded(id: &str, excluded: &[String]) -> bool {
+    excluded.iter().any(|e| e == id)
+}
+
+fn join(state: &mut State, conn: &Arc<Connection>, group: &str) {
+    let members = state.groups.entry(Arc::from(group)).or_default();
+    if members.insert(conn.id.clone(), conn.clone()).is_none() {
+        let key = state.groups.get_key_value(group).map(|(k, _)| k.clone()).expect("just inserted");
+        conn.groups.lock().push(key);
+    }
+}
+
+fn leave(state: &mut State, conn: &Connection, group: &str) {
+    if let Some(members) = state.groups.get_mut(group) {
+        if members.remove(&conn.id).is_some() {
+            conn.groups.lock().retain(|g| &**g != group);
+        }
+        if members.is_empty() {
+            state.groups.remove(group);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+use super::*;
+use crate::{ConnectionInfo, Registry};
+use bytes::Bytes;
+use switchboard_protocol::Protocol;
+
+fn frames() -> Frames {
+    Frames::invocation("T", serde_json::value::RawValue::from_string("[1]".into()).unwrap())
+}
+
+fn connect(hub: &Hub, id: &str, user: Option<&str>, protocol: Protocol) -> Arc<Connection> {
+    let conn = Arc::new(Connection::new(id, user, protocol, ConnectionInfo::default()));
+    hub.add_connection(conn.clone());
+    conn
+}
+
+fn received(conn: &Connection) -> usize {
+    let mut out = Vec::<Bytes>::new();
+    conn.outbox.drain(&mut out).0
+}
+
+#[test]
+fn names() {
+    assert!(is_valid_hub_name("chat"));
+    assert!(is_valid_hub_name("a_b`,.[]9"));
+    assert!(is_valid_hub_name(&"a".repeat(128)));
+    for bad in ["", "1abc", "_a", "a-b", "a b", &"a".repeat(129)] {
+        assert!(!is_valid_hub_name(bad), "{bad}");
+    }
+    assert!(is_valid_group_name("a/b c"));
+    assert!(!is_valid_group_name("   "));
+    assert!(!is_valid_group_name(""));
+    assert!(!is_valid_group_name(&"g".repeat(1025)));
+}
+
+#[test]
+fn broadcast_excludes_and_serves_both_protocols() {
+    let registry = Registry::default();
+    let hub = registry.get_or_create("h");
+    let a = connect(&hub, "a", None, Protocol::Json);
+    let b = connect(&hub, "b", None, Protocol::MessagePack);
+    let c = connect(&hub, "c", None, Protocol::Json);
+    assert_eq!(hub.broadcast(&frames(), &["c".to_string()]), 2);
+    assert_eq!((received(&a), received(&b), received(&c)), (1, 1, 0));
+    assert_eq!(Stats::get(&registry.stats().delivered), 2);
+}
+
+#[test]
+fn users_and_connection_groups() {
+    let hub = Registry::default().get_or_create("h");
+    let a1 = connect(&hub, "a1", Some("alice"), Protocol::Json);
+    let a2 = connect(&hub, "a2", Some("alice"), Protocol::Json);
+    let b = connect(&hub, "b", Some("bob"), Protocol::Json);
+    assert_eq!(hub.send_to_user("alice", &frames()), 2);
+    assert!(hub.add_to_group("b", "g"));
+    assert!(!hub.add_to_group("nobody", "g"));
+    assert_eq!(hub.send_to_group("g", &frames(), &[]), 1);
+    assert!(hub.group_exists("g"));
+    hub.remove_connection("b");
+    assert!(!hub.group_exists("g"), "connection groups die with the connection");
+    assert!(!hub.user_exists("bob"));
+    assert_eq!((received(&a1), received(&a2), received(&b)), (1, 1, 1));
+}
+
+#[test]
+fn user_groups_reach_later_connections() {
+    let hub = Registry::default().get_or_create("h");
+    hub.add_user_to_group("alice", "g", None);
+    assert!(hub.user_in_group("alice", "g"));
+    assert!(!hub.group_exists("g"), "no live connection yet");
+    let a = connect(&hub, "a", Some("alice"), Protocol::Json);
+    assert_eq!(hub.send_to_group("g", &frames(), &[]), 1);
+    hub.add_to_group("a", "g");
+    assert_eq!(hub.send_to_group("g", &frames(), &[]), 1, "no duplicate delivery");
+    hub.remove_user_from_group("alice", "g");
+    assert_eq!(hub.send_to_group("g", &frames(), &[]), 0);
+    assert_eq!(received(&a), 2);
+}
+
+#[test]
+fn ttl_zero_adds_only_current_connections() {
+    let hub = Registry::default().get_or_create("h");
+    let a = connect(&hub, "a", Some("alice"), Protocol::Json);
+    hub.add_user_to_group("alice", "g", Some(0));
+    let later = connect(&hub, "later", Some("alice"), Protocol::Json);
+    assert_eq!(hub.send_to_group("g", &frames(), &[]), 1);
+    assert_eq!((received(&a), received(&later)), (1, 0));
+    hub.remove_user_from_all_groups("alice");
+    assert_eq!(hub.send_to_group("g", &frames(), &[]), 0);
+}
+
+#[test]
+fn close_requests_reach_outboxes() {
+    let hub = Registry::default().get_or_create("h");
+    let a = connect(&hub, "a", Some("u"), Protocol::Json);
+    let b = connect(&hub, "b", Some("u"), Protocol::Json);
+    let request = CloseRequest { error: Some("bye".into()), allow_reconnect: false };
+    hub.close_user("u", &["b".to_string()], &request);
+    assert!(a.outbox.is_closing());
+    assert!(!b.outbox.is_closing());
+    assert!(!hub.close_connection("zzz", request));
+}
+
+#[test]
+fn slow_consumers_are_closed_and_counted() {
+    let registry = Registry::new(crate::HubConfig { max_queued_bytes: 200 });
+    let hub = registry.get_or_create("h");
+    let a = connect(&hub, "a", None, Protocol::Json);
+    let mut sent = 0;
+    while hub.send_to_connection("a", &frames()) {
+        sent += 1;
+        assert!(sent < 100);
+    }
+    assert!(a.outbox.is_closing());
+    assert_eq!(Stats::get(&registry.stats().slow_consumer_closes), 1);
+}

@@ -1,0 +1,37 @@
+//! The node-local half of Switchboard: who is connected here and what they should receive.
+//!
+//! ```text
+//!  REST / fan-out ──► Registry ──► Hub (one per hub name, one RwLock)
+//!                                   ├─ connections   id → Connection
+//!                                   ├─ users         user → connections
+//!                                   ├─ groups        group → connections   (dies with the connection)
+//!                                   └─ user groups   user ↔ group with TTL (persistent membership)
+//!  Frames: one message, serialized at most once per protocol, shared by every target
+//!  Connection.outbox: bounded queue of shared frames; the transport task drains it in batches
+//! ```
+//!
+//! Nothing here touches a socket: transports (the edge crate) own the I/O and drain
+//! [`Outbox`]es; REST handlers and the fan-out call [`Hub`] methods.
+
+mod connection;
+mod frames;
+mod hub;
+mod outbox;
+mod registry;
+mod user_groups;
+
+pub use connection::{Connection, ConnectionInfo, new_connection_id, owner_of};
+pub use frames::Frames;
+pub use hub::{Hub, is_valid_group_name, is_valid_hub_name};
+pub use outbox::{CloseRequest, Outbox, PushError};
+pub use registry::{HubConfig, Registry, Stats};
+pub use user_groups::{DEFAULT_TTL_SECS, MAX_TTL_LESS_GROUPS, UserGroups};
+
+/// Seconds since the Unix epoch; user-group TTLs are kept in wall-clock time so they can be
+/// persisted and replicated.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,89 @@
+//! Every hub on this node, plus the limits and counters they share.
+
+use crate::hub::Hub;
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Limits that apply to every connection of the node.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Bytes an outbox may hold before its connection is closed as a slow consumer.
+    pub max_queued_bytes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self { max_queued_bytes: 1 << 20 }
+    }
+}
+
+/// Node-wide counters, read by metrics and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Frames handed to outboxes.
+    pub delivered: AtomicU64,
+    /// Connections closed because their outbox overflowed.
+    pub slow_consumer_closes: AtomicU64,
+    /// Connections currently registered.
+    pub connections: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: HubConfig,
+    pub(crate) stats: Stats,
+}
+
+/// See the module docs.
+pub struct Registry {
+    hubs: RwLock<HashMap<Arc<str>, Arc<Hub>>>,
+    shared: Arc<Shared>,
+}
+
+impl Registry {
+    pub fn new(config: HubConfig) -> Self {
+        Self { hubs: RwLock::default(), shared: Arc::new(Shared { config, stats: Stats::default() }) }
+    }
+
+    /// The hub named `name` (already lower-cased), if anything ever used it.
+    pub fn get(&self, name: &str) -> Option<Arc<Hub>> {
+        self.hubs.read().get(name).cloned()
+    }
+
+    /// The hub named `name`, created on first use.
+    pub fn get_or_create(&self, name: &str) -> Arc<Hub> {
+        if let Some(hub) = self.get(name) {
+            return hub;
+        }
+        let mut hubs = self.hubs.write();
+        hubs.entry(Arc::from(name))
+            .or_insert_with(|| Arc::new(Hub::new(Arc::from(name), self.shared.clone())))
+            .clone()
+    }
+
+    /// Every hub, for node-wide sweeps.
+    pub fn hubs(&self) -> Vec<Arc<Hub>> {
+        self.hubs.read().values().cloned().collect()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.shared.config
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new(HubConfig::default())
+    }
+}
