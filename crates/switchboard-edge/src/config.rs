@@ -1,0 +1,44 @@
+use std::time::Duration;
+
+/// Client-endpoint settings. Defaults are those of ASP.NET Core SignalR and Azure.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// This node's id, encoded in every connection id it creates.
+    pub node_id: u64,
+    /// Send a Ping when nothing was sent for this long.
+    pub keep_alive: Duration,
+    /// Close a connection that sent nothing for this long.
+    pub client_timeout: Duration,
+    /// Close a connection that has not completed the handshake after this long.
+    pub handshake_timeout: Duration,
+    /// Largest message a client may send (WebSocket message or hub record).
+    pub max_message_size: usize,
+    /// How long a negotiated connection token may be used to open its connection.
+    pub connect_window: Duration,
+    /// Browser origins allowed to call the client endpoint; `None` allows every origin.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            keep_alive: Duration::from_secs(15),
+            client_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(15),
+            max_message_size: 1 << 20,
+            connect_window: Duration::from_secs(120),
+            allowed_origins: None,
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// Whether a browser page at `origin` may use the endpoint.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        match &self.allowed_origins {
+            None => true,
+            Some(list) => list.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)),
+        }
+    }
+}

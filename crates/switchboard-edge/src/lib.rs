@@ -1,0 +1,73 @@
+//! The client endpoint of a node: everything a SignalR client talks to.
+//!
+//! ```text
+//!  POST /client/negotiate?hub=  ──► negotiate: verify token, mint connection id + token
+//!  GET  /client/?hub=&id=       ──► WebSocket upgrade ──► connection task
+//!                                     raw TcpStream ⇄ websocket framing ⇄ Session (sans-io)
+//!                                     Outbox (from the hub) ──► batched writes
+//! ```
+//!
+//! The WebSocket handshake is done by fastwebsockets inside the hyper upgrade; afterwards the
+//! task takes the raw `TcpStream` back and frames it with the sans-io codec of
+//! `switchboard-protocol`, reading into a stack buffer on readiness, so an idle connection owns
+//! no heap buffers (per-connection memory is a headline number).
+
+mod config;
+mod cors;
+mod negotiate;
+mod request;
+mod session;
+mod websocket;
+
+pub use config::EdgeConfig;
+pub use session::{Output, Session};
+
+use axum::Router;
+use axum::routing::{get, post};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use switchboard_auth::{ConnectionTokens, Verifier};
+use switchboard_hub::Registry;
+
+/// Everything the client endpoint needs, shared by its handlers and connection tasks.
+pub struct EdgeState {
+    pub config: EdgeConfig,
+    pub registry: Arc<Registry>,
+    pub verifier: Arc<Verifier>,
+    pub tokens: ConnectionTokens,
+    /// Ids of connections that ended, until their connection token expires, so a stale id is
+    /// answered 404 instead of silently becoming a new connection.
+    ended: Mutex<HashMap<Arc<str>, u64>>,
+}
+
+impl EdgeState {
+    pub fn new(config: EdgeConfig, registry: Arc<Registry>, verifier: Arc<Verifier>, tokens: ConnectionTokens) -> Self {
+        Self { config, registry, verifier, tokens, ended: Mutex::default() }
+    }
+
+    fn remember_ended(&self, id: Arc<str>, until: u64) {
+        let mut ended = self.ended.lock();
+        if ended.len() >= 4096 && ended.len().is_power_of_two() {
+            let now = switchboard_hub::unix_now();
+            ended.retain(|_, until| *until > now);
+        }
+        ended.insert(id, until);
+    }
+
+    fn has_ended(&self, id: &str) -> bool {
+        let ended = self.ended.lock();
+        ended.get(id).is_some_and(|until| *until > switchboard_hub::unix_now())
+    }
+}
+
+/// Routes of the client endpoint. CORS applies to all of them.
+pub fn router(state: Arc<EdgeState>) -> Router {
+    let routes = Router::new()
+        .route("/client/negotiate", post(negotiate::negotiate).options(cors::preflight))
+        .route("/client/negotiate/", post(negotiate::negotiate).options(cors::preflight))
+        .route("/client", get(websocket::connect).options(cors::preflight))
+        .route("/client/", get(websocket::connect).options(cors::preflight))
+        .with_state(state.clone());
+    routes.layer(axum::middleware::from_fn_with_state(state, cors::apply))
+}

@@ -1,0 +1,196 @@
+//! The transport-independent part of a client connection, sans-io: bytes from the client go
+//! in, [`Output`]s come out. It runs the handshake, splits hub records (several per frame,
+//! or one across frames), answers what the node answers itself and reports the rest.
+//!
+//! ```text
+//!  transport bytes ──► Session::feed ──► Output::{Opened, Reply, Invocation, Close, ClientClosed}
+//! ```
+
+use switchboard_protocol::protocol::Inbound;
+use switchboard_protocol::{DecodeError, Protocol, handshake};
+
+/// What the transport must do, in order.
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    /// The handshake succeeded: register the connection before writing what follows.
+    Opened(Protocol),
+    /// Bytes to write to the client (whole hub messages).
+    Reply(Vec<u8>),
+    /// A client invocation to route (to upstream, when configured).
+    Invocation { invocation_id: Option<String>, target: String },
+    /// Write the given Close bytes (if any) and end the connection.
+    Close(Option<Vec<u8>>),
+    /// The client said goodbye (hub Close message); end without writing more.
+    ClientClosed,
+}
+
+enum Phase {
+    Handshake,
+    Open(Protocol),
+    Done,
+}
+
+/// See the module docs.
+pub struct Session {
+    phase: Phase,
+    /// Bytes of a record not yet complete. Empty (no heap) between whole records.
+    partial: Vec<u8>,
+    max_message_size: usize,
+    binary_allowed: bool,
+}
+
+impl Session {
+    /// `binary_allowed` is false on transports that carry only text (Server-Sent Events).
+    pub fn new(max_message_size: usize, binary_allowed: bool) -> Self {
+        Self { phase: Phase::Handshake, partial: Vec::new(), max_message_size, binary_allowed }
+    }
+
+    /// The protocol chosen at handshake, once open.
+    pub fn protocol(&self) -> Option<Protocol> {
+        match self.phase {
+            Phase::Open(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Processes bytes from the client.
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<Output>) {
+        if matches!(self.phase, Phase::Done) {
+            return;
+        }
+        if self.partial.is_empty() {
+            let used = self.process(data, out);
+            self.keep_partial(&data[used..], out);
+        } else {
+            let mut buffer = std::mem::take(&mut self.partial);
+            buffer.extend_from_slice(data);
+            let used = self.process(&buffer, out);
+            self.keep_partial(&buffer[used..], out);
+        }
+    }
+
+    fn keep_partial(&mut self, rest: &[u8], out: &mut Vec<Output>) {
+        if rest.is_empty() || matches!(self.phase, Phase::Done) {
+            self.partial = Vec::new();
+        } else if rest.len() > self.max_message_size {
+            self.fail("the message exceeds the maximum message size", out);
+        } else {
+            self.partial = rest.to_vec();
+        }
+    }
+
+    /// Consumes whole records from `data`; returns the bytes used.
+    fn process(&mut self, data: &[u8], out: &mut Vec<Output>) -> usize {
+        let mut used = 0;
+        while used < data.len() {
+            let rest = &data[used..];
+            let step = match self.phase {
+                Phase::Handshake => self.handshake(rest, out),
+                Phase::Open(protocol) => self.message(protocol, rest, out),
+                Phase::Done => return data.len(),
+            };
+            match step {
+                Some(n) => used += n,
+                None => break,
+            }
+        }
+        used
+    }
+
+    fn handshake(&mut self, data: &[u8], out: &mut Vec<Output>) -> Option<usize> {
+        let (request, used) = match handshake::parse_request(data) {
+            Ok(parsed) => parsed,
+            Err(DecodeError::Incomplete) => {
+                if data.len() > self.max_message_size {
+                    self.refuse("the handshake request is too large", out);
+                }
+                return None;
+            }
+            Err(DecodeError::Invalid(reason)) => {
+                self.refuse(&format!("Error reading handshake: {reason}"), out);
+                return None;
+            }
+        };
+        let Some(protocol) = Protocol::from_name(&request.protocol) else {
+            self.refuse(&handshake::unknown_protocol(&request.protocol), out);
+            return None;
+        };
+        if !protocol.supports_version(request.version) {
+            self.refuse(&handshake::unsupported_version(&request.protocol, request.version), out);
+            return None;
+        }
+        if protocol.is_binary() && !self.binary_allowed {
+            self.refuse(
+                &format!("Cannot use the '{}' protocol on the current transport. The transport does not support 'Binary' transfer format.", protocol.name()),
+                out,
+            );
+            return None;
+        }
+        self.phase = Phase::Open(protocol);
+        out.push(Output::Opened(protocol));
+        out.push(Output::Reply(handshake::RESPONSE_OK.to_vec()));
+        Some(used)
+    }
+
+    fn message(&mut self, protocol: Protocol, data: &[u8], out: &mut Vec<Output>) -> Option<usize> {
+        let (body, used) = match protocol.next_record(data, self.max_message_size) {
+            Ok(record) => record,
+            Err(DecodeError::Incomplete) => return None,
+            Err(DecodeError::Invalid(reason)) => {
+                self.fail(&reason, out);
+                return None;
+            }
+        };
+        match protocol.inspect(body) {
+            Ok(Inbound::Ping | Inbound::Ack { .. } | Inbound::Sequence { .. }) => {}
+            Ok(Inbound::Completion { .. } | Inbound::StreamItem | Inbound::CancelInvocation) => {}
+            Ok(Inbound::Close { .. }) => {
+                self.phase = Phase::Done;
+                out.push(Output::ClientClosed);
+            }
+            Ok(Inbound::Invocation { invocation_id, target }) => {
+                out.push(Output::Invocation { invocation_id, target });
+            }
+            Ok(Inbound::StreamInvocation { invocation_id }) => {
+                let mut reply = Vec::new();
+                protocol.encode_completion_error(
+                    &invocation_id,
+                    "Stream invocations are not supported in serverless mode.",
+                    &mut reply,
+                );
+                out.push(Output::Reply(reply));
+            }
+            Err(error) => {
+                self.fail(&error.to_string(), out);
+                return None;
+            }
+        }
+        Some(used)
+    }
+
+    /// Answers a failed handshake with the error response, then closes.
+    fn refuse(&mut self, error: &str, out: &mut Vec<Output>) {
+        self.phase = Phase::Done;
+        out.push(Output::Close(Some(handshake::error_response(error))));
+    }
+
+    /// Ends an open connection over bad input, telling the client why.
+    fn fail(&mut self, reason: &str, out: &mut Vec<Output>) {
+        let message = format!("Connection closed with an error. {reason}");
+        let bytes = match self.phase {
+            Phase::Open(protocol) => {
+                let mut close = Vec::new();
+                protocol.encode_close(Some(&message), false, &mut close);
+                Some(close)
+            }
+            Phase::Handshake => Some(handshake::error_response(&message)),
+            Phase::Done => None,
+        };
+        self.phase = Phase::Done;
+        self.partial = Vec::new();
+        out.push(Output::Close(bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests;

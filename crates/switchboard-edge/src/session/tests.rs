@@ -1,0 +1,79 @@
+use super::*;
+
+fn feed(session: &mut Session, data: &[u8]) -> Vec<Output> {
+    let mut out = Vec::new();
+    session.feed(data, &mut out);
+    out
+}
+
+fn open_json() -> Session {
+    let mut s = Session::new(1024, true);
+    let out = feed(&mut s, b"{\"protocol\":\"json\",\"version\":1}\x1e");
+    assert_eq!(out, vec![Output::Opened(Protocol::Json), Output::Reply(b"{}\x1e".to_vec())]);
+    s
+}
+
+#[test]
+fn handshake_split_across_feeds_with_trailing_messages() {
+    let mut s = Session::new(1024, true);
+    assert!(feed(&mut s, b"{\"protocol\":\"messagepack\",").is_empty());
+    let out = feed(&mut s, b"\"version\":2}\x1e\x02\x91\x06");
+    assert_eq!(out[0], Output::Opened(Protocol::MessagePack));
+    assert_eq!(out.len(), 2, "the trailing ping is consumed silently");
+    assert_eq!(s.protocol(), Some(Protocol::MessagePack));
+}
+
+#[test]
+fn handshake_errors_use_the_aspnet_texts() {
+    for (request, expected) in [
+        (&b"{\"protocol\":\"foo\",\"version\":1}\x1e"[..], "Requested protocol 'foo' is not available."),
+        (b"{\"protocol\":\"json\",\"version\":99}\x1e", "The server does not support version 99 of the 'json' protocol."),
+        (b"garbage\x1e", "Error reading handshake"),
+    ] {
+        let mut s = Session::new(1024, true);
+        let out = feed(&mut s, request);
+        let Output::Close(Some(bytes)) = &out[0] else { panic!("{out:?}") };
+        let text = String::from_utf8_lossy(bytes);
+        assert!(text.starts_with("{\"error\":") && text.contains(expected), "{text}");
+        assert!(feed(&mut s, b"{\"type\":6}\x1e").is_empty(), "nothing after close");
+    }
+}
+
+#[test]
+fn messagepack_is_refused_on_text_only_transports() {
+    let mut s = Session::new(1024, false);
+    let out = feed(&mut s, b"{\"protocol\":\"messagepack\",\"version\":1}\x1e");
+    assert!(matches!(&out[0], Output::Close(Some(b)) if String::from_utf8_lossy(b).contains("Binary")));
+}
+
+#[test]
+fn batched_and_split_messages() {
+    let mut s = open_json();
+    let out = feed(&mut s, b"{\"type\":6}\x1e{\"type\":1,\"target\":\"a\",\"arguments\":[]}\x1e{\"type\":1,\"invo");
+    assert_eq!(out, vec![Output::Invocation { invocation_id: None, target: "a".into() }]);
+    let out = feed(&mut s, b"cationId\":\"7\",\"target\":\"b\",\"arguments\":[1]}\x1e");
+    assert_eq!(out, vec![Output::Invocation { invocation_id: Some("7".into()), target: "b".into() }]);
+}
+
+#[test]
+fn garbage_after_handshake_closes_with_an_error() {
+    let mut s = open_json();
+    let out = feed(&mut s, b"not json\x1e");
+    let Output::Close(Some(bytes)) = &out[0] else { panic!("{out:?}") };
+    assert!(String::from_utf8_lossy(bytes).contains("\"type\":7"));
+}
+
+#[test]
+fn oversized_partial_input_closes() {
+    let mut s = open_json();
+    let out = feed(&mut s, &[b'{'; 2000]);
+    assert!(matches!(&out[0], Output::Close(Some(_))), "{out:?}");
+}
+
+#[test]
+fn client_close_and_stream_invocations() {
+    let mut s = open_json();
+    let out = feed(&mut s, b"{\"type\":4,\"invocationId\":\"1\",\"target\":\"s\",\"arguments\":[]}\x1e{\"type\":7}\x1e");
+    assert!(matches!(&out[0], Output::Reply(b) if String::from_utf8_lossy(b).contains("\"error\"")));
+    assert_eq!(out[1], Output::ClientClosed);
+}

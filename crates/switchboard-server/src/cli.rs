@@ -1,0 +1,76 @@
+//! The command line. Every `serve` flag also reads a `SWITCHBOARD_*` environment variable and
+//! may be set in the config file; a flag beats the environment, which beats the file.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about = "Real-time messaging compatible with Azure SignalR Service (serverless mode)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (an embedded single node when nothing else is configured).
+    Serve(Box<ServeArgs>),
+    /// Mint a client access token for manual tests.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// A TOML config file; its keys are the flag names with '_' for '-'.
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for clients and REST [default: 127.0.0.1:8080].
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    pub listen: Option<String>,
+    /// Public endpoint used in audiences and negotiate answers [default: http://<listen address>].
+    #[arg(long, env = "SWITCHBOARD_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Access key (repeat for a secondary key; the first signs). Default: one kept in the data dir.
+    #[arg(long = "access-key", env = "SWITCHBOARD_ACCESS_KEY", value_delimiter = ',')]
+    pub access_keys: Vec<String>,
+    /// Directory for the generated access key and node data [default: ./switchboard-data].
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Browser origin allowed to connect (repeatable); every origin when none is given.
+    #[arg(long = "allowed-origin", env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Largest message a client may send, in bytes [default: 1048576].
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<usize>,
+    /// Bytes queued for one connection before it is closed as a slow consumer [default: 1048576].
+    #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_BYTES")]
+    pub max_queued_bytes: Option<usize>,
+    /// Seconds to wait for clients to leave on shutdown [default: 10].
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<u64>,
+    /// Log format: plain or json [default: plain]. Filter with SWITCHBOARD_LOG (e.g. debug).
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Hub the token is for.
+    #[arg(long)]
+    pub hub: String,
+    /// User id written into the token (asrs.s.uid).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Connection string whose endpoint and key are used; default: the one of --data-dir.
+    #[arg(long, env = "SWITCHBOARD_CONNECTION_STRING")]
+    pub connection_string: Option<String>,
+    /// Data directory of a node started without --access-key [default: ./switchboard-data].
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Endpoint for the audience when reading the key from --data-dir [default: http://127.0.0.1:8080].
+    #[arg(long, env = "SWITCHBOARD_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Token lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub lifetime: u64,
+}

@@ -1,0 +1,168 @@
+//! Resolving flags, environment and config file into validated [`Settings`].
+
+use crate::Exit;
+use crate::cli::ServeArgs;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// The config file: the same settings as the flags, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub endpoint: Option<String>,
+    pub access_keys: Option<Vec<String>>,
+    pub data_dir: Option<PathBuf>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub max_message_size: Option<usize>,
+    pub max_queued_bytes: Option<usize>,
+    pub shutdown_grace: Option<u64>,
+    pub log_format: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Validated settings of a node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// `None`: derived from the bound address once listening.
+    pub endpoint: Option<Url>,
+    /// Empty: use (or create) the key in the data directory.
+    pub access_keys: Vec<String>,
+    pub data_dir: PathBuf,
+    pub allowed_origins: Option<Vec<String>>,
+    pub max_message_size: usize,
+    pub max_queued_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "switchboard-data";
+
+impl Settings {
+    /// Merges flags (with their environment variables) over the config file, then validates.
+    pub fn resolve(args: ServeArgs) -> Result<Settings, Exit> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen_text = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| usage(format!("--listen '{listen_text}' is not an address like 127.0.0.1:8080")))?;
+        let endpoint = match args.endpoint.or(file.endpoint) {
+            None => None,
+            Some(text) => Some(parse_endpoint(&text)?),
+        };
+        let access_keys = if args.access_keys.is_empty() { file.access_keys.unwrap_or_default() } else { args.access_keys };
+        if access_keys.iter().any(|k| k.trim().is_empty() || k.contains(';')) {
+            return Err(usage("an access key must be non-empty and must not contain ';'".into()));
+        }
+        let allowed = if args.allowed_origins.is_empty() { file.allowed_origins.unwrap_or_default() } else { args.allowed_origins };
+        let log_format = match args.log_format.or(file.log_format).as_deref() {
+            None | Some("plain") => LogFormat::Plain,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(usage(format!("--log-format '{other}' must be plain or json"))),
+        };
+        let max_message_size = args.max_message_size.or(file.max_message_size).unwrap_or(1 << 20);
+        let max_queued_bytes = args.max_queued_bytes.or(file.max_queued_bytes).unwrap_or(1 << 20);
+        if max_message_size < 1024 || max_queued_bytes < 1024 {
+            return Err(usage("--max-message-size and --max-queued-bytes must be at least 1024".into()));
+        }
+        Ok(Settings {
+            listen,
+            endpoint,
+            access_keys,
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            allowed_origins: (!allowed.is_empty()).then_some(allowed),
+            max_message_size,
+            max_queued_bytes,
+            shutdown_grace: Duration::from_secs(args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10)),
+            log_format,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, Exit> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| usage(format!("invalid config file {}: {}", path.display(), one_line(&e.to_string()))))
+}
+
+/// Parses a public endpoint: an absolute http(s) URL without query, trailing `/` dropped.
+pub fn parse_endpoint(text: &str) -> Result<Url, Exit> {
+    let url = Url::parse(text.trim_end_matches('/'))
+        .map_err(|e| usage(format!("--endpoint '{text}' is not an absolute URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || url.query().is_some() {
+        return Err(usage(format!("--endpoint '{text}' must be an http or https URL without a query")));
+    }
+    Ok(url)
+}
+
+fn usage(reason: String) -> Exit {
+    Exit::Usage(reason)
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(args: ServeArgs) -> Result<Settings, String> {
+        Settings::resolve(args).map_err(|e| match e {
+            Exit::Usage(reason) => reason,
+            Exit::Failed(e) => e.to_string(),
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let s = resolve(ServeArgs::default()).unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert!(s.endpoint.is_none() && s.access_keys.is_empty() && s.allowed_origins.is_none());
+        assert_eq!(s.log_format, LogFormat::Plain);
+    }
+
+    #[test]
+    fn invalid_values_are_usage_errors() {
+        let bad = [
+            ServeArgs { listen: Some("nowhere".into()), ..Default::default() },
+            ServeArgs { endpoint: Some("ftp://x".into()), ..Default::default() },
+            ServeArgs { access_keys: vec!["a;b".into()], ..Default::default() },
+            ServeArgs { log_format: Some("xml".into()), ..Default::default() },
+            ServeArgs { max_message_size: Some(10), ..Default::default() },
+            ServeArgs { config: Some("/nonexistent/switchboard.toml".into()), ..Default::default() },
+        ];
+        for args in bad {
+            let reason = resolve(args).unwrap_err();
+            assert!(!reason.contains('\n'), "{reason}");
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let dir = std::env::temp_dir().join(format!("switchboard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\naccess_keys = [\"file-key\"]\nlog_format = \"json\"\n").unwrap();
+        let s = resolve(ServeArgs { config: Some(path.clone()), listen: Some("127.0.0.1:9100".into()), ..Default::default() }).unwrap();
+        assert_eq!(s.listen.port(), 9100);
+        assert_eq!(s.access_keys, vec!["file-key".to_string()]);
+        assert_eq!(s.log_format, LogFormat::Json);
+        std::fs::write(&path, "unknown_key = 1\n").unwrap();
+        assert!(resolve(ServeArgs { config: Some(path), ..Default::default() }).is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! `switchboard`: a self-hosted service compatible with Azure SignalR Service (serverless).
+//!
+//! `main` only parses the command line and hands over; exit code 64 means invalid
+//! configuration (EX_USAGE), with a one-line reason on stderr.
+
+use clap::Parser;
+use switchboard_server::cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => switchboard_server::serve::main(*args),
+        Command::Token(args) => switchboard_server::token::main(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(switchboard_server::Exit::Usage(reason)) => {
+            eprintln!("switchboard: {reason}");
+            std::process::ExitCode::from(64)
+        }
+        Err(switchboard_server::Exit::Failed(error)) => {
+            eprintln!("switchboard: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! `switchboard serve`: one port carries the client endpoint and the REST API.
+//!
+//! Connections are served with hyper's HTTP/1 builder directly (not `axum::serve`), so a
+//! WebSocket upgrade can take the raw `TcpStream` back (see `switchboard-edge`).
+
+use crate::Exit;
+use crate::cli::ServeArgs;
+use crate::config::{LogFormat, Settings};
+use anyhow::Context;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use rand::Rng;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_api::{ApiError, ApiState};
+use switchboard_auth::{AccessKeys, Audience, ConnectionTokens, Verifier, generate_access_key};
+use switchboard_edge::{EdgeConfig, EdgeState};
+use switchboard_hub::{CloseRequest, HubConfig, Registry, Stats, unix_now};
+use tokio::net::TcpListener;
+use url::Url;
+
+/// Name of the file holding the generated access key inside the data directory.
+pub const ACCESS_KEY_FILE: &str = "access-key";
+
+/// Entry point of `switchboard serve`.
+pub fn main(args: ServeArgs) -> Result<(), Exit> {
+    let settings = Settings::resolve(args)?;
+    init_logging(settings.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(settings, shutdown_signal()))
+}
+
+/// Runs a node until `shutdown` resolves, then closes its clients (with `allowReconnect`) and
+/// waits for them to leave within the grace period.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Exit> {
+    let keys = load_or_create_keys(&settings)?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let bound = listener.local_addr().context("listener has no address")?;
+    let endpoint = match &settings.endpoint {
+        Some(url) => url.clone(),
+        None => Url::parse(&format!("http://{}", reachable(bound))).context("bound address is not a URL")?,
+    };
+    let connection_string =
+        format!("Endpoint={};AccessKey={};Version=1.0;", endpoint.as_str().trim_end_matches('/'), keys.primary());
+    println!("{connection_string}");
+    tracing::info!(listen = %bound, endpoint = %endpoint, "switchboard is serving; the connection string is on stdout");
+
+    let registry = Arc::new(Registry::new(HubConfig { max_queued_bytes: settings.max_queued_bytes }));
+    let verifier = Arc::new(Verifier::new(keys, Audience::new([&endpoint]), 30));
+    let node_secret: [u8; 32] = rand::rng().random();
+    let edge_config = EdgeConfig {
+        max_message_size: settings.max_message_size,
+        allowed_origins: settings.allowed_origins.clone(),
+        ..EdgeConfig::default()
+    };
+    let edge = Arc::new(EdgeState::new(edge_config, registry.clone(), verifier.clone(), ConnectionTokens::new(node_secret)));
+    let api = Arc::new(ApiState { registry: registry.clone(), verifier });
+    let app = switchboard_edge::router(edge)
+        .merge(switchboard_api::router(api))
+        .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") });
+
+    tokio::spawn(sweep_expired_memberships(registry.clone()));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let service = TowerToHyperService::new(app.clone());
+                    tokio::spawn(async move {
+                        let connection = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(Duration::from_secs(30))
+                            .max_buf_size(64 * 1024)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades();
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, "http connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    drain(&registry, settings.shutdown_grace).await;
+    Ok(())
+}
+
+/// Tells every client to reconnect elsewhere and waits (bounded) for them to go.
+async fn drain(registry: &Registry, grace: Duration) {
+    let request = CloseRequest { error: Some("Server is shutting down.".into()), allow_reconnect: true };
+    for hub in registry.hubs() {
+        hub.close_all(&[], &request);
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while Stats::get(&registry.stats().connections) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(remaining = Stats::get(&registry.stats().connections), "stopped");
+}
+
+async fn sweep_expired_memberships(registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        for hub in registry.hubs() {
+            hub.purge_expired(unix_now());
+        }
+    }
+}
+
+/// Keys from the settings, else the key kept in the data directory (created on first start).
+fn load_or_create_keys(settings: &Settings) -> Result<AccessKeys, Exit> {
+    if let Some(keys) = AccessKeys::new(settings.access_keys.clone()) {
+        return Ok(keys);
+    }
+    let key = read_or_create_key(&settings.data_dir)?;
+    Ok(AccessKeys::new([key]).expect("a generated key is never empty"))
+}
+
+/// Reads the key of a data directory, creating directory and key when absent.
+pub fn read_or_create_key(data_dir: &Path) -> Result<String, Exit> {
+    let path = data_dir.join(ACCESS_KEY_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let key = text.trim().to_owned();
+        if key.is_empty() {
+            return Err(Exit::Usage(format!("{} is empty", path.display())));
+        }
+        return Ok(key);
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let key = generate_access_key();
+    write_private(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(key)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("{text}\n"))
+}
+
+/// The address clients can reach when listening on every interface.
+fn reachable(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(v4) if v4.ip().is_unspecified() => format!("127.0.0.1:{}", v4.port()),
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => format!("[::1]:{}", v6.port()),
+        other => other.to_string(),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
