@@ -17,8 +17,9 @@ pub(crate) fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Frames, A
 }
 
 fn parse_json(body: &[u8]) -> Result<Frames, ApiError> {
-    let fields: HashMap<String, Box<RawValue>> = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body must be a JSON object with 'target' and 'arguments': {e}")))?;
+    let fields: HashMap<String, Box<RawValue>> = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("the body must be a JSON object with 'target' and 'arguments': {e}"))
+    })?;
     let field = |name: &str| fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
     let target = match field("target").map(|raw| serde_json::from_str::<String>(raw.get())) {
         Some(Ok(target)) if !target.is_empty() => target,
@@ -89,7 +90,9 @@ mod tests {
 
     #[test]
     fn bad_payloads() {
-        for bad in [&b"{}"[..], b"[]", b"{\"target\":\"\"}", b"{\"target\":1}", b"{\"target\":\"t\",\"arguments\":3}", b"nope"] {
+        for bad in
+            [&b"{}"[..], b"[]", b"{\"target\":\"\"}", b"{\"target\":1}", b"{\"target\":\"t\",\"arguments\":3}", b"nope"]
+        {
             assert!(parse(None, bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         assert!(parse(Some("application/octet-stream"), b"\x80").is_err());

@@ -63,7 +63,11 @@ pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Re
     };
     let read = matches!(*method, Method::GET | Method::HEAD);
     if rest == ["health"] {
-        return if read { Ok(Route { family, hub: String::new(), target: Target::Health }) } else { Err(method_not_allowed()) };
+        return if read {
+            Ok(Route { family, hub: String::new(), target: Target::Health })
+        } else {
+            Err(method_not_allowed())
+        };
     }
     let ["hubs", hub, rest @ ..] = rest else { return Err(not_found()) };
     let hub = internal_hub(hub, application)?;
@@ -200,7 +204,10 @@ mod tests {
         assert_eq!(route(Method::POST, "/api/hubs/1abc/:send").unwrap_err().status, StatusCode::BAD_REQUEST);
         let long = format!("/api/hubs/{}/:send", "a".repeat(129));
         assert_eq!(route(Method::POST, &long).unwrap_err().status, StatusCode::BAD_REQUEST);
-        assert_eq!(route(Method::POST, "/api/hubs/chat/groups/%20%20/:send").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            route(Method::POST, "/api/hubs/chat/groups/%20%20/:send").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(route(Method::POST, "/api/hubs/chat/nothing/x/y/z").unwrap_err().status, StatusCode::NOT_FOUND);
         assert_eq!(route(Method::PATCH, "/api/hubs/chat/users/u").unwrap_err().status, StatusCode::METHOD_NOT_ALLOWED);
     }

@@ -79,10 +79,7 @@ impl std::str::FromStr for ConnectionString {
 fn is_valid_version(v: &str) -> bool {
     let Some(rest) = v.strip_prefix("1.") else { return false };
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    digits > 0
-        && rest[digits..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    digits > 0 && rest[digits..].bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 impl ConnectionString {
@@ -109,11 +106,7 @@ impl ConnectionString {
 
     /// The audience of a client token for `hub`, as the Azure SDK writes it (no port applied).
     pub fn client_audience(&self, hub: &str) -> String {
-        format!(
-            "{}/client/?hub={}",
-            self.endpoint.as_str().trim_end_matches('/'),
-            hub.to_ascii_lowercase()
-        )
+        format!("{}/client/?hub={}", self.endpoint.as_str().trim_end_matches('/'), hub.to_ascii_lowercase())
     }
 }
 
@@ -167,10 +160,8 @@ mod tests {
 
     #[test]
     fn client_and_server_endpoints() {
-        let cs = parse(
-            "Endpoint=http://a;AccessKey=K;ClientEndpoint=https://gw/;ServerEndpoint=http://internal:9000",
-        )
-        .unwrap();
+        let cs = parse("Endpoint=http://a;AccessKey=K;ClientEndpoint=https://gw/;ServerEndpoint=http://internal:9000")
+            .unwrap();
         assert_eq!(cs.client_url("h"), "https://gw/client/?hub=h");
         assert_eq!(cs.rest_base(), "http://internal:9000");
         assert_eq!(cs.client_audience("h"), "http://a/client/?hub=h");

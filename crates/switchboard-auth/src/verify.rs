@@ -128,10 +128,8 @@ fn first_audience(claims: &Map<String, Value>) -> String {
 
 fn identity_from(claims: Map<String, Value>) -> ClientIdentity {
     let text = |key: &str| claims.get(key).and_then(claim_text).filter(|s| !s.is_empty());
-    let user_id = text("asrs.s.uid")
-        .or_else(|| text("nameid"))
-        .or_else(|| text("sub"))
-        .or_else(|| text(NAME_IDENTIFIER_URI));
+    let user_id =
+        text("asrs.s.uid").or_else(|| text("nameid")).or_else(|| text("sub")).or_else(|| text(NAME_IDENTIFIER_URI));
     let allowed_transports = claims.get("asrs.s.htt").and_then(number_claim).map(|v| v as u32);
     let handshake_timeout_secs = claims.get("asrs.s.cht").and_then(number_claim);
     let mut pairs = Vec::new();
@@ -182,7 +180,8 @@ mod tests {
     }
 
     fn client_claims(extra: Value) -> Value {
-        let mut claims = json!({"aud": "http://127.0.0.1:8080/client/?hub=chat", "exp": now() + 60, "nbf": now(), "iat": now()});
+        let mut claims =
+            json!({"aud": "http://127.0.0.1:8080/client/?hub=chat", "exp": now() + 60, "nbf": now(), "iat": now()});
         claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         claims
     }
@@ -233,7 +232,11 @@ mod tests {
         let v = verifier();
         let wrong_key = mint(&client_claims(json!({})), "other", Algorithm::HS256);
         assert_eq!(v.verify_client(&wrong_key, "chat"), Err(AuthError::Signature));
-        let expired = mint(&json!({"aud": "http://127.0.0.1:8080/client/?hub=chat", "exp": now() - 60}), "primary-key", Algorithm::HS256);
+        let expired = mint(
+            &json!({"aud": "http://127.0.0.1:8080/client/?hub=chat", "exp": now() - 60}),
+            "primary-key",
+            Algorithm::HS256,
+        );
         assert_eq!(v.verify_client(&expired, "chat"), Err(AuthError::Expired));
         let early = mint(&client_claims(json!({"nbf": now() + 600})), "primary-key", Algorithm::HS256);
         assert_eq!(v.verify_client(&early, "chat"), Err(AuthError::NotYetValid));

@@ -117,7 +117,10 @@ mod tests {
         msgpack::encode_invocation("T", &[rmpv::Value::from(5)], &mut mp);
         let frames = Frames::prebuilt(None, Some(Bytes::from(mp.clone())));
         assert_eq!(frames.get(Protocol::MessagePack).unwrap().as_ref(), &mp[..]);
-        assert_eq!(frames.get(Protocol::Json).unwrap().as_ref(), b"{\"type\":1,\"target\":\"T\",\"arguments\":[5]}\x1e");
+        assert_eq!(
+            frames.get(Protocol::Json).unwrap().as_ref(),
+            b"{\"type\":1,\"target\":\"T\",\"arguments\":[5]}\x1e"
+        );
         assert!(Frames::prebuilt(None, None).get(Protocol::Json).is_none());
     }
 }

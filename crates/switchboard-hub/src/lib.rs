@@ -30,8 +30,5 @@ pub use user_groups::{DEFAULT_TTL_SECS, MAX_TTL_LESS_GROUPS, UserGroups};
 /// Seconds since the Unix epoch; user-group TTLs are kept in wall-clock time so they can be
 /// persisted and replicated.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -63,9 +63,7 @@ impl Registry {
             return hub;
         }
         let mut hubs = self.hubs.write();
-        hubs.entry(Arc::from(name))
-            .or_insert_with(|| Arc::new(Hub::new(Arc::from(name), self.shared.clone())))
-            .clone()
+        hubs.entry(Arc::from(name)).or_insert_with(|| Arc::new(Hub::new(Arc::from(name), self.shared.clone()))).clone()
     }
 
     /// Every hub, for node-wide sweeps.

@@ -44,11 +44,8 @@ impl UserGroups {
         self.by_group.entry(group).or_default().insert(user.clone());
         let ttl_less = groups.values().filter(|m| m.ttl_less).count();
         if ttl_less > MAX_TTL_LESS_GROUPS {
-            let oldest = groups
-                .iter()
-                .filter(|(_, m)| m.ttl_less)
-                .min_by_key(|(_, m)| m.updated)
-                .map(|(g, _)| g.clone());
+            let oldest =
+                groups.iter().filter(|(_, m)| m.ttl_less).min_by_key(|(_, m)| m.updated).map(|(g, _)| g.clone());
             if let Some(oldest) = oldest {
                 self.remove(&user, &oldest);
             }
@@ -86,19 +83,12 @@ impl UserGroups {
 
     /// Whether `user` is an unexpired member of `group`.
     pub fn contains(&self, user: &str, group: &str, now: u64) -> bool {
-        self.by_user
-            .get(user)
-            .and_then(|groups| groups.get(group))
-            .is_some_and(|m| m.expires_at > now)
+        self.by_user.get(user).and_then(|groups| groups.get(group)).is_some_and(|m| m.expires_at > now)
     }
 
     /// Unexpired members of `group`.
     pub fn users_in(&self, group: &str, now: u64) -> impl Iterator<Item = &Arc<str>> {
-        self.by_group
-            .get(group)
-            .into_iter()
-            .flatten()
-            .filter(move |user| self.contains(user, group, now))
+        self.by_group.get(group).into_iter().flatten().filter(move |user| self.contains(user, group, now))
     }
 
     /// Drops expired memberships; returns how many.

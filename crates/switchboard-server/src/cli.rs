@@ -5,7 +5,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about = "Real-time messaging compatible with Azure SignalR Service (serverless mode)")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Real-time messaging compatible with Azure SignalR Service (serverless mode)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

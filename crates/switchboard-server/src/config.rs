@@ -64,11 +64,16 @@ impl Settings {
             None => None,
             Some(text) => Some(parse_endpoint(&text)?),
         };
-        let access_keys = if args.access_keys.is_empty() { file.access_keys.unwrap_or_default() } else { args.access_keys };
+        let access_keys =
+            if args.access_keys.is_empty() { file.access_keys.unwrap_or_default() } else { args.access_keys };
         if access_keys.iter().any(|k| k.trim().is_empty() || k.contains(';')) {
             return Err(usage("an access key must be non-empty and must not contain ';'".into()));
         }
-        let allowed = if args.allowed_origins.is_empty() { file.allowed_origins.unwrap_or_default() } else { args.allowed_origins };
+        let allowed = if args.allowed_origins.is_empty() {
+            file.allowed_origins.unwrap_or_default()
+        } else {
+            args.allowed_origins
+        };
         let log_format = match args.log_format.or(file.log_format).as_deref() {
             None | Some("plain") => LogFormat::Plain,
             Some("json") => LogFormat::Json,
@@ -94,9 +99,10 @@ impl Settings {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, Exit> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| usage(format!("cannot read config file {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| usage(format!("invalid config file {}: {}", path.display(), one_line(&e.to_string()))))
+    let text =
+        std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str(&text)
+        .map_err(|e| usage(format!("invalid config file {}: {}", path.display(), one_line(&e.to_string()))))
 }
 
 /// Parses a public endpoint: an absolute http(s) URL without query, trailing `/` dropped.
@@ -157,8 +163,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("switchboard-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\naccess_keys = [\"file-key\"]\nlog_format = \"json\"\n").unwrap();
-        let s = resolve(ServeArgs { config: Some(path.clone()), listen: Some("127.0.0.1:9100".into()), ..Default::default() }).unwrap();
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\naccess_keys = [\"file-key\"]\nlog_format = \"json\"\n")
+            .unwrap();
+        let s = resolve(ServeArgs {
+            config: Some(path.clone()),
+            listen: Some("127.0.0.1:9100".into()),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(s.listen.port(), 9100);
         assert_eq!(s.access_keys, vec!["file-key".to_string()]);
         assert_eq!(s.log_format, LogFormat::Json);

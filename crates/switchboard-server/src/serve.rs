@@ -29,76 +29,94 @@ pub const ACCESS_KEY_FILE: &str = "access-key";
 pub fn main(args: ServeArgs) -> Result<(), Exit> {
     let settings = Settings::resolve(args)?;
     init_logging(settings.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(run(settings, shutdown_signal()))
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let node = Node::start(&settings, &listener)?;
+        println!("{}", node.connection_string);
+        tracing::info!(listen = %settings.listen, endpoint = %node.endpoint, "switchboard is serving; the connection string is on stdout");
+        node.serve(listener, settings.shutdown_grace, shutdown_signal()).await;
+        Ok(())
+    })
 }
 
-/// Runs a node until `shutdown` resolves, then closes its clients (with `allowReconnect`) and
-/// waits for them to leave within the grace period.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Exit> {
-    let keys = load_or_create_keys(&settings)?;
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let bound = listener.local_addr().context("listener has no address")?;
-    let endpoint = match &settings.endpoint {
-        Some(url) => url.clone(),
-        None => Url::parse(&format!("http://{}", reachable(bound))).context("bound address is not a URL")?,
-    };
-    let connection_string =
-        format!("Endpoint={};AccessKey={};Version=1.0;", endpoint.as_str().trim_end_matches('/'), keys.primary());
-    println!("{connection_string}");
-    tracing::info!(listen = %bound, endpoint = %endpoint, "switchboard is serving; the connection string is on stdout");
+/// A node ready to serve: its state and its HTTP application.
+pub struct Node {
+    /// The public endpoint (from the settings, else the bound address).
+    pub endpoint: Url,
+    /// `Endpoint=…;AccessKey=…;Version=1.0;` for application back ends.
+    pub connection_string: String,
+    pub registry: Arc<Registry>,
+    app: axum::Router,
+}
 
-    let registry = Arc::new(Registry::new(HubConfig { max_queued_bytes: settings.max_queued_bytes }));
-    let verifier = Arc::new(Verifier::new(keys, Audience::new([&endpoint]), 30));
-    let node_secret: [u8; 32] = rand::rng().random();
-    let edge_config = EdgeConfig {
-        max_message_size: settings.max_message_size,
-        allowed_origins: settings.allowed_origins.clone(),
-        ..EdgeConfig::default()
-    };
-    let edge = Arc::new(EdgeState::new(edge_config, registry.clone(), verifier.clone(), ConnectionTokens::new(node_secret)));
-    let api = Arc::new(ApiState { registry: registry.clone(), verifier });
-    let app = switchboard_edge::router(edge)
-        .merge(switchboard_api::router(api))
-        .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") });
-
-    tokio::spawn(sweep_expired_memberships(registry.clone()));
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let service = TowerToHyperService::new(app.clone());
-                    tokio::spawn(async move {
-                        let connection = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(Duration::from_secs(30))
-                            .max_buf_size(64 * 1024)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .with_upgrades();
-                        if let Err(e) = connection.await {
-                            tracing::debug!(error = %e, "http connection ended with an error");
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors or similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            () = &mut shutdown => break,
-        }
+impl Node {
+    /// Builds the node for a bound `listener` (its address becomes the default endpoint).
+    pub fn start(settings: &Settings, listener: &TcpListener) -> Result<Node, Exit> {
+        let keys = load_or_create_keys(settings)?;
+        let bound = listener.local_addr().context("listener has no address")?;
+        let endpoint = match &settings.endpoint {
+            Some(url) => url.clone(),
+            None => Url::parse(&format!("http://{}", reachable(bound))).context("bound address is not a URL")?,
+        };
+        let connection_string =
+            format!("Endpoint={};AccessKey={};Version=1.0;", endpoint.as_str().trim_end_matches('/'), keys.primary());
+        let registry = Arc::new(Registry::new(HubConfig { max_queued_bytes: settings.max_queued_bytes }));
+        let verifier = Arc::new(Verifier::new(keys, Audience::new([&endpoint]), 30));
+        let node_secret: [u8; 32] = rand::rng().random();
+        let edge_config = EdgeConfig {
+            max_message_size: settings.max_message_size,
+            allowed_origins: settings.allowed_origins.clone(),
+            ..EdgeConfig::default()
+        };
+        let tokens = ConnectionTokens::new(node_secret);
+        let edge = Arc::new(EdgeState::new(edge_config, registry.clone(), verifier.clone(), tokens));
+        let api = Arc::new(ApiState { registry: registry.clone(), verifier });
+        let app = switchboard_edge::router(edge)
+            .merge(switchboard_api::router(api))
+            .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") });
+        Ok(Node { endpoint, connection_string, registry, app })
     }
-    drop(listener);
-    drain(&registry, settings.shutdown_grace).await;
-    Ok(())
+
+    /// Serves until `shutdown` resolves, then closes every client (with `allowReconnect`) and
+    /// waits for them to leave within `grace`.
+    pub async fn serve(self, listener: TcpListener, grace: Duration, shutdown: impl Future<Output = ()>) {
+        let Node { registry, app, .. } = self;
+        tokio::spawn(sweep_expired_memberships(registry.clone()));
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        let service = TowerToHyperService::new(app.clone());
+                        tokio::spawn(async move {
+                            let connection = hyper::server::conn::http1::Builder::new()
+                                .timer(TokioTimer::new())
+                                .header_read_timeout(Duration::from_secs(30))
+                                .max_buf_size(64 * 1024)
+                                .serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades();
+                            if let Err(e) = connection.await {
+                                tracing::debug!(error = %e, "http connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors or similar: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        drain(&registry, grace).await;
+    }
 }
 
 /// Tells every client to reconnect elsewhere and waits (bounded) for them to go.

@@ -14,14 +14,17 @@ pub fn main(args: TokenArgs) -> Result<(), Exit> {
     }
     let (audience, key) = match &args.connection_string {
         Some(text) => {
-            let cs: ConnectionString = text.parse().map_err(|e: switchboard_auth::AuthError| Exit::Usage(e.to_string()))?;
-            let key = cs.access_key.clone().ok_or_else(|| Exit::Usage("the connection string has no AccessKey".into()))?;
+            let cs: ConnectionString =
+                text.parse().map_err(|e: switchboard_auth::AuthError| Exit::Usage(e.to_string()))?;
+            let key =
+                cs.access_key.clone().ok_or_else(|| Exit::Usage("the connection string has no AccessKey".into()))?;
             (cs.client_audience(&args.hub), key)
         }
         None => {
             let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
             let endpoint = parse_endpoint(args.endpoint.as_deref().unwrap_or("http://127.0.0.1:8080"))?;
-            let audience = format!("{}/client/?hub={}", endpoint.as_str().trim_end_matches('/'), args.hub.to_ascii_lowercase());
+            let audience =
+                format!("{}/client/?hub={}", endpoint.as_str().trim_end_matches('/'), args.hub.to_ascii_lowercase());
             (audience, read_or_create_key(&data_dir)?)
         }
     };

@@ -27,7 +27,10 @@ fn handshake_split_across_feeds_with_trailing_messages() {
 fn handshake_errors_use_the_aspnet_texts() {
     for (request, expected) in [
         (&b"{\"protocol\":\"foo\",\"version\":1}\x1e"[..], "Requested protocol 'foo' is not available."),
-        (b"{\"protocol\":\"json\",\"version\":99}\x1e", "The server does not support version 99 of the 'json' protocol."),
+        (
+            b"{\"protocol\":\"json\",\"version\":99}\x1e",
+            "The server does not support version 99 of the 'json' protocol.",
+        ),
         (b"garbage\x1e", "Error reading handshake"),
     ] {
         let mut s = Session::new(1024, true);
@@ -73,7 +76,8 @@ fn oversized_partial_input_closes() {
 #[test]
 fn client_close_and_stream_invocations() {
     let mut s = open_json();
-    let out = feed(&mut s, b"{\"type\":4,\"invocationId\":\"1\",\"target\":\"s\",\"arguments\":[]}\x1e{\"type\":7}\x1e");
+    let out =
+        feed(&mut s, b"{\"type\":4,\"invocationId\":\"1\",\"target\":\"s\",\"arguments\":[]}\x1e{\"type\":7}\x1e");
     assert!(matches!(&out[0], Output::Reply(b) if String::from_utf8_lossy(b).contains("\"error\"")));
     assert_eq!(out[1], Output::ClientClosed);
 }

@@ -1,0 +1,154 @@
+//! End-to-end tests of a real node over loopback sockets with a byte-exact client.
+
+mod support;
+
+use support::{Frame, KEY, start_node};
+
+#[tokio::test]
+async fn rest_broadcast_reaches_a_websocket_client() {
+    let node = start_node(|_| {}).await;
+    let mut a = node.connect_json("chat", Some("alice")).await;
+    let (status, _, _) = node.rest("POST", "/api/v1/hubs/chat", br#"{"target":"hello","arguments":[1,"x"]}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(a.next_data().await, b"{\"type\":1,\"target\":\"hello\",\"arguments\":[1,\"x\"]}\x1e");
+}
+
+#[tokio::test]
+async fn handshake_errors_are_answered_then_closed() {
+    let node = start_node(|_| {}).await;
+    let token = node.client_token("chat", None);
+    for (request, expected) in [
+        (&b"{\"protocol\":\"foo\",\"version\":1}\x1e"[..], "Requested protocol 'foo' is not available."),
+        (b"{\"protocol\":\"json\",\"version\":9}\x1e", "does not support version 9"),
+        (b"\x00\x01garbage\x1e", "Error reading handshake"),
+    ] {
+        let mut ws = node.websocket(&format!("hub=chat&access_token={token}")).await.unwrap();
+        ws.send(1, request).await;
+        let reply = String::from_utf8(ws.next_data().await).unwrap();
+        assert!(reply.contains(expected), "{reply}");
+        assert_eq!(ws.next_message().await, Frame::Close(1000));
+    }
+}
+
+#[tokio::test]
+async fn bad_frames_close_only_their_connection() {
+    let node = start_node(|args| args.max_message_size = Some(4096)).await;
+    let mut healthy = node.connect_json("chat", None).await;
+
+    let mut garbage = node.connect_json("chat", None).await;
+    garbage.send(1, b"this is not json\x1e").await;
+    let close = String::from_utf8(garbage.next_data().await).unwrap();
+    assert!(close.starts_with("{\"type\":7,\"error\":\"Connection closed with an error."), "{close}");
+    assert_eq!(garbage.next_message().await, Frame::Close(1000));
+
+    let mut oversized = node.connect_json("chat", None).await;
+    oversized.send(2, &vec![b'x'; 5000]).await;
+    assert_eq!(oversized.next_message().await, Frame::Close(1009));
+
+    let mut unmasked = node.connect_json("chat", None).await;
+    use tokio::io::AsyncWriteExt;
+    unmasked.stream.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    assert_eq!(unmasked.next_message().await, Frame::Close(1002));
+
+    let (status, _, _) =
+        node.rest("POST", "/api/hubs/chat/:send?api-version=2022-06-01", br#"{"target":"still"}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(healthy.next_data().await, b"{\"type\":1,\"target\":\"still\",\"arguments\":[]}\x1e");
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_401() {
+    let node = start_node(|_| {}).await;
+    let other_hub = node.client_token("other", None);
+    let wrong_key = switchboard_auth::mint_client_token(
+        &format!("{}/client/?hub=chat", node.endpoint),
+        None,
+        std::time::Duration::from_secs(60),
+        "not-the-key",
+    );
+    for token in [other_hub.as_str(), wrong_key.as_str(), "garbage", ""] {
+        assert_eq!(node.websocket(&format!("hub=chat&access_token={token}")).await.err(), Some(401));
+        let (status, _, _) = node
+            .raw_http("POST", "/client/negotiate?hub=chat", &[("Authorization", &format!("Bearer {token}"))], b"")
+            .await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(node.websocket("hub=1bad").await.err(), Some(400));
+}
+
+#[tokio::test]
+async fn negotiate_then_connect_with_the_token_once() {
+    let node = start_node(|_| {}).await;
+    let token = node.client_token("chat", Some("u"));
+    let auth = format!("Bearer {token}");
+    let (status, _, body) =
+        node.raw_http("POST", "/client/negotiate?hub=chat&negotiateVersion=1", &[("Authorization", &auth)], b"").await;
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = answer["connectionToken"].as_str().unwrap().to_owned();
+    assert!(answer.get("useStatefulReconnect").is_none());
+    let query = format!("hub=chat&id={id}&access_token={token}");
+    let mut ws = node.websocket(&query).await.unwrap();
+    ws.send(1, b"{\"protocol\":\"json\",\"version\":1}\x1e").await;
+    assert_eq!(ws.next_data().await, b"{}\x1e");
+    assert_eq!(node.websocket(&query).await.err(), Some(409), "a second socket for a live connection");
+    drop(ws);
+    let forged = id.replace('~', "~0");
+    assert_eq!(node.websocket(&format!("hub=chat&id={forged}&access_token={token}")).await.err(), Some(404));
+}
+
+#[tokio::test]
+async fn rest_errors_carry_error_codes() {
+    let node = start_node(|_| {}).await;
+    let (status, head, body) = node.rest("HEAD", "/api/hubs/chat/connections/nope?api-version=2022-06-01", b"").await;
+    assert_eq!(status, 404);
+    assert!(head.to_ascii_lowercase().contains("x-ms-error-code: warning.connection.notexisted"), "{head}");
+    assert!(body.is_empty());
+    let big = vec![b' '; 1024 * 1024 + 1];
+    assert_eq!(node.rest("POST", "/api/v1/hubs/chat", &big).await.0, 413);
+    let (status, _, _) = node.raw_http("POST", "/api/v1/hubs/chat", &[], br#"{"target":"x"}"#).await;
+    assert_eq!(status, 401);
+    assert_eq!(node.rest("POST", "/api/v1/hubs/chat", b"{}").await.0, 400);
+    assert_eq!(node.rest("PUT", "/api/v1/hubs/chat/groups/g/connections/none", b"").await.0, 404);
+    let (status, _, _) = node.raw_http("GET", "/api/v1/health", &[], b"").await;
+    assert_eq!(status, 200);
+    let _ = KEY;
+}
+
+#[test]
+fn invalid_configuration_exits_64_with_one_line() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--listen", "nowhere"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--listen"));
+}
+
+#[test]
+fn prints_its_connection_string_and_keeps_the_generated_key() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("switchboard-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let cs: switchboard_auth::ConnectionString = line.trim().parse().unwrap();
+        cs.access_key.unwrap()
+    };
+    let first = run();
+    assert_eq!(first, run(), "the key is created once and kept");
+    assert_eq!(std::fs::read_to_string(dir.join("access-key")).unwrap().trim(), first);
+    let _ = std::fs::remove_dir_all(&dir);
+}
