@@ -1,1 +1,78 @@
-fn main() {}
+//! One small message fanned out to 10,000 local connections.
+//!
+//! `enqueue`: the hub's part of a broadcast (serialize once per protocol, push the shared frame
+//! into every outbox). `enqueue_and_frame`: the same plus what each connection's writer does
+//! before its socket write (drain the outbox, wrap the batch in a WebSocket frame). Socket
+//! writes themselves are measured by the load harness, not here. Throughput is in deliveries.
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_hub::{Connection, ConnectionInfo, Frames, HubConfig, Registry};
+use switchboard_protocol::Protocol;
+use switchboard_protocol::websocket::{self, OpCode};
+
+const CONNECTIONS: usize = 10_000;
+
+fn setup(msgpack_share: usize) -> (Registry, Vec<Arc<Connection>>) {
+    let registry = Registry::new(HubConfig { max_queued_bytes: 1 << 20 });
+    let hub = registry.get_or_create("bench");
+    let connections = (0..CONNECTIONS)
+        .map(|i| {
+            let protocol = if i % 100 < msgpack_share { Protocol::MessagePack } else { Protocol::Json };
+            let conn = Arc::new(Connection::new(format!("c{i}"), None, protocol, ConnectionInfo::default()));
+            hub.add_connection(conn.clone());
+            conn
+        })
+        .collect();
+    (registry, connections)
+}
+
+fn message() -> Frames {
+    let args = serde_json::value::RawValue::from_string(r#"["alice","hello world"]"#.into()).unwrap();
+    Frames::invocation("ReceiveMessage", args)
+}
+
+fn drain_and_frame(connections: &[Arc<Connection>], batch: &mut Vec<Bytes>, out: &mut Vec<u8>) {
+    for conn in connections {
+        conn.outbox.drain(batch);
+        for frame in batch.drain(..) {
+            out.clear();
+            websocket::write_frame(OpCode::Text, &frame, out);
+        }
+    }
+}
+
+fn fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout_10k");
+    group.throughput(Throughput::Elements(CONNECTIONS as u64));
+    for (name, msgpack_share) in [("json", 0), ("half_msgpack", 50)] {
+        let (registry, connections) = setup(msgpack_share);
+        let hub = registry.get("bench").unwrap();
+        let mut batch = Vec::new();
+        let mut out = Vec::with_capacity(256);
+        group.bench_function(format!("enqueue/{name}"), |b| {
+            b.iter_custom(|iterations| {
+                let mut measured = Duration::ZERO;
+                for _ in 0..iterations {
+                    let started = Instant::now();
+                    hub.broadcast(&message(), &[]);
+                    measured += started.elapsed();
+                    drain_and_frame(&connections, &mut batch, &mut out);
+                }
+                measured
+            })
+        });
+        group.bench_function(format!("enqueue_and_frame/{name}"), |b| {
+            b.iter(|| {
+                hub.broadcast(&message(), &[]);
+                drain_and_frame(&connections, &mut batch, &mut out);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout);
+criterion_main!(benches);

@@ -19,7 +19,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a node (an embedded single node when nothing else is configured).
     Serve(Box<ServeArgs>),
-    /// Mint a client access token for manual tests.
+    /// Mint an access token for manual tests: a client token (--hub) or a REST token (--rest).
     Token(TokenArgs),
 }
 
@@ -59,9 +59,12 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
-    /// Hub the token is for.
+    /// Hub a client token is for.
+    #[arg(long, required_unless_present = "rest", conflicts_with = "rest")]
+    pub hub: Option<String>,
+    /// Full REST URL a server token is for (its audience), e.g. http://127.0.0.1:8080/api/v1/hubs/chat.
     #[arg(long)]
-    pub hub: String,
+    pub rest: Option<String>,
     /// User id written into the token (asrs.s.uid).
     #[arg(long)]
     pub user: Option<String>,
