@@ -49,6 +49,15 @@ pub struct ServeArgs {
     /// Bytes queued for one connection before it is closed as a slow consumer [default: 1048576].
     #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_BYTES")]
     pub max_queued_bytes: Option<usize>,
+    /// Seconds without sending after which a Ping is sent [default: 15].
+    #[arg(long, env = "SWITCHBOARD_KEEP_ALIVE_INTERVAL")]
+    pub keep_alive_interval: Option<u64>,
+    /// Seconds without receiving after which a client is closed [default: 30].
+    #[arg(long, env = "SWITCHBOARD_CLIENT_TIMEOUT")]
+    pub client_timeout: Option<u64>,
+    /// Seconds a client has to complete the handshake [default: 15].
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<u64>,
     /// Seconds to wait for clients to leave on shutdown [default: 10].
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<u64>,

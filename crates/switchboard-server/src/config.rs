@@ -20,6 +20,9 @@ pub struct FileConfig {
     pub max_message_size: Option<usize>,
     pub max_queued_bytes: Option<usize>,
     pub shutdown_grace: Option<u64>,
+    pub keep_alive_interval: Option<u64>,
+    pub client_timeout: Option<u64>,
+    pub handshake_timeout: Option<u64>,
     pub log_format: Option<String>,
 }
 
@@ -43,6 +46,9 @@ pub struct Settings {
     pub max_message_size: usize,
     pub max_queued_bytes: usize,
     pub shutdown_grace: Duration,
+    pub keep_alive: Duration,
+    pub client_timeout: Duration,
+    pub handshake_timeout: Duration,
     pub log_format: LogFormat,
 }
 
@@ -84,7 +90,21 @@ impl Settings {
         if max_message_size < 1024 || max_queued_bytes < 1024 {
             return Err(usage("--max-message-size and --max-queued-bytes must be at least 1024".into()));
         }
+        let seconds =
+            |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| match flag.or(file).unwrap_or(default) {
+                0 => Err(usage(format!("--{name} must be at least 1 second"))),
+                s => Ok(Duration::from_secs(s)),
+            };
+        let keep_alive = seconds(args.keep_alive_interval, file.keep_alive_interval, 15, "keep-alive-interval")?;
+        let client_timeout = seconds(args.client_timeout, file.client_timeout, 30, "client-timeout")?;
+        let handshake_timeout = seconds(args.handshake_timeout, file.handshake_timeout, 15, "handshake-timeout")?;
+        if client_timeout <= keep_alive {
+            return Err(usage("--client-timeout must be longer than --keep-alive-interval".into()));
+        }
         Ok(Settings {
+            keep_alive,
+            client_timeout,
+            handshake_timeout,
             listen,
             endpoint,
             access_keys,

@@ -70,6 +70,9 @@ impl Node {
         let edge_config = EdgeConfig {
             max_message_size: settings.max_message_size,
             allowed_origins: settings.allowed_origins.clone(),
+            keep_alive: settings.keep_alive,
+            client_timeout: settings.client_timeout,
+            handshake_timeout: settings.handshake_timeout,
             ..EdgeConfig::default()
         };
         let tokens = ConnectionTokens::new(node_secret);

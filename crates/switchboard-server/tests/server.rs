@@ -152,3 +152,29 @@ fn prints_its_connection_string_and_keeps_the_generated_key() {
     assert_eq!(std::fs::read_to_string(dir.join("access-key")).unwrap().trim(), first);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn pings_when_idle_and_closes_silent_clients() {
+    let node = start_node(|args| {
+        args.keep_alive_interval = Some(1);
+        args.client_timeout = Some(2);
+        args.handshake_timeout = Some(1);
+    })
+    .await;
+    let mut ws = node.connect_json("chat", None).await;
+    assert_eq!(ws.next_message().await, Frame::Data(b"{\"type\":6}\x1e".to_vec()), "keep-alive ping");
+    let close = loop {
+        match ws.next_message().await {
+            Frame::Data(data) if data == b"{\"type\":6}\x1e" => continue,
+            other => break other,
+        }
+    };
+    let Frame::Data(close) = close else { panic!("expected a Close message, got {close:?}") };
+    assert!(String::from_utf8_lossy(&close).contains("client timeout"));
+    assert_eq!(ws.next_message().await, Frame::Close(1000));
+
+    let token = node.client_token("chat", None);
+    let mut silent = node.websocket(&format!("hub=chat&access_token={token}")).await.unwrap();
+    let reply = String::from_utf8(silent.next_data().await).unwrap();
+    assert_eq!(reply, "{\"error\":\"Handshake was canceled.\"}\u{1e}");
+}
