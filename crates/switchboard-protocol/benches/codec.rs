@@ -7,8 +7,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use switchboard_protocol::{HubMessage, Protocol, json, msgpack};
 
-const JSON_TEXT: &[u8] =
-    b"{\"type\":1,\"target\":\"ReceiveMessage\",\"arguments\":[\"alice\",\"hello world\"]}\x1e";
+const JSON_TEXT: &[u8] = b"{\"type\":1,\"target\":\"ReceiveMessage\",\"arguments\":[\"alice\",\"hello world\"]}\x1e";
 
 fn json_message() -> HubMessage<serde_json::Value> {
     HubMessage::Invocation {
@@ -36,20 +35,12 @@ fn json_benches(c: &mut Criterion) {
     c.bench_function("json/encode_invocation_raw", |b| {
         b.iter(|| {
             out.clear();
-            json::encode_invocation_raw(
-                black_box("ReceiveMessage"),
-                black_box(r#"["alice","hello world"]"#),
-                &mut out,
-            );
+            json::encode_invocation_raw(black_box("ReceiveMessage"), black_box(r#"["alice","hello world"]"#), &mut out);
         })
     });
-    c.bench_function("json/decode", |b| {
-        b.iter(|| json::decode(black_box(JSON_TEXT)).map(|(m, _)| m.message_type()))
-    });
+    c.bench_function("json/decode", |b| b.iter(|| json::decode(black_box(JSON_TEXT)).map(|(m, _)| m.message_type())));
     let body = &JSON_TEXT[..JSON_TEXT.len() - 1];
-    c.bench_function("json/inspect", |b| {
-        b.iter(|| Protocol::Json.inspect(black_box(body)))
-    });
+    c.bench_function("json/inspect", |b| b.iter(|| Protocol::Json.inspect(black_box(body))));
 }
 
 fn msgpack_benches(c: &mut Criterion) {

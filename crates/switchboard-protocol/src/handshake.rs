@@ -38,9 +38,7 @@ pub fn parse_request(buf: &[u8]) -> Result<(HandshakeRequest, usize), DecodeErro
     let value: Value = serde_json::from_slice(body)
         .map_err(|error| DecodeError::Invalid(format!("invalid handshake request: {error}")))?;
     let Value::Object(mut fields) = value else {
-        return Err(DecodeError::invalid(
-            "invalid handshake request: expected a json object",
-        ));
+        return Err(DecodeError::invalid("invalid handshake request: expected a json object"));
     };
     let protocol = match fields.remove("protocol") {
         Some(Value::String(protocol)) => protocol,
@@ -105,10 +103,7 @@ mod tests {
     use super::*;
 
     fn request(protocol: &str, version: u32) -> HandshakeRequest {
-        HandshakeRequest {
-            protocol: protocol.into(),
-            version,
-        }
+        HandshakeRequest { protocol: protocol.into(), version }
     }
 
     #[test]
@@ -140,24 +135,15 @@ mod tests {
 
     #[test]
     fn partial_and_malformed_requests() {
-        assert_eq!(
-            parse_request(b"{\"protocol\":\"json\""),
-            Err(DecodeError::Incomplete)
-        );
+        assert_eq!(parse_request(b"{\"protocol\":\"json\""), Err(DecodeError::Incomplete));
         let invalid = |buf: &[u8]| match parse_request(buf) {
             Err(DecodeError::Invalid(message)) => message,
             other => panic!("{other:?}"),
         };
         assert_eq!(invalid(b"{\"version\":1}\x1e"), "missing required property 'protocol'");
         assert_eq!(invalid(b"{\"protocol\":\"json\"}\x1e"), "missing required property 'version'");
-        assert_eq!(
-            invalid(b"{\"protocol\":1,\"version\":1}\x1e"),
-            "expected 'protocol' to be a string"
-        );
-        assert_eq!(
-            invalid(b"{\"protocol\":\"json\",\"version\":\"1\"}\x1e"),
-            "expected 'version' to be an integer"
-        );
+        assert_eq!(invalid(b"{\"protocol\":1,\"version\":1}\x1e"), "expected 'protocol' to be a string");
+        assert_eq!(invalid(b"{\"protocol\":\"json\",\"version\":\"1\"}\x1e"), "expected 'version' to be an integer");
         assert!(invalid(b"[]\x1e").starts_with("invalid handshake request"));
         assert!(invalid(b"{\x1e").starts_with("invalid handshake request"));
         assert!(invalid(&vec![b' '; MAX_REQUEST_SIZE + 1]).contains("maximum"));
@@ -166,27 +152,18 @@ mod tests {
     #[test]
     fn protocol_selection_uses_aspnet_texts() {
         assert_eq!(select_protocol(&request("json", 2)), Ok(Protocol::Json));
-        assert_eq!(
-            select_protocol(&request("messagepack", 1)),
-            Ok(Protocol::MessagePack)
-        );
+        assert_eq!(select_protocol(&request("messagepack", 1)), Ok(Protocol::MessagePack));
         assert_eq!(
             select_protocol(&request("json", 3)),
             Err("The server does not support version 3 of the 'json' protocol.".into())
         );
-        assert_eq!(
-            select_protocol(&request("JSON", 1)),
-            Err("Requested protocol 'JSON' is not available.".into())
-        );
+        assert_eq!(select_protocol(&request("JSON", 1)), Err("Requested protocol 'JSON' is not available.".into()));
     }
 
     #[test]
     fn responses() {
         assert_eq!(RESPONSE_OK, b"{}\x1e");
-        assert_eq!(
-            error_response(HANDSHAKE_CANCELED),
-            b"{\"error\":\"Handshake was canceled.\"}\x1e"
-        );
+        assert_eq!(error_response(HANDSHAKE_CANCELED), b"{\"error\":\"Handshake was canceled.\"}\x1e");
         assert_eq!(error_response("a\"b"), b"{\"error\":\"a\\\"b\"}\x1e");
     }
 }

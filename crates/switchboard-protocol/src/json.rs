@@ -16,7 +16,6 @@ use serde_json::value::RawValue;
 use crate::error::DecodeError;
 use crate::message::{Completion, Headers, HubMessage};
 
-
 /// Terminates every JSON hub message and every handshake message.
 pub const RECORD_SEPARATOR: u8 = 0x1e;
 
@@ -38,9 +37,7 @@ pub fn next_record_limited(buf: &[u8], max_len: usize) -> Result<(&[u8], usize),
 }
 
 fn too_big(max_len: usize) -> DecodeError {
-    DecodeError::Invalid(format!(
-        "message is larger than the maximum of {max_len} bytes"
-    ))
+    DecodeError::Invalid(format!("message is larger than the maximum of {max_len} bytes"))
 }
 
 /// Parses one record body (without the separator) into a message.
@@ -53,7 +50,9 @@ pub fn parse(body: &[u8]) -> Result<HubMessage<Value>, DecodeError> {
 
 /// Parses a body keeping arguments, items and results as borrowed raw JSON text.
 ///
-/// Cheaper than [`parse`] when the values are only routed, not examined.
+/// Cheaper than [`parse`] when the values are only routed, not examined. Raw
+/// values are checked for syntax only, so unlike [`parse`] their nesting depth
+/// is not limited.
 pub fn parse_borrowed(body: &[u8]) -> Result<HubMessage<&RawValue>, DecodeError> {
     wire::parse_message(body)
 }
@@ -69,50 +68,20 @@ pub fn encode(msg: &HubMessage<Value>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"type\":");
     out.push(b'0' + msg.message_type());
     match msg {
-        HubMessage::Invocation {
-            headers,
-            invocation_id,
-            target,
-            arguments,
-            stream_ids,
-        } => write_call(
-            headers,
-            invocation_id.as_deref(),
-            target,
-            arguments,
-            stream_ids,
-            out,
-        ),
-        HubMessage::StreamInvocation {
-            headers,
-            invocation_id,
-            target,
-            arguments,
-            stream_ids,
-        } => write_call(
-            headers,
-            Some(invocation_id),
-            target,
-            arguments,
-            stream_ids,
-            out,
-        ),
-        HubMessage::StreamItem {
-            headers,
-            invocation_id,
-            item,
-        } => {
+        HubMessage::Invocation { headers, invocation_id, target, arguments, stream_ids } => {
+            write_call(headers, invocation_id.as_deref(), target, arguments, stream_ids, out)
+        }
+        HubMessage::StreamInvocation { headers, invocation_id, target, arguments, stream_ids } => {
+            write_call(headers, Some(invocation_id), target, arguments, stream_ids, out)
+        }
+        HubMessage::StreamItem { headers, invocation_id, item } => {
             write_headers(headers, out);
             write_key("invocationId", out);
             write_json_string(invocation_id, out);
             write_key("item", out);
             write_json(item, out);
         }
-        HubMessage::Completion {
-            headers,
-            invocation_id,
-            result,
-        } => {
+        HubMessage::Completion { headers, invocation_id, result } => {
             write_headers(headers, out);
             write_key("invocationId", out);
             write_json_string(invocation_id, out);
@@ -128,19 +97,13 @@ pub fn encode(msg: &HubMessage<Value>, out: &mut Vec<u8>) {
                 }
             }
         }
-        HubMessage::CancelInvocation {
-            headers,
-            invocation_id,
-        } => {
+        HubMessage::CancelInvocation { headers, invocation_id } => {
             write_headers(headers, out);
             write_key("invocationId", out);
             write_json_string(invocation_id, out);
         }
         HubMessage::Ping => {}
-        HubMessage::Close {
-            error,
-            allow_reconnect,
-        } => write_close_fields(error.as_deref(), *allow_reconnect, out),
+        HubMessage::Close { error, allow_reconnect } => write_close_fields(error.as_deref(), *allow_reconnect, out),
         HubMessage::Ack { sequence_id } | HubMessage::Sequence { sequence_id } => {
             write_key("sequenceId", out);
             write_json(sequence_id, out);

@@ -23,17 +23,9 @@ pub enum HubMessage<V> {
         stream_ids: Vec<String>,
     },
     /// 2: one item of a stream, addressed by the stream's invocation (or stream) id.
-    StreamItem {
-        headers: Headers,
-        invocation_id: String,
-        item: V,
-    },
+    StreamItem { headers: Headers, invocation_id: String, item: V },
     /// 3: ends an invocation or a stream; after it the id is dead.
-    Completion {
-        headers: Headers,
-        invocation_id: String,
-        result: Completion<V>,
-    },
+    Completion { headers: Headers, invocation_id: String, result: Completion<V> },
     /// 4: calls a streaming method; answered by StreamItems and a final Completion.
     StreamInvocation {
         headers: Headers,
@@ -43,17 +35,11 @@ pub enum HubMessage<V> {
         stream_ids: Vec<String>,
     },
     /// 5: asks the callee to stop a stream started by a StreamInvocation.
-    CancelInvocation {
-        headers: Headers,
-        invocation_id: String,
-    },
+    CancelInvocation { headers: Headers, invocation_id: String },
     /// 6: keep-alive; needs no answer.
     Ping,
     /// 7: the sender is closing the connection; `allow_reconnect` lets clients retry.
-    Close {
-        error: Option<String>,
-        allow_reconnect: bool,
-    },
+    Close { error: Option<String>, allow_reconnect: bool },
     /// 8: stateful reconnect: everything up to `sequence_id` arrived and may be forgotten.
     Ack { sequence_id: u64 },
     /// 9: stateful reconnect: the next trackable message carries `sequence_id`.
@@ -101,10 +87,7 @@ impl<V> HubMessage<V> {
             | HubMessage::Completion { headers, .. }
             | HubMessage::StreamInvocation { headers, .. }
             | HubMessage::CancelInvocation { headers, .. } => Some(headers),
-            HubMessage::Ping
-            | HubMessage::Close { .. }
-            | HubMessage::Ack { .. }
-            | HubMessage::Sequence { .. } => None,
+            HubMessage::Ping | HubMessage::Close { .. } | HubMessage::Ack { .. } | HubMessage::Sequence { .. } => None,
         }
     }
 
@@ -116,10 +99,7 @@ impl<V> HubMessage<V> {
             | HubMessage::Completion { invocation_id, .. }
             | HubMessage::StreamInvocation { invocation_id, .. }
             | HubMessage::CancelInvocation { invocation_id, .. } => Some(invocation_id),
-            HubMessage::Ping
-            | HubMessage::Close { .. }
-            | HubMessage::Ack { .. }
-            | HubMessage::Sequence { .. } => None,
+            HubMessage::Ping | HubMessage::Close { .. } | HubMessage::Ack { .. } | HubMessage::Sequence { .. } => None,
         }
     }
 
@@ -129,33 +109,19 @@ impl<V> HubMessage<V> {
     /// `msg.map_values(|v| msgpack::json_to_msgpack(&v))`.
     pub fn map_values<W>(self, mut convert: impl FnMut(V) -> W) -> HubMessage<W> {
         match self {
-            HubMessage::Invocation {
-                headers,
-                invocation_id,
-                target,
-                arguments,
-                stream_ids,
-            } => HubMessage::Invocation {
-                headers,
-                invocation_id,
-                target,
-                arguments: arguments.into_iter().map(convert).collect(),
-                stream_ids,
-            },
-            HubMessage::StreamItem {
-                headers,
-                invocation_id,
-                item,
-            } => HubMessage::StreamItem {
-                headers,
-                invocation_id,
-                item: convert(item),
-            },
-            HubMessage::Completion {
-                headers,
-                invocation_id,
-                result,
-            } => HubMessage::Completion {
+            HubMessage::Invocation { headers, invocation_id, target, arguments, stream_ids } => {
+                HubMessage::Invocation {
+                    headers,
+                    invocation_id,
+                    target,
+                    arguments: arguments.into_iter().map(convert).collect(),
+                    stream_ids,
+                }
+            }
+            HubMessage::StreamItem { headers, invocation_id, item } => {
+                HubMessage::StreamItem { headers, invocation_id, item: convert(item) }
+            }
+            HubMessage::Completion { headers, invocation_id, result } => HubMessage::Completion {
                 headers,
                 invocation_id,
                 result: match result {
@@ -164,34 +130,20 @@ impl<V> HubMessage<V> {
                     Completion::Error(error) => Completion::Error(error),
                 },
             },
-            HubMessage::StreamInvocation {
-                headers,
-                invocation_id,
-                target,
-                arguments,
-                stream_ids,
-            } => HubMessage::StreamInvocation {
-                headers,
-                invocation_id,
-                target,
-                arguments: arguments.into_iter().map(convert).collect(),
-                stream_ids,
-            },
-            HubMessage::CancelInvocation {
-                headers,
-                invocation_id,
-            } => HubMessage::CancelInvocation {
-                headers,
-                invocation_id,
-            },
+            HubMessage::StreamInvocation { headers, invocation_id, target, arguments, stream_ids } => {
+                HubMessage::StreamInvocation {
+                    headers,
+                    invocation_id,
+                    target,
+                    arguments: arguments.into_iter().map(convert).collect(),
+                    stream_ids,
+                }
+            }
+            HubMessage::CancelInvocation { headers, invocation_id } => {
+                HubMessage::CancelInvocation { headers, invocation_id }
+            }
             HubMessage::Ping => HubMessage::Ping,
-            HubMessage::Close {
-                error,
-                allow_reconnect,
-            } => HubMessage::Close {
-                error,
-                allow_reconnect,
-            },
+            HubMessage::Close { error, allow_reconnect } => HubMessage::Close { error, allow_reconnect },
             HubMessage::Ack { sequence_id } => HubMessage::Ack { sequence_id },
             HubMessage::Sequence { sequence_id } => HubMessage::Sequence { sequence_id },
         }
@@ -205,10 +157,7 @@ mod tests {
     #[test]
     fn trackable_types_are_one_to_five() {
         let ping: HubMessage<u8> = HubMessage::Ping;
-        let cancel: HubMessage<u8> = HubMessage::CancelInvocation {
-            headers: Vec::new(),
-            invocation_id: "1".into(),
-        };
+        let cancel: HubMessage<u8> = HubMessage::CancelInvocation { headers: Vec::new(), invocation_id: "1".into() };
         let ack: HubMessage<u8> = HubMessage::Ack { sequence_id: 3 };
         assert!(!ping.is_trackable());
         assert!(cancel.is_trackable());
@@ -218,19 +167,12 @@ mod tests {
 
     #[test]
     fn map_values_converts_arguments_and_results() {
-        let msg: HubMessage<u8> = HubMessage::Completion {
-            headers: Vec::new(),
-            invocation_id: "0".into(),
-            result: Completion::Value(7),
-        };
+        let msg: HubMessage<u8> =
+            HubMessage::Completion { headers: Vec::new(), invocation_id: "0".into(), result: Completion::Value(7) };
         let mapped = msg.map_values(u32::from);
         assert_eq!(
             mapped,
-            HubMessage::Completion {
-                headers: Vec::new(),
-                invocation_id: "0".into(),
-                result: Completion::Value(7u32),
-            }
+            HubMessage::Completion { headers: Vec::new(), invocation_id: "0".into(), result: Completion::Value(7u32) }
         );
         assert_eq!(mapped.invocation_id(), Some("0"));
     }

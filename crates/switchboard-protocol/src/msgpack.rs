@@ -39,9 +39,7 @@ pub fn next_record(buf: &[u8]) -> Result<(&[u8], usize), DecodeError> {
 pub fn next_record_limited(buf: &[u8], max_len: usize) -> Result<(&[u8], usize), DecodeError> {
     let (body_len, prefix_len) = varint::read(buf)?;
     if body_len > max_len {
-        return Err(DecodeError::Invalid(format!(
-            "message is larger than the maximum of {max_len} bytes"
-        )));
+        return Err(DecodeError::Invalid(format!("message is larger than the maximum of {max_len} bytes")));
     }
     let end = prefix_len + body_len;
     if buf.len() < end {
@@ -65,13 +63,7 @@ pub fn decode(buf: &[u8]) -> Result<(HubMessage<Value>, usize), DecodeError> {
 /// Appends `msg` with its length prefix.
 pub fn encode(msg: &HubMessage<Value>, out: &mut Vec<u8>) {
     write::framed(out, |out| match msg {
-        HubMessage::Invocation {
-            headers,
-            invocation_id,
-            target,
-            arguments,
-            stream_ids,
-        } => {
+        HubMessage::Invocation { headers, invocation_id, target, arguments, stream_ids } => {
             write::array_len(6, out);
             write::uint(1, out);
             write::headers(headers, out);
@@ -80,23 +72,15 @@ pub fn encode(msg: &HubMessage<Value>, out: &mut Vec<u8>) {
             write::values(arguments, out);
             write::string_array(stream_ids, out);
         }
-        HubMessage::StreamItem {
-            headers,
-            invocation_id,
-            item,
-        } => {
+        HubMessage::StreamItem { headers, invocation_id, item } => {
             write::array_len(4, out);
             write::uint(2, out);
             write::headers(headers, out);
             write::str(invocation_id, out);
             write::value(item, out);
         }
-        HubMessage::Completion {
-            headers,
-            invocation_id,
-            result,
-        } => {
-            write::array_len(if *result == Completion::Void { 4 } else { 5 }, out);
+        HubMessage::Completion { headers, invocation_id, result } => {
+            write::array_len(if matches!(result, Completion::Void) { 4 } else { 5 }, out);
             write::uint(3, out);
             write::headers(headers, out);
             write::str(invocation_id, out);
@@ -112,13 +96,7 @@ pub fn encode(msg: &HubMessage<Value>, out: &mut Vec<u8>) {
                 }
             }
         }
-        HubMessage::StreamInvocation {
-            headers,
-            invocation_id,
-            target,
-            arguments,
-            stream_ids,
-        } => {
+        HubMessage::StreamInvocation { headers, invocation_id, target, arguments, stream_ids } => {
             write::array_len(6, out);
             write::uint(4, out);
             write::headers(headers, out);
@@ -127,10 +105,7 @@ pub fn encode(msg: &HubMessage<Value>, out: &mut Vec<u8>) {
             write::values(arguments, out);
             write::string_array(stream_ids, out);
         }
-        HubMessage::CancelInvocation {
-            headers,
-            invocation_id,
-        } => {
+        HubMessage::CancelInvocation { headers, invocation_id } => {
             write::array_len(3, out);
             write::uint(5, out);
             write::headers(headers, out);
@@ -140,10 +115,7 @@ pub fn encode(msg: &HubMessage<Value>, out: &mut Vec<u8>) {
             write::array_len(1, out);
             write::uint(6, out);
         }
-        HubMessage::Close {
-            error,
-            allow_reconnect,
-        } => write_close_body(error.as_deref(), *allow_reconnect, out),
+        HubMessage::Close { error, allow_reconnect } => write_close_body(error.as_deref(), *allow_reconnect, out),
         HubMessage::Ack { sequence_id } | HubMessage::Sequence { sequence_id } => {
             write::array_len(2, out);
             write::uint(u64::from(msg.message_type()), out);

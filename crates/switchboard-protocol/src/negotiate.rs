@@ -21,11 +21,8 @@ pub enum TransportKind {
 
 impl TransportKind {
     /// Every transport, in the order clients should try them.
-    pub const ALL: [TransportKind; 3] = [
-        TransportKind::WebSockets,
-        TransportKind::ServerSentEvents,
-        TransportKind::LongPolling,
-    ];
+    pub const ALL: [TransportKind; 3] =
+        [TransportKind::WebSockets, TransportKind::ServerSentEvents, TransportKind::LongPolling];
 
     /// Returns the exact, case-sensitive name clients look up.
     pub fn name(self) -> &'static str {
@@ -49,9 +46,7 @@ impl TransportKind {
     pub fn transfer_formats(self) -> &'static [TransferFormat] {
         match self {
             TransportKind::ServerSentEvents => &[TransferFormat::Text],
-            TransportKind::WebSockets | TransportKind::LongPolling => {
-                &[TransferFormat::Text, TransferFormat::Binary]
-            }
+            TransportKind::WebSockets | TransportKind::LongPolling => &[TransferFormat::Text, TransferFormat::Binary],
         }
     }
 }
@@ -111,10 +106,7 @@ impl NegotiateQuery {
                 .map_err(|_| format!("The client requested an invalid protocol version '{text}'"))?
                 .min(MAX_NEGOTIATE_VERSION),
         };
-        Ok(NegotiateQuery {
-            negotiate_version,
-            use_stateful_reconnect: stateful.unwrap_or(false),
-        })
+        Ok(NegotiateQuery { negotiate_version, use_stateful_reconnect: stateful.unwrap_or(false) })
     }
 }
 
@@ -129,10 +121,7 @@ pub struct AvailableTransport {
 impl AvailableTransport {
     /// Describes `transport` with every format it supports.
     pub fn new(transport: TransportKind) -> Self {
-        AvailableTransport {
-            transport,
-            transfer_formats: transport.transfer_formats().to_vec(),
-        }
+        AvailableTransport { transport, transfer_formats: transport.transfer_formats().to_vec() }
     }
 }
 
@@ -245,13 +234,7 @@ mod tests {
 
     #[test]
     fn response_matches_spec_shape() {
-        let response = NegotiateResponse::new(
-            1,
-            "807809a5",
-            "05265228",
-            &TransportKind::ALL,
-            false,
-        );
+        let response = NegotiateResponse::new(1, "807809a5", "05265228", &TransportKind::ALL, false);
         assert_eq!(
             response.to_json(),
             concat!(
@@ -277,18 +260,9 @@ mod tests {
 
     #[test]
     fn redirect_and_error_bodies() {
-        let redirect = RedirectResponse {
-            url: "https://svc/client/?hub=chat".into(),
-            access_token: "eyJ".into(),
-        };
-        assert_eq!(
-            redirect.to_json(),
-            r#"{"url":"https://svc/client/?hub=chat","accessToken":"eyJ"}"#
-        );
-        assert_eq!(
-            error_json("This connection is not allowed."),
-            r#"{"error":"This connection is not allowed."}"#
-        );
+        let redirect = RedirectResponse { url: "https://svc/client/?hub=chat".into(), access_token: "eyJ".into() };
+        assert_eq!(redirect.to_json(), r#"{"url":"https://svc/client/?hub=chat","accessToken":"eyJ"}"#);
+        assert_eq!(error_json("This connection is not allowed."), r#"{"error":"This connection is not allowed."}"#);
     }
 
     #[test]

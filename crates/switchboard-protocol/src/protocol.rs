@@ -97,7 +97,10 @@ impl Protocol {
 
     /// The few facts a server session needs from a client message without building full values.
     ///
-    /// Accepts and rejects exactly what the full `parse` of the codec does.
+    /// Applies the same structural checks as the codec's full `parse`. For JSON,
+    /// argument/item/result values are kept as raw slices and only checked to be
+    /// well-formed, so a payload nested deeper than `parse`'s recursion limit is
+    /// accepted here (nothing is built from it, so there is no stack risk).
     pub fn inspect(self, body: &[u8]) -> Result<Inbound, DecodeError> {
         match self {
             Protocol::Json => json::parse_borrowed(body).map(Inbound::from),
@@ -138,17 +141,8 @@ pub enum Inbound {
 impl<V> From<HubMessage<V>> for Inbound {
     fn from(message: HubMessage<V>) -> Self {
         match message {
-            HubMessage::Invocation {
-                invocation_id,
-                target,
-                ..
-            } => Inbound::Invocation {
-                invocation_id,
-                target,
-            },
-            HubMessage::StreamInvocation { invocation_id, .. } => {
-                Inbound::StreamInvocation { invocation_id }
-            }
+            HubMessage::Invocation { invocation_id, target, .. } => Inbound::Invocation { invocation_id, target },
+            HubMessage::StreamInvocation { invocation_id, .. } => Inbound::StreamInvocation { invocation_id },
             HubMessage::StreamItem { .. } => Inbound::StreamItem,
             HubMessage::Completion { invocation_id, .. } => Inbound::Completion { invocation_id },
             HubMessage::CancelInvocation { .. } => Inbound::CancelInvocation,
@@ -205,15 +199,9 @@ mod tests {
             assert_eq!(
                 seen,
                 [
-                    Inbound::Close {
-                        error: Some("bye".into())
-                    },
-                    Inbound::Completion {
-                        invocation_id: "3".into()
-                    },
-                    Inbound::Completion {
-                        invocation_id: "4".into()
-                    },
+                    Inbound::Close { error: Some("bye".into()) },
+                    Inbound::Completion { invocation_id: "3".into() },
+                    Inbound::Completion { invocation_id: "4".into() },
                 ],
                 "{protocol:?}"
             );
@@ -225,10 +213,7 @@ mod tests {
         let body = br#"{"type":1,"invocationId":"0","target":"Send","arguments":[{"deep":[1]}]}"#;
         assert_eq!(
             Protocol::Json.inspect(body),
-            Ok(Inbound::Invocation {
-                invocation_id: Some("0".into()),
-                target: "Send".into()
-            })
+            Ok(Inbound::Invocation { invocation_id: Some("0".into()), target: "Send".into() })
         );
         let bad = br#"{"type":1,"target":"Send","arguments":{}}"#;
         assert_eq!(
@@ -237,9 +222,7 @@ mod tests {
         );
         assert_eq!(
             Protocol::Json.next_record(b"{\"type\":6}", 4),
-            Err(DecodeError::Invalid(
-                "message is larger than the maximum of 4 bytes".into()
-            ))
+            Err(DecodeError::Invalid("message is larger than the maximum of 4 bytes".into()))
         );
     }
 }

@@ -39,9 +39,7 @@ pub fn read(buf: &[u8]) -> Result<(usize, usize), DecodeError> {
     for (index, &byte) in buf.iter().take(MAX_PREFIX_LEN).enumerate() {
         let is_last_allowed = index == MAX_PREFIX_LEN - 1;
         if is_last_allowed && byte > 0x07 {
-            return Err(DecodeError::invalid(
-                "messages bigger than 2GB are not supported",
-            ));
+            return Err(DecodeError::invalid("messages bigger than 2GB are not supported"));
         }
         value |= usize::from(byte & 0x7f) << (7 * index);
         if byte & 0x80 == 0 {
@@ -77,14 +75,9 @@ mod tests {
         assert_eq!(read(&[0xff, 0xff, 0xff, 0xff, 0x07]), Ok((MAX_VALUE, 5)));
         assert_eq!(
             read(&[0xff, 0xff, 0xff, 0xff, 0x08]),
-            Err(DecodeError::Invalid(
-                "messages bigger than 2GB are not supported".into()
-            ))
+            Err(DecodeError::Invalid("messages bigger than 2GB are not supported".into()))
         );
-        assert!(matches!(
-            read(&[0x80, 0x80, 0x80, 0x80, 0x80]),
-            Err(DecodeError::Invalid(_))
-        ));
+        assert!(matches!(read(&[0x80, 0x80, 0x80, 0x80, 0x80]), Err(DecodeError::Invalid(_))));
     }
 
     #[test]

@@ -7,10 +7,7 @@ use switchboard_protocol::websocket::{WsEvent, WsReader};
 use switchboard_protocol::{Completion, Headers, HubMessage, Protocol, handshake, json, msgpack, varint};
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases: 256, ..ProptestConfig::default() }
 }
 
 // ---------------------------------------------------------------- values
@@ -37,8 +34,7 @@ fn json_value() -> BoxedStrategy<serde_json::Value> {
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             vec(inner.clone(), 0..4).prop_map(Value::Array),
-            vec((text(), inner), 0..4)
-                .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+            vec((text(), inner), 0..4).prop_map(|entries| Value::Object(entries.into_iter().collect())),
         ]
     })
     .boxed()
@@ -94,42 +90,20 @@ fn hub_message<V: Clone + std::fmt::Debug + 'static>(
                 stream_ids,
             }
         ),
-        (headers(), text(), value.clone()).prop_map(|(headers, invocation_id, item)| {
-            HubMessage::StreamItem {
-                headers,
-                invocation_id,
-                item,
-            }
-        }),
-        (headers(), text(), completion).prop_map(|(headers, invocation_id, result)| {
-            HubMessage::Completion {
-                headers,
-                invocation_id,
-                result,
-            }
-        }),
+        (headers(), text(), value.clone())
+            .prop_map(|(headers, invocation_id, item)| { HubMessage::StreamItem { headers, invocation_id, item } }),
+        (headers(), text(), completion)
+            .prop_map(|(headers, invocation_id, result)| { HubMessage::Completion { headers, invocation_id, result } }),
         (headers(), text(), text(), vec(value, 0..4), ids()).prop_map(
             |(headers, invocation_id, target, arguments, stream_ids)| {
-                HubMessage::StreamInvocation {
-                    headers,
-                    invocation_id,
-                    target,
-                    arguments,
-                    stream_ids,
-                }
+                HubMessage::StreamInvocation { headers, invocation_id, target, arguments, stream_ids }
             }
         ),
-        (headers(), text()).prop_map(|(headers, invocation_id)| HubMessage::CancelInvocation {
-            headers,
-            invocation_id,
-        }),
+        (headers(), text())
+            .prop_map(|(headers, invocation_id)| HubMessage::CancelInvocation { headers, invocation_id }),
         Just(HubMessage::Ping),
-        (proptest::option::of(text()), any::<bool>()).prop_map(|(error, allow_reconnect)| {
-            HubMessage::Close {
-                error,
-                allow_reconnect,
-            }
-        }),
+        (proptest::option::of(text()), any::<bool>())
+            .prop_map(|(error, allow_reconnect)| { HubMessage::Close { error, allow_reconnect } }),
         any::<u64>().prop_map(|sequence_id| HubMessage::Ack { sequence_id }),
         any::<u64>().prop_map(|sequence_id| HubMessage::Sequence { sequence_id }),
     ]

@@ -107,9 +107,7 @@ impl<'de> Visitor<'de> for HeadersVisitor {
 }
 
 /// Parses one record body (without its separator) into a message.
-pub(crate) fn parse_message<'a, P: Payload<'a>>(
-    body: &'a [u8],
-) -> Result<HubMessage<P>, DecodeError> {
+pub(crate) fn parse_message<'a, P: Payload<'a>>(body: &'a [u8]) -> Result<HubMessage<P>, DecodeError> {
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
     if first != Some(&b'{') {
         // serde would also accept an array for a struct; the protocol only has objects.
@@ -135,19 +133,13 @@ pub(crate) fn parse_message<'a, P: Payload<'a>>(
             let error = optional_string(wire.error, "error")?;
             let result = match (error, wire.result) {
                 (Some(_), Some(_)) => {
-                    return Err(DecodeError::invalid(
-                        "the 'error' and 'result' properties are mutually exclusive",
-                    ));
+                    return Err(DecodeError::invalid("the 'error' and 'result' properties are mutually exclusive"));
                 }
                 (Some(error), None) => Completion::Error(error),
                 (None, Some(value)) => Completion::Value(value),
                 (None, None) => Completion::Void,
             };
-            HubMessage::Completion {
-                headers,
-                invocation_id,
-                result,
-            }
+            HubMessage::Completion { headers, invocation_id, result }
         }
         4 => HubMessage::StreamInvocation {
             headers,
@@ -165,12 +157,8 @@ pub(crate) fn parse_message<'a, P: Payload<'a>>(
             error: optional_string(wire.error, "error")?,
             allow_reconnect: optional_bool(wire.allow_reconnect, "allowReconnect")?,
         },
-        8 => HubMessage::Ack {
-            sequence_id: required_u64(wire.sequence_id, "sequenceId")?,
-        },
-        9 => HubMessage::Sequence {
-            sequence_id: required_u64(wire.sequence_id, "sequenceId")?,
-        },
+        8 => HubMessage::Ack { sequence_id: required_u64(wire.sequence_id, "sequenceId")? },
+        9 => HubMessage::Sequence { sequence_id: required_u64(wire.sequence_id, "sequenceId")? },
         other => return Err(DecodeError::Invalid(format!("unknown message type {other}"))),
     };
     Ok(message)
@@ -208,9 +196,7 @@ fn optional_string(value: Option<Value>, property: &str) -> Result<Option<String
 fn required_u64(value: Option<Value>, property: &str) -> Result<u64, DecodeError> {
     match value {
         None => Err(missing(property)),
-        Some(number) => number
-            .as_u64()
-            .ok_or_else(|| wrong_type(property, "a non-negative integer")),
+        Some(number) => number.as_u64().ok_or_else(|| wrong_type(property, "a non-negative integer")),
     }
 }
 
@@ -223,10 +209,7 @@ fn optional_bool(value: Option<Value>, property: &str) -> Result<bool, DecodeErr
 }
 
 fn arguments<'a, P: Payload<'a>>(value: Option<P>) -> Result<Vec<P>, DecodeError> {
-    value
-        .ok_or_else(|| missing("arguments"))?
-        .into_array()
-        .ok_or_else(|| wrong_type("arguments", "an array"))
+    value.ok_or_else(|| missing("arguments"))?.into_array().ok_or_else(|| wrong_type("arguments", "an array"))
 }
 
 fn stream_ids(value: Option<Value>) -> Result<Vec<String>, DecodeError> {

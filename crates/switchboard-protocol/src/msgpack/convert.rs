@@ -34,12 +34,9 @@ pub fn json_to_msgpack(value: &Json) -> Value {
         }
         Json::String(text) => Value::from(text.as_str()),
         Json::Array(items) => Value::Array(items.iter().map(json_to_msgpack).collect()),
-        Json::Object(entries) => Value::Map(
-            entries
-                .iter()
-                .map(|(key, value)| (Value::from(key.as_str()), json_to_msgpack(value)))
-                .collect(),
-        ),
+        Json::Object(entries) => {
+            Value::Map(entries.iter().map(|(key, value)| (Value::from(key.as_str()), json_to_msgpack(value))).collect())
+        }
     }
 }
 
@@ -93,10 +90,7 @@ fn timestamp(bytes: &[u8]) -> Option<String> {
             let packed = u64::from_be_bytes(bytes.try_into().ok()?);
             ((packed & 0x3_ffff_ffff) as i64, (packed >> 34) as u32)
         }
-        12 => (
-            i64::from_be_bytes(bytes[4..].try_into().ok()?),
-            u32::from_be_bytes(bytes[..4].try_into().ok()?),
-        ),
+        12 => (i64::from_be_bytes(bytes[4..].try_into().ok()?), u32::from_be_bytes(bytes[..4].try_into().ok()?)),
         _ => return None,
     };
     if nanos >= 1_000_000_000 {
@@ -129,16 +123,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let shifted = days + 719_468;
     let era = shifted.div_euclid(146_097);
     let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -173,10 +162,7 @@ mod tests {
         assert_eq!(msgpack_to_json(&ts64), json!("1970-01-02T00:00:00.5Z"));
         let mut ts96 = 1u32.to_be_bytes().to_vec();
         ts96.extend_from_slice(&(-1i64).to_be_bytes());
-        assert_eq!(
-            msgpack_to_json(&Value::Ext(-1, ts96)),
-            json!("1969-12-31T23:59:59.000000001Z")
-        );
+        assert_eq!(msgpack_to_json(&Value::Ext(-1, ts96)), json!("1969-12-31T23:59:59.000000001Z"));
         assert_eq!(msgpack_to_json(&Value::Ext(-1, vec![1, 2])), Json::Null);
     }
 

@@ -29,33 +29,25 @@ const RESULT_KIND_VALUE: u64 = 3;
 /// Parses one message body (without its length prefix).
 pub(super) fn parse_body(body: &[u8]) -> Result<HubMessage<Value>, DecodeError> {
     let mut reader = body;
-    let value = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH).map_err(
-        |error| match error {
-            rmpv::decode::Error::DepthLimitExceeded => {
-                DecodeError::invalid("message nesting is too deep")
-            }
-            other => DecodeError::Invalid(format!("invalid msgpack: {other}")),
-        },
-    )?;
+    let value = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH).map_err(|error| match error {
+        rmpv::decode::Error::DepthLimitExceeded => DecodeError::invalid("message nesting is too deep"),
+        other => DecodeError::Invalid(format!("invalid msgpack: {other}")),
+    })?;
     let Value::Array(mut items) = value else {
         return Err(DecodeError::invalid("message is not a msgpack array"));
     };
     let message_type = match items.first() {
-        Some(first) => first
-            .as_u64()
-            .ok_or_else(|| DecodeError::invalid("message type is not an integer"))?,
+        Some(first) => first.as_u64().ok_or_else(|| DecodeError::invalid("message type is not an integer"))?,
         None => return Err(DecodeError::invalid("message is an empty array")),
     };
     let message = match (message_type, items.as_mut_slice()) {
-        (1, [_, headers, invocation_id, target, arguments, rest @ ..]) => {
-            HubMessage::Invocation {
-                headers: read_headers(headers)?,
-                invocation_id: optional_string(invocation_id, "invocation id")?,
-                target: string(target, "target")?,
-                arguments: array(arguments, "arguments")?,
-                stream_ids: stream_ids(rest.first_mut())?,
-            }
-        }
+        (1, [_, headers, invocation_id, target, arguments, rest @ ..]) => HubMessage::Invocation {
+            headers: read_headers(headers)?,
+            invocation_id: optional_string(invocation_id, "invocation id")?,
+            target: string(target, "target")?,
+            arguments: array(arguments, "arguments")?,
+            stream_ids: stream_ids(rest.first_mut())?,
+        },
         (2, [_, headers, invocation_id, item, ..]) => HubMessage::StreamItem {
             headers: read_headers(headers)?,
             invocation_id: string(invocation_id, "invocation id")?,
@@ -66,15 +58,13 @@ pub(super) fn parse_body(body: &[u8]) -> Result<HubMessage<Value>, DecodeError> 
             invocation_id: string(invocation_id, "invocation id")?,
             result: completion(kind, rest.first_mut())?,
         },
-        (4, [_, headers, invocation_id, target, arguments, rest @ ..]) => {
-            HubMessage::StreamInvocation {
-                headers: read_headers(headers)?,
-                invocation_id: string(invocation_id, "invocation id")?,
-                target: string(target, "target")?,
-                arguments: array(arguments, "arguments")?,
-                stream_ids: stream_ids(rest.first_mut())?,
-            }
-        }
+        (4, [_, headers, invocation_id, target, arguments, rest @ ..]) => HubMessage::StreamInvocation {
+            headers: read_headers(headers)?,
+            invocation_id: string(invocation_id, "invocation id")?,
+            target: string(target, "target")?,
+            arguments: array(arguments, "arguments")?,
+            stream_ids: stream_ids(rest.first_mut())?,
+        },
         (5, [_, headers, invocation_id, ..]) => HubMessage::CancelInvocation {
             headers: read_headers(headers)?,
             invocation_id: string(invocation_id, "invocation id")?,
@@ -88,12 +78,8 @@ pub(super) fn parse_body(body: &[u8]) -> Result<HubMessage<Value>, DecodeError> 
                 Some(_) => return Err(DecodeError::invalid("allow reconnect is not a boolean")),
             },
         },
-        (8, [_, sequence_id, ..]) => HubMessage::Ack {
-            sequence_id: sequence(sequence_id)?,
-        },
-        (9, [_, sequence_id, ..]) => HubMessage::Sequence {
-            sequence_id: sequence(sequence_id)?,
-        },
+        (8, [_, sequence_id, ..]) => HubMessage::Ack { sequence_id: sequence(sequence_id)? },
+        (9, [_, sequence_id, ..]) => HubMessage::Sequence { sequence_id: sequence(sequence_id)? },
         (1..=9, fields) => {
             return Err(DecodeError::Invalid(format!(
                 "message of type {message_type} has too few elements ({})",
@@ -112,9 +98,9 @@ fn take(slot: &mut Value) -> Value {
 
 fn string(slot: &mut Value, what: &str) -> Result<String, DecodeError> {
     match take(slot) {
-        Value::String(text) => text
-            .into_str()
-            .ok_or_else(|| DecodeError::Invalid(format!("{what} is not valid utf-8"))),
+        Value::String(text) => {
+            text.into_str().ok_or_else(|| DecodeError::Invalid(format!("{what} is not valid utf-8")))
+        }
         _ => Err(DecodeError::Invalid(format!("{what} is not a string"))),
     }
 }
@@ -140,10 +126,9 @@ fn read_headers(slot: &mut Value) -> Result<Headers, DecodeError> {
     entries
         .into_iter()
         .map(|(name, value)| match (name, value) {
-            (Value::String(name), Value::String(value)) => name
-                .into_str()
-                .zip(value.into_str())
-                .ok_or_else(|| DecodeError::invalid("invalid headers")),
+            (Value::String(name), Value::String(value)) => {
+                name.into_str().zip(value.into_str()).ok_or_else(|| DecodeError::invalid("invalid headers"))
+            }
             _ => Err(DecodeError::invalid("invalid headers")),
         })
         .collect()
@@ -156,10 +141,7 @@ fn stream_ids(slot: Option<&mut Value>) -> Result<Vec<String>, DecodeError> {
     if slot.is_nil() {
         return Ok(Vec::new());
     }
-    array(slot, "stream ids")?
-        .iter_mut()
-        .map(|id| string(id, "stream id"))
-        .collect()
+    array(slot, "stream ids")?.iter_mut().map(|id| string(id, "stream id")).collect()
 }
 
 fn completion(kind: &Value, result: Option<&mut Value>) -> Result<Completion<Value>, DecodeError> {
@@ -175,6 +157,5 @@ fn completion(kind: &Value, result: Option<&mut Value>) -> Result<Completion<Val
 }
 
 fn sequence(slot: &Value) -> Result<u64, DecodeError> {
-    slot.as_u64()
-        .ok_or_else(|| DecodeError::invalid("sequence id is not a non-negative integer"))
+    slot.as_u64().ok_or_else(|| DecodeError::invalid("sequence id is not a non-negative integer"))
 }

@@ -1,9 +1,7 @@
 use super::*;
 
 fn hex(text: &str) -> Vec<u8> {
-    text.split_whitespace()
-        .map(|byte| u8::from_str_radix(byte, 16).unwrap())
-        .collect()
+    text.split_whitespace().map(|byte| u8::from_str_radix(byte, 16).unwrap()).collect()
 }
 
 /// Frames a raw body with its VarInt prefix.
@@ -74,11 +72,7 @@ fn trailing_elements_are_ignored() {
     assert_eq!(parse(&hex("93 06 01 02")), Ok(HubMessage::Ping));
     assert_eq!(
         parse(&hex("96 03 80 a1 30 02 c0 c0")),
-        Ok(HubMessage::Completion {
-            headers: Vec::new(),
-            invocation_id: "0".into(),
-            result: Completion::Void,
-        })
+        Ok(HubMessage::Completion { headers: Vec::new(), invocation_id: "0".into(), result: Completion::Void })
     );
     assert_eq!(
         parse(&hex("97 01 80 a1 31 a1 54 90 91 a1 32 ff")),
@@ -113,17 +107,8 @@ fn sequence_ids_accept_any_uint_width() {
 
 #[test]
 fn close_layouts() {
-    assert_eq!(
-        parse(&hex("92 07 c0")),
-        Ok(HubMessage::Close {
-            error: None,
-            allow_reconnect: false
-        })
-    );
-    let close = HubMessage::Close {
-        error: Some("x".into()),
-        allow_reconnect: true,
-    };
+    assert_eq!(parse(&hex("92 07 c0")), Ok(HubMessage::Close { error: None, allow_reconnect: false }));
+    let close = HubMessage::Close { error: Some("x".into()), allow_reconnect: true };
     assert_eq!(encoded(&close), hex("05 93 07 a1 78 c3"));
     let mut convenience = Vec::new();
     encode_close(Some("x"), true, &mut convenience);
@@ -147,11 +132,7 @@ fn completion_kinds() {
     let (second, _) = decode(&out[used..]).unwrap();
     assert_eq!(
         second,
-        HubMessage::Completion {
-            headers: Vec::new(),
-            invocation_id: "2".into(),
-            result: Completion::Void,
-        }
+        HubMessage::Completion { headers: Vec::new(), invocation_id: "2".into(), result: Completion::Void }
     );
     assert_eq!(invalid(&hex("94 03 80 a1 30 03")), "completion is missing its result");
     assert_eq!(invalid(&hex("95 03 80 a1 30 04 c0")), "invalid invocation result kind");
@@ -197,14 +178,8 @@ fn framing_limits_and_partial_input() {
     for cut in 0..bytes.len() {
         assert_eq!(decode(&bytes[..cut]), Err(DecodeError::Incomplete), "cut {cut}");
     }
-    assert_eq!(
-        next_record(&hex("ff ff ff ff 07 00")),
-        Err(DecodeError::Incomplete)
-    );
-    assert!(matches!(
-        next_record_limited(&hex("ff ff ff ff 07 00"), 32 * 1024),
-        Err(DecodeError::Invalid(_))
-    ));
+    assert_eq!(next_record(&hex("ff ff ff ff 07 00")), Err(DecodeError::Incomplete));
+    assert!(matches!(next_record_limited(&hex("ff ff ff ff 07 00"), 32 * 1024), Err(DecodeError::Invalid(_))));
     let two = [framed(&hex("91 06")), framed(&hex("92 08 01"))].concat();
     let (first, used) = next_record_limited(&two, 2).unwrap();
     assert_eq!((first, used), (&[0x91, 0x06][..], 3));

@@ -46,13 +46,7 @@ impl FrameHeader {
 impl WsReader {
     /// Creates a reader refusing data messages longer than `max_message_size` bytes.
     pub fn new(max_message_size: usize) -> Self {
-        WsReader {
-            max_message_size,
-            partial: Vec::new(),
-            fragments: Vec::new(),
-            fragmented: None,
-            closed: false,
-        }
+        WsReader { max_message_size, partial: Vec::new(), fragments: Vec::new(), fragmented: None, closed: false }
     }
 
     /// Feeds newly read bytes (unmasked in place, hence &mut), invoking `on_event` for each complete event in order. Partial frames are kept internally until the next call.
@@ -187,10 +181,7 @@ impl WsReader {
                 if !binary && std::str::from_utf8(&message).is_err() {
                     return Err(WsError::InvalidUtf8);
                 }
-                on_event(WsEvent::Message {
-                    binary,
-                    payload: &message,
-                })
+                on_event(WsEvent::Message { binary, payload: &message })
             }
             OpCode::Ping => on_event(WsEvent::Ping(payload)),
             OpCode::Pong => on_event(WsEvent::Pong),
@@ -242,10 +233,7 @@ fn parse_header(buf: &[u8]) -> Result<Option<FrameHeader>, WsError> {
     }
     let payload_len = usize::try_from(payload_len).map_err(|_| WsError::TooBig)?;
     let mask_at = 2 + length_len;
-    let Some(mask) = buf
-        .get(mask_at..mask_at + 4)
-        .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
-    else {
+    let Some(mask) = buf.get(mask_at..mask_at + 4).and_then(|bytes| <[u8; 4]>::try_from(bytes).ok()) else {
         return Ok(None);
     };
     let header_len = mask_at + 4;
@@ -253,13 +241,7 @@ fn parse_header(buf: &[u8]) -> Result<Option<FrameHeader>, WsError> {
     if payload_len > usize::MAX - header_len {
         return Err(WsError::TooBig);
     }
-    Ok(Some(FrameHeader {
-        fin,
-        opcode,
-        mask,
-        header_len,
-        payload_len,
-    }))
+    Ok(Some(FrameHeader { fin, opcode, mask, header_len, payload_len }))
 }
 
 /// XORs `payload` with the 4-byte client mask (its own inverse).

@@ -79,13 +79,7 @@ fn whole_frames_borrow_the_input() {
             Ok(())
         })
         .unwrap();
-    assert_eq!(
-        seen,
-        [
-            Event::Message(false, b"{\"type\":6}\x1e".to_vec()),
-            Event::Message(true, vec![1, 2])
-        ]
-    );
+    assert_eq!(seen, [Event::Message(false, b"{\"type\":6}\x1e".to_vec()), Event::Message(true, vec![1, 2])]);
     assert!(reader.is_idle());
 }
 
@@ -115,10 +109,7 @@ fn fragments_are_reassembled_around_control_frames() {
         client_frame(true, 0, "wörld".as_bytes()),
     ]
     .concat();
-    let expected = vec![
-        Event::Ping(b"p".to_vec()),
-        Event::Message(false, "hello wörld".as_bytes().to_vec()),
-    ];
+    let expected = vec![Event::Ping(b"p".to_vec()), Event::Message(false, "hello wörld".as_bytes().to_vec())];
     assert_eq!(feed_in_pieces(&input, input.len()).unwrap(), expected);
     assert_eq!(feed_in_pieces(&input, 1).unwrap(), expected);
 }
@@ -148,10 +139,7 @@ fn framing_violations_are_protocol_errors() {
         assert_eq!(error.close_code(), CLOSE_PROTOCOL_ERROR);
     }
     let huge = [0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0];
-    assert_eq!(
-        error_of(&huge),
-        WsError::Protocol("frame length has its top bit set")
-    );
+    assert_eq!(error_of(&huge), WsError::Protocol("frame length has its top bit set"));
 }
 
 #[test]
@@ -188,16 +176,9 @@ fn text_must_be_utf8_binary_need_not() {
 fn close_ends_the_stream() {
     let mut close = 1001u16.to_be_bytes().to_vec();
     close.extend_from_slice(b"bye");
-    let input = [
-        client_frame(true, 8, &close),
-        client_frame(true, 1, b"ignored"),
-    ]
-    .concat();
+    let input = [client_frame(true, 8, &close), client_frame(true, 1, b"ignored")].concat();
     let mut reader = WsReader::new(64);
-    assert_eq!(
-        feed_all(&mut reader, &input).unwrap(),
-        [Event::Close(Some(1001), "bye".into())]
-    );
+    assert_eq!(feed_all(&mut reader, &input).unwrap(), [Event::Close(Some(1001), "bye".into())]);
     assert!(reader.is_closed());
     assert!(feed_all(&mut reader, &client_frame(true, 1, b"x")).unwrap().is_empty());
     assert_eq!(
