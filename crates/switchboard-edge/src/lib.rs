@@ -5,6 +5,9 @@
 //!  GET  /client/?hub=&id=       ──► WebSocket upgrade ──► connection task
 //!                                     raw TcpStream ⇄ websocket framing ⇄ Session (sans-io)
 //!                                     Outbox (from the hub) ──► batched writes
+//!  GET  (Accept: event-stream)  ──► SSE stream   ┐ HttpConnection: Session fed by POST bodies,
+//!  GET  (otherwise)             ──► Long Polling ┘ Outbox drained by the stream or the poll
+//!  POST / DELETE                ──► client bytes / end, for SSE and Long Polling
 //! ```
 //!
 //! The WebSocket handshake is done by fastwebsockets inside the hyper upgrade; afterwards the
@@ -12,13 +15,16 @@
 //! `switchboard-protocol`, reading into a stack buffer on readiness, so an idle connection owns
 //! no heap buffers (per-connection memory is a headline number).
 
+mod client_requests;
 mod config;
 mod cors;
+mod http_connection;
 mod negotiate;
 mod request;
 mod session;
 mod websocket;
 
+pub use client_requests::reclaim_abandoned;
 pub use config::EdgeConfig;
 pub use session::{Output, Session};
 
@@ -39,11 +45,13 @@ pub struct EdgeState {
     /// Ids of connections that ended, until their connection token expires, so a stale id is
     /// answered 404 instead of silently becoming a new connection.
     ended: Mutex<HashMap<Arc<str>, u64>>,
+    /// Connections carried by SSE or Long Polling, by connection id.
+    http_connections: Mutex<HashMap<Arc<str>, Arc<http_connection::HttpConnection>>>,
 }
 
 impl EdgeState {
     pub fn new(config: EdgeConfig, registry: Arc<Registry>, verifier: Arc<Verifier>, tokens: ConnectionTokens) -> Self {
-        Self { config, registry, verifier, tokens, ended: Mutex::default() }
+        Self { config, registry, verifier, tokens, ended: Mutex::default(), http_connections: Mutex::default() }
     }
 
     fn remember_ended(&self, id: Arc<str>, until: u64) {
@@ -66,8 +74,20 @@ pub fn router(state: Arc<EdgeState>) -> Router {
     let routes = Router::new()
         .route("/client/negotiate", post(negotiate::negotiate).options(cors::preflight))
         .route("/client/negotiate/", post(negotiate::negotiate).options(cors::preflight))
-        .route("/client", get(websocket::connect).options(cors::preflight))
-        .route("/client/", get(websocket::connect).options(cors::preflight))
+        .route(
+            "/client",
+            get(client_requests::get)
+                .post(client_requests::post)
+                .delete(client_requests::delete)
+                .options(cors::preflight),
+        )
+        .route(
+            "/client/",
+            get(client_requests::get)
+                .post(client_requests::post)
+                .delete(client_requests::delete)
+                .options(cors::preflight),
+        )
         .with_state(state.clone());
     routes.layer(axum::middleware::from_fn_with_state(state, cors::apply))
 }

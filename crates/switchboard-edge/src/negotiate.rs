@@ -11,7 +11,7 @@ use switchboard_hub::{new_connection_id, unix_now};
 use switchboard_protocol::negotiate::{NegotiateQuery, NegotiateResponse, TransportKind, error_json};
 
 /// Transports this node serves, in the order clients should try them.
-pub(crate) const TRANSPORTS: [TransportKind; 1] = [TransportKind::WebSockets];
+pub(crate) const TRANSPORTS: [TransportKind; 3] = TransportKind::ALL;
 
 /// Transports allowed by the token's `asrs.s.htt` bitmask (all when absent).
 pub(crate) fn allowed(transport: TransportKind, mask: Option<u32>) -> bool {

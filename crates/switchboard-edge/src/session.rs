@@ -120,10 +120,7 @@ impl Session {
             return None;
         }
         if protocol.is_binary() && !self.binary_allowed {
-            self.refuse(
-                &format!("Cannot use the '{}' protocol on the current transport. The transport does not support 'Binary' transfer format.", protocol.name()),
-                out,
-            );
+            self.refuse(&handshake::unsupported_transfer_format(protocol), out);
             return None;
         }
         self.phase = Phase::Open(protocol);

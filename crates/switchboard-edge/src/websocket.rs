@@ -9,7 +9,7 @@ use crate::EdgeState;
 use crate::negotiate::allowed;
 use crate::request::{ClientQuery, authenticate, refuse};
 use crate::session::{Output, Session};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use http::StatusCode;
@@ -26,11 +26,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// `GET /client/?hub=&id=` with a WebSocket upgrade.
-pub(crate) async fn connect(State(state): State<Arc<EdgeState>>, mut request: Request) -> Response {
+pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request) -> Response {
     let query = ClientQuery::parse(request.uri().query());
-    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
-        return refuse(StatusCode::BAD_REQUEST, "this endpoint expects a WebSocket upgrade");
-    }
     let (hub_name, identity) = match authenticate(&state, request.headers(), &query) {
         Ok(ok) => ok,
         Err(response) => return response,
@@ -47,7 +44,7 @@ pub(crate) async fn connect(State(state): State<Arc<EdgeState>>, mut request: Re
         },
     };
     let hub = state.registry.get_or_create(&hub_name);
-    if hub.connection(&connection_id).is_some() {
+    if hub.connection(&connection_id).is_some() || state.http_connections.lock().contains_key(connection_id.as_str()) {
         return refuse(StatusCode::CONFLICT, "the connection already has an active WebSocket");
     }
     if state.has_ended(&connection_id) {
@@ -84,7 +81,7 @@ pub(crate) async fn connect(State(state): State<Arc<EdgeState>>, mut request: Re
 
 /// Turns the `id` query value into a connection id: a connection token from negotiate v1, or
 /// (negotiate v0, where the client sends its connection id) a plain id of this node.
-fn resolve_id(state: &EdgeState, id: &str, hub: &str) -> Option<(String, u64)> {
+pub(crate) fn resolve_id(state: &EdgeState, id: &str, hub: &str) -> Option<(String, u64)> {
     if let Some(opened) = state.tokens.open(id, hub) {
         return (opened.expires_at > unix_now()).then_some((opened.connection_id, opened.expires_at));
     }

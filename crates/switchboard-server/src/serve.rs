@@ -37,7 +37,8 @@ pub fn main(args: ServeArgs) -> Result<(), Exit> {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let node = Node::start(&settings, &listener)?;
         println!("{}", node.connection_string);
-        tracing::info!(listen = %settings.listen, endpoint = %node.endpoint, "switchboard is serving; the connection string is on stdout");
+        let bound = listener.local_addr().context("listener has no address")?;
+        tracing::info!(listen = %bound, endpoint = %node.endpoint, "switchboard is serving; the connection string is on stdout");
         node.serve(listener, settings.shutdown_grace, shutdown_signal()).await;
         Ok(())
     })
@@ -50,6 +51,7 @@ pub struct Node {
     /// `Endpoint=…;AccessKey=…;Version=1.0;` for application back ends.
     pub connection_string: String,
     pub registry: Arc<Registry>,
+    edge: Arc<EdgeState>,
     app: axum::Router,
 }
 
@@ -78,17 +80,18 @@ impl Node {
         let tokens = ConnectionTokens::new(node_secret);
         let edge = Arc::new(EdgeState::new(edge_config, registry.clone(), verifier.clone(), tokens));
         let api = Arc::new(ApiState { registry: registry.clone(), verifier });
-        let app = switchboard_edge::router(edge)
+        let app = switchboard_edge::router(edge.clone())
             .merge(switchboard_api::router(api))
             .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") });
-        Ok(Node { endpoint, connection_string, registry, app })
+        Ok(Node { endpoint, connection_string, registry, edge, app })
     }
 
     /// Serves until `shutdown` resolves, then closes every client (with `allowReconnect`) and
     /// waits for them to leave within `grace`.
     pub async fn serve(self, listener: TcpListener, grace: Duration, shutdown: impl Future<Output = ()>) {
-        let Node { registry, app, .. } = self;
+        let Node { registry, edge, app, .. } = self;
         tokio::spawn(sweep_expired_memberships(registry.clone()));
+        tokio::spawn(switchboard_edge::reclaim_abandoned(edge));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {

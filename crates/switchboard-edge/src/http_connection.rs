@@ -1,0 +1,248 @@
+//! A connection carried by plain HTTP requests (Server-Sent Events or Long Polling) instead of
+//! one socket: client bytes arrive in POST bodies, server bytes leave through the SSE stream or
+//! the pending poll. The same sans-io [`Session`] and hub [`Connection`] serve all transports.
+
+use crate::EdgeState;
+use crate::session::{Output, Session};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_hub::{Connection, ConnectionInfo, Hub};
+use switchboard_protocol::Protocol;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Which HTTP transport carries the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HttpTransport {
+    ServerSentEvents,
+    LongPolling,
+}
+
+/// What a wait for server bytes produced.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    /// Whole hub messages to deliver.
+    Data(Vec<u8>),
+    /// Nothing arrived within the wait.
+    Idle,
+    /// The connection has ended.
+    Ended,
+    /// A newer poll took over (Long Polling).
+    Displaced,
+}
+
+struct State {
+    session: Session,
+    conn: Option<Arc<Connection>>,
+    info: Option<ConnectionInfo>,
+    /// Bytes the session itself answered (handshake response, errors, Close), sent before the
+    /// outbox's frames.
+    replies: Vec<u8>,
+    ended: bool,
+    poll_generation: u64,
+    polling: bool,
+    last_poll_end: Instant,
+}
+
+/// See the module docs.
+pub(crate) struct HttpConnection {
+    pub(crate) id: Arc<str>,
+    pub(crate) transport: HttpTransport,
+    hub: Arc<Hub>,
+    user_id: Option<String>,
+    token_expiry: u64,
+    state: Mutex<State>,
+    /// Wakes whoever waits for server bytes: new replies, the handshake, the end, displacement.
+    changed: Notify,
+}
+
+impl HttpConnection {
+    pub(crate) fn new(
+        id: Arc<str>,
+        transport: HttpTransport,
+        hub: Arc<Hub>,
+        user_id: Option<String>,
+        info: ConnectionInfo,
+        token_expiry: u64,
+        max_message_size: usize,
+    ) -> Self {
+        let binary_allowed = transport == HttpTransport::LongPolling;
+        Self {
+            id,
+            transport,
+            hub,
+            user_id,
+            token_expiry,
+            state: Mutex::new(State {
+                session: Session::new(max_message_size, binary_allowed),
+                conn: None,
+                info: Some(info),
+                replies: Vec::new(),
+                ended: false,
+                poll_generation: 0,
+                polling: false,
+                last_poll_end: Instant::now(),
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Handles a POST body from the client.
+    pub(crate) fn receive(&self, state: &EdgeState, body: &[u8]) {
+        let mut outputs = Vec::new();
+        let mut guard = self.state.lock();
+        if guard.ended {
+            return;
+        }
+        guard.session.feed(body, &mut outputs);
+        let mut end = false;
+        for output in outputs {
+            let protocol = guard.session.protocol();
+            match output {
+                Output::Opened(protocol) => {
+                    let info = guard.info.take().unwrap_or_default();
+                    let conn = Arc::new(Connection::new(self.id.clone(), self.user_id.as_deref(), protocol, info));
+                    self.hub.add_connection(conn.clone());
+                    tracing::debug!(connection_id = %self.id, transport = ?self.transport, "connected");
+                    guard.conn = Some(conn);
+                }
+                Output::Reply(bytes) => guard.replies.extend_from_slice(&bytes),
+                Output::Invocation { invocation_id, target } => {
+                    if let (Some(id), Some(protocol)) = (invocation_id, protocol) {
+                        let error = format!("No upstream is configured to handle '{target}'.");
+                        protocol.encode_completion_error(&id, &error, &mut guard.replies);
+                    }
+                }
+                Output::Close(bytes) => {
+                    guard.replies.extend(bytes.unwrap_or_default());
+                    end = true;
+                }
+                Output::ClientClosed => end = true,
+            }
+        }
+        drop(guard);
+        if end {
+            self.end(state);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Ends the connection: it leaves the hub and every waiter learns it.
+    pub(crate) fn end(&self, state: &EdgeState) {
+        let conn = {
+            let mut guard = self.state.lock();
+            if guard.ended {
+                return;
+            }
+            guard.ended = true;
+            guard.conn.take()
+        };
+        if conn.is_some() {
+            self.hub.remove_connection(&self.id);
+            tracing::debug!(connection_id = %self.id, transport = ?self.transport, "disconnected");
+        }
+        state.remember_ended(self.id.clone(), self.token_expiry);
+        self.changed.notify_waiters();
+    }
+
+    /// Starts a Long Polling request; an older pending poll is displaced.
+    pub(crate) fn begin_poll(&self) -> u64 {
+        let mut guard = self.state.lock();
+        guard.poll_generation += 1;
+        guard.polling = true;
+        let generation = guard.poll_generation;
+        drop(guard);
+        self.changed.notify_waiters();
+        generation
+    }
+
+    /// Ends a Long Polling request (whatever its outcome).
+    pub(crate) fn finish_poll(&self, generation: u64) {
+        let mut guard = self.state.lock();
+        if guard.poll_generation == generation {
+            guard.polling = false;
+            guard.last_poll_end = Instant::now();
+        }
+    }
+
+    /// Whether a Long Polling client has stopped polling for longer than `timeout`.
+    pub(crate) fn is_abandoned(&self, timeout: Duration) -> bool {
+        let guard = self.state.lock();
+        guard.ended || (!guard.polling && guard.last_poll_end.elapsed() > timeout)
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.state.lock().ended
+    }
+
+    /// Waits up to `wait` for bytes to send. `generation` is the poll's (0 for SSE).
+    pub(crate) async fn next_payload(&self, state: &EdgeState, wait: Duration, generation: u64) -> Payload {
+        let deadline = Instant::now() + wait;
+        let mut batch: Vec<Bytes> = Vec::new();
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (conn, payload) = self.take_ready(state, generation, &mut batch);
+            if let Some(payload) = payload {
+                return payload;
+            }
+            tokio::select! {
+                () = &mut changed => {}
+                () = outbox_ready(&conn) => {}
+                () = tokio::time::sleep_until(deadline) => return Payload::Idle,
+            }
+        }
+    }
+
+    fn take_ready(
+        &self,
+        state: &EdgeState,
+        generation: u64,
+        batch: &mut Vec<Bytes>,
+    ) -> (Option<Arc<Connection>>, Option<Payload>) {
+        let mut guard = self.state.lock();
+        if generation != 0 && generation != guard.poll_generation {
+            return (None, Some(Payload::Displaced));
+        }
+        let mut out = std::mem::take(&mut guard.replies);
+        let mut close_now = false;
+        if let Some(conn) = guard.conn.clone() {
+            let (_, close) = conn.outbox.drain(batch);
+            for frame in batch.drain(..) {
+                out.extend_from_slice(&frame);
+            }
+            if let Some(close) = close {
+                conn.protocol.encode_close(close.error.as_deref(), close.allow_reconnect, &mut out);
+                close_now = true;
+            }
+        }
+        let ended = guard.ended;
+        let conn = guard.conn.clone();
+        drop(guard);
+        if close_now {
+            self.end(state);
+        }
+        if !out.is_empty() {
+            return (conn, Some(Payload::Data(out)));
+        }
+        if ended {
+            return (conn, Some(Payload::Ended));
+        }
+        (conn, None)
+    }
+
+    /// The protocol once the handshake is done (for keep-alive pings).
+    pub(crate) fn protocol(&self) -> Option<Protocol> {
+        self.state.lock().session.protocol()
+    }
+}
+
+async fn outbox_ready(conn: &Option<Arc<Connection>>) {
+    match conn {
+        Some(conn) => conn.outbox.ready().await,
+        None => std::future::pending().await,
+    }
+}
