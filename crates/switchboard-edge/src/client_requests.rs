@@ -19,7 +19,7 @@ use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_hub::{ConnectionInfo, owner_of};
+use switchboard_hub::{ConnectionInfo, owner_of, unix_now};
 use switchboard_protocol::negotiate::TransportKind;
 
 /// How long a Long Polling request is held before an empty 200 recycles it.
@@ -72,11 +72,12 @@ fn create(
     if !allowed(kind, identity.allowed_transports) {
         return Err(refuse(StatusCode::FORBIDDEN, format!("the access token does not allow {}", kind.name())));
     }
-    let Some((connection_id, token_expiry)) = websocket::resolve_id(state, id, &hub_name) else {
+    let Some(resolved) = websocket::resolve_id(state, id, &hub_name) else {
         return Err(refuse(StatusCode::NOT_FOUND, "no connection with this id"));
     };
+    let (connection_id, token_expiry) = (resolved.connection_id, resolved.expires_at);
     let hub = state.registry.get_or_create(&hub_name);
-    if hub.connection(&connection_id).is_some() || state.has_ended(&connection_id) {
+    if hub.connection(&connection_id).is_some() || state.has_ended(&connection_id) || token_expiry <= unix_now() {
         return Err(refuse(StatusCode::NOT_FOUND, "the connection has ended or uses another transport"));
     }
     let info = ConnectionInfo { claims: identity.claims, query: query.without_token() };

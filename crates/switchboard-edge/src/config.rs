@@ -17,6 +17,12 @@ pub struct EdgeConfig {
     pub connect_window: Duration,
     /// Browser origins allowed to call the client endpoint; `None` allows every origin.
     pub allowed_origins: Option<Vec<String>>,
+    /// Whether clients that ask for stateful reconnect get it.
+    pub stateful_reconnect: bool,
+    /// Bytes of unacknowledged messages kept per stateful connection.
+    pub replay_buffer_bytes: usize,
+    /// How long a stateful connection whose socket was lost waits for the client to return.
+    pub reconnect_window: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -29,6 +35,9 @@ impl Default for EdgeConfig {
             max_message_size: 1 << 20,
             connect_window: Duration::from_secs(120),
             allowed_origins: None,
+            stateful_reconnect: true,
+            replay_buffer_bytes: crate::stateful::DEFAULT_BUFFER_BYTES,
+            reconnect_window: Duration::from_secs(30),
         }
     }
 }

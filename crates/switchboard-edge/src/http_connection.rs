@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_hub::{Connection, ConnectionInfo, Hub};
-use switchboard_protocol::Protocol;
+use switchboard_protocol::{Protocol, handshake};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -76,7 +76,7 @@ impl HttpConnection {
             user_id,
             token_expiry,
             state: Mutex::new(State {
-                session: Session::new(max_message_size, binary_allowed),
+                session: Session::new(max_message_size, binary_allowed, false),
                 conn: None,
                 info: Some(info),
                 replies: Vec::new(),
@@ -107,7 +107,9 @@ impl HttpConnection {
                     self.hub.add_connection(conn.clone());
                     tracing::debug!(connection_id = %self.id, transport = ?self.transport, "connected");
                     guard.conn = Some(conn);
+                    guard.replies.extend_from_slice(handshake::RESPONSE_OK);
                 }
+                Output::Acked(_) => {}
                 Output::Reply(bytes) => guard.replies.extend_from_slice(&bytes),
                 Output::Invocation { invocation_id, target } => {
                     if let (Some(id), Some(protocol)) = (invocation_id, protocol) {

@@ -22,6 +22,7 @@ mod http_connection;
 mod negotiate;
 mod request;
 mod session;
+mod stateful;
 mod websocket;
 
 pub use client_requests::reclaim_abandoned;
@@ -47,11 +48,23 @@ pub struct EdgeState {
     ended: Mutex<HashMap<Arc<str>, u64>>,
     /// Connections carried by SSE or Long Polling, by connection id.
     http_connections: Mutex<HashMap<Arc<str>, Arc<http_connection::HttpConnection>>>,
+    /// Stateful WebSocket connections whose socket was lost, by connection id.
+    parked: Mutex<HashMap<Arc<str>, websocket::Parked>>,
+    park_generation: std::sync::atomic::AtomicU64,
 }
 
 impl EdgeState {
     pub fn new(config: EdgeConfig, registry: Arc<Registry>, verifier: Arc<Verifier>, tokens: ConnectionTokens) -> Self {
-        Self { config, registry, verifier, tokens, ended: Mutex::default(), http_connections: Mutex::default() }
+        Self {
+            config,
+            registry,
+            verifier,
+            tokens,
+            ended: Mutex::default(),
+            http_connections: Mutex::default(),
+            parked: Mutex::default(),
+            park_generation: Default::default(),
+        }
     }
 
     fn remember_ended(&self, id: Arc<str>, until: u64) {

@@ -37,7 +37,8 @@ pub(crate) async fn negotiate(State(state): State<Arc<EdgeState>>, headers: Head
     // Version 0 clients present the connection id itself; the token is dropped from the answer.
     let expires_at = unix_now() + state.config.connect_window.as_secs();
     let token = state.tokens.issue(&connection_id, &hub, expires_at);
-    let response = NegotiateResponse::new(negotiate.negotiate_version, connection_id, token, &transports, false);
+    let stateful = negotiate.use_stateful_reconnect && state.config.stateful_reconnect;
+    let response = NegotiateResponse::new(negotiate.negotiate_version, connection_id, token, &transports, stateful);
     json(response.to_json())
 }
 

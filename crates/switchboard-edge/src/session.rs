@@ -3,8 +3,12 @@
 //! or one across frames), answers what the node answers itself and reports the rest.
 //!
 //! ```text
-//!  transport bytes ──► Session::feed ──► Output::{Opened, Reply, Invocation, Close, ClientClosed}
+//!  transport bytes ──► Session::feed ──► Output::{Opened, Reply, Invocation, Acked, Close, ClientClosed}
 //! ```
+//!
+//! With stateful reconnect (handshake version 2 on a transport that allows it) the session
+//! also numbers the client's trackable messages (types 1-5), drops duplicates replayed after a
+//! reconnect, and reports the client's Acks so the transport can trim its replay buffer.
 
 use switchboard_protocol::protocol::Inbound;
 use switchboard_protocol::{DecodeError, Protocol, handshake};
@@ -12,10 +16,12 @@ use switchboard_protocol::{DecodeError, Protocol, handshake};
 /// What the transport must do, in order.
 #[derive(Debug, PartialEq)]
 pub enum Output {
-    /// The handshake succeeded: register the connection before writing what follows.
+    /// The handshake succeeded: register the connection, then write the handshake response.
     Opened(Protocol),
-    /// Bytes to write to the client (whole hub messages).
+    /// A hub message to write to the client (trackable: stateful reconnect numbers it).
     Reply(Vec<u8>),
+    /// The client has received every message up to this sequence id.
+    Acked(u64),
     /// A client invocation to route (to upstream, when configured).
     Invocation { invocation_id: Option<String>, target: String },
     /// Write the given Close bytes (if any) and end the connection.
@@ -37,12 +43,48 @@ pub struct Session {
     partial: Vec<u8>,
     max_message_size: usize,
     binary_allowed: bool,
+    stateful_allowed: bool,
+    /// Stateful reconnect is on (handshake version 2 where allowed).
+    stateful: bool,
+    /// Highest sequence id of a trackable client message processed.
+    received: u64,
+    /// Sequence id the next trackable client message carries.
+    next_expected: u64,
+    /// After a reconnect, everything is dropped until the client's Sequence message.
+    awaiting_sequence: bool,
 }
 
 impl Session {
-    /// `binary_allowed` is false on transports that carry only text (Server-Sent Events).
-    pub fn new(max_message_size: usize, binary_allowed: bool) -> Self {
-        Self { phase: Phase::Handshake, partial: Vec::new(), max_message_size, binary_allowed }
+    /// `binary_allowed` is false on transports that carry only text (Server-Sent Events);
+    /// `stateful_allowed` is true where stateful reconnect can work (WebSockets).
+    pub fn new(max_message_size: usize, binary_allowed: bool, stateful_allowed: bool) -> Self {
+        Self {
+            phase: Phase::Handshake,
+            partial: Vec::new(),
+            max_message_size,
+            binary_allowed,
+            stateful_allowed,
+            stateful: false,
+            received: 0,
+            next_expected: 1,
+            awaiting_sequence: false,
+        }
+    }
+
+    /// Whether stateful reconnect is on for this connection.
+    pub fn is_stateful(&self) -> bool {
+        self.stateful
+    }
+
+    /// Highest sequence id of a trackable client message processed (what to Ack).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Starts a new socket of a stateful connection: drop input until the client's Sequence.
+    pub fn resume(&mut self) {
+        self.partial = Vec::new();
+        self.awaiting_sequence = true;
     }
 
     /// The protocol chosen at handshake, once open.
@@ -124,8 +166,8 @@ impl Session {
             return None;
         }
         self.phase = Phase::Open(protocol);
+        self.stateful = self.stateful_allowed && request.version >= 2;
         out.push(Output::Opened(protocol));
-        out.push(Output::Reply(handshake::RESPONSE_OK.to_vec()));
         Some(used)
     }
 
@@ -138,17 +180,32 @@ impl Session {
                 return None;
             }
         };
-        match protocol.inspect(body) {
-            Ok(Inbound::Ping | Inbound::Ack { .. } | Inbound::Sequence { .. }) => {}
-            Ok(Inbound::Completion { .. } | Inbound::StreamItem | Inbound::CancelInvocation) => {}
-            Ok(Inbound::Close { .. }) => {
+        let inbound = match protocol.inspect(body) {
+            Ok(inbound) => inbound,
+            Err(error) => {
+                self.fail(&error.to_string(), out);
+                return None;
+            }
+        };
+        if self.stateful && !self.accept_sequenced(&inbound, out) {
+            return Some(used);
+        }
+        match inbound {
+            Inbound::Ping | Inbound::Sequence { .. } => {}
+            Inbound::Ack { sequence_id } => {
+                if self.stateful {
+                    out.push(Output::Acked(sequence_id));
+                }
+            }
+            Inbound::Completion { .. } | Inbound::StreamItem | Inbound::CancelInvocation => {}
+            Inbound::Close { .. } => {
                 self.phase = Phase::Done;
                 out.push(Output::ClientClosed);
             }
-            Ok(Inbound::Invocation { invocation_id, target }) => {
+            Inbound::Invocation { invocation_id, target } => {
                 out.push(Output::Invocation { invocation_id, target });
             }
-            Ok(Inbound::StreamInvocation { invocation_id }) => {
+            Inbound::StreamInvocation { invocation_id } => {
                 let mut reply = Vec::new();
                 protocol.encode_completion_error(
                     &invocation_id,
@@ -157,12 +214,38 @@ impl Session {
                 );
                 out.push(Output::Reply(reply));
             }
-            Err(error) => {
-                self.fail(&error.to_string(), out);
-                return None;
-            }
         }
         Some(used)
+    }
+
+    /// Applies stateful-reconnect numbering; `false` means the message is to be skipped.
+    fn accept_sequenced(&mut self, inbound: &Inbound, out: &mut Vec<Output>) -> bool {
+        match inbound {
+            Inbound::Sequence { sequence_id } => {
+                if *sequence_id > self.received + 1 {
+                    self.fail("Sequence ID greater than amount of messages we've received.", out);
+                    return false;
+                }
+                self.next_expected = *sequence_id;
+                self.awaiting_sequence = false;
+                true
+            }
+            _ if self.awaiting_sequence => false,
+            Inbound::Invocation { .. }
+            | Inbound::StreamInvocation { .. }
+            | Inbound::StreamItem
+            | Inbound::Completion { .. }
+            | Inbound::CancelInvocation => {
+                let id = self.next_expected;
+                self.next_expected += 1;
+                if id <= self.received {
+                    return false; // a duplicate replayed after a reconnect
+                }
+                self.received = id;
+                true
+            }
+            Inbound::Ping | Inbound::Ack { .. } | Inbound::Close { .. } => true,
+        }
     }
 
     /// Answers a failed handshake with the error response, then closes.

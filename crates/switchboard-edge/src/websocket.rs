@@ -3,12 +3,17 @@
 //! The task waits on three things: the socket becoming readable (read into a stack buffer,
 //! unframe, feed the [`Session`]), the connection's outbox (drain everything queued into one
 //! WebSocket message), and a timer (keep-alive Ping when nothing was sent for 15 s, close when
-//! nothing was received for 30 s, handshake timeout).
+//! nothing was received for 30 s, handshake timeout, stateful-reconnect Acks).
+//!
+//! With stateful reconnect, a socket lost without a close parks the connection (it stays in
+//! the hub, its outbox keeps filling) until the client comes back with the same id, or the
+//! reconnect window passes.
 
 use crate::EdgeState;
 use crate::negotiate::allowed;
 use crate::request::{ClientQuery, authenticate, refuse};
 use crate::session::{Output, Session};
+use crate::stateful::{ReplayBuffer, encode_ack};
 use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
@@ -16,8 +21,7 @@ use http::StatusCode;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_auth::ClientIdentity;
-use switchboard_hub::{Connection, ConnectionInfo, Hub, new_connection_id, owner_of, unix_now};
+use switchboard_hub::{Connection, ConnectionInfo, Hub, is_valid_hub_name, new_connection_id, owner_of, unix_now};
 use switchboard_protocol::negotiate::TransportKind;
 use switchboard_protocol::websocket::{self, OpCode, WsEvent, WsReader};
 use switchboard_protocol::{Protocol, handshake};
@@ -25,9 +29,62 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+/// How long after receiving a trackable message its Ack is sent (as ASP.NET and JS do).
+const ACK_DELAY: Duration = Duration::from_secs(1);
+
+/// A connection id named by the `id` query value, and until when it may create a connection.
+pub(crate) struct ResolvedId {
+    pub(crate) connection_id: String,
+    pub(crate) expires_at: u64,
+}
+
+/// Turns the `id` query value into a connection id: a connection token from negotiate v1, or
+/// (negotiate v0, where the client sends its connection id) a plain id of this node.
+pub(crate) fn resolve_id(state: &EdgeState, id: &str, hub: &str) -> Option<ResolvedId> {
+    if let Some(opened) = state.tokens.open(id, hub) {
+        return Some(ResolvedId { connection_id: opened.connection_id, expires_at: opened.expires_at });
+    }
+    let legacy = owner_of(id) == Some(state.config.node_id) && !id.contains('~');
+    legacy.then(|| ResolvedId {
+        connection_id: id.to_owned(),
+        expires_at: unix_now() + state.config.connect_window.as_secs(),
+    })
+}
+
+/// A stateful connection whose socket was lost, waiting for the client to come back.
+pub(crate) struct Parked {
+    session: Session,
+    replay: ReplayBuffer,
+    conn: Arc<Connection>,
+    hub: Arc<Hub>,
+    user_id: Option<String>,
+    token_expiry: u64,
+    generation: u64,
+}
+
 /// `GET /client/?hub=&id=` with a WebSocket upgrade.
 pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request) -> Response {
     let query = ClientQuery::parse(request.uri().query());
+    let hub_name = query.get("hub").unwrap_or_default().to_ascii_lowercase();
+    // A stateful connection coming back: its secret id is the credential (access tokens gate
+    // establishment only).
+    if let Some(resolved) =
+        query.get("id").filter(|_| is_valid_hub_name(&hub_name)).and_then(|id| resolve_id(&state, id, &hub_name))
+    {
+        if let Some(parked) = state.take_parked(&resolved.connection_id) {
+            return match fastwebsockets::upgrade::upgrade(&mut request) {
+                Ok((response, upgrade)) => {
+                    let task = ConnectionTask::resumed(state, parked);
+                    tokio::spawn(task.run_after(upgrade));
+                    response.map(|_| axum::body::Body::empty())
+                }
+                Err(e) => {
+                    state.park(parked);
+                    refuse(StatusCode::BAD_REQUEST, format!("invalid WebSocket upgrade: {e}"))
+                }
+            };
+        }
+    }
     let (hub_name, identity) = match authenticate(&state, request.headers(), &query) {
         Ok(ok) => ok,
         Err(response) => return response,
@@ -35,73 +92,54 @@ pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request) -> Resp
     if !allowed(TransportKind::WebSockets, identity.allowed_transports) {
         return refuse(StatusCode::FORBIDDEN, "the access token does not allow WebSockets");
     }
-    let (connection_id, token_expiry) = match query.get("id") {
+    let resolved = match query.get("id") {
         // skipNegotiation, and signalrcore after a redirect: the connection is created here.
-        None => (new_connection_id(state.config.node_id), unix_now() + state.config.connect_window.as_secs()),
+        None => ResolvedId {
+            connection_id: new_connection_id(state.config.node_id),
+            expires_at: unix_now() + state.config.connect_window.as_secs(),
+        },
         Some(id) => match resolve_id(&state, id, &hub_name) {
             Some(resolved) => resolved,
             None => return refuse(StatusCode::NOT_FOUND, "no connection with this id"),
         },
     };
     let hub = state.registry.get_or_create(&hub_name);
+    let connection_id = resolved.connection_id;
     if hub.connection(&connection_id).is_some() || state.http_connections.lock().contains_key(connection_id.as_str()) {
-        return refuse(StatusCode::CONFLICT, "the connection already has an active WebSocket");
+        return refuse(StatusCode::CONFLICT, "the connection already has an active transport");
     }
-    if state.has_ended(&connection_id) {
-        return refuse(StatusCode::NOT_FOUND, "the connection has ended");
+    if state.has_ended(&connection_id) || resolved.expires_at <= unix_now() {
+        return refuse(StatusCode::NOT_FOUND, "the connection has ended or its id expired");
     }
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(ok) => ok,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("invalid WebSocket upgrade: {e}")),
     };
-    let info = ConnectionInfo { claims: identity.claims.clone(), query: query.without_token() };
+    let info = ConnectionInfo { claims: identity.claims, query: query.without_token() };
     let task = ConnectionTask {
         state,
         hub,
         connection_id: Arc::from(connection_id),
-        identity,
+        user_id: identity.user_id,
+        handshake_timeout_secs: identity.handshake_timeout_secs,
         info: Some(info),
-        token_expiry,
+        token_expiry: resolved.expires_at,
+        resume: None,
     };
-    tokio::spawn(async move {
-        let raw = match upgrade.await {
-            Ok(ws) => ws.into_inner().into_inner().downcast::<TokioIo<TcpStream>>(),
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket upgrade failed");
-                return;
-            }
-        };
-        match raw {
-            Ok(parts) => task.run(parts.io.into_inner(), parts.read_buf).await,
-            Err(_) => tracing::error!("websocket upgrade did not yield a TCP stream"),
-        }
-    });
+    tokio::spawn(task.run_after(upgrade));
     response.map(|_| axum::body::Body::empty())
-}
-
-/// Turns the `id` query value into a connection id: a connection token from negotiate v1, or
-/// (negotiate v0, where the client sends its connection id) a plain id of this node.
-pub(crate) fn resolve_id(state: &EdgeState, id: &str, hub: &str) -> Option<(String, u64)> {
-    if let Some(opened) = state.tokens.open(id, hub) {
-        return (opened.expires_at > unix_now()).then_some((opened.connection_id, opened.expires_at));
-    }
-    let legacy = owner_of(id) == Some(state.config.node_id) && !id.contains('~');
-    legacy.then(|| (id.to_owned(), unix_now() + state.config.connect_window.as_secs()))
 }
 
 struct ConnectionTask {
     state: Arc<EdgeState>,
     hub: Arc<Hub>,
     connection_id: Arc<str>,
-    identity: ClientIdentity,
+    user_id: Option<String>,
+    handshake_timeout_secs: Option<u64>,
     info: Option<ConnectionInfo>,
     token_expiry: u64,
-}
-
-/// Why the loop stops.
-enum Flow {
-    Continue,
-    Stop,
+    /// The parked state of a stateful connection this socket resumes.
+    resume: Option<(Session, ReplayBuffer, Arc<Connection>)>,
 }
 
 /// Per-connection I/O state that is not the socket.
@@ -109,6 +147,12 @@ struct Io {
     reader: WsReader,
     session: Session,
     conn: Option<Arc<Connection>>,
+    /// Sent trackable messages awaiting the client's Ack (stateful reconnect only).
+    replay: Option<ReplayBuffer>,
+    /// When to send the next Ack, if one is due.
+    ack_at: Option<Instant>,
+    /// Highest received id already acknowledged.
+    acked: u64,
     /// Bytes to write at the end of this turn; empty between turns.
     out: Vec<u8>,
     outputs: Vec<Output>,
@@ -116,25 +160,70 @@ struct Io {
 }
 
 impl ConnectionTask {
+    fn resumed(state: Arc<EdgeState>, parked: Parked) -> Self {
+        Self {
+            state,
+            hub: parked.hub,
+            connection_id: parked.conn.id.clone(),
+            user_id: parked.user_id,
+            handshake_timeout_secs: None,
+            info: None,
+            token_expiry: parked.token_expiry,
+            resume: Some((parked.session, parked.replay, parked.conn)),
+        }
+    }
+
+    /// Waits for the upgrade to complete, takes the raw socket back and runs the connection.
+    async fn run_after(self, upgrade: fastwebsockets::upgrade::UpgradeFut) {
+        let raw = match upgrade.await {
+            Ok(ws) => ws.into_inner().into_inner().downcast::<TokioIo<TcpStream>>(),
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return self.finish(None, false);
+            }
+        };
+        match raw {
+            Ok(parts) => self.run(parts.io.into_inner(), parts.read_buf).await,
+            Err(_) => {
+                tracing::error!("websocket upgrade did not yield a TCP stream");
+                self.finish(None, false);
+            }
+        }
+    }
+
     async fn run(mut self, mut stream: TcpStream, leftover: Bytes) {
         let config = self.state.config.clone();
         let mut io = Io {
             reader: WsReader::new(config.max_message_size),
-            session: Session::new(config.max_message_size, true),
+            session: Session::new(config.max_message_size, true, config.stateful_reconnect),
             conn: None,
+            replay: None,
+            ack_at: None,
+            acked: 0,
             out: Vec::new(),
             outputs: Vec::new(),
             stop: false,
         };
+        if let Some((mut session, replay, conn)) = self.resume.take() {
+            session.resume();
+            let mut resend = Vec::new();
+            replay.resend(conn.protocol, &mut resend);
+            write_data(&mut io.out, Some(conn.protocol), &resend);
+            io.acked = session.received();
+            io.session = session;
+            io.replay = Some(replay);
+            io.conn = Some(conn);
+            tracing::debug!(connection_id = %self.connection_id, "stateful connection resumed");
+        }
         let started = Instant::now();
         let handshake_timeout = self
-            .identity
             .handshake_timeout_secs
             .map(|s| Duration::from_secs(s.clamp(1, 30)))
             .unwrap_or(config.handshake_timeout);
         let mut last_received = started;
         let mut last_sent = started;
         let mut batch: Vec<Bytes> = Vec::new();
+        let mut lost = false;
         if !leftover.is_empty() {
             self.on_bytes(&mut io, &mut leftover.to_vec());
         }
@@ -142,32 +231,29 @@ impl ConnectionTask {
             if io.out.is_empty() {
                 let deadline = match &io.conn {
                     None => started + handshake_timeout,
-                    Some(_) => (last_sent + config.keep_alive).min(last_received + config.client_timeout),
+                    Some(_) => {
+                        let keep_alive = (last_sent + config.keep_alive).min(last_received + config.client_timeout);
+                        io.ack_at.map_or(keep_alive, |ack| ack.min(keep_alive))
+                    }
                 };
+                let replay_full = io.replay.as_ref().is_some_and(ReplayBuffer::is_full);
                 tokio::select! {
                     biased;
-                    _ = outbox_ready(&io.conn) => {
+                    _ = outbox_ready(&io.conn), if !replay_full => {
                         self.on_outbox(&mut io, &mut batch);
                     }
                     readable = stream.readable() => {
-                        if readable.is_err() || matches!(self.on_readable(&mut io, &stream), Flow::Stop) {
+                        if readable.is_err() || !self.on_readable(&mut io, &stream) {
+                            lost = true;
                             break;
                         }
                         last_received = Instant::now();
+                        if io.session.received() > io.acked && io.ack_at.is_none() {
+                            io.ack_at = Some(last_received + ACK_DELAY);
+                        }
                     }
                     _ = tokio::time::sleep_until(deadline) => {
-                        let now = Instant::now();
-                        if io.conn.is_none() {
-                            close_with(&mut io, Some(handshake::error_response(handshake::HANDSHAKE_CANCELED)), None);
-                        } else if now >= last_received + config.client_timeout {
-                            let protocol = io.session.protocol().unwrap_or(Protocol::Json);
-                            let mut close = Vec::new();
-                            protocol.encode_close(Some("Connection closed with an error. The client sent nothing within the client timeout."), false, &mut close);
-                            close_with(&mut io, Some(close), Some(protocol));
-                        } else {
-                            let protocol = io.session.protocol().unwrap_or(Protocol::Json);
-                            write_data(&mut io.out, Some(protocol), protocol.ping());
-                        }
+                        self.on_timer(&mut io, last_sent, last_received);
                     }
                 }
             }
@@ -175,30 +261,51 @@ impl ConnectionTask {
                 let written = tokio::time::timeout(config.client_timeout, stream.write_all(&io.out)).await;
                 io.out = Vec::new();
                 if !matches!(written, Ok(Ok(()))) {
+                    lost = true;
                     break;
                 }
                 last_sent = Instant::now();
             }
         }
         let _ = stream.shutdown().await;
-        if io.conn.is_some() {
+        let Io { session, conn, replay, .. } = io;
+        match (lost, replay, conn) {
+            (true, Some(replay), Some(conn)) if !conn.outbox.is_closing() => {
+                let parked = Parked {
+                    session,
+                    replay,
+                    conn,
+                    hub: self.hub.clone(),
+                    user_id: self.user_id.clone(),
+                    token_expiry: self.token_expiry,
+                    generation: 0,
+                };
+                tracing::debug!(connection_id = %self.connection_id, "socket lost; waiting for a stateful reconnect");
+                self.state.park(parked);
+            }
+            (_, _, conn) => self.finish(conn, true),
+        }
+    }
+
+    /// The connection is over: it leaves the hub and its id cannot be reused.
+    fn finish(&self, conn: Option<Arc<Connection>>, registered: bool) {
+        if registered && conn.is_some() {
             self.hub.remove_connection(&self.connection_id);
             tracing::debug!(connection_id = %self.connection_id, hub = self.hub.name(), "disconnected");
         }
         self.state.remember_ended(self.connection_id.clone(), self.token_expiry);
     }
 
-    /// Reads what the socket has (without waiting) and handles it.
-    fn on_readable(&mut self, io: &mut Io, stream: &TcpStream) -> Flow {
+    /// Reads what the socket has (without waiting) and handles it; `false` when it is gone.
+    fn on_readable(&mut self, io: &mut Io, stream: &TcpStream) -> bool {
         let mut buffer = [0u8; 4096];
         match stream.try_read(&mut buffer) {
-            Ok(0) => Flow::Stop,
+            Ok(0) => false,
             Ok(n) => {
                 self.on_bytes(io, &mut buffer[..n]);
-                Flow::Continue
+                true
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Flow::Continue,
-            Err(_) => Flow::Stop,
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
         }
     }
 
@@ -235,24 +342,29 @@ impl ConnectionTask {
         match output {
             Output::Opened(protocol) => {
                 let info = self.info.take().unwrap_or_default();
-                let conn = Arc::new(Connection::new(
-                    self.connection_id.clone(),
-                    self.identity.user_id.as_deref(),
-                    protocol,
-                    info,
-                ));
+                let conn =
+                    Arc::new(Connection::new(self.connection_id.clone(), self.user_id.as_deref(), protocol, info));
                 self.hub.add_connection(conn.clone());
                 tracing::debug!(connection_id = %self.connection_id, hub = self.hub.name(), protocol = protocol.name(), "connected");
                 io.conn = Some(conn);
+                if io.session.is_stateful() {
+                    io.replay = Some(ReplayBuffer::new(self.state.config.replay_buffer_bytes));
+                }
+                write_data(&mut io.out, Some(protocol), handshake::RESPONSE_OK);
             }
-            Output::Reply(bytes) => write_data(&mut io.out, protocol, &bytes),
+            Output::Reply(bytes) => send_message(io, protocol, Bytes::from(bytes)),
             Output::Invocation { invocation_id, target } => {
                 // Serverless without upstream: a blocking invoke gets an error, a send is dropped.
                 if let (Some(id), Some(protocol)) = (invocation_id, protocol) {
                     let mut reply = Vec::new();
                     let error = format!("No upstream is configured to handle '{target}'.");
                     protocol.encode_completion_error(&id, &error, &mut reply);
-                    write_data(&mut io.out, Some(protocol), &reply);
+                    send_message(io, Some(protocol), Bytes::from(reply));
+                }
+            }
+            Output::Acked(sequence_id) => {
+                if let Some(replay) = &mut io.replay {
+                    replay.ack(sequence_id);
                 }
             }
             Output::Close(bytes) => close_with(io, bytes, protocol),
@@ -272,6 +384,9 @@ impl ConnectionTask {
             let mut payload = Vec::with_capacity(total);
             for frame in batch.drain(..) {
                 payload.extend_from_slice(&frame);
+                if let Some(replay) = &mut io.replay {
+                    replay.record(frame);
+                }
             }
             write_data(&mut io.out, Some(protocol), &payload);
         }
@@ -282,12 +397,77 @@ impl ConnectionTask {
             close_with(io, Some(bytes), Some(protocol));
         }
     }
+
+    fn on_timer(&mut self, io: &mut Io, last_sent: Instant, last_received: Instant) {
+        let now = Instant::now();
+        let config = &self.state.config;
+        let Some(protocol) = io.session.protocol() else {
+            close_with(io, Some(handshake::error_response(handshake::HANDSHAKE_CANCELED)), None);
+            return;
+        };
+        if now >= last_received + config.client_timeout {
+            let mut close = Vec::new();
+            let error = "Connection closed with an error. The client sent nothing within the client timeout.";
+            protocol.encode_close(Some(error), false, &mut close);
+            close_with(io, Some(close), Some(protocol));
+            return;
+        }
+        if io.ack_at.is_some_and(|at| now >= at) {
+            let received = io.session.received();
+            let mut ack = Vec::new();
+            encode_ack(protocol, received, &mut ack);
+            write_data(&mut io.out, Some(protocol), &ack);
+            io.acked = received;
+            io.ack_at = None;
+        }
+        if now >= last_sent + config.keep_alive && io.out.is_empty() {
+            write_data(&mut io.out, Some(protocol), protocol.ping());
+        }
+    }
+}
+
+impl EdgeState {
+    /// Keeps a lost stateful connection until it resumes or the reconnect window passes.
+    fn park(self: &Arc<Self>, mut parked: Parked) {
+        let id = parked.conn.id.clone();
+        parked.generation = self.park_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let generation = parked.generation;
+        self.parked.lock().insert(id.clone(), parked);
+        let state = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(state.config.reconnect_window).await;
+            let expired = {
+                let mut parked = state.parked.lock();
+                match parked.get(&id) {
+                    Some(p) if p.generation == generation => parked.remove(&id),
+                    _ => None,
+                }
+            };
+            if let Some(parked) = expired {
+                parked.hub.remove_connection(&id);
+                state.remember_ended(id.clone(), parked.token_expiry);
+                tracing::debug!(connection_id = %id, "stateful connection not resumed in time");
+            }
+        });
+    }
+
+    fn take_parked(&self, connection_id: &str) -> Option<Parked> {
+        self.parked.lock().remove(connection_id)
+    }
 }
 
 async fn outbox_ready(conn: &Option<Arc<Connection>>) {
     match conn {
         Some(conn) => conn.outbox.ready().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Writes one trackable hub message, keeping it for replay when stateful.
+fn send_message(io: &mut Io, protocol: Option<Protocol>, message: Bytes) {
+    write_data(&mut io.out, protocol, &message);
+    if let Some(replay) = &mut io.replay {
+        replay.record(message);
     }
 }
 

@@ -7,19 +7,21 @@ fn feed(session: &mut Session, data: &[u8]) -> Vec<Output> {
 }
 
 fn open_json() -> Session {
-    let mut s = Session::new(1024, true);
+    let mut s = Session::new(1024, true, true);
     let out = feed(&mut s, b"{\"protocol\":\"json\",\"version\":1}\x1e");
-    assert_eq!(out, vec![Output::Opened(Protocol::Json), Output::Reply(b"{}\x1e".to_vec())]);
+    assert_eq!(out, vec![Output::Opened(Protocol::Json)]);
+    assert!(!s.is_stateful());
     s
 }
 
 #[test]
 fn handshake_split_across_feeds_with_trailing_messages() {
-    let mut s = Session::new(1024, true);
+    let mut s = Session::new(1024, true, true);
     assert!(feed(&mut s, b"{\"protocol\":\"messagepack\",").is_empty());
     let out = feed(&mut s, b"\"version\":2}\x1e\x02\x91\x06");
     assert_eq!(out[0], Output::Opened(Protocol::MessagePack));
-    assert_eq!(out.len(), 2, "the trailing ping is consumed silently");
+    assert_eq!(out.len(), 1, "the trailing ping is consumed silently");
+    assert!(s.is_stateful(), "version 2 turns stateful reconnect on");
     assert_eq!(s.protocol(), Some(Protocol::MessagePack));
 }
 
@@ -33,7 +35,7 @@ fn handshake_errors_use_the_aspnet_texts() {
         ),
         (b"garbage\x1e", "Error reading handshake"),
     ] {
-        let mut s = Session::new(1024, true);
+        let mut s = Session::new(1024, true, true);
         let out = feed(&mut s, request);
         let Output::Close(Some(bytes)) = &out[0] else { panic!("{out:?}") };
         let text = String::from_utf8_lossy(bytes);
@@ -44,7 +46,7 @@ fn handshake_errors_use_the_aspnet_texts() {
 
 #[test]
 fn messagepack_is_refused_on_text_only_transports() {
-    let mut s = Session::new(1024, false);
+    let mut s = Session::new(1024, false, false);
     let out = feed(&mut s, b"{\"protocol\":\"messagepack\",\"version\":1}\x1e");
     assert!(matches!(&out[0], Output::Close(Some(b)) if String::from_utf8_lossy(b).contains("Binary")));
 }
@@ -80,4 +82,42 @@ fn client_close_and_stream_invocations() {
         feed(&mut s, b"{\"type\":4,\"invocationId\":\"1\",\"target\":\"s\",\"arguments\":[]}\x1e{\"type\":7}\x1e");
     assert!(matches!(&out[0], Output::Reply(b) if String::from_utf8_lossy(b).contains("\"error\"")));
     assert_eq!(out[1], Output::ClientClosed);
+}
+
+#[test]
+fn stateful_numbering_acks_and_duplicates() {
+    let mut s = Session::new(1024, true, true);
+    feed(&mut s, b"{\"protocol\":\"json\",\"version\":2}\x1e");
+    let invoke = |id: &str| format!("{{\"type\":1,\"target\":\"t{id}\",\"arguments\":[]}}\x1e");
+    let out = feed(
+        &mut s,
+        format!("{}{}{{\"type\":6}}\x1e{{\"type\":8,\"sequenceId\":4}}\x1e", invoke("1"), invoke("2")).as_bytes(),
+    );
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[2], Output::Acked(4));
+    assert_eq!(s.received(), 2);
+    // Reconnect: input before the Sequence is dropped, then messages 2 and 3 are replayed and
+    // only 3 is new.
+    s.resume();
+    assert!(feed(&mut s, invoke("x").as_bytes()).is_empty());
+    let out = feed(&mut s, format!("{{\"type\":9,\"sequenceId\":2}}\x1e{}{}", invoke("2"), invoke("3")).as_bytes());
+    assert_eq!(out, vec![Output::Invocation { invocation_id: None, target: "t3".into() }]);
+    assert_eq!(s.received(), 3);
+}
+
+#[test]
+fn a_sequence_beyond_what_was_received_is_an_error() {
+    let mut s = Session::new(1024, true, true);
+    feed(&mut s, b"{\"protocol\":\"json\",\"version\":2}\x1e");
+    s.resume();
+    let out = feed(&mut s, b"{\"type\":9,\"sequenceId\":5}\x1e");
+    assert!(matches!(&out[0], Output::Close(Some(b)) if String::from_utf8_lossy(b).contains("Sequence ID greater")));
+}
+
+#[test]
+fn version_two_without_stateful_support_stays_plain() {
+    let mut s = Session::new(1024, true, false);
+    feed(&mut s, b"{\"protocol\":\"json\",\"version\":2}\x1e");
+    assert!(!s.is_stateful());
+    assert!(feed(&mut s, b"{\"type\":8,\"sequenceId\":4}\x1e").is_empty());
 }
