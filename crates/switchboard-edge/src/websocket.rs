@@ -71,7 +71,7 @@ pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request) -> Resp
     if let Some(resolved) =
         query.get("id").filter(|_| is_valid_hub_name(&hub_name)).and_then(|id| resolve_id(&state, id, &hub_name))
     {
-        if let Some(parked) = state.take_parked(&resolved.connection_id) {
+        if let Some(parked) = state.take_parked_soon(&resolved.connection_id, &hub_name).await {
             return match fastwebsockets::upgrade::upgrade(&mut request) {
                 Ok((response, upgrade)) => {
                     let task = ConnectionTask::resumed(state, parked);
@@ -451,8 +451,20 @@ impl EdgeState {
         });
     }
 
-    fn take_parked(&self, connection_id: &str) -> Option<Parked> {
-        self.parked.lock().remove(connection_id)
+    /// Takes a parked connection. A client may come back before its old socket's loss is
+    /// noticed here, so a connection that is still live gets a short grace to park.
+    async fn take_parked_soon(&self, connection_id: &str, hub: &str) -> Option<Parked> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some(parked) = self.parked.lock().remove(connection_id) {
+                return Some(parked);
+            }
+            let live = self.registry.get(hub).is_some_and(|h| h.connection(connection_id).is_some());
+            if !live || Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
