@@ -4,12 +4,14 @@
 
 use crate::EdgeState;
 use crate::session::{Output, Session};
+use crate::upstream_link;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_hub::{Connection, ConnectionInfo, Hub};
 use switchboard_protocol::{Protocol, handshake};
+use switchboard_upstream::UpstreamQueue;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -36,6 +38,7 @@ pub(crate) enum Payload {
 struct State {
     session: Session,
     conn: Option<Arc<Connection>>,
+    upstream: Option<UpstreamQueue>,
     info: Option<ConnectionInfo>,
     /// Bytes the session itself answered (handshake response, errors, Close), sent before the
     /// outbox's frames.
@@ -78,6 +81,7 @@ impl HttpConnection {
             state: Mutex::new(State {
                 session: Session::new(max_message_size, binary_allowed, false),
                 conn: None,
+                upstream: None,
                 info: Some(info),
                 replies: Vec::new(),
                 ended: false,
@@ -106,15 +110,17 @@ impl HttpConnection {
                     let conn = Arc::new(Connection::new(self.id.clone(), self.user_id.as_deref(), protocol, info));
                     self.hub.add_connection(conn.clone());
                     tracing::debug!(connection_id = %self.id, transport = ?self.transport, "connected");
+                    guard.upstream = upstream_link::open(state, self.hub.name(), &conn);
                     guard.conn = Some(conn);
                     guard.replies.extend_from_slice(handshake::RESPONSE_OK);
                 }
                 Output::Acked(_) => {}
                 Output::Reply(bytes) => guard.replies.extend_from_slice(&bytes),
-                Output::Invocation { invocation_id, target } => {
-                    if let (Some(id), Some(protocol)) = (invocation_id, protocol) {
-                        let error = format!("No upstream is configured to handle '{target}'.");
-                        protocol.encode_completion_error(&id, &error, &mut guard.replies);
+                Output::Invocation { invocation_id, target, body } => {
+                    let Some(protocol) = protocol else { continue };
+                    let queue = guard.upstream.as_ref();
+                    if let Some(reply) = upstream_link::invoke(queue, protocol, invocation_id, target, body) {
+                        guard.replies.extend_from_slice(&reply);
                     }
                 }
                 Output::Close(bytes) => {
@@ -139,6 +145,9 @@ impl HttpConnection {
                 return;
             }
             guard.ended = true;
+            if let Some(upstream) = guard.upstream.take() {
+                upstream.disconnected(None);
+            }
             guard.conn.take()
         };
         if conn.is_some() {

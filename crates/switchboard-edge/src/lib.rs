@@ -23,6 +23,7 @@ mod negotiate;
 mod request;
 mod session;
 mod stateful;
+mod upstream_link;
 mod websocket;
 
 pub use client_requests::reclaim_abandoned;
@@ -36,6 +37,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use switchboard_auth::{ConnectionTokens, Verifier};
 use switchboard_hub::Registry;
+use switchboard_upstream::Upstream;
 
 /// Everything the client endpoint needs, shared by its handlers and connection tasks.
 pub struct EdgeState {
@@ -43,6 +45,8 @@ pub struct EdgeState {
     pub registry: Arc<Registry>,
     pub verifier: Arc<Verifier>,
     pub tokens: ConnectionTokens,
+    /// Where client invocations and connection events go (disabled without templates).
+    pub upstream: Arc<Upstream>,
     /// Ids of connections that ended, until their connection token expires, so a stale id is
     /// answered 404 instead of silently becoming a new connection.
     ended: Mutex<HashMap<Arc<str>, u64>>,
@@ -54,12 +58,19 @@ pub struct EdgeState {
 }
 
 impl EdgeState {
-    pub fn new(config: EdgeConfig, registry: Arc<Registry>, verifier: Arc<Verifier>, tokens: ConnectionTokens) -> Self {
+    pub fn new(
+        config: EdgeConfig,
+        registry: Arc<Registry>,
+        verifier: Arc<Verifier>,
+        tokens: ConnectionTokens,
+        upstream: Arc<Upstream>,
+    ) -> Self {
         Self {
             config,
             registry,
             verifier,
             tokens,
+            upstream,
             ended: Mutex::default(),
             http_connections: Mutex::default(),
             parked: Mutex::default(),

@@ -22,8 +22,9 @@ pub enum Output {
     Reply(Vec<u8>),
     /// The client has received every message up to this sequence id.
     Acked(u64),
-    /// A client invocation to route (to upstream, when configured).
-    Invocation { invocation_id: Option<String>, target: String },
+    /// A client invocation to route to upstream; `body` is the bare message (no record
+    /// separator or length prefix), as upstream receives it.
+    Invocation { invocation_id: Option<String>, target: String, body: Vec<u8> },
     /// Write the given Close bytes (if any) and end the connection.
     Close(Option<Vec<u8>>),
     /// The client said goodbye (hub Close message); end without writing more.
@@ -39,6 +40,7 @@ enum Phase {
 /// See the module docs.
 pub struct Session {
     phase: Phase,
+    protocol: Option<Protocol>,
     /// Bytes of a record not yet complete. Empty (no heap) between whole records.
     partial: Vec<u8>,
     max_message_size: usize,
@@ -60,6 +62,7 @@ impl Session {
     pub fn new(max_message_size: usize, binary_allowed: bool, stateful_allowed: bool) -> Self {
         Self {
             phase: Phase::Handshake,
+            protocol: None,
             partial: Vec::new(),
             max_message_size,
             binary_allowed,
@@ -87,12 +90,9 @@ impl Session {
         self.awaiting_sequence = true;
     }
 
-    /// The protocol chosen at handshake, once open.
+    /// The protocol chosen at handshake (also after the session ended, to frame the last words).
     pub fn protocol(&self) -> Option<Protocol> {
-        match self.phase {
-            Phase::Open(p) => Some(p),
-            _ => None,
-        }
+        self.protocol
     }
 
     /// Processes bytes from the client.
@@ -166,6 +166,7 @@ impl Session {
             return None;
         }
         self.phase = Phase::Open(protocol);
+        self.protocol = Some(protocol);
         self.stateful = self.stateful_allowed && request.version >= 2;
         out.push(Output::Opened(protocol));
         Some(used)
@@ -203,7 +204,7 @@ impl Session {
                 out.push(Output::ClientClosed);
             }
             Inbound::Invocation { invocation_id, target } => {
-                out.push(Output::Invocation { invocation_id, target });
+                out.push(Output::Invocation { invocation_id, target, body: body.to_vec() });
             }
             Inbound::StreamInvocation { invocation_id } => {
                 let mut reply = Vec::new();

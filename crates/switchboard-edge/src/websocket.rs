@@ -14,6 +14,7 @@ use crate::negotiate::allowed;
 use crate::request::{ClientQuery, authenticate, refuse};
 use crate::session::{Output, Session};
 use crate::stateful::{ReplayBuffer, encode_ack};
+use crate::upstream_link;
 use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
@@ -25,7 +26,8 @@ use switchboard_hub::{Connection, ConnectionInfo, Hub, is_valid_hub_name, new_co
 use switchboard_protocol::negotiate::TransportKind;
 use switchboard_protocol::websocket::{self, OpCode, WsEvent, WsReader};
 use switchboard_protocol::{Protocol, handshake};
-use tokio::io::AsyncWriteExt;
+use switchboard_upstream::UpstreamQueue;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -56,6 +58,7 @@ pub(crate) struct Parked {
     session: Session,
     replay: ReplayBuffer,
     conn: Arc<Connection>,
+    upstream: Option<UpstreamQueue>,
     hub: Arc<Hub>,
     user_id: Option<String>,
     token_expiry: u64,
@@ -139,7 +142,15 @@ struct ConnectionTask {
     info: Option<ConnectionInfo>,
     token_expiry: u64,
     /// The parked state of a stateful connection this socket resumes.
-    resume: Option<(Session, ReplayBuffer, Arc<Connection>)>,
+    resume: Option<Resume>,
+}
+
+/// What a resumed socket takes over from its parked connection.
+struct Resume {
+    session: Session,
+    replay: ReplayBuffer,
+    conn: Arc<Connection>,
+    upstream: Option<UpstreamQueue>,
 }
 
 /// Per-connection I/O state that is not the socket.
@@ -153,6 +164,10 @@ struct Io {
     ack_at: Option<Instant>,
     /// Highest received id already acknowledged.
     acked: u64,
+    /// The connection's upstream queue, when upstream is configured.
+    upstream: Option<UpstreamQueue>,
+    /// Why the connection ended, reported to upstream as the `disconnected` error.
+    end_error: Option<String>,
     /// Bytes to write at the end of this turn; empty between turns.
     out: Vec<u8>,
     outputs: Vec<Output>,
@@ -169,7 +184,12 @@ impl ConnectionTask {
             handshake_timeout_secs: None,
             info: None,
             token_expiry: parked.token_expiry,
-            resume: Some((parked.session, parked.replay, parked.conn)),
+            resume: Some(Resume {
+                session: parked.session,
+                replay: parked.replay,
+                conn: parked.conn,
+                upstream: parked.upstream,
+            }),
         }
     }
 
@@ -200,12 +220,15 @@ impl ConnectionTask {
             replay: None,
             ack_at: None,
             acked: 0,
+            upstream: None,
+            end_error: None,
             out: Vec::new(),
             outputs: Vec::new(),
             stop: false,
         };
-        if let Some((mut session, replay, conn)) = self.resume.take() {
+        if let Some(Resume { mut session, replay, conn, upstream }) = self.resume.take() {
             session.resume();
+            io.upstream = upstream;
             let mut resend = Vec::new();
             replay.resend(conn.protocol, &mut resend);
             write_data(&mut io.out, Some(conn.protocol), &resend);
@@ -267,14 +290,14 @@ impl ConnectionTask {
                 last_sent = Instant::now();
             }
         }
-        let _ = stream.shutdown().await;
-        let Io { session, conn, replay, .. } = io;
+        let Io { session, conn, replay, upstream, end_error, .. } = io;
         match (lost, replay, conn) {
             (true, Some(replay), Some(conn)) if !conn.outbox.is_closing() => {
                 let parked = Parked {
                     session,
                     replay,
                     conn,
+                    upstream,
                     hub: self.hub.clone(),
                     user_id: self.user_id.clone(),
                     token_expiry: self.token_expiry,
@@ -283,8 +306,15 @@ impl ConnectionTask {
                 tracing::debug!(connection_id = %self.connection_id, "socket lost; waiting for a stateful reconnect");
                 self.state.park(parked);
             }
-            (_, _, conn) => self.finish(conn, true),
+            (_, _, conn) => {
+                let error = if lost { Some("The connection was lost.".to_owned()) } else { end_error };
+                if let Some(upstream) = upstream {
+                    upstream.disconnected(error);
+                }
+                self.finish(conn, true);
+            }
         }
+        linger(stream, lost).await;
     }
 
     /// The connection is over: it leaves the hub and its id cannot be reused.
@@ -346,6 +376,7 @@ impl ConnectionTask {
                     Arc::new(Connection::new(self.connection_id.clone(), self.user_id.as_deref(), protocol, info));
                 self.hub.add_connection(conn.clone());
                 tracing::debug!(connection_id = %self.connection_id, hub = self.hub.name(), protocol = protocol.name(), "connected");
+                io.upstream = upstream_link::open(&self.state, self.hub.name(), &conn);
                 io.conn = Some(conn);
                 if io.session.is_stateful() {
                     io.replay = Some(ReplayBuffer::new(self.state.config.replay_buffer_bytes));
@@ -353,12 +384,10 @@ impl ConnectionTask {
                 write_data(&mut io.out, Some(protocol), handshake::RESPONSE_OK);
             }
             Output::Reply(bytes) => send_message(io, protocol, Bytes::from(bytes)),
-            Output::Invocation { invocation_id, target } => {
-                // Serverless without upstream: a blocking invoke gets an error, a send is dropped.
-                if let (Some(id), Some(protocol)) = (invocation_id, protocol) {
-                    let mut reply = Vec::new();
-                    let error = format!("No upstream is configured to handle '{target}'.");
-                    protocol.encode_completion_error(&id, &error, &mut reply);
+            Output::Invocation { invocation_id, target, body } => {
+                let Some(protocol) = protocol else { return };
+                if let Some(reply) = upstream_link::invoke(io.upstream.as_ref(), protocol, invocation_id, target, body)
+                {
                     send_message(io, Some(protocol), Bytes::from(reply));
                 }
             }
@@ -409,6 +438,7 @@ impl ConnectionTask {
             let mut close = Vec::new();
             let error = "Connection closed with an error. The client sent nothing within the client timeout.";
             protocol.encode_close(Some(error), false, &mut close);
+            io.end_error = Some(error.to_owned());
             close_with(io, Some(close), Some(protocol));
             return;
         }
@@ -444,6 +474,9 @@ impl EdgeState {
                 }
             };
             if let Some(parked) = expired {
+                if let Some(upstream) = parked.upstream {
+                    upstream.disconnected(Some("The connection was lost and did not reconnect in time.".into()));
+                }
                 parked.hub.remove_connection(&id);
                 state.remember_ended(id.clone(), parked.token_expiry);
                 tracing::debug!(connection_id = %id, "stateful connection not resumed in time");
@@ -466,6 +499,20 @@ impl EdgeState {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Closes the socket. After a close we started, unread client bytes are drained for a moment
+/// so the kernel does not answer them with a reset that would destroy our close frame.
+async fn linger(mut stream: TcpStream, lost: bool) {
+    let _ = stream.shutdown().await;
+    if lost {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut buffer = [0u8; 1024];
+        while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 async fn outbox_ready(conn: &Option<Arc<Connection>>) {

@@ -49,6 +49,13 @@ pub struct ServeArgs {
     /// Bytes queued for one connection before it is closed as a slow consumer [default: 1048576].
     #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_BYTES")]
     pub max_queued_bytes: Option<usize>,
+    /// Upstream URL template for client invocations and connection events, matching every hub,
+    /// category and event (repeatable; `{hub}`, `{category}`, `{event}` are filled in).
+    #[arg(long = "upstream", env = "SWITCHBOARD_UPSTREAM", value_delimiter = ' ')]
+    pub upstream: Vec<String>,
+    /// Seconds an upstream call may take [default: 20].
+    #[arg(long, env = "SWITCHBOARD_UPSTREAM_TIMEOUT")]
+    pub upstream_timeout: Option<u64>,
     /// Seconds without sending after which a Ping is sent [default: 15].
     #[arg(long, env = "SWITCHBOARD_KEEP_ALIVE_INTERVAL")]
     pub keep_alive_interval: Option<u64>,

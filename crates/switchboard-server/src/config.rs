@@ -6,12 +6,25 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use switchboard_upstream::{Pattern, Template};
 use url::Url;
+
+/// One upstream template of the config file (`[[upstream]]`); patterns default to `*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    pub url_template: String,
+    pub hub_pattern: Option<String>,
+    pub category_pattern: Option<String>,
+    pub event_pattern: Option<String>,
+}
 
 /// The config file: the same settings as the flags, all optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    pub upstream: Option<Vec<FileUpstream>>,
+    pub upstream_timeout: Option<u64>,
     pub listen: Option<String>,
     pub endpoint: Option<String>,
     pub access_keys: Option<Vec<String>>,
@@ -46,6 +59,9 @@ pub struct Settings {
     pub max_message_size: usize,
     pub max_queued_bytes: usize,
     pub shutdown_grace: Duration,
+    /// Upstream templates, in order: the file's first, then the flags' catch-all ones.
+    pub upstream: Vec<Template>,
+    pub upstream_timeout: Duration,
     pub keep_alive: Duration,
     pub client_timeout: Duration,
     pub handshake_timeout: Duration,
@@ -101,7 +117,25 @@ impl Settings {
         if client_timeout <= keep_alive {
             return Err(usage("--client-timeout must be longer than --keep-alive-interval".into()));
         }
+        let mut upstream = Vec::new();
+        for entry in file.upstream.unwrap_or_default() {
+            check_upstream_url(&entry.url_template)?;
+            let pattern = |p: &Option<String>| Pattern::parse(p.as_deref().unwrap_or("*"));
+            upstream.push(Template {
+                url: entry.url_template.clone(),
+                hub: pattern(&entry.hub_pattern),
+                category: pattern(&entry.category_pattern),
+                event: pattern(&entry.event_pattern),
+            });
+        }
+        for url in args.upstream.iter().filter(|u| !u.is_empty()) {
+            check_upstream_url(url)?;
+            upstream.push(Template::catch_all(url.clone()));
+        }
+        let upstream_timeout = seconds(args.upstream_timeout, file.upstream_timeout, 20, "upstream-timeout")?;
         Ok(Settings {
+            upstream,
+            upstream_timeout,
             keep_alive,
             client_timeout,
             handshake_timeout,
@@ -115,6 +149,16 @@ impl Settings {
             shutdown_grace: Duration::from_secs(args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10)),
             log_format,
         })
+    }
+}
+
+/// Upstream URLs are plain `http` (calls go to the application next to the node).
+fn check_upstream_url(template: &str) -> Result<(), Exit> {
+    let probe = template.replace("{hub}", "h").replace("{category}", "c").replace("{event}", "e");
+    match Url::parse(&probe) {
+        Ok(url) if url.scheme() == "http" && url.host_str().is_some() => Ok(()),
+        Ok(_) => Err(usage(format!("upstream '{template}' must be an http:// URL (https is not supported)"))),
+        Err(e) => Err(usage(format!("upstream '{template}' is not a URL: {e}"))),
     }
 }
 
@@ -171,6 +215,8 @@ mod tests {
             ServeArgs { log_format: Some("xml".into()), ..Default::default() },
             ServeArgs { max_message_size: Some(10), ..Default::default() },
             ServeArgs { config: Some("/nonexistent/switchboard.toml".into()), ..Default::default() },
+            ServeArgs { upstream: vec!["not a url".into()], ..Default::default() },
+            ServeArgs { upstream: vec!["https://app/{event}".into()], ..Default::default() },
         ];
         for args in bad {
             let reason = resolve(args).unwrap_err();

@@ -19,6 +19,7 @@ use switchboard_api::{ApiError, ApiState};
 use switchboard_auth::{AccessKeys, Audience, ConnectionTokens, Verifier, generate_access_key};
 use switchboard_edge::{EdgeConfig, EdgeState};
 use switchboard_hub::{CloseRequest, HubConfig, Registry, Stats, unix_now};
+use switchboard_upstream::{Upstream, UpstreamConfig};
 use tokio::net::TcpListener;
 use url::Url;
 
@@ -78,7 +79,13 @@ impl Node {
             ..EdgeConfig::default()
         };
         let tokens = ConnectionTokens::new(node_secret);
-        let edge = Arc::new(EdgeState::new(edge_config, registry.clone(), verifier.clone(), tokens));
+        let upstream_config = UpstreamConfig {
+            templates: settings.upstream.clone(),
+            timeout: settings.upstream_timeout,
+            ..UpstreamConfig::default()
+        };
+        let upstream = Arc::new(Upstream::new(upstream_config, verifier.keys().clone(), settings.max_queued_bytes));
+        let edge = Arc::new(EdgeState::new(edge_config, registry.clone(), verifier.clone(), tokens, upstream));
         let api = Arc::new(ApiState { registry: registry.clone(), verifier });
         let app = switchboard_edge::router(edge.clone())
             .merge(switchboard_api::router(api))

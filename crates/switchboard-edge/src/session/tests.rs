@@ -55,9 +55,18 @@ fn messagepack_is_refused_on_text_only_transports() {
 fn batched_and_split_messages() {
     let mut s = open_json();
     let out = feed(&mut s, b"{\"type\":6}\x1e{\"type\":1,\"target\":\"a\",\"arguments\":[]}\x1e{\"type\":1,\"invo");
-    assert_eq!(out, vec![Output::Invocation { invocation_id: None, target: "a".into() }]);
+    assert_eq!(
+        out,
+        vec![Output::Invocation {
+            invocation_id: None,
+            target: "a".into(),
+            body: b"{\"type\":1,\"target\":\"a\",\"arguments\":[]}".to_vec()
+        }]
+    );
     let out = feed(&mut s, b"cationId\":\"7\",\"target\":\"b\",\"arguments\":[1]}\x1e");
-    assert_eq!(out, vec![Output::Invocation { invocation_id: Some("7".into()), target: "b".into() }]);
+    assert!(
+        matches!(&out[..], [Output::Invocation { invocation_id: Some(id), target, .. }] if id == "7" && target == "b")
+    );
 }
 
 #[test]
@@ -101,7 +110,7 @@ fn stateful_numbering_acks_and_duplicates() {
     s.resume();
     assert!(feed(&mut s, invoke("x").as_bytes()).is_empty());
     let out = feed(&mut s, format!("{{\"type\":9,\"sequenceId\":2}}\x1e{}{}", invoke("2"), invoke("3")).as_bytes());
-    assert_eq!(out, vec![Output::Invocation { invocation_id: None, target: "t3".into() }]);
+    assert!(matches!(&out[..], [Output::Invocation { target, .. }] if target == "t3"));
     assert_eq!(s.received(), 3);
 }
 
