@@ -211,15 +211,41 @@ fn authenticate(state: &ApiState, headers: &HeaderMap, path: &str) -> Result<(),
 }
 
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        discard(body).await;
         return Err(ApiError::too_large());
     }
-    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("could not read the request body: {e}"))),
+    let mut body = body;
+    let mut collected = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > MAX_BODY_BYTES {
+                discard(body).await;
+                return Err(ApiError::too_large());
+            }
+            collected.extend_from_slice(&data);
+        }
     }
+    Ok(bytes::Bytes::from(collected))
+}
+
+/// Reads and drops the rest of an oversized body (up to a bound), so the client finishes
+/// sending and sees the 413 instead of a broken pipe.
+async fn discard(mut body: Body) {
+    const DRAIN_LIMIT: usize = 16 * MAX_BODY_BYTES;
+    let mut drained = 0;
+    let drain = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            drained += frame.data_ref().map_or(0, |d| d.len());
+            if drained > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
 }
