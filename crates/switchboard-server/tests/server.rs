@@ -178,3 +178,37 @@ async fn pings_when_idle_and_closes_silent_clients() {
     let reply = String::from_utf8(silent.next_data().await).unwrap();
     assert_eq!(reply, "{\"error\":\"Handshake was canceled.\"}\u{1e}");
 }
+
+#[tokio::test]
+async fn cors_echoes_the_origin_with_credentials_and_enforces_the_allow_list() {
+    let open = start_node(|_| {}).await;
+    let origin = [("Origin", "http://page.example")];
+    let preflight = [
+        ("Origin", "http://page.example"),
+        ("Access-Control-Request-Method", "POST"),
+        ("Access-Control-Request-Headers", "authorization, x-requested-with, x-signalr-user-agent"),
+    ];
+    let (status, head, _) = open.raw_http("OPTIONS", "/client/negotiate?hub=chat", &preflight, b"").await;
+    let head = head.to_ascii_lowercase();
+    assert_eq!(status, 204);
+    assert!(head.contains("access-control-allow-origin: http://page.example"), "{head}");
+    assert!(head.contains("access-control-allow-credentials: true"));
+    assert!(head.contains("access-control-allow-headers: authorization, x-requested-with, x-signalr-user-agent"));
+    assert!(head.contains("access-control-allow-methods: get, post, delete, options"));
+    let (status, head, _) = open.raw_http("POST", "/client/negotiate?hub=chat", &origin, b"").await;
+    assert_eq!(status, 401, "CORS headers also on errors, so the page can read them");
+    assert!(head.to_ascii_lowercase().contains("access-control-allow-origin: http://page.example"));
+
+    let listed = start_node(|args| args.allowed_origins = vec!["http://good.example".into()]).await;
+    let token = listed.client_token("chat", None);
+    let auth = format!("Bearer {token}");
+    let good = [("Origin", "http://good.example"), ("Authorization", auth.as_str())];
+    let bad = [("Origin", "http://evil.example"), ("Authorization", auth.as_str())];
+    assert_eq!(listed.raw_http("POST", "/client/negotiate?hub=chat", &good, b"").await.0, 200);
+    assert_eq!(listed.raw_http("POST", "/client/negotiate?hub=chat", &bad, b"").await.0, 403);
+    assert_eq!(
+        listed.raw_http("POST", "/client/negotiate?hub=chat", &[("Authorization", auth.as_str())], b"").await.0,
+        200,
+        "non-browser callers send no Origin"
+    );
+}
