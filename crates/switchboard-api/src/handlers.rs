@@ -60,33 +60,18 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
     let family = route.family;
     let close_request = || CloseRequest { error: query.reason.clone(), allow_reconnect: false };
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let status = match route.target {
+    let status = match route.target.clone() {
         Target::Health => StatusCode::OK,
-        Target::Broadcast => {
+        Target::Broadcast | Target::SendUser(_) | Target::SendGroup(_) | Target::SendConnection(_) => {
             let frames = payload::parse(content_type, &body)?;
             if let Some(hub) = hub {
-                hub.broadcast(&frames, &query.excluded);
-            }
-            StatusCode::ACCEPTED
-        }
-        Target::SendUser(user) => {
-            let frames = payload::parse(content_type, &body)?;
-            if let Some(hub) = hub {
-                hub.send_to_user(&user, &frames);
-            }
-            StatusCode::ACCEPTED
-        }
-        Target::SendGroup(group) => {
-            let frames = payload::parse(content_type, &body)?;
-            if let Some(hub) = hub {
-                hub.send_to_group(&group, &frames, &query.excluded);
-            }
-            StatusCode::ACCEPTED
-        }
-        Target::SendConnection(connection) => {
-            let frames = payload::parse(content_type, &body)?;
-            if let Some(hub) = hub {
-                hub.send_to_connection(&connection, &frames);
+                match &route.target {
+                    Target::Broadcast => _ = hub.broadcast(&frames, &query.excluded),
+                    Target::SendUser(user) => _ = hub.send_to_user(user, &frames),
+                    Target::SendGroup(group) => _ = hub.send_to_group(group, &frames, &query.excluded),
+                    Target::SendConnection(connection) => _ = hub.send_to_connection(connection, &frames),
+                    _ => unreachable!("matched above"),
+                }
             }
             StatusCode::ACCEPTED
         }
@@ -211,10 +196,8 @@ fn authenticate(state: &ApiState, headers: &HeaderMap, path: &str) -> Result<(),
 }
 
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
         discard(body).await;
         return Err(ApiError::too_large());

@@ -95,23 +95,15 @@ impl EdgeState {
 
 /// Routes of the client endpoint. CORS applies to all of them.
 pub fn router(state: Arc<EdgeState>) -> Router {
+    let client = || {
+        get(client_requests::get).post(client_requests::post).delete(client_requests::delete).options(cors::preflight)
+    };
+    let negotiate = || post(negotiate::negotiate).options(cors::preflight);
     let routes = Router::new()
-        .route("/client/negotiate", post(negotiate::negotiate).options(cors::preflight))
-        .route("/client/negotiate/", post(negotiate::negotiate).options(cors::preflight))
-        .route(
-            "/client",
-            get(client_requests::get)
-                .post(client_requests::post)
-                .delete(client_requests::delete)
-                .options(cors::preflight),
-        )
-        .route(
-            "/client/",
-            get(client_requests::get)
-                .post(client_requests::post)
-                .delete(client_requests::delete)
-                .options(cors::preflight),
-        )
+        .route("/client/negotiate", negotiate())
+        .route("/client/negotiate/", negotiate())
+        .route("/client", client())
+        .route("/client/", client())
         .with_state(state.clone());
     routes.layer(axum::middleware::from_fn_with_state(state, cors::apply))
 }
