@@ -125,7 +125,7 @@ pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request) -> Resp
         connection_id: Arc::from(connection_id),
         user_id: identity.user_id,
         handshake_timeout_secs: identity.handshake_timeout_secs,
-        info: Some(info),
+        info: Some(Box::new(info)),
         token_expiry: resolved.expires_at,
         resume: None,
     };
@@ -139,10 +139,10 @@ struct ConnectionTask {
     connection_id: Arc<str>,
     user_id: Option<String>,
     handshake_timeout_secs: Option<u64>,
-    info: Option<ConnectionInfo>,
+    info: Option<Box<ConnectionInfo>>,
     token_expiry: u64,
     /// The parked state of a stateful connection this socket resumes.
-    resume: Option<Resume>,
+    resume: Option<Box<Resume>>,
 }
 
 /// What a resumed socket takes over from its parked connection.
@@ -159,7 +159,7 @@ struct Io {
     session: Session,
     conn: Option<Arc<Connection>>,
     /// Sent trackable messages awaiting the client's Ack (stateful reconnect only).
-    replay: Option<ReplayBuffer>,
+    replay: Option<Box<ReplayBuffer>>,
     /// When to send the next Ack, if one is due.
     ack_at: Option<Instant>,
     /// Highest received id already acknowledged.
@@ -184,12 +184,12 @@ impl ConnectionTask {
             handshake_timeout_secs: None,
             info: None,
             token_expiry: parked.token_expiry,
-            resume: Some(Resume {
+            resume: Some(Box::new(Resume {
                 session: parked.session,
                 replay: parked.replay,
                 conn: parked.conn,
                 upstream: parked.upstream,
-            }),
+            })),
         }
     }
 
@@ -203,7 +203,10 @@ impl ConnectionTask {
             }
         };
         match raw {
-            Ok(parts) => self.run(parts.io.into_inner(), parts.read_buf).await,
+            // A task of its own, so the long-lived task holds only the connection loop.
+            Ok(parts) => {
+                tokio::spawn(self.run(parts.io.into_inner(), parts.read_buf));
+            }
             Err(_) => {
                 tracing::error!("websocket upgrade did not yield a TCP stream");
                 self.finish(None, false);
@@ -211,8 +214,9 @@ impl ConnectionTask {
         }
     }
 
-    async fn run(mut self, mut stream: TcpStream, leftover: Bytes) {
-        let config = self.state.config.clone();
+    async fn run(mut self, stream: TcpStream, leftover: Bytes) {
+        let state = self.state.clone();
+        let config = &state.config;
         let mut io = Io {
             reader: WsReader::new(config.max_message_size),
             session: Session::new(config.max_message_size, true, config.stateful_reconnect),
@@ -226,7 +230,8 @@ impl ConnectionTask {
             outputs: Vec::new(),
             stop: false,
         };
-        if let Some(Resume { mut session, replay, conn, upstream }) = self.resume.take() {
+        if let Some(resume) = self.resume.take() {
+            let Resume { mut session, replay, conn, upstream } = *resume;
             session.resume();
             io.upstream = upstream;
             let mut resend = Vec::new();
@@ -234,7 +239,7 @@ impl ConnectionTask {
             write_data(&mut io.out, Some(conn.protocol), &resend);
             io.acked = session.received();
             io.session = session;
-            io.replay = Some(replay);
+            io.replay = Some(Box::new(replay));
             io.conn = Some(conn);
             tracing::debug!(connection_id = %self.connection_id, "stateful connection resumed");
         }
@@ -250,6 +255,8 @@ impl ConnectionTask {
         if !leftover.is_empty() {
             self.on_bytes(&mut io, &mut leftover.to_vec());
         }
+        // Even when empty, these bytes can hold hyper's whole read buffer alive.
+        drop(leftover);
         while !io.stop {
             if io.out.is_empty() {
                 let deadline = match &io.conn {
@@ -259,7 +266,7 @@ impl ConnectionTask {
                         io.ack_at.map_or(keep_alive, |ack| ack.min(keep_alive))
                     }
                 };
-                let replay_full = io.replay.as_ref().is_some_and(ReplayBuffer::is_full);
+                let replay_full = io.replay.as_ref().is_some_and(|r| r.is_full());
                 tokio::select! {
                     biased;
                     _ = outbox_ready(&io.conn), if !replay_full => {
@@ -281,9 +288,9 @@ impl ConnectionTask {
                 }
             }
             if !io.out.is_empty() {
-                let written = tokio::time::timeout(config.client_timeout, stream.write_all(&io.out)).await;
+                let written = write_out(&stream, &io.out, config.client_timeout).await;
                 io.out = Vec::new();
-                if !matches!(written, Ok(Ok(()))) {
+                if !written {
                     lost = true;
                     break;
                 }
@@ -295,7 +302,7 @@ impl ConnectionTask {
             (true, Some(replay), Some(conn)) if !conn.outbox.is_closing() => {
                 let parked = Parked {
                     session,
-                    replay,
+                    replay: *replay,
                     conn,
                     upstream,
                     hub: self.hub.clone(),
@@ -314,7 +321,8 @@ impl ConnectionTask {
                 self.finish(conn, true);
             }
         }
-        linger(stream, lost).await;
+        // Boxed: it runs once, at the end, and would otherwise enlarge every connection's task.
+        Box::pin(linger(stream, lost)).await;
     }
 
     /// The connection is over: it leaves the hub and its id cannot be reused.
@@ -371,7 +379,7 @@ impl ConnectionTask {
         let protocol = io.session.protocol();
         match output {
             Output::Opened(protocol) => {
-                let info = self.info.take().unwrap_or_default();
+                let info = self.info.take().map(|info| *info).unwrap_or_default();
                 let conn =
                     Arc::new(Connection::new(self.connection_id.clone(), self.user_id.as_deref(), protocol, info));
                 self.hub.add_connection(conn.clone());
@@ -379,7 +387,7 @@ impl ConnectionTask {
                 io.upstream = upstream_link::open(&self.state, self.hub.name(), &conn);
                 io.conn = Some(conn);
                 if io.session.is_stateful() {
-                    io.replay = Some(ReplayBuffer::new(self.state.config.replay_buffer_bytes));
+                    io.replay = Some(Box::new(ReplayBuffer::new(self.state.config.replay_buffer_bytes)));
                 }
                 write_data(&mut io.out, Some(protocol), handshake::RESPONSE_OK);
             }
@@ -499,6 +507,35 @@ impl EdgeState {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Writes `bytes`, almost always at once without waiting; a socket that is full falls back to
+/// a bounded wait (boxed, so the rare slow path does not enlarge every connection's task).
+async fn write_out(stream: &TcpStream, bytes: &[u8], timeout: Duration) -> bool {
+    let written = match stream.try_write(bytes) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(_) => return false,
+    };
+    if written == bytes.len() {
+        return true;
+    }
+    Box::pin(write_rest(stream, &bytes[written..], timeout)).await
+}
+
+async fn write_rest(stream: &TcpStream, mut rest: &[u8], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !rest.is_empty() {
+        if tokio::time::timeout_at(deadline, stream.writable()).await.map_or(true, |r| r.is_err()) {
+            return false;
+        }
+        match stream.try_write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Closes the socket. After a close we started, unread client bytes are drained for a moment
