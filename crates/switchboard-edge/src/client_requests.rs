@@ -56,6 +56,13 @@ fn find(state: &EdgeState, query: &ClientQuery, id: &str) -> Option<Arc<HttpConn
     state.http_connections.lock().get(connection_id.as_str()).cloned()
 }
 
+/// Whether `id` names a live WebSocket connection of this node.
+fn is_websocket(state: &EdgeState, query: &ClientQuery, id: &str) -> bool {
+    let hub = query.get("hub").unwrap_or_default().to_ascii_lowercase();
+    let Some(resolved) = websocket::resolve_id(state, id, &hub) else { return false };
+    state.registry.get(&hub).is_some_and(|h| h.connection(&resolved.connection_id).is_some())
+}
+
 /// Creates an HTTP connection for a negotiated id, checking the access token and transport.
 fn create(
     state: &Arc<EdgeState>,
@@ -64,6 +71,16 @@ fn create(
     id: &str,
     transport: HttpTransport,
 ) -> Result<Arc<HttpConnection>, Response> {
+    // A dead or unknown id is a 404 whatever the credentials; only a live one is authenticated.
+    let hub_name = query.get("hub").unwrap_or_default().to_ascii_lowercase();
+    let Some(resolved) = websocket::resolve_id(state, id, &hub_name) else {
+        return Err(refuse(StatusCode::NOT_FOUND, "no connection with this id"));
+    };
+    let (connection_id, token_expiry) = (resolved.connection_id, resolved.expires_at);
+    let taken = state.registry.get(&hub_name).is_some_and(|h| h.connection(&connection_id).is_some());
+    if taken || state.has_ended(&connection_id) || token_expiry <= unix_now() {
+        return Err(refuse(StatusCode::NOT_FOUND, "the connection has ended or uses another transport"));
+    }
     let (hub_name, identity) = authenticate(state, headers, query)?;
     let kind = match transport {
         HttpTransport::ServerSentEvents => TransportKind::ServerSentEvents,
@@ -72,14 +89,7 @@ fn create(
     if !allowed(kind, identity.allowed_transports) {
         return Err(refuse(StatusCode::FORBIDDEN, format!("the access token does not allow {}", kind.name())));
     }
-    let Some(resolved) = websocket::resolve_id(state, id, &hub_name) else {
-        return Err(refuse(StatusCode::NOT_FOUND, "no connection with this id"));
-    };
-    let (connection_id, token_expiry) = (resolved.connection_id, resolved.expires_at);
     let hub = state.registry.get_or_create(&hub_name);
-    if hub.connection(&connection_id).is_some() || state.has_ended(&connection_id) || token_expiry <= unix_now() {
-        return Err(refuse(StatusCode::NOT_FOUND, "the connection has ended or uses another transport"));
-    }
     let info = ConnectionInfo { claims: identity.claims, query: query.without_token() };
     let connection = Arc::new(HttpConnection::new(
         Arc::from(connection_id),
@@ -219,8 +229,20 @@ async fn long_poll(state: Arc<EdgeState>, headers: &HeaderMap, query: &ClientQue
 /// `POST /client/?id=`: client bytes for an SSE or Long Polling connection.
 pub(crate) async fn post(State(state): State<Arc<EdgeState>>, request: Request) -> Response {
     let query = ClientQuery::parse(request.uri().query());
-    let Some(connection) = query.get("id").and_then(|id| find(&state, &query, id)) else {
-        return refuse(StatusCode::NOT_FOUND, "no connection with this id");
+    let Some(id) = query.get("id") else {
+        return refuse(StatusCode::BAD_REQUEST, "missing the connection id ('id' query parameter)");
+    };
+    let connection = match find(&state, &query, id) {
+        Some(connection) => connection,
+        None if is_websocket(&state, &query, id) => {
+            return refuse(StatusCode::METHOD_NOT_ALLOWED, "POST requests are not allowed for WebSocket connections.");
+        }
+        // A client may send its handshake before its first poll (signalrcore does): the
+        // connection starts here then, as a Long Polling one.
+        None => match create(&state, request.headers(), &query, id, HttpTransport::LongPolling) {
+            Ok(connection) => connection,
+            Err(response) => return response,
+        },
     };
     if connection.is_ended() {
         return refuse(StatusCode::NOT_FOUND, "the connection has ended");

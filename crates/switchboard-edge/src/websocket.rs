@@ -237,6 +237,12 @@ impl ConnectionTask {
             let mut resend = Vec::new();
             replay.resend(conn.protocol, &mut resend);
             write_data(&mut io.out, Some(conn.protocol), &resend);
+            // The Ack of what arrived on the lost socket may never have been sent: ack now.
+            if session.received() > 0 {
+                let mut ack = Vec::new();
+                encode_ack(conn.protocol, session.received(), &mut ack);
+                write_data(&mut io.out, Some(conn.protocol), &ack);
+            }
             io.acked = session.received();
             io.session = session;
             io.replay = Some(Box::new(replay));
@@ -500,7 +506,8 @@ impl EdgeState {
             if let Some(parked) = self.parked.lock().remove(connection_id) {
                 return Some(parked);
             }
-            let live = self.registry.get(hub).is_some_and(|h| h.connection(connection_id).is_some());
+            let live = self.registry.get(hub).is_some_and(|h| h.connection(connection_id).is_some())
+                && !self.http_connections.lock().contains_key(connection_id);
             if !live || Instant::now() >= deadline {
                 return None;
             }

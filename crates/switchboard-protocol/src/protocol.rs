@@ -19,8 +19,9 @@ pub enum Protocol {
     MessagePack,
 }
 
-/// Lowest and highest hub protocol versions served (2 = stateful reconnect).
-const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> = 1..=2;
+/// Hub protocol versions served: 0 (what signalrcore sends after negotiate version 0, which
+/// ASP.NET also accepts) up to 2 (stateful reconnect).
+const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> = 0..=2;
 
 const JSON_PING: &[u8] = b"{\"type\":6}\x1e";
 
@@ -48,7 +49,7 @@ impl Protocol {
         self == Protocol::MessagePack
     }
 
-    /// Returns true for the hub protocol versions this server speaks (1 and 2).
+    /// Returns true for the hub protocol versions this server speaks (0 to 2).
     pub fn supports_version(self, version: u32) -> bool {
         SUPPORTED_VERSIONS.contains(&version)
     }
@@ -167,7 +168,8 @@ mod tests {
         assert!(Protocol::MessagePack.is_binary());
         assert!(!Protocol::Json.is_binary());
         assert!(Protocol::Json.supports_version(2));
-        assert!(!Protocol::Json.supports_version(0));
+        assert!(Protocol::Json.supports_version(0));
+        assert!(!Protocol::Json.supports_version(3));
         assert!(!Protocol::MessagePack.supports_version(3));
     }
 

@@ -31,14 +31,21 @@ export async function startApp({ endpoint, accessKey, defaultHub = 'chat', userC
       res.writeHead(405, { 'content-type': 'text/plain' }).end('method not allowed');
       return;
     }
-    const hub = (u.searchParams.get('hub') || defaultHub).toLowerCase();
-    const userId = req.headers['x-ms-client-principal-id'] || u.searchParams.get('userId') || undefined;
-    const body = JSON.stringify({
-      url: `${endpoint}/client/?hub=${hub}`,
-      accessToken: clientToken({ endpoint, hub, key: accessKey, userId, userClaim }),
-    });
-    res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+    const answer = () => {
+      const hub = (u.searchParams.get('hub') || defaultHub).toLowerCase();
+      const userId = req.headers['x-ms-client-principal-id'] || u.searchParams.get('userId') || undefined;
+      const body = JSON.stringify({
+        url: `${endpoint}/client/?hub=${hub}`,
+        accessToken: clientToken({ endpoint, hub, key: accessKey, userId, userClaim }),
+      });
+      res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+    };
+    if (holding) held.push(answer);
+    else answer();
   });
+  // holdNegotiate(): negotiate requests wait (unanswered) until releaseNegotiate().
+  let holding = false;
+  const held = [];
   await new Promise((res, rej) => {
     server.once('error', rej);
     server.listen(0, '127.0.0.1', res);
@@ -54,7 +61,16 @@ export async function startApp({ endpoint, accessKey, defaultHub = 'chat', userC
       if (userId !== undefined) q.set('userId', userId);
       return `${url}/api?${q}`;
     },
+    /** Leave negotiate requests unanswered until releaseNegotiate(). */
+    holdNegotiate() { holding = true; },
+    releaseNegotiate() {
+      holding = false;
+      for (const answer of held.splice(0)) answer();
+    },
+    /** Negotiate requests waiting for releaseNegotiate(). */
+    get heldNegotiates() { return held.length; },
     async stop() {
+      held.splice(0);
       server.closeAllConnections?.();
       await new Promise((res) => server.close(() => res()));
     },

@@ -36,7 +36,12 @@ export class TestClient {
       conn.on(t, (...args) => this._push(t, args));
     }
     this.reconnectingDeferred = deferred();
-    conn.onreconnecting((err) => this.reconnectingDeferred.resolve(err));
+    this.reconnectedDeferred = deferred();
+    /** every onreconnecting error / onreconnected id, in order */
+    this.reconnectingEvents = [];
+    this.reconnectedEvents = [];
+    conn.onreconnecting((err) => { this.reconnectingEvents.push(err); this.reconnectingDeferred.resolve(err); });
+    conn.onreconnected((id) => { this.reconnectedEvents.push(id); this.reconnectedDeferred.resolve(id); });
     conn.onclose((err) => {
       this.isClosed = true;
       this.closeError = err;
@@ -97,6 +102,16 @@ export class TestClient {
     return withTimeout(this.reconnectingDeferred.promise, timeoutMs, `${this.name}: onreconnecting`);
   }
 
+  /** Resolves with the new connection id passed to onreconnected. */
+  reconnected(timeoutMs = T) {
+    return withTimeout(this.reconnectedDeferred.promise, timeoutMs, `${this.name}: onreconnected`);
+  }
+
+  /** Name of the transport class the underlying HttpConnection uses (e.g. 'LongPollingTransport'). */
+  get transportName() {
+    return this.conn.connection?.transport?.constructor?.name;
+  }
+
   async stop() {
     if (this.isClosed) return;
     await withTimeout(this.conn.stop(), T, `${this.name}: stop`).catch(() => {});
@@ -114,15 +129,25 @@ export class TestClient {
  * @param {string} [o.name]
  * @param {(conn: import('@microsoft/signalr').HubConnection) => void} [o.configure] called before start()
  * @param {number[]} [o.reconnectDelays] enable withAutomaticReconnect(delays)
+ * @param {'WebSockets'|'ServerSentEvents'|'LongPolling'|number} [o.transport='WebSockets'] transport(s) the client may use
+ * @param {boolean|object} [o.statefulReconnect] enable withStatefulReconnect(options)
+ * @param {string} [o.url] connect to this URL instead of the app's (e.g. the service's /client/?hub=)
+ * @param {() => string} [o.accessTokenFactory]
  */
-export async function connect(app, { hub, userId, principal, protocol = 'json', name, configure, reconnectDelays } = {}) {
-  const logger = new TestLogger(name ?? `${protocol}:${hub}:${userId ?? principal ?? 'anon'}`);
+export async function connect(app, { hub, userId, principal, protocol = 'json', name, configure, reconnectDelays, transport = 'WebSockets', statefulReconnect, url, accessTokenFactory } = {}) {
+  const transportType = typeof transport === 'number' ? transport : HttpTransportType[transport];
+  if (transportType === undefined) throw new Error(`unknown transport ${transport}`);
+  const tname = transport === 'WebSockets' ? '' : `${transport}:`;
+  const logger = new TestLogger(name ?? `${tname}${protocol}:${hub}:${userId ?? principal ?? 'anon'}`);
   const headers = principal ? { 'x-ms-client-principal-id': principal } : {};
+  const httpOptions = { transport: transportType, headers };
+  if (accessTokenFactory) httpOptions.accessTokenFactory = accessTokenFactory;
   let b = new HubConnectionBuilder()
-    .withUrl(app.hubUrl(hub, userId), { transport: HttpTransportType.WebSockets, headers })
+    .withUrl(url ?? app.hubUrl(hub, userId), httpOptions)
     .configureLogging(logger);
   if (protocol === 'msgpack') b = b.withHubProtocol(new MessagePackHubProtocol());
   if (reconnectDelays) b = b.withAutomaticReconnect(reconnectDelays);
+  if (statefulReconnect) b = b.withStatefulReconnect(statefulReconnect === true ? undefined : statefulReconnect);
   const conn = b.build();
   if (configure) configure(conn);
   const c = new TestClient(conn, { name: logger.name, protocol, hub, userId: userId ?? principal, logger });
