@@ -127,24 +127,37 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
             StatusCode::OK
         }
         Target::AddUserToGroup { user, group } => {
-            let ttl = parse_ttl(query.ttl.as_deref())?;
-            hub_or_create(state, hub, &route.hub).add_user_to_group(&user, &group, ttl);
+            match parse_ttl(query.ttl.as_deref())? {
+                Some(0) => hub_or_create(state, hub, &route.hub).add_user_connections_to_group(&user, &group),
+                ttl => state.user_groups.add(&route.hub, &user, &group, ttl).await.map_err(unavailable)?,
+            }
             by_family(family, StatusCode::ACCEPTED, StatusCode::OK)
         }
         Target::RemoveUserFromGroup { user, group } => {
+            state.user_groups.remove(&route.hub, &user, &group).await.map_err(unavailable)?;
             if let Some(hub) = hub {
-                hub.remove_user_from_group(&user, &group);
+                hub.remove_user_connections_from_group(&user, &group);
             }
             by_family(family, StatusCode::ACCEPTED, StatusCode::NO_CONTENT)
         }
         Target::RemoveUserFromAllGroups(user) => {
+            state.user_groups.remove_user(&route.hub, &user).await.map_err(unavailable)?;
             if let Some(hub) = hub {
-                hub.remove_user_from_all_groups(&user);
+                hub.remove_user_connections_from_all_groups(&user);
             }
             by_family(family, StatusCode::OK, StatusCode::NO_CONTENT)
         }
     };
     Ok(status.into_response())
+}
+
+/// A membership store that could not commit (no quorum, shutting down): retryable.
+fn unavailable(error: String) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Error.Service.Unavailable",
+        format!("membership not stored: {error}"),
+    )
 }
 
 fn by_family(family: Family, v1: StatusCode, dated: StatusCode) -> StatusCode {

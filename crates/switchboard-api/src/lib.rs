@@ -19,7 +19,7 @@ use axum::Router;
 use axum::routing::any;
 use std::sync::Arc;
 use switchboard_auth::Verifier;
-use switchboard_hub::Registry;
+use switchboard_hub::{Registry, UserGroupWriter};
 
 /// Largest accepted request body (Azure's documented limit).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -28,6 +28,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct ApiState {
     pub registry: Arc<Registry>,
     pub verifier: Arc<Verifier>,
+    /// Where persistent user-group memberships are written (the control plane).
+    pub user_groups: Arc<dyn UserGroupWriter>,
 }
 
 /// Every `/api` route.

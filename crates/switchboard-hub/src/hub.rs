@@ -5,12 +5,12 @@
 
 use crate::connection::Connection;
 use crate::frames::Frames;
+use crate::membership::UserGroupReader;
 use crate::outbox::{CloseRequest, PushError};
 use crate::registry::Shared;
 #[cfg(test)]
 use crate::registry::Stats;
 use crate::unix_now;
-use crate::user_groups::UserGroups;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,24 +34,32 @@ struct State {
     connections: HashMap<Arc<str>, Arc<Connection>>,
     users: HashMap<Arc<str>, Vec<Arc<Connection>>>,
     groups: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Connection>>>,
-    user_groups: UserGroups,
 }
 
 impl State {
     /// Calls `f` once for every live connection in `group`, whether it joined directly or
     /// through its user's membership.
-    fn for_each_in_group(&self, group: &str, now: u64, mut f: impl FnMut(&Arc<Connection>)) {
+    fn for_each_in_group(
+        &self,
+        hub: &str,
+        user_groups: &dyn UserGroupReader,
+        group: &str,
+        mut f: impl FnMut(&Arc<Connection>),
+    ) {
         let direct = self.groups.get(group);
         if let Some(members) = direct {
             members.values().for_each(&mut f);
         }
-        for user in self.user_groups.users_in(group, now) {
+        if self.users.is_empty() {
+            return;
+        }
+        user_groups.for_each_user_in(hub, group, unix_now(), &mut |user| {
             for conn in self.users.get(user).into_iter().flatten() {
                 if !direct.is_some_and(|d| d.contains_key(&conn.id)) {
                     f(conn);
                 }
             }
-        }
+        });
     }
 }
 
@@ -124,7 +132,7 @@ impl Hub {
     pub fn group_exists(&self, group: &str) -> bool {
         let state = self.state.read();
         let mut found = false;
-        state.for_each_in_group(group, unix_now(), |_| found = true);
+        state.for_each_in_group(&self.name, &*self.shared.user_groups, group, |_| found = true);
         found
     }
 
@@ -178,7 +186,7 @@ impl Hub {
     pub fn send_to_group(&self, group: &str, frames: &Frames, excluded: &[String]) -> u64 {
         let state = self.state.read();
         let mut delivered = 0;
-        state.for_each_in_group(group, unix_now(), |conn| {
+        state.for_each_in_group(&self.name, &*self.shared.user_groups, group, |conn| {
             if !is_excluded(&conn.id, excluded) && self.deliver(conn, frames) {
                 delivered += 1;
             }
@@ -213,32 +221,26 @@ impl Hub {
         }
     }
 
-    /// `PUT users/{user}/groups/{group}?ttl=`: `Some(0)` adds only the user's current
-    /// connections; otherwise a persistent membership (default TTL one year).
-    pub fn add_user_to_group(&self, user: &str, group: &str, ttl_secs: Option<u64>) {
+    /// `PUT users/{user}/groups/{group}?ttl=0`: the user's current connections join the group
+    /// (connection-level; persistent memberships go through a [`crate::UserGroupWriter`]).
+    pub fn add_user_connections_to_group(&self, user: &str, group: &str) {
         let mut state = self.state.write();
-        if ttl_secs == Some(0) {
-            for conn in state.users.get(user).cloned().unwrap_or_default() {
-                join(&mut state, &conn, group);
-            }
-            return;
+        for conn in state.users.get(user).cloned().unwrap_or_default() {
+            join(&mut state, &conn, group);
         }
-        state.user_groups.add(user, group, ttl_secs, unix_now());
     }
 
-    /// Removes the user's membership and its current connections from the group.
-    pub fn remove_user_from_group(&self, user: &str, group: &str) {
+    /// The user's current connections leave the group (after its membership was removed).
+    pub fn remove_user_connections_from_group(&self, user: &str, group: &str) {
         let mut state = self.state.write();
-        state.user_groups.remove(user, group);
         for conn in state.users.get(user).cloned().unwrap_or_default() {
             leave(&mut state, &conn, group);
         }
     }
 
-    /// Removes the user from every group, persistent and connection-level.
-    pub fn remove_user_from_all_groups(&self, user: &str) {
+    /// The user's current connections leave every connection-level group.
+    pub fn remove_user_connections_from_all_groups(&self, user: &str) {
         let mut state = self.state.write();
-        state.user_groups.remove_user(user);
         for conn in state.users.get(user).cloned().unwrap_or_default() {
             let groups = conn.groups.lock().clone();
             for group in groups {
@@ -250,13 +252,8 @@ impl Hub {
     /// Whether the user belongs to the group, persistently or through a live connection.
     pub fn user_in_group(&self, user: &str, group: &str) -> bool {
         let state = self.state.read();
-        state.user_groups.contains(user, group, unix_now())
+        self.shared.user_groups.is_member(&self.name, user, group, unix_now())
             || state.groups.get(group).is_some_and(|m| m.values().any(|c| c.user_id.as_deref() == Some(user)))
-    }
-
-    /// Drops expired user-group memberships.
-    pub fn purge_expired(&self, now: u64) -> usize {
-        self.state.write().user_groups.purge_expired(now)
     }
 
     // ---------------------------------------------------------------------- closing
@@ -278,7 +275,7 @@ impl Hub {
     /// Closes every connection of the group except `excluded`.
     pub fn close_group(&self, group: &str, excluded: &[String], request: &CloseRequest) {
         let state = self.state.read();
-        state.for_each_in_group(group, unix_now(), |conn| {
+        state.for_each_in_group(&self.name, &*self.shared.user_groups, group, |conn| {
             if !is_excluded(&conn.id, excluded) {
                 conn.outbox.close(request.clone());
             }

@@ -5,7 +5,8 @@
 //!                                   ├─ connections   id → Connection
 //!                                   ├─ users         user → connections
 //!                                   ├─ groups        group → connections   (dies with the connection)
-//!                                   └─ user groups   user ↔ group with TTL (persistent membership)
+//!                                   └─ user groups   read through a UserGroupReader (persistent,
+//!                                                    replicated by the control plane)
 //!  Frames: one message, serialized at most once per protocol, shared by every target
 //!  Connection.outbox: bounded queue of shared frames; the transport task drains it in batches
 //! ```
@@ -16,6 +17,7 @@
 mod connection;
 mod frames;
 mod hub;
+mod membership;
 mod outbox;
 mod registry;
 mod user_groups;
@@ -23,6 +25,7 @@ mod user_groups;
 pub use connection::{Connection, ConnectionInfo, new_connection_id, owner_of};
 pub use frames::Frames;
 pub use hub::{Hub, is_valid_group_name, is_valid_hub_name};
+pub use membership::{LocalUserGroups, MembershipFuture, UserGroupReader, UserGroupWriter};
 pub use outbox::{CloseRequest, Outbox, PushError};
 pub use registry::{HubConfig, Registry, Stats};
 pub use user_groups::{DEFAULT_TTL_SECS, MAX_TTL_LESS_GROUPS, UserGroups};

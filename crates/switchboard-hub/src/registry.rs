@@ -1,6 +1,7 @@
 //! Every hub on this node, plus the limits and counters they share.
 
 use crate::hub::Hub;
+use crate::membership::{LocalUserGroups, UserGroupReader};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ impl Stats {
 pub(crate) struct Shared {
     pub(crate) config: HubConfig,
     pub(crate) stats: Stats,
+    pub(crate) user_groups: Arc<dyn UserGroupReader>,
 }
 
 /// See the module docs.
@@ -48,8 +50,14 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry whose user-group memberships live in this process only.
     pub fn new(config: HubConfig) -> Self {
-        Self { hubs: RwLock::default(), shared: Arc::new(Shared { config, stats: Stats::default() }) }
+        Self::with_user_groups(config, Arc::new(LocalUserGroups::default()))
+    }
+
+    /// A registry reading user-group memberships from `user_groups`.
+    pub fn with_user_groups(config: HubConfig, user_groups: Arc<dyn UserGroupReader>) -> Self {
+        Self { hubs: RwLock::default(), shared: Arc::new(Shared { config, stats: Stats::default(), user_groups }) }
     }
 
     /// The hub named `name` (already lower-cased), if anything ever used it.

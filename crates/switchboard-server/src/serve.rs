@@ -6,6 +6,7 @@
 use crate::Exit;
 use crate::cli::ServeArgs;
 use crate::config::{LogFormat, Settings};
+use crate::control::ControlPlane;
 use anyhow::Context;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use switchboard_api::{ApiError, ApiState};
 use switchboard_auth::{AccessKeys, Audience, ConnectionTokens, Verifier, generate_access_key};
 use switchboard_edge::{EdgeConfig, EdgeState};
-use switchboard_hub::{CloseRequest, HubConfig, Registry, Stats, unix_now};
+use switchboard_hub::{CloseRequest, HubConfig, Registry, Stats};
 use switchboard_upstream::{Upstream, UpstreamConfig};
 use tokio::net::TcpListener;
 use url::Url;
@@ -36,7 +37,7 @@ pub fn main(args: ServeArgs) -> Result<(), Exit> {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        let node = Node::start(&settings, &listener)?;
+        let node = Node::start(&settings, &listener).await?;
         println!("{}", node.connection_string);
         let bound = listener.local_addr().context("listener has no address")?;
         tracing::info!(listen = %bound, endpoint = %node.endpoint, "switchboard is serving; the connection string is on stdout");
@@ -53,12 +54,14 @@ pub struct Node {
     pub connection_string: String,
     pub registry: Arc<Registry>,
     edge: Arc<EdgeState>,
+    control: ControlPlane,
     app: axum::Router,
 }
 
 impl Node {
-    /// Builds the node for a bound `listener` (its address becomes the default endpoint).
-    pub fn start(settings: &Settings, listener: &TcpListener) -> Result<Node, Exit> {
+    /// Builds the node for a bound `listener` (its address becomes the default endpoint) and
+    /// starts its control plane in the data directory.
+    pub async fn start(settings: &Settings, listener: &TcpListener) -> Result<Node, Exit> {
         let keys = load_or_create_keys(settings)?;
         let bound = listener.local_addr().context("listener has no address")?;
         let endpoint = match &settings.endpoint {
@@ -67,7 +70,9 @@ impl Node {
         };
         let connection_string =
             format!("Endpoint={};AccessKey={};Version=1.0;", endpoint.as_str().trim_end_matches('/'), keys.primary());
-        let registry = Arc::new(Registry::new(HubConfig { max_queued_bytes: settings.max_queued_bytes }));
+        let control = ControlPlane::start_single(&settings.data_dir, &bound.to_string()).await?;
+        let hub_config = HubConfig { max_queued_bytes: settings.max_queued_bytes };
+        let registry = Arc::new(Registry::with_user_groups(hub_config, Arc::new(control.clone())));
         let verifier = Arc::new(Verifier::new(keys, Audience::new([&endpoint]), 30));
         let node_secret: [u8; 32] = rand::rng().random();
         let edge_config = EdgeConfig {
@@ -86,18 +91,18 @@ impl Node {
         };
         let upstream = Arc::new(Upstream::new(upstream_config, verifier.keys().clone(), settings.max_queued_bytes));
         let edge = Arc::new(EdgeState::new(edge_config, registry.clone(), verifier.clone(), tokens, upstream));
-        let api = Arc::new(ApiState { registry: registry.clone(), verifier });
+        let api = Arc::new(ApiState { registry: registry.clone(), verifier, user_groups: Arc::new(control.clone()) });
         let app = switchboard_edge::router(edge.clone())
             .merge(switchboard_api::router(api))
             .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") });
-        Ok(Node { endpoint, connection_string, registry, edge, app })
+        Ok(Node { endpoint, connection_string, registry, edge, control, app })
     }
 
     /// Serves until `shutdown` resolves, then closes every client (with `allowReconnect`) and
     /// waits for them to leave within `grace`.
     pub async fn serve(self, listener: TcpListener, grace: Duration, shutdown: impl Future<Output = ()>) {
-        let Node { registry, edge, app, .. } = self;
-        tokio::spawn(sweep_expired_memberships(registry.clone()));
+        let Node { registry, edge, control, app, .. } = self;
+        let purge = tokio::spawn(control.clone().purge_expired_forever());
         tokio::spawn(switchboard_edge::reclaim_abandoned(edge));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -129,6 +134,8 @@ impl Node {
         }
         drop(listener);
         drain(&registry, grace).await;
+        purge.abort();
+        control.shutdown().await;
     }
 }
 
@@ -143,16 +150,6 @@ async fn drain(registry: &Registry, grace: Duration) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(remaining = Stats::get(&registry.stats().connections), "stopped");
-}
-
-async fn sweep_expired_memberships(registry: Arc<Registry>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tick.tick().await;
-        for hub in registry.hubs() {
-            hub.purge_expired(unix_now());
-        }
-    }
 }
 
 /// Keys from the settings, else the key kept in the data directory (created on first start).

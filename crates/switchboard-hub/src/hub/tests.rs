@@ -61,17 +61,36 @@ fn users_and_connection_groups() {
     assert_eq!((received(&a1), received(&a2), received(&b)), (1, 1, 1));
 }
 
+fn with_store() -> (Arc<crate::LocalUserGroups>, Arc<Hub>) {
+    let store = Arc::new(crate::LocalUserGroups::default());
+    let registry = Registry::with_user_groups(crate::HubConfig::default(), store.clone());
+    (store, registry.get_or_create("h"))
+}
+
+fn now<F: std::future::Future>(future: F) -> F::Output {
+    // The local store completes at once; no runtime is needed to see the result.
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => panic!("the local store completes at once"),
+    }
+}
+
 #[test]
 fn user_groups_reach_later_connections() {
-    let hub = Registry::default().get_or_create("h");
-    hub.add_user_to_group("alice", "g", None);
+    use crate::UserGroupWriter;
+    let (store, hub) = with_store();
+    now(store.add("h", "alice", "g", None)).unwrap();
     assert!(hub.user_in_group("alice", "g"));
     assert!(!hub.group_exists("g"), "no live connection yet");
     let a = connect(&hub, "a", Some("alice"), Protocol::Json);
     assert_eq!(hub.send_to_group("g", &frames(), &[]), 1);
     hub.add_to_group("a", "g");
     assert_eq!(hub.send_to_group("g", &frames(), &[]), 1, "no duplicate delivery");
-    hub.remove_user_from_group("alice", "g");
+    now(store.remove("h", "alice", "g")).unwrap();
+    hub.remove_user_connections_from_group("alice", "g");
     assert_eq!(hub.send_to_group("g", &frames(), &[]), 0);
     assert_eq!(received(&a), 2);
 }
@@ -80,11 +99,11 @@ fn user_groups_reach_later_connections() {
 fn ttl_zero_adds_only_current_connections() {
     let hub = Registry::default().get_or_create("h");
     let a = connect(&hub, "a", Some("alice"), Protocol::Json);
-    hub.add_user_to_group("alice", "g", Some(0));
+    hub.add_user_connections_to_group("alice", "g");
     let later = connect(&hub, "later", Some("alice"), Protocol::Json);
     assert_eq!(hub.send_to_group("g", &frames(), &[]), 1);
     assert_eq!((received(&a), received(&later)), (1, 0));
-    hub.remove_user_from_all_groups("alice");
+    hub.remove_user_connections_from_all_groups("alice");
     assert_eq!(hub.send_to_group("g", &frames(), &[]), 0);
 }
 

@@ -18,6 +18,7 @@ pub struct TestNode {
     pub endpoint: String,
     pub addr: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    data_dir: std::path::PathBuf,
 }
 
 impl Drop for TestNode {
@@ -25,23 +26,36 @@ impl Drop for TestNode {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
+/// A fresh data directory per node (each holds its own raft store).
+fn scratch_data_dir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("switchboard-test-{}-{n}", std::process::id()))
+}
+
 pub async fn start_node(extra: impl FnOnce(&mut ServeArgs)) -> TestNode {
-    let mut args =
-        ServeArgs { access_keys: vec![KEY.into()], listen: Some("127.0.0.1:0".into()), ..Default::default() };
+    let data_dir = scratch_data_dir();
+    let mut args = ServeArgs {
+        access_keys: vec![KEY.into()],
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(data_dir.clone()),
+        ..Default::default()
+    };
     extra(&mut args);
     let settings = Settings::resolve(args).unwrap_or_else(|_| panic!("valid settings"));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let node = Node::start(&settings, &listener).unwrap_or_else(|_| panic!("node starts"));
+    let node = Node::start(&settings, &listener).await.unwrap_or_else(|_| panic!("node starts"));
     let endpoint = node.endpoint.as_str().trim_end_matches('/').to_owned();
     let (stop, stopped) = tokio::sync::oneshot::channel();
     tokio::spawn(node.serve(listener, Duration::from_secs(1), async {
         let _ = stopped.await;
     }));
-    TestNode { endpoint, addr, stop: Some(stop) }
+    TestNode { endpoint, addr, stop: Some(stop), data_dir }
 }
 
 impl TestNode {
