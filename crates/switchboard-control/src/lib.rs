@@ -2,8 +2,10 @@
 //!
 //! Every node applies the same log of [`Command`]s to an in-memory [`ControlState`]; the rest of
 //! the node reads that state to decide membership and routing. This crate holds the openraft type
-//! configuration, the commands, the state they build, and the redb-backed storage openraft needs.
-//! It knows nothing about sockets, HTTP or SignalR and depends on no other Switchboard crate.
+//! configuration, the commands, the state they build, the redb-backed storage openraft needs and
+//! the gRPC network between nodes.
+//! It knows nothing about HTTP or SignalR; its only Switchboard dependency is `switchboard-proto`
+//! (the gRPC contracts).
 //!
 //! ```text
 //!   REST / edge code ──(batched Command)──> Raft::client_write ──> leader log
@@ -56,6 +58,14 @@
 //! Every redb call runs on tokio's blocking pool (`spawn_blocking`): an fsync can take
 //! milliseconds and must not stall the async workers. Each storage call is one short transaction.
 //!
+//! # Between nodes
+//! Raft RPCs travel over gRPC (`switchboard.raft.v1`, generated in `switchboard-proto`):
+//! [`network::grpc::GrpcNetwork`] is openraft's client side, [`grpc::RaftService`] the server
+//! side, [`grpc::AdminService`] answers cluster status, join and leave. The openraft messages
+//! are MessagePack bytes inside the protobuf envelope (see [`grpc`] for why), and every call
+//! carries the cluster secret and protocol version, checked by `switchboard_proto::ServerAuth`
+//! before any handler runs. A single-node cluster uses [`network::NoPeers`] and needs no server.
+//!
 //! # Encoding
 //! Log entries, vote and snapshots are MessagePack through `rmp-serde`: compact (structs as
 //! arrays, enum variants by name) and several times faster than JSON to encode and decode. Keep
@@ -66,6 +76,7 @@
 
 mod command;
 mod error;
+pub mod grpc;
 pub mod network;
 mod state;
 pub mod store;

@@ -1,6 +1,11 @@
-//! [`NoPeers`]: the raft network of a single-voter cluster (the embedded default), where openraft
-//! never has a peer to call. Every RPC answers "unreachable", so a misconfigured membership
-//! fails loudly instead of hanging. Multi-node clusters use the gRPC network instead.
+//! openraft's outbound network.
+//!
+//! * [`NoPeers`]: the raft network of a single-voter cluster (the embedded default), where
+//!   openraft never has a peer to call. Every RPC answers "unreachable", so a misconfigured
+//!   membership fails loudly instead of hanging.
+//! * [`grpc::GrpcNetwork`]: multi-node clusters, over the peers' gRPC raft services.
+
+pub mod grpc;
 
 use openraft::BasicNode;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};

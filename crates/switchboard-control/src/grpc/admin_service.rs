@@ -1,0 +1,154 @@
+//! [`AdminService`]: cluster status, join and leave over gRPC.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
+use switchboard_proto::ServerAuth;
+use switchboard_proto::admin::v1::admin_server::{Admin, AdminServer};
+use switchboard_proto::admin::v1::{
+    ClusterStatusReply, Empty, JoinReply, JoinRequest, LeaveReply, LeaveRequest, NodeState, NodeStatus, Role,
+};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+
+use crate::{NodeId, Raft, SharedState};
+
+/// Metadata key on a "not the leader" refusal naming the leader's advertised address, so a
+/// caller can retry there.
+pub const LEADER_ADDRESS_HEADER: &str = "x-switchboard-leader-address";
+
+/// Serves the `Admin` service of one node from its raft handle and applied state.
+#[derive(Clone)]
+pub struct AdminService {
+    id: NodeId,
+    raft: Raft,
+    state: SharedState,
+}
+
+impl AdminService {
+    /// The admin service of node `id`.
+    pub fn new(id: NodeId, raft: Raft, state: SharedState) -> Self {
+        AdminService { id, raft, state }
+    }
+
+    fn status(&self) -> ClusterStatusReply {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let raft_nodes: BTreeMap<NodeId, BasicNode> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        let registered = self.state.read().nodes().clone();
+        let ids: BTreeSet<NodeId> = raft_nodes.keys().chain(registered.keys()).copied().collect();
+        let nodes = ids
+            .into_iter()
+            .map(|id| {
+                let info = registered.get(&id);
+                let state = if metrics.current_leader == Some(id) {
+                    NodeState::Leader
+                } else if voters.contains(&id) {
+                    NodeState::Voter
+                } else if raft_nodes.contains_key(&id) {
+                    NodeState::Learner
+                } else {
+                    NodeState::NotMember
+                };
+                let mut roles = Vec::new();
+                if info.is_some_and(|i| i.roles.control) {
+                    roles.push(Role::Control as i32);
+                }
+                if info.is_some_and(|i| i.roles.edge) {
+                    roles.push(Role::Edge as i32);
+                }
+                let applied_index = if id == self.id {
+                    metrics.last_applied.map(|l| l.index)
+                } else {
+                    metrics.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index)
+                };
+                NodeStatus {
+                    id,
+                    roles,
+                    advertised_address: info
+                        .map(|i| i.advertise.clone())
+                        .or_else(|| raft_nodes.get(&id).map(|n| n.addr.clone()))
+                        .unwrap_or_default(),
+                    state: state as i32,
+                    lease_expires_at_ms: info.map(|i| i.lease_until),
+                    applied_index,
+                }
+            })
+            .collect();
+        ClusterStatusReply { leader: metrics.current_leader, term: metrics.current_term, nodes, answered_by: self.id }
+    }
+}
+
+/// The admin service ready for `tonic::transport::Server::add_service`, every call checked by
+/// `auth` first.
+pub fn admin_server(
+    service: AdminService,
+    auth: ServerAuth,
+) -> InterceptedService<AdminServer<AdminService>, ServerAuth> {
+    AdminServer::with_interceptor(service, auth)
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn cluster_status(&self, _request: Request<Empty>) -> Result<Response<ClusterStatusReply>, Status> {
+        Ok(Response::new(self.status()))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let JoinRequest { node_id, advertised_address, roles } = request.into_inner();
+        if advertised_address.is_empty() {
+            return Err(Status::invalid_argument("advertised_address is required"));
+        }
+        let voter = roles.contains(&(Role::Control as i32));
+        tracing::info!(node_id, %advertised_address, voter, "node joining the cluster");
+        // Blocks until the learner has caught up, so promoting it cannot stall the quorum.
+        let added =
+            self.raft.add_learner(node_id, BasicNode::new(advertised_address), true).await.map_err(write_error)?;
+        let mut log_index = added.log_id.index;
+        if voter {
+            let changes = ChangeMembers::AddVoterIds(BTreeSet::from([node_id]));
+            let promoted = self.raft.change_membership(changes, false).await.map_err(write_error)?;
+            log_index = promoted.log_id.index;
+        }
+        Ok(Response::new(JoinReply { log_index }))
+    }
+
+    async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<LeaveReply>, Status> {
+        let node_id = request.into_inner().node_id;
+        tracing::info!(node_id, "node leaving the cluster");
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let mut log_index = membership.log_id().map_or(0, |l| l.index);
+        if membership.membership().voter_ids().any(|id| id == node_id) {
+            let changes = ChangeMembers::RemoveVoters(BTreeSet::from([node_id]));
+            log_index = self.raft.change_membership(changes, false).await.map_err(write_error)?.log_id.index;
+        }
+        let still_a_member = self.raft.metrics().borrow().membership_config.membership().get_node(&node_id).is_some();
+        if still_a_member {
+            let changes = ChangeMembers::RemoveNodes(BTreeSet::from([node_id]));
+            log_index = self.raft.change_membership(changes, false).await.map_err(write_error)?.log_id.index;
+        }
+        Ok(Response::new(LeaveReply { log_index }))
+    }
+}
+
+/// Maps a membership-change failure to a status; "not the leader" names the leader.
+fn write_error(error: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+            let leader =
+                forward.leader_id.map_or_else(|| "unknown (election in progress)".to_owned(), |id| id.to_string());
+            let addr = forward.leader_node.map(|n| n.addr).unwrap_or_default();
+            let mut status =
+                Status::failed_precondition(format!("not the leader: the leader is node {leader} at {addr:?}"));
+            if let Ok(value) = MetadataValue::try_from(addr.as_str()) {
+                status.metadata_mut().insert(LEADER_ADDRESS_HEADER, value);
+            }
+            status
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Status::failed_precondition(e.to_string()),
+        RaftError::Fatal(fatal) => Status::unavailable(format!("raft stopped: {fatal}")),
+    }
+}
