@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use std::sync::Arc;
-use switchboard_hub::{CloseRequest, Hub};
+use switchboard_hub::{CloseRequest, Hub, unix_now};
 
 /// Query parameters the data plane reads.
 struct Query {
@@ -105,7 +105,9 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
         Target::UserExists(user) => exists(hub.is_some_and(|h| h.user_exists(&user)), "Warning.User.NotExisted")?,
         Target::GroupExists(group) => exists(hub.is_some_and(|h| h.group_exists(&group)), "Warning.Group.NotExisted")?,
         Target::UserInGroup { user, group } => {
-            exists(hub.is_some_and(|h| h.user_in_group(&user, &group)), "Info.User.NotInGroup")?
+            let persistent = state.registry.user_groups().is_member(&route.hub, &user, &group, unix_now());
+            let member = persistent || hub.is_some_and(|h| h.user_in_group(&user, &group));
+            exists(member, "Info.User.NotInGroup")?
         }
         Target::AddConnectionToGroup { connection, group } => {
             let added = hub.is_some_and(|h| h.add_to_group(&connection, &group));

@@ -83,6 +83,11 @@ impl Registry {
         &self.shared.stats
     }
 
+    /// The persistent user-group memberships every hub reads.
+    pub fn user_groups(&self) -> &dyn UserGroupReader {
+        &*self.shared.user_groups
+    }
+
     pub fn config(&self) -> &HubConfig {
         &self.shared.config
     }

@@ -21,6 +21,25 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Mint an access token for manual tests: a client token (--hub) or a REST token (--rest).
     Token(TokenArgs),
+    /// Inspect a cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Print the cluster as a node sees it: leader, term, nodes, leases, applied indexes.
+    Status {
+        /// Public endpoint of any node, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        endpoint: String,
+        /// Access key (default: the key kept in --data-dir).
+        #[arg(long, env = "SWITCHBOARD_ACCESS_KEY")]
+        access_key: Option<String>,
+        /// Data directory holding the generated key [default: ./switchboard-data].
+        #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args, Default)]
@@ -68,6 +87,27 @@ pub struct ServeArgs {
     /// Seconds to wait for clients to leave on shutdown [default: 10].
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<u64>,
+    /// This node's id (encoded in its connection ids; unique in a cluster) [default: 1].
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Address for inter-node gRPC (raft, fan-out, admin). Setting it turns on cluster mode.
+    #[arg(long, env = "SWITCHBOARD_GRPC_LISTEN")]
+    pub grpc_listen: Option<String>,
+    /// gRPC address other nodes use to reach this one [default: --grpc-listen].
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Initial voters as `id=host:port` (repeatable or comma-separated; the same list on each).
+    #[arg(long = "voter", env = "SWITCHBOARD_VOTERS", value_delimiter = ',')]
+    pub voters: Vec<String>,
+    /// gRPC address of a running node to join through (edge-only nodes, voters added later).
+    #[arg(long, env = "SWITCHBOARD_JOIN")]
+    pub join: Option<String>,
+    /// Roles of the node: control (raft voter), edge (clients and REST) or both [default: both].
+    #[arg(long, env = "SWITCHBOARD_ROLE")]
+    pub role: Option<String>,
+    /// Secret shared by every node of a cluster; inter-node calls without it are refused.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_SECRET")]
+    pub cluster_secret: Option<String>,
     /// Log format: plain or json [default: plain]. Filter with SWITCHBOARD_LOG (e.g. debug).
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT")]
     pub log_format: Option<String>,

@@ -33,10 +33,29 @@ pub struct FileConfig {
     pub max_message_size: Option<usize>,
     pub max_queued_bytes: Option<usize>,
     pub shutdown_grace: Option<u64>,
+    pub node_id: Option<u64>,
+    pub grpc_listen: Option<String>,
+    pub advertise: Option<String>,
+    pub voters: Option<Vec<String>>,
+    pub join: Option<String>,
+    pub role: Option<String>,
     pub keep_alive_interval: Option<u64>,
     pub client_timeout: Option<u64>,
     pub handshake_timeout: Option<u64>,
     pub log_format: Option<String>,
+}
+
+/// How this node takes part in a cluster (absent: the embedded single node).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub grpc_listen: SocketAddr,
+    pub advertise: String,
+    /// Initial voters, id → gRPC address.
+    pub voters: std::collections::BTreeMap<u64, String>,
+    pub join: Option<String>,
+    pub control: bool,
+    pub edge: bool,
+    pub secret: String,
 }
 
 /// Log output format.
@@ -66,6 +85,8 @@ pub struct Settings {
     pub client_timeout: Duration,
     pub handshake_timeout: Duration,
     pub log_format: LogFormat,
+    pub node_id: u64,
+    pub cluster: Option<ClusterSettings>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -133,7 +154,23 @@ impl Settings {
             upstream.push(Template::catch_all(url.clone()));
         }
         let upstream_timeout = seconds(args.upstream_timeout, file.upstream_timeout, 20, "upstream-timeout")?;
+        let node_id = args.node_id.or(file.node_id).unwrap_or(1);
+        let voters = if args.voters.is_empty() { file.voters.unwrap_or_default() } else { args.voters };
+        let cluster = match args.grpc_listen.or(file.grpc_listen) {
+            None => None,
+            Some(grpc_listen) => Some(cluster_settings(
+                node_id,
+                &grpc_listen,
+                args.advertise.or(file.advertise),
+                &voters,
+                args.join.or(file.join),
+                args.role.or(file.role).as_deref(),
+                args.cluster_secret,
+            )?),
+        };
         Ok(Settings {
+            node_id,
+            cluster,
             upstream,
             upstream_timeout,
             keep_alive,
@@ -150,6 +187,55 @@ impl Settings {
             log_format,
         })
     }
+}
+
+fn cluster_settings(
+    node_id: u64,
+    grpc_listen: &str,
+    advertise: Option<String>,
+    voters: &[String],
+    join: Option<String>,
+    role: Option<&str>,
+    secret: Option<String>,
+) -> Result<ClusterSettings, Exit> {
+    let grpc_listen: SocketAddr = grpc_listen
+        .parse()
+        .map_err(|_| usage(format!("--grpc-listen '{grpc_listen}' is not an address like 127.0.0.1:7001")))?;
+    let (control, edge) = match role.unwrap_or("both") {
+        "both" => (true, true),
+        "control" => (true, false),
+        "edge" => (false, true),
+        other => return Err(usage(format!("--role '{other}' must be control, edge or both"))),
+    };
+    let mut voter_map = std::collections::BTreeMap::new();
+    for entry in voters.iter().filter(|v| !v.is_empty()) {
+        let parsed = entry.split_once('=').and_then(|(id, addr)| Some((id.trim().parse::<u64>().ok()?, addr.trim())));
+        let Some((id, addr)) = parsed.filter(|(_, addr)| addr.parse::<SocketAddr>().is_ok()) else {
+            return Err(usage(format!("--voter '{entry}' must look like 1=127.0.0.1:7001")));
+        };
+        voter_map.insert(id, addr.to_owned());
+    }
+    let secret = secret.filter(|s| !s.is_empty()).ok_or_else(|| {
+        usage("cluster mode (--grpc-listen) needs --cluster-secret or SWITCHBOARD_CLUSTER_SECRET".into())
+    })?;
+    if switchboard_proto::ClusterSecret::new(&secret).is_err() {
+        return Err(usage("--cluster-secret must be visible ASCII".into()));
+    }
+    if voter_map.is_empty() && join.is_none() {
+        return Err(usage("cluster mode needs --voter entries (the initial voters) or --join ADDRESS".into()));
+    }
+    if control && join.is_none() && !voter_map.contains_key(&node_id) {
+        return Err(usage(format!("node {node_id} is a control node but not in --voter; add it or use --join")));
+    }
+    Ok(ClusterSettings {
+        grpc_listen,
+        advertise: advertise.unwrap_or_else(|| grpc_listen.to_string()),
+        voters: voter_map,
+        join,
+        control,
+        edge,
+        secret,
+    })
 }
 
 /// Upstream URLs are plain `http` (calls go to the application next to the node).

@@ -1,25 +1,48 @@
-//! The embedded control plane of a single node: a one-voter raft log and state machine kept in
-//! `<data dir>/raft`, so user-group memberships survive restarts (G6). Memberships are written
-//! through raft and answered only once applied; reads go to the applied state.
+//! The node's control plane: a raft log and state machine kept in `<data dir>/raft`, so
+//! user-group memberships survive restarts (G6).
+//!
+//! - Embedded single node: one voter, no network.
+//! - Cluster: raft over authenticated gRPC (`--grpc-listen`), initial voters from `--voter`,
+//!   other nodes join through `--join`. A write proposed on a follower is forwarded to the
+//!   leader. Once committed, a write waits until every member node has applied it (an apply
+//!   barrier through `WaitApplied`), so every later send on any node sees it (G3).
 
+use crate::config::ClusterSettings;
 use anyhow::Context;
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_control::grpc::{AdminService, LEADER_ADDRESS_HEADER, admin_server, raft_server};
 use switchboard_control::network::NoPeers;
-use switchboard_control::{Command, Raft, SharedState, open_store};
+use switchboard_control::network::grpc::GrpcNetwork;
+use switchboard_control::{Command, NodeId, Raft, Roles, SharedState, open_store};
 use switchboard_hub::{MembershipFuture, UserGroupReader, UserGroupWriter, unix_now};
+use switchboard_proto::ClusterSecret;
+use switchboard_proto::admin::v1::admin_client::AdminClient;
+use switchboard_proto::admin::v1::{ClusterStatusReply, JoinRequest, ProposeRequest, Role, WaitAppliedRequest};
+use tonic::transport::Endpoint;
+use tonic::transport::server::TcpIncoming;
 
 /// The node id of the embedded single node.
 const NODE_ID: u64 = 1;
 
+/// How long a lease lasts, and how often it is renewed.
+const LEASE: Duration = Duration::from_secs(10);
+const LEASE_RENEWAL: Duration = Duration::from_secs(3);
+/// Bound on the apply barrier per node.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A running raft group and its applied state.
 #[derive(Clone)]
 pub struct ControlPlane {
+    id: NodeId,
     raft: Raft,
     state: SharedState,
+    /// Inter-node credentials; `None` on the embedded single node.
+    secret: Option<ClusterSecret>,
 }
 
 impl ControlPlane {
@@ -47,12 +70,220 @@ impl ControlPlane {
             .metrics(|m| m.current_leader == Some(NODE_ID), "the node leads its raft group")
             .await
             .context("raft elected no leader")?;
-        Ok(ControlPlane { raft, state })
+        Ok(ControlPlane { id: NODE_ID, raft, state, secret: None })
     }
 
-    /// Proposes a command; resolves once it is committed and applied.
+    /// Joins or forms a cluster: serves raft and admin on the gRPC address, initializes the
+    /// initial voters (the lowest id does it) or joins through `--join`, waits for a leader,
+    /// registers the node and keeps its lease.
+    pub async fn start_cluster(
+        data_dir: &Path,
+        node_id: NodeId,
+        cluster: &ClusterSettings,
+    ) -> anyhow::Result<ControlPlane> {
+        let secret = ClusterSecret::new(&cluster.secret).map_err(|_| anyhow::anyhow!("invalid cluster secret"))?;
+        let config = Config {
+            cluster_name: "switchboard".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            ..Default::default()
+        }
+        .validate()
+        .context("invalid raft config")?;
+        let (log_store, state_machine) = open_store(data_dir.join("raft"))
+            .await
+            .with_context(|| format!("cannot open the raft data in {}", data_dir.display()))?;
+        let state = state_machine.state();
+        let network = GrpcNetwork::new(node_id, &secret);
+        let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
+            .await
+            .context("raft did not start")?;
+        let listener = tokio::net::TcpListener::bind(cluster.grpc_listen)
+            .await
+            .with_context(|| format!("cannot listen for gRPC on {}", cluster.grpc_listen))?;
+        let auth = secret.server();
+        let admin = AdminService::new(node_id, raft.clone(), state.clone());
+        let router = tonic::transport::Server::builder()
+            .add_service(raft_server(raft.clone(), auth.clone()))
+            .add_service(admin_server(admin, auth));
+        tokio::spawn(async move {
+            if let Err(error) = router.serve_with_incoming(TcpIncoming::from(listener)).await {
+                tracing::error!(%error, "the gRPC server stopped");
+            }
+        });
+        let plane = ControlPlane { id: node_id, raft, state, secret: Some(secret) };
+        let first_voter = cluster.voters.keys().next() == Some(&node_id);
+        if first_voter {
+            let members: BTreeMap<NodeId, BasicNode> =
+                cluster.voters.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
+            // Already initialized on a restart: the error is expected then.
+            let _ = plane.raft.initialize(members).await;
+        }
+        if let Some(address) = &cluster.join {
+            plane.join(address, &cluster.advertise, cluster.control).await?;
+        }
+        plane
+            .raft
+            .wait(Some(Duration::from_secs(60)))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .context("no raft leader was elected within 60 s (are the other voters up?)")?;
+        let roles = Roles { control: cluster.control, edge: cluster.edge };
+        let register = Command::RegisterNode {
+            node: node_id,
+            roles,
+            advertise: cluster.advertise.clone(),
+            lease_until: lease_until(),
+        };
+        plane.write(register).await.map_err(|e| anyhow::anyhow!("cannot register the node: {e}"))?;
+        tokio::spawn(plane.clone().keep_lease());
+        Ok(plane)
+    }
+
+    /// Asks the cluster (through `address`, redirected to the leader) to add this node.
+    async fn join(&self, address: &str, advertise: &str, voter: bool) -> anyhow::Result<()> {
+        let mut roles = vec![Role::Edge as i32];
+        if voter {
+            roles.push(Role::Control as i32);
+        }
+        let request = JoinRequest { node_id: self.id, advertised_address: advertise.to_owned(), roles };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut target = address.to_owned();
+        loop {
+            match self.admin(&target).await.map_err(tonic::Status::unavailable) {
+                Ok(mut client) => match client.join(request.clone()).await {
+                    Ok(_) => return Ok(()),
+                    Err(status) => {
+                        if let Some(leader) = status.metadata().get(LEADER_ADDRESS_HEADER).and_then(|v| v.to_str().ok())
+                        {
+                            target = leader.to_owned();
+                        } else if status.code() == tonic::Code::PermissionDenied {
+                            anyhow::bail!("the cluster refused this node: {}", status.message());
+                        }
+                    }
+                },
+                Err(_) => {}
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("could not join the cluster through {address} within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn admin(
+        &self,
+        address: &str,
+    ) -> Result<
+        AdminClient<
+            tonic::service::interceptor::InterceptedService<tonic::transport::Channel, switchboard_proto::ClientAuth>,
+        >,
+        String,
+    > {
+        let secret = self.secret.as_ref().ok_or("not in a cluster")?;
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(BARRIER_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(AdminClient::with_interceptor(channel, secret.client()))
+    }
+
+    async fn keep_lease(self) {
+        let mut tick = tokio::time::interval(LEASE_RENEWAL);
+        loop {
+            tick.tick().await;
+            if let Err(error) = self.write(Command::RenewLease { node: self.id, lease_until: lease_until() }).await {
+                tracing::warn!(%error, "lease renewal failed");
+            }
+            if self.raft.metrics().borrow().current_leader == Some(self.id) {
+                let expired = self.state.read().expired_nodes(now_ms());
+                for node in expired {
+                    tracing::warn!(node, "node lease expired; removing its routes");
+                    let _ = self.write(Command::RemoveNode { node }).await;
+                }
+            }
+        }
+    }
+
+    /// The cluster as this node sees it.
+    pub fn status(&self) -> ClusterStatusReply {
+        AdminService::new(self.id, self.raft.clone(), self.state.clone()).status()
+    }
+
+    /// Proposes a command (forwarded to the leader from a follower) and, in a cluster, waits
+    /// until every member node has applied it.
     pub async fn write(&self, command: Command) -> Result<(), String> {
-        self.raft.client_write(command).await.map(|_| ()).map_err(|e| e.to_string())
+        // A node that just joined may know who leads before it knows where: retry briefly.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let index = loop {
+            match self.raft.client_write(command.clone()).await {
+                Ok(written) => break written.log_id.index,
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                    let forwarded = match forward.leader_node {
+                        Some(leader) => self.propose_on(&leader.addr, &command).await,
+                        None => Err("no leader is known right now".to_owned()),
+                    };
+                    match forwarded {
+                        Ok(index) => break index,
+                        Err(error) if tokio::time::Instant::now() > deadline => return Err(error),
+                        Err(_) => {}
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => return Err(error.to_string()),
+            }
+        };
+        self.apply_barrier(index).await;
+        Ok(())
+    }
+
+    /// Proposes `command` on the leader at `address`; returns its log index.
+    async fn propose_on(&self, address: &str, command: &Command) -> Result<u64, String> {
+        let bytes = rmp_serde::to_vec(command).map_err(|e| e.to_string())?;
+        let mut client = self.admin(address).await?;
+        let reply =
+            client.propose(ProposeRequest { command: bytes.into() }).await.map_err(|s| s.message().to_owned())?;
+        Ok(reply.into_inner().log_index)
+    }
+
+    /// Waits until every member node (voters and learners) has applied `index`; a node that
+    /// does not answer in time is reported and skipped (its lease will expire).
+    async fn apply_barrier(&self, index: u64) {
+        let _ = self.raft.wait(Some(BARRIER_TIMEOUT)).applied_index_at_least(Some(index), "local apply").await;
+        if self.secret.is_none() {
+            return;
+        }
+        let members: Vec<(NodeId, String)> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect();
+        let mut waits = tokio::task::JoinSet::new();
+        for (id, addr) in members {
+            let plane = self.clone();
+            waits.spawn(async move {
+                let request = WaitAppliedRequest { index, timeout_ms: BARRIER_TIMEOUT.as_millis() as u32 };
+                let result = match plane.admin(&addr).await {
+                    Ok(mut client) => {
+                        client.wait_applied(request).await.map(|_| ()).map_err(|s| s.message().to_owned())
+                    }
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = result {
+                    tracing::warn!(node = id, %error, index, "a node did not confirm applying a membership change");
+                }
+            });
+        }
+        while waits.join_next().await.is_some() {}
     }
 
     /// Stops raft (the log is already durable).
@@ -70,6 +301,14 @@ impl ControlPlane {
             }
         }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn lease_until() -> u64 {
+    now_ms() + LEASE.as_millis() as u64
 }
 
 impl UserGroupReader for ControlPlane {

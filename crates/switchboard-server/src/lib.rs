@@ -2,6 +2,7 @@
 //! carries both the client endpoint and the REST API on one port, and shutdown.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod serve;

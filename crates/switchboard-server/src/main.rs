@@ -11,6 +11,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => switchboard_server::serve::main(*args),
         Command::Token(args) => switchboard_server::token::main(args),
+        Command::Cluster(command) => switchboard_server::cluster::main(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -70,13 +70,17 @@ impl Node {
         };
         let connection_string =
             format!("Endpoint={};AccessKey={};Version=1.0;", endpoint.as_str().trim_end_matches('/'), keys.primary());
-        let control = ControlPlane::start_single(&settings.data_dir, &bound.to_string()).await?;
+        let control = match &settings.cluster {
+            None => ControlPlane::start_single(&settings.data_dir, &bound.to_string()).await?,
+            Some(cluster) => ControlPlane::start_cluster(&settings.data_dir, settings.node_id, cluster).await?,
+        };
         let hub_config = HubConfig { max_queued_bytes: settings.max_queued_bytes };
         let registry = Arc::new(Registry::with_user_groups(hub_config, Arc::new(control.clone())));
         let verifier = Arc::new(Verifier::new(keys, Audience::new([&endpoint]), 30));
         let node_secret: [u8; 32] = rand::rng().random();
         let edge_config = EdgeConfig {
             max_message_size: settings.max_message_size,
+            node_id: settings.node_id,
             allowed_origins: settings.allowed_origins.clone(),
             keep_alive: settings.keep_alive,
             client_timeout: settings.client_timeout,
@@ -91,8 +95,17 @@ impl Node {
         };
         let upstream = Arc::new(Upstream::new(upstream_config, verifier.keys().clone(), settings.max_queued_bytes));
         let edge = Arc::new(EdgeState::new(edge_config, registry.clone(), verifier.clone(), tokens, upstream));
-        let api = Arc::new(ApiState { registry: registry.clone(), verifier, user_groups: Arc::new(control.clone()) });
+        let api = Arc::new(ApiState {
+            registry: registry.clone(),
+            verifier: verifier.clone(),
+            user_groups: Arc::new(control.clone()),
+        });
+        let status = Arc::new(crate::cluster::StatusState { control: control.clone(), verifier: verifier.clone() });
+        let status_route = axum::Router::new()
+            .route(crate::cluster::STATUS_PATH, axum::routing::get(crate::cluster::status_endpoint))
+            .with_state(status);
         let app = switchboard_edge::router(edge.clone())
+            .merge(status_route)
             .merge(switchboard_api::router(api))
             .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") });
         Ok(Node { endpoint, connection_string, registry, edge, control, app })

@@ -7,7 +7,8 @@ use openraft::{BasicNode, ChangeMembers};
 use switchboard_proto::ServerAuth;
 use switchboard_proto::admin::v1::admin_server::{Admin, AdminServer};
 use switchboard_proto::admin::v1::{
-    ClusterStatusReply, Empty, JoinReply, JoinRequest, LeaveReply, LeaveRequest, NodeState, NodeStatus, Role,
+    ClusterStatusReply, Empty, JoinReply, JoinRequest, LeaveReply, LeaveRequest, NodeState, NodeStatus, ProposeReply,
+    ProposeRequest, Role, WaitAppliedReply, WaitAppliedRequest,
 };
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -33,7 +34,8 @@ impl AdminService {
         AdminService { id, raft, state }
     }
 
-    fn status(&self) -> ClusterStatusReply {
+    /// The cluster as this node sees it (leader, term, members, leases, applied indexes).
+    pub fn status(&self) -> ClusterStatusReply {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -131,6 +133,25 @@ impl Admin for AdminService {
             log_index = self.raft.change_membership(changes, false).await.map_err(write_error)?.log_id.index;
         }
         Ok(Response::new(LeaveReply { log_index }))
+    }
+
+    async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
+        let command: crate::Command = rmp_serde::from_slice(&request.into_inner().command)
+            .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
+        let written = self.raft.client_write(command).await.map_err(write_error)?;
+        Ok(Response::new(ProposeReply { log_index: written.log_id.index }))
+    }
+
+    async fn wait_applied(&self, request: Request<WaitAppliedRequest>) -> Result<Response<WaitAppliedReply>, Status> {
+        let WaitAppliedRequest { index, timeout_ms } = request.into_inner();
+        let timeout = std::time::Duration::from_millis(u64::from(timeout_ms.clamp(1, 30_000)));
+        let metrics = self
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "apply barrier")
+            .await
+            .map_err(|e| Status::deadline_exceeded(format!("index {index} not applied in time: {e}")))?;
+        Ok(Response::new(WaitAppliedReply { applied_index: metrics.last_applied.map_or(0, |l| l.index) }))
     }
 }
 
