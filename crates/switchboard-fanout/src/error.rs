@@ -1,0 +1,73 @@
+//! [`FanoutError`]: why a delivery or a connection call did not reach its node.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+
+/// Why a delivery or a connection call failed. Every variant but [`FanoutError::Invalid`] names
+/// the target node. Cloned to every caller whose delivery rode in a failed batch.
+///
+/// After any error the delivery may or may not have been applied (at most once, G5): a batch is
+/// only known to be applied once acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FanoutError {
+    /// No connection to the node, the connection broke, or the node is shutting down.
+    #[error("node {node} is unreachable: {reason}")]
+    Unreachable { node: u64, reason: String },
+    /// The node refused the call: wrong cluster secret or incompatible protocol version.
+    #[error(
+        "node {node} refused the call: {reason} (check that every node has the same cluster secret and a compatible release)"
+    )]
+    Refused { node: u64, reason: String },
+    /// The node did not acknowledge (or answer) within the configured timeout.
+    #[error("node {node} did not answer within {timeout:?}")]
+    Timeout { node: u64, timeout: Duration },
+    /// The node answered with an error status other than the above (a malformed request, for
+    /// example).
+    #[error("node {node} rejected the call: {code:?}: {reason}")]
+    Rejected { node: u64, code: Code, reason: String },
+    /// The delivery or request cannot be sent as given (no target, too large); nothing was sent.
+    #[error("invalid fan-out request: {0}")]
+    Invalid(String),
+}
+
+impl FanoutError {
+    /// The node the error is about, if any.
+    pub fn node(&self) -> Option<u64> {
+        match self {
+            FanoutError::Unreachable { node, .. }
+            | FanoutError::Refused { node, .. }
+            | FanoutError::Timeout { node, .. }
+            | FanoutError::Rejected { node, .. } => Some(*node),
+            FanoutError::Invalid(_) => None,
+        }
+    }
+
+    /// Maps a gRPC status from (or about) `node`:
+    ///
+    /// | status | error |
+    /// |---|---|
+    /// | `PERMISSION_DENIED`, `UNAUTHENTICATED`, `FAILED_PRECONDITION` | [`Refused`](FanoutError::Refused) |
+    /// | `DEADLINE_EXCEEDED` | [`Timeout`](FanoutError::Timeout) |
+    /// | `INVALID_ARGUMENT`, `NOT_FOUND`, `ALREADY_EXISTS`, `RESOURCE_EXHAUSTED`, `OUT_OF_RANGE`, `UNIMPLEMENTED` | [`Rejected`](FanoutError::Rejected) |
+    /// | anything else (`UNAVAILABLE`, transport errors, resets, ...) | [`Unreachable`](FanoutError::Unreachable) |
+    pub(crate) fn from_status(node: u64, status: &Status, timeout: Duration) -> Self {
+        let reason = status.message().to_owned();
+        match status.code() {
+            Code::PermissionDenied | Code::Unauthenticated | Code::FailedPrecondition => {
+                FanoutError::Refused { node, reason }
+            }
+            Code::DeadlineExceeded => FanoutError::Timeout { node, timeout },
+            code @ (Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::ResourceExhausted
+            | Code::OutOfRange
+            | Code::Unimplemented) => FanoutError::Rejected { node, code, reason },
+            code => {
+                let reason = if reason.is_empty() { format!("{code:?}") } else { reason };
+                FanoutError::Unreachable { node, reason }
+            }
+        }
+    }
+}
