@@ -2,7 +2,7 @@
 
 use crate::payload;
 use crate::route::{Family, Target, parse_route};
-use crate::{ApiError, ApiState, MAX_BODY_BYTES};
+use crate::{ApiError, ApiState, ConnectionAction, MAX_BODY_BYTES, SendTarget};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -64,15 +64,13 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
         Target::Health => StatusCode::OK,
         Target::Broadcast | Target::SendUser(_) | Target::SendGroup(_) | Target::SendConnection(_) => {
             let frames = payload::parse(content_type, &body)?;
-            if let Some(hub) = hub {
-                match &route.target {
-                    Target::Broadcast => _ = hub.broadcast(&frames, &query.excluded),
-                    Target::SendUser(user) => _ = hub.send_to_user(user, &frames),
-                    Target::SendGroup(group) => _ = hub.send_to_group(group, &frames, &query.excluded),
-                    Target::SendConnection(connection) => _ = hub.send_to_connection(connection, &frames),
-                    _ => unreachable!("matched above"),
-                }
-            }
+            let target = match route.target.clone() {
+                Target::SendUser(user) => SendTarget::User(user),
+                Target::SendGroup(group) => SendTarget::Group(group),
+                Target::SendConnection(connection) => SendTarget::Connection(connection),
+                _ => SendTarget::All,
+            };
+            state.dispatch.send(&route.hub, target, query.excluded.clone(), frames).await.map_err(undelivered)?;
             StatusCode::ACCEPTED
         }
         Target::CloseAll => {
@@ -94,13 +92,13 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
             StatusCode::NO_CONTENT
         }
         Target::CloseConnection(connection) => {
-            if let Some(hub) = hub {
-                hub.close_connection(&connection, close_request());
-            }
+            let close = ConnectionAction::Close { reason: query.reason.clone() };
+            state.dispatch.connection(&route.hub, &connection, close).await.map_err(undelivered)?;
             by_family(family, StatusCode::ACCEPTED, StatusCode::OK)
         }
         Target::ConnectionExists(connection) => {
-            exists(hub.is_some_and(|h| h.connection(&connection).is_some()), "Warning.Connection.NotExisted")?
+            let found = state.dispatch.connection(&route.hub, &connection, ConnectionAction::Exists).await;
+            exists(found.map_err(undelivered)?, "Warning.Connection.NotExisted")?
         }
         Target::UserExists(user) => exists(hub.is_some_and(|h| h.user_exists(&user)), "Warning.User.NotExisted")?,
         Target::GroupExists(group) => exists(hub.is_some_and(|h| h.group_exists(&group)), "Warning.Group.NotExisted")?,
@@ -110,22 +108,20 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
             exists(member, "Info.User.NotInGroup")?
         }
         Target::AddConnectionToGroup { connection, group } => {
-            let added = hub.is_some_and(|h| h.add_to_group(&connection, &group));
-            if !added {
+            let add = ConnectionAction::AddToGroup(group);
+            if !state.dispatch.connection(&route.hub, &connection, add).await.map_err(undelivered)? {
                 return Err(ApiError::not_found("Error.Connection.NotExisted", "the connection does not exist"));
             }
             StatusCode::OK
         }
         Target::RemoveConnectionFromGroup { connection, group } => {
-            if let Some(hub) = hub {
-                hub.remove_from_group(&connection, &group);
-            }
+            let remove = ConnectionAction::RemoveFromGroup(group);
+            state.dispatch.connection(&route.hub, &connection, remove).await.map_err(undelivered)?;
             StatusCode::OK
         }
         Target::RemoveConnectionFromAllGroups(connection) => {
-            if let Some(hub) = hub {
-                hub.remove_from_all_groups(&connection);
-            }
+            let remove = ConnectionAction::RemoveFromAllGroups;
+            state.dispatch.connection(&route.hub, &connection, remove).await.map_err(undelivered)?;
             StatusCode::OK
         }
         Target::AddUserToGroup { user, group } => {
@@ -151,6 +147,12 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
         }
     };
     Ok(status.into_response())
+}
+
+/// A node holding targets could not be reached: the message may be partly delivered, so the
+/// answer is a 500 (which the Azure SDK does not retry for sends).
+fn undelivered(error: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Error.Service.Delivery", format!("not delivered everywhere: {error}"))
 }
 
 /// A membership store that could not commit (no quorum, shutting down): retryable.

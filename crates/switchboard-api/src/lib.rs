@@ -7,11 +7,13 @@
 //! segments such as `:send` are not expressible in axum's path syntax, and because a group
 //! may contain an encoded `/`.
 
+mod dispatch;
 mod error;
 mod handlers;
 mod payload;
 mod route;
 
+pub use dispatch::{ConnectionAction, Dispatch, DispatchFuture, LocalDispatch, SendTarget};
 pub use error::ApiError;
 pub use route::{Family, Route, Target, parse_route};
 
@@ -30,6 +32,8 @@ pub struct ApiState {
     pub verifier: Arc<Verifier>,
     /// Where persistent user-group memberships are written (the control plane).
     pub user_groups: Arc<dyn UserGroupWriter>,
+    /// Where sends and connection calls go (this node, or the cluster).
+    pub dispatch: Arc<dyn Dispatch>,
 }
 
 /// Every `/api` route.

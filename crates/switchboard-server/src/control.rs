@@ -73,10 +73,8 @@ impl ControlPlane {
         Ok(ControlPlane { id: NODE_ID, raft, state, secret: None })
     }
 
-    /// Joins or forms a cluster: serves raft and admin on the gRPC address, initializes the
-    /// initial voters (the lowest id does it) or joins through `--join`, waits for a leader,
-    /// registers the node and keeps its lease.
-    pub async fn start_cluster(
+    /// Opens the raft store and state of a cluster node (no network yet: see [`Self::join_cluster`]).
+    pub async fn open_cluster(
         data_dir: &Path,
         node_id: NodeId,
         cluster: &ClusterSettings,
@@ -99,20 +97,34 @@ impl ControlPlane {
         let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
             .await
             .context("raft did not start")?;
+        Ok(ControlPlane { id: node_id, raft, state, secret: Some(secret) })
+    }
+
+    /// Serves raft, admin and fan-out on the gRPC address, then initializes the initial voters
+    /// (the lowest id does it) or joins through `--join`, waits for a leader, registers the
+    /// node and keeps its lease.
+    pub async fn join_cluster(
+        &self,
+        cluster: &ClusterSettings,
+        fanout: switchboard_fanout::FanoutService,
+    ) -> anyhow::Result<()> {
+        let secret = self.secret.clone().context("not a cluster node")?;
+        let (node_id, raft, state) = (self.id, self.raft.clone(), self.state.clone());
         let listener = tokio::net::TcpListener::bind(cluster.grpc_listen)
             .await
             .with_context(|| format!("cannot listen for gRPC on {}", cluster.grpc_listen))?;
         let auth = secret.server();
-        let admin = AdminService::new(node_id, raft.clone(), state.clone());
+        let admin = AdminService::new(node_id, raft.clone(), state);
         let router = tonic::transport::Server::builder()
-            .add_service(raft_server(raft.clone(), auth.clone()))
-            .add_service(admin_server(admin, auth));
+            .add_service(raft_server(raft, auth.clone()))
+            .add_service(admin_server(admin, auth.clone()))
+            .add_service(switchboard_fanout::fanout_server(fanout, auth));
         tokio::spawn(async move {
             if let Err(error) = router.serve_with_incoming(TcpIncoming::from(listener)).await {
                 tracing::error!(%error, "the gRPC server stopped");
             }
         });
-        let plane = ControlPlane { id: node_id, raft, state, secret: Some(secret) };
+        let plane = self.clone();
         let first_voter = cluster.voters.keys().next() == Some(&node_id);
         if first_voter {
             let members: BTreeMap<NodeId, BasicNode> =
@@ -137,8 +149,20 @@ impl ControlPlane {
             lease_until: lease_until(),
         };
         plane.write(register).await.map_err(|e| anyhow::anyhow!("cannot register the node: {e}"))?;
-        tokio::spawn(plane.clone().keep_lease());
-        Ok(plane)
+        tokio::spawn(plane.keep_lease());
+        Ok(())
+    }
+
+    /// Live edge nodes and their gRPC addresses (leases not expired), this node included.
+    pub fn edge_nodes(&self) -> Vec<(NodeId, String)> {
+        let now = now_ms();
+        let state = self.state.read();
+        state
+            .nodes()
+            .iter()
+            .filter(|(_, info)| info.roles.edge && info.lease_until > now)
+            .map(|(id, info)| (*id, info.advertise.clone()))
+            .collect()
     }
 
     /// Asks the cluster (through `address`, redirected to the leader) to add this node.

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod dispatch;
 pub mod serve;
 pub mod token;
 

@@ -7,6 +7,7 @@ use crate::Exit;
 use crate::cli::ServeArgs;
 use crate::config::{LogFormat, Settings};
 use crate::control::ControlPlane;
+use crate::dispatch::ClusterDispatch;
 use anyhow::Context;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -17,8 +18,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_api::{ApiError, ApiState};
+use switchboard_api::{Dispatch, LocalDispatch};
 use switchboard_auth::{AccessKeys, Audience, ConnectionTokens, Verifier, generate_access_key};
 use switchboard_edge::{EdgeConfig, EdgeState};
+use switchboard_fanout::{FanoutClient, FanoutConfig, FanoutService};
 use switchboard_hub::{CloseRequest, HubConfig, Registry, Stats};
 use switchboard_upstream::{Upstream, UpstreamConfig};
 use tokio::net::TcpListener;
@@ -70,12 +73,25 @@ impl Node {
         };
         let connection_string =
             format!("Endpoint={};AccessKey={};Version=1.0;", endpoint.as_str().trim_end_matches('/'), keys.primary());
-        let control = match &settings.cluster {
-            None => ControlPlane::start_single(&settings.data_dir, &bound.to_string()).await?,
-            Some(cluster) => ControlPlane::start_cluster(&settings.data_dir, settings.node_id, cluster).await?,
-        };
         let hub_config = HubConfig { max_queued_bytes: settings.max_queued_bytes };
-        let registry = Arc::new(Registry::with_user_groups(hub_config, Arc::new(control.clone())));
+        let (control, registry, dispatch): (ControlPlane, Arc<Registry>, Arc<dyn Dispatch>) = match &settings.cluster {
+            None => {
+                let control = ControlPlane::start_single(&settings.data_dir, &bound.to_string()).await?;
+                let registry = Arc::new(Registry::with_user_groups(hub_config, Arc::new(control.clone())));
+                let dispatch = Arc::new(LocalDispatch { registry: registry.clone() });
+                (control, registry, dispatch)
+            }
+            Some(cluster) => {
+                let control = ControlPlane::open_cluster(&settings.data_dir, settings.node_id, cluster).await?;
+                let registry = Arc::new(Registry::with_user_groups(hub_config, Arc::new(control.clone())));
+                let secret = switchboard_proto::ClusterSecret::new(&cluster.secret)
+                    .map_err(|_| Exit::Usage("--cluster-secret must be visible ASCII".into()))?;
+                let fanout = FanoutClient::new(settings.node_id, registry.clone(), &secret, FanoutConfig::default());
+                control.join_cluster(cluster, FanoutService::new(registry.clone())).await?;
+                let dispatch = Arc::new(ClusterDispatch { fanout, control: control.clone() });
+                (control, registry, dispatch)
+            }
+        };
         let verifier = Arc::new(Verifier::new(keys, Audience::new([&endpoint]), 30));
         let node_secret: [u8; 32] = rand::rng().random();
         let edge_config = EdgeConfig {
@@ -99,6 +115,7 @@ impl Node {
             registry: registry.clone(),
             verifier: verifier.clone(),
             user_groups: Arc::new(control.clone()),
+            dispatch,
         });
         let status = Arc::new(crate::cluster::StatusState { control: control.clone(), verifier: verifier.clone() });
         let status_route = axum::Router::new()

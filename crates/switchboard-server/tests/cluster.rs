@@ -224,3 +224,148 @@ fn a_node_with_the_wrong_secret_cannot_join() {
     assert!(stderr.contains("refused"), "{stderr}");
     assert_eq!(status(cluster.http(1))["nodes"].as_array().unwrap().len(), 1);
 }
+
+mod support;
+
+/// Negotiates on node `port` (to learn the connection id) and connects a JSON WebSocket.
+async fn connect_client(port: u16, user: &str) -> (support::WsClient, String) {
+    let token = switchboard_auth::mint_client_token(
+        &format!("http://127.0.0.1:{port}/client/?hub=chat"),
+        Some(user),
+        Duration::from_secs(60),
+        KEY,
+    );
+    let (code, body) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let request = format!(
+            "POST /client/negotiate?hub=chat&negotiateVersion=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        (head.split(' ').nth(1).unwrap().to_owned(), body.to_owned())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, "200", "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = answer["connectionId"].as_str().unwrap().to_owned();
+    let connection_token = answer["connectionToken"].as_str().unwrap().to_owned();
+    let client_token = switchboard_auth::mint_client_token(
+        &format!("http://127.0.0.1:{port}/client/?hub=chat"),
+        Some(user),
+        Duration::from_secs(60),
+        KEY,
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let query = format!("hub=chat&id={connection_token}&access_token={client_token}");
+    let mut ws = support::websocket_at(addr, &query).await.expect("upgrade");
+    ws.send(1, b"{\"protocol\":\"json\",\"version\":1}\x1e").await;
+    assert_eq!(ws.next_data().await, b"{}\x1e");
+    (ws, id)
+}
+
+async fn post(port: u16, path: &str, body: &str) -> u16 {
+    let (path, body) = (path.to_owned(), body.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let token = mint_server_token(&format!("http://127.0.0.1:{port}{}", path.split('?').next().unwrap()), Duration::from_secs(60), KEY);
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response.split(' ').nth(1).unwrap().parse().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn invocation(argument: &str) -> Vec<u8> {
+    format!("{{\"type\":1,\"target\":\"m\",\"arguments\":[\"{argument}\"]}}\u{1e}").into_bytes()
+}
+
+/// Reads the next data frame, skipping pings; frames may hold several messages, so split them.
+async fn next_messages(ws: &mut support::WsClient, pending: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    if pending.is_empty() {
+        let data = ws.next_data().await;
+        for record in data.split_inclusive(|b| *b == 0x1e) {
+            pending.push(record.to_vec());
+        }
+    }
+    pending.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_calls_on_any_node_reach_clients_on_every_node_exactly_once() {
+    let mut cluster = Cluster::new(5, 3);
+    tokio::task::block_in_place(|| cluster.start_all());
+    let mut clients = Vec::new();
+    for id in 1..=5u64 {
+        let (ws, connection) = connect_client(cluster.http(id), &format!("u{id}")).await;
+        clients.push((ws, connection, Vec::new()));
+    }
+
+    // Broadcast through node 2, then a marker: each client sees the broadcast once, then the marker.
+    assert_eq!(post(cluster.http(2), "/api/v1/hubs/chat", r#"{"target":"m","arguments":["all"]}"#).await, 202);
+    assert_eq!(post(cluster.http(4), "/api/v1/hubs/chat", r#"{"target":"m","arguments":["marker"]}"#).await, 202);
+    for (ws, _, pending) in &mut clients {
+        assert_eq!(next_messages(ws, pending).await, invocation("all"));
+        assert_eq!(next_messages(ws, pending).await, invocation("marker"));
+    }
+
+    // A user on node 5, reached through node 1.
+    assert_eq!(
+        post(cluster.http(1), "/api/v1/hubs/chat/users/u5", r#"{"target":"m","arguments":["to-u5"]}"#).await,
+        202
+    );
+    // Node 4's connection joins a group through node 3 (routed to its owner); a group send
+    // through node 5 reaches it.
+    let c4 = clients[3].1.clone();
+    let (code, _) = tokio::task::block_in_place(|| {
+        rest(cluster.http(3), "PUT", &format!("/api/v1/hubs/chat/groups/g/connections/{c4}"))
+    });
+    assert_eq!(code, 200);
+    assert_eq!(
+        post(cluster.http(5), "/api/v1/hubs/chat/groups/g", r#"{"target":"m","arguments":["to-g"]}"#).await,
+        202
+    );
+    // A connection on node 3 reached through node 1.
+    let c3 = clients[2].1.clone();
+    assert_eq!(
+        post(
+            cluster.http(1),
+            &format!("/api/v1/hubs/chat/connections/{c3}"),
+            r#"{"target":"m","arguments":["to-c3"]}"#
+        )
+        .await,
+        202
+    );
+    assert_eq!(post(cluster.http(2), "/api/v1/hubs/chat", r#"{"target":"m","arguments":["end"]}"#).await, 202);
+    let expected: [&[&str]; 5] = [&["end"], &["end"], &["to-c3", "end"], &["to-g", "end"], &["to-u5", "end"]];
+    for ((ws, _, pending), want) in clients.iter_mut().zip(expected) {
+        for argument in want {
+            assert_eq!(
+                String::from_utf8(next_messages(ws, pending).await).unwrap(),
+                String::from_utf8(invocation(argument)).unwrap()
+            );
+        }
+    }
+
+    // G4: sequential sends to one connection through alternating entry nodes arrive in order.
+    let c5 = clients[4].1.clone();
+    for i in 0..300 {
+        let entry = if i % 2 == 0 { 1 } else { 2 };
+        let body = format!(r#"{{"target":"m","arguments":["{i}"]}}"#);
+        assert_eq!(post(cluster.http(entry), &format!("/api/v1/hubs/chat/connections/{c5}"), &body).await, 202);
+    }
+    let (ws, _, pending) = &mut clients[4];
+    for i in 0..300 {
+        assert_eq!(next_messages(ws, pending).await, invocation(&i.to_string()), "message {i} in order");
+    }
+}

@@ -96,24 +96,7 @@ impl TestNode {
 
     /// Opens a WebSocket to `/client/?{query}`; returns the client or the refusal status.
     pub async fn websocket(&self, query: &str) -> Result<WsClient, u16> {
-        let mut stream = TcpStream::connect(self.addr).await.unwrap();
-        let request = format!(
-            "GET /client/?{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            self.addr
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            if stream.read(&mut byte).await.unwrap() == 0 {
-                break;
-            }
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
-        let status: u16 = head.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
-        if status == 101 { Ok(WsClient { stream, buffer: Vec::new() }) } else { Err(status) }
+        websocket_at(self.addr, query).await
     }
 
     pub async fn connect_json(&self, hub: &str, user: Option<&str>) -> WsClient {
@@ -123,6 +106,28 @@ impl TestNode {
         assert_eq!(ws.next_message().await, Frame::Data(b"{}\x1e".to_vec()));
         ws
     }
+}
+
+/// Opens a WebSocket to `/client/?{query}` on `addr`; returns the client or the refusal status.
+pub async fn websocket_at(addr: std::net::SocketAddr, query: &str) -> Result<WsClient, u16> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /client/?{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        if stream.read(&mut byte).await.unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status: u16 = head.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+    if status == 101 { Ok(WsClient { stream, buffer: Vec::new() }) } else { Err(status) }
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -1,0 +1,78 @@
+//! Where REST sends and connection calls go: [`LocalDispatch`] applies them to this node's hub;
+//! a cluster implements [`Dispatch`] with fan-out to the nodes that hold the targets.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use switchboard_hub::{CloseRequest, Frames, Registry};
+
+/// The targets of a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendTarget {
+    All,
+    User(String),
+    Group(String),
+    Connection(String),
+}
+
+/// A connection-scoped call, answered by the connection's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionAction {
+    Exists,
+    AddToGroup(String),
+    RemoveFromGroup(String),
+    RemoveFromAllGroups,
+    Close { reason: Option<String> },
+}
+
+/// The result of a dispatch: an error text when some node could not be reached.
+pub type DispatchFuture<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send>>;
+
+/// Delivery and connection calls, wherever the targets live.
+pub trait Dispatch: Send + Sync {
+    /// Resolves once every node that may hold a target has enqueued the message (G4).
+    fn send(&self, hub: &str, target: SendTarget, excluded: Vec<String>, frames: Frames) -> DispatchFuture<()>;
+    /// Runs `action` on the connection's owner; `true` when the connection exists there.
+    fn connection(&self, hub: &str, connection_id: &str, action: ConnectionAction) -> DispatchFuture<bool>;
+}
+
+/// Everything on this node (the embedded single node).
+pub struct LocalDispatch {
+    pub registry: Arc<Registry>,
+}
+
+impl Dispatch for LocalDispatch {
+    fn send(&self, hub: &str, target: SendTarget, excluded: Vec<String>, frames: Frames) -> DispatchFuture<()> {
+        if let Some(hub) = self.registry.get(hub) {
+            match &target {
+                SendTarget::All => _ = hub.broadcast(&frames, &excluded),
+                SendTarget::User(user) => _ = hub.send_to_user(user, &frames),
+                SendTarget::Group(group) => _ = hub.send_to_group(group, &frames, &excluded),
+                SendTarget::Connection(id) => _ = hub.send_to_connection(id, &frames),
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn connection(&self, hub: &str, connection_id: &str, action: ConnectionAction) -> DispatchFuture<bool> {
+        let found = match self.registry.get(hub) {
+            None => false,
+            Some(hub) => match action {
+                ConnectionAction::Exists => hub.connection(connection_id).is_some(),
+                ConnectionAction::AddToGroup(group) => hub.add_to_group(connection_id, &group),
+                ConnectionAction::RemoveFromGroup(group) => {
+                    hub.remove_from_group(connection_id, &group);
+                    true
+                }
+                ConnectionAction::RemoveFromAllGroups => {
+                    hub.remove_from_all_groups(connection_id);
+                    true
+                }
+                ConnectionAction::Close { reason } => {
+                    hub.close_connection(connection_id, CloseRequest { error: reason, allow_reconnect: false })
+                }
+            },
+        };
+        Box::pin(std::future::ready(Ok(found)))
+    }
+}

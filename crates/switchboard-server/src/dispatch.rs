@@ -1,0 +1,60 @@
+//! Sends and connection calls in a cluster: each message is serialized once per protocol here
+//! and handed to every live edge node (this one included) over the fan-out streams; a REST
+//! 202 waits for every node's acknowledgement (G4). Connection calls go to the owner encoded in
+//! the connection id.
+//!
+//! Routing by interest (only nodes holding the user or group) is not used yet: user and group
+//! sends go to every live edge node, which is correct and costs a message per node.
+
+use crate::control::ControlPlane;
+use switchboard_api::{ConnectionAction, Dispatch, DispatchFuture, SendTarget};
+use switchboard_fanout::{Action, ConnectionRequest, FanoutClient, Router, Target, encode_delivery};
+use switchboard_hub::Frames;
+
+pub struct ClusterDispatch {
+    pub fanout: FanoutClient,
+    pub control: ControlPlane,
+}
+
+impl Dispatch for ClusterDispatch {
+    fn send(&self, hub: &str, target: SendTarget, excluded: Vec<String>, frames: Frames) -> DispatchFuture<()> {
+        let target = match target {
+            SendTarget::All => Target::All(Default::default()),
+            SendTarget::User(user) => Target::User(user),
+            SendTarget::Group(group) => Target::Group(group),
+            SendTarget::Connection(id) => Target::ConnectionId(id),
+        };
+        let nodes = self.control.edge_nodes();
+        let delivery = encode_delivery(hub, target.clone(), excluded, &frames);
+        let fanout = self.fanout.clone();
+        Box::pin(async move {
+            let routed: Vec<(u64, &str)> = Router::route(&target, &nodes);
+            fanout.deliver_all(&routed, delivery).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn connection(&self, hub: &str, connection_id: &str, action: ConnectionAction) -> DispatchFuture<bool> {
+        let nodes = self.control.edge_nodes();
+        let Some((owner, address)) = Router::owner(connection_id, &nodes).map(|(n, a)| (n, a.to_owned())) else {
+            return Box::pin(std::future::ready(Ok(false)));
+        };
+        let action = match action {
+            ConnectionAction::Exists => Action::Exists(Default::default()),
+            ConnectionAction::AddToGroup(group) => Action::AddToGroup(switchboard_fanout::GroupChange { group }),
+            ConnectionAction::RemoveFromGroup(group) => {
+                Action::RemoveFromGroup(switchboard_fanout::GroupChange { group })
+            }
+            ConnectionAction::RemoveFromAllGroups => Action::RemoveFromAllGroups(Default::default()),
+            ConnectionAction::Close { reason } => {
+                Action::Close(switchboard_fanout::Close { reason: reason.unwrap_or_default() })
+            }
+        };
+        let request =
+            ConnectionRequest { hub: hub.to_owned(), connection_id: connection_id.to_owned(), action: Some(action) };
+        let fanout = self.fanout.clone();
+        Box::pin(async move {
+            let reply = fanout.connection_call(owner, &address, request).await.map_err(|e| e.to_string())?;
+            Ok(reply.found)
+        })
+    }
+}
