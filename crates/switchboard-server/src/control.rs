@@ -281,16 +281,20 @@ impl ControlPlane {
         if self.secret.is_none() {
             return;
         }
-        let members: Vec<(NodeId, String)> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| **id != self.id)
-            .map(|(id, node)| (*id, node.addr.clone()))
-            .collect();
+        // Nodes whose lease expired are dead to routing already; waiting on them would stall
+        // every membership write behind a partitioned node.
+        let members: Vec<(NodeId, String)> = {
+            let (now, state) = (now_ms(), self.state.read());
+            let metrics = self.raft.metrics().borrow().clone();
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .filter(|(id, _)| state.nodes().get(*id).is_none_or(|info| info.lease_until > now))
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect()
+        };
         let mut waits = tokio::task::JoinSet::new();
         for (id, addr) in members {
             let plane = self.clone();
