@@ -32,6 +32,9 @@ pub type DispatchFuture<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Se
 pub trait Dispatch: Send + Sync {
     /// Resolves once every node that may hold a target has enqueued the message (G4).
     fn send(&self, hub: &str, target: SendTarget, excluded: Vec<String>, frames: Frames) -> DispatchFuture<()>;
+    /// Closes the targets wherever they are (`:closeConnections`), `reason` as the Close error.
+    fn close(&self, hub: &str, target: SendTarget, excluded: Vec<String>, reason: Option<String>)
+    -> DispatchFuture<()>;
     /// Runs `action` on the connection's owner; `true` when the connection exists there.
     fn connection(&self, hub: &str, connection_id: &str, action: ConnectionAction) -> DispatchFuture<bool>;
 }
@@ -49,6 +52,25 @@ impl Dispatch for LocalDispatch {
                 SendTarget::User(user) => _ = hub.send_to_user(user, &frames),
                 SendTarget::Group(group) => _ = hub.send_to_group(group, &frames, &excluded),
                 SendTarget::Connection(id) => _ = hub.send_to_connection(id, &frames),
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn close(
+        &self,
+        hub: &str,
+        target: SendTarget,
+        excluded: Vec<String>,
+        reason: Option<String>,
+    ) -> DispatchFuture<()> {
+        if let Some(hub) = self.registry.get(hub) {
+            let request = CloseRequest { error: reason, allow_reconnect: false };
+            match target {
+                SendTarget::All => hub.close_all(&excluded, &request),
+                SendTarget::User(user) => hub.close_user(&user, &excluded, &request),
+                SendTarget::Group(group) => hub.close_group(&group, &excluded, &request),
+                SendTarget::Connection(id) => _ = hub.close_connection(&id, request),
             }
         }
         Box::pin(std::future::ready(Ok(())))

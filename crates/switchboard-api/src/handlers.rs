@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use std::sync::Arc;
-use switchboard_hub::{CloseRequest, Hub, unix_now};
+use switchboard_hub::{Hub, unix_now};
 
 /// Query parameters the data plane reads.
 struct Query {
@@ -58,7 +58,6 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
     let body = read_body(&parts.headers, body).await?;
     let hub = state.registry.get(&route.hub);
     let family = route.family;
-    let close_request = || CloseRequest { error: query.reason.clone(), allow_reconnect: false };
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let status = match route.target.clone() {
         Target::Health => StatusCode::OK,
@@ -73,22 +72,14 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
             state.dispatch.send(&route.hub, target, query.excluded.clone(), frames).await.map_err(undelivered)?;
             StatusCode::ACCEPTED
         }
-        Target::CloseAll => {
-            if let Some(hub) = hub {
-                hub.close_all(&query.excluded, &close_request());
-            }
-            StatusCode::NO_CONTENT
-        }
-        Target::CloseUser(user) => {
-            if let Some(hub) = hub {
-                hub.close_user(&user, &query.excluded, &close_request());
-            }
-            StatusCode::NO_CONTENT
-        }
-        Target::CloseGroup(group) => {
-            if let Some(hub) = hub {
-                hub.close_group(&group, &query.excluded, &close_request());
-            }
+        Target::CloseAll | Target::CloseUser(_) | Target::CloseGroup(_) => {
+            let target = match route.target.clone() {
+                Target::CloseUser(user) => SendTarget::User(user),
+                Target::CloseGroup(group) => SendTarget::Group(group),
+                _ => SendTarget::All,
+            };
+            let (excluded, reason) = (query.excluded.clone(), query.reason.clone());
+            state.dispatch.close(&route.hub, target, excluded, reason).await.map_err(undelivered)?;
             StatusCode::NO_CONTENT
         }
         Target::CloseConnection(connection) => {
@@ -152,7 +143,11 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
 /// A node holding targets could not be reached: the message may be partly delivered, so the
 /// answer is a 500 (which the Azure SDK does not retry for sends).
 fn undelivered(error: String) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Error.Service.Delivery", format!("not delivered everywhere: {error}"))
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Error.Service.Delivery",
+        format!("not delivered everywhere: {error}"),
+    )
 }
 
 /// A membership store that could not commit (no quorum, shutting down): retryable.

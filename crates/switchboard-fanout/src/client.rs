@@ -98,6 +98,19 @@ pub fn encode_delivery(hub: &str, target: Target, excluded: Vec<String>, frames:
         excluded,
         json: frames.get(Protocol::Json).cloned().unwrap_or_default(),
         messagepack: frames.get(Protocol::MessagePack).cloned().unwrap_or_default(),
+        ..Delivery::default()
+    }
+}
+
+/// A delivery that closes the targets instead of sending to them.
+pub fn encode_close(hub: &str, target: Target, excluded: Vec<String>, reason: Option<String>) -> Delivery {
+    Delivery {
+        hub: hub.to_owned(),
+        target: Some(target),
+        excluded,
+        close: true,
+        close_reason: reason.unwrap_or_default(),
+        ..Delivery::default()
     }
 }
 

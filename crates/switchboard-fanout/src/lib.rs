@@ -78,7 +78,7 @@ mod error;
 mod router;
 mod service;
 
-pub use client::{FanoutClient, FanoutConfig, FanoutStats, MAX_DELIVERY_BYTES, encode_delivery};
+pub use client::{FanoutClient, FanoutConfig, FanoutStats, MAX_DELIVERY_BYTES, encode_close, encode_delivery};
 pub use error::FanoutError;
 pub use router::Router;
 pub use service::{FanoutService, apply_connection_request, apply_delivery, fanout_server};

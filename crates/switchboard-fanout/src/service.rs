@@ -165,6 +165,17 @@ pub(crate) fn check_delivery(delivery: &Delivery) -> Result<(), &'static str> {
 pub fn apply_delivery(registry: &Registry, delivery: &Delivery) -> u64 {
     let Some(target) = &delivery.target else { return 0 };
     let Some(hub) = registry.get(&delivery.hub) else { return 0 };
+    if delivery.close {
+        let reason = (!delivery.close_reason.is_empty()).then(|| delivery.close_reason.clone());
+        let request = CloseRequest { error: reason, allow_reconnect: false };
+        match target {
+            Target::All(_) => hub.close_all(&delivery.excluded, &request),
+            Target::User(user) => hub.close_user(user, &delivery.excluded, &request),
+            Target::Group(group) => hub.close_group(group, &delivery.excluded, &request),
+            Target::ConnectionId(id) => _ = hub.close_connection(id, request),
+        }
+        return 0;
+    }
     let frames = Frames::prebuilt(non_empty(&delivery.json), non_empty(&delivery.messagepack));
     match target {
         Target::All(_) => hub.broadcast(&frames, &delivery.excluded),

@@ -8,7 +8,7 @@
 
 use crate::control::ControlPlane;
 use switchboard_api::{ConnectionAction, Dispatch, DispatchFuture, SendTarget};
-use switchboard_fanout::{Action, ConnectionRequest, FanoutClient, Router, Target, encode_delivery};
+use switchboard_fanout::{Action, ConnectionRequest, FanoutClient, Router, Target, encode_close, encode_delivery};
 use switchboard_hub::Frames;
 
 pub struct ClusterDispatch {
@@ -16,21 +16,44 @@ pub struct ClusterDispatch {
     pub control: ControlPlane,
 }
 
-impl Dispatch for ClusterDispatch {
-    fn send(&self, hub: &str, target: SendTarget, excluded: Vec<String>, frames: Frames) -> DispatchFuture<()> {
-        let target = match target {
-            SendTarget::All => Target::All(Default::default()),
-            SendTarget::User(user) => Target::User(user),
-            SendTarget::Group(group) => Target::Group(group),
-            SendTarget::Connection(id) => Target::ConnectionId(id),
-        };
+fn fanout_target(target: SendTarget) -> Target {
+    match target {
+        SendTarget::All => Target::All(Default::default()),
+        SendTarget::User(user) => Target::User(user),
+        SendTarget::Group(group) => Target::Group(group),
+        SendTarget::Connection(id) => Target::ConnectionId(id),
+    }
+}
+
+impl ClusterDispatch {
+    /// Hands `delivery` to every live edge node that may hold its targets.
+    fn deliver(&self, target: Target, delivery: switchboard_fanout::Delivery) -> DispatchFuture<()> {
         let nodes = self.control.edge_nodes();
-        let delivery = encode_delivery(hub, target.clone(), excluded, &frames);
         let fanout = self.fanout.clone();
         Box::pin(async move {
             let routed: Vec<(u64, &str)> = Router::route(&target, &nodes);
             fanout.deliver_all(&routed, delivery).await.map_err(|e| e.to_string())
         })
+    }
+}
+
+impl Dispatch for ClusterDispatch {
+    fn send(&self, hub: &str, target: SendTarget, excluded: Vec<String>, frames: Frames) -> DispatchFuture<()> {
+        let target = fanout_target(target);
+        let delivery = encode_delivery(hub, target.clone(), excluded, &frames);
+        self.deliver(target, delivery)
+    }
+
+    fn close(
+        &self,
+        hub: &str,
+        target: SendTarget,
+        excluded: Vec<String>,
+        reason: Option<String>,
+    ) -> DispatchFuture<()> {
+        let target = fanout_target(target);
+        let delivery = encode_close(hub, target.clone(), excluded, reason);
+        self.deliver(target, delivery)
     }
 
     fn connection(&self, hub: &str, connection_id: &str, action: ConnectionAction) -> DispatchFuture<bool> {

@@ -368,4 +368,10 @@ async fn rest_calls_on_any_node_reach_clients_on_every_node_exactly_once() {
     for i in 0..300 {
         assert_eq!(next_messages(ws, pending).await, invocation(&i.to_string()), "message {i} in order");
     }
+
+    // `:closeConnections` for a user on node 5, asked on node 1, with a reason.
+    let path = "/api/hubs/chat/users/u5/:closeConnections?api-version=2022-06-01&reason=maintenance";
+    assert_eq!(post(cluster.http(1), path, "").await, 204);
+    let close = String::from_utf8(next_messages(ws, pending).await).unwrap();
+    assert!(close.starts_with("{\"type\":7,\"error\":\"maintenance\""), "{close}");
 }
