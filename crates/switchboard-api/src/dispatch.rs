@@ -35,6 +35,8 @@ pub trait Dispatch: Send + Sync {
     /// Closes the targets wherever they are (`:closeConnections`), `reason` as the Close error.
     fn close(&self, hub: &str, target: SendTarget, excluded: Vec<String>, reason: Option<String>)
     -> DispatchFuture<()>;
+    /// Whether a user (or group, by `SendTarget::User`/`Group`) has a live connection anywhere.
+    fn exists(&self, hub: &str, target: SendTarget) -> DispatchFuture<bool>;
     /// Runs `action` on the connection's owner; `true` when the connection exists there.
     fn connection(&self, hub: &str, connection_id: &str, action: ConnectionAction) -> DispatchFuture<bool>;
 }
@@ -74,6 +76,16 @@ impl Dispatch for LocalDispatch {
             }
         }
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn exists(&self, hub: &str, target: SendTarget) -> DispatchFuture<bool> {
+        let found = self.registry.get(hub).is_some_and(|hub| match &target {
+            SendTarget::User(user) => hub.user_exists(user),
+            SendTarget::Group(group) => hub.group_exists(group),
+            SendTarget::All => hub.connection_count() > 0,
+            SendTarget::Connection(id) => hub.connection(id).is_some(),
+        });
+        Box::pin(std::future::ready(Ok(found)))
     }
 
     fn connection(&self, hub: &str, connection_id: &str, action: ConnectionAction) -> DispatchFuture<bool> {

@@ -91,8 +91,14 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
             let found = state.dispatch.connection(&route.hub, &connection, ConnectionAction::Exists).await;
             exists(found.map_err(undelivered)?, "Warning.Connection.NotExisted")?
         }
-        Target::UserExists(user) => exists(hub.is_some_and(|h| h.user_exists(&user)), "Warning.User.NotExisted")?,
-        Target::GroupExists(group) => exists(hub.is_some_and(|h| h.group_exists(&group)), "Warning.Group.NotExisted")?,
+        Target::UserExists(user) => {
+            let found = state.dispatch.exists(&route.hub, SendTarget::User(user)).await.map_err(undelivered)?;
+            exists(found, "Warning.User.NotExisted")?
+        }
+        Target::GroupExists(group) => {
+            let found = state.dispatch.exists(&route.hub, SendTarget::Group(group)).await.map_err(undelivered)?;
+            exists(found, "Warning.Group.NotExisted")?
+        }
         Target::UserInGroup { user, group } => {
             let persistent = state.registry.user_groups().is_member(&route.hub, &user, &group, unix_now());
             let member = persistent || hub.is_some_and(|h| h.user_in_group(&user, &group));

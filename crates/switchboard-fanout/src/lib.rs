@@ -84,6 +84,6 @@ pub use router::Router;
 pub use service::{FanoutService, apply_connection_request, apply_delivery, fanout_server};
 pub use switchboard_proto::fanout::v1::delivery::Target;
 pub use switchboard_proto::fanout::v1::{
-    Broadcast, Close, ConnectionReply, ConnectionRequest, Delivery, Exists, GroupChange, RemoveFromAllGroups,
-    connection_request::Action,
+    Broadcast, Close, ConnectionReply, ConnectionRequest, Delivery, Exists, GroupChange, GroupExists,
+    RemoveFromAllGroups, UserExists, connection_request::Action,
 };

@@ -219,6 +219,8 @@ pub fn apply_connection_request(registry: &Registry, request: &ConnectionRequest
             let error = (!close.reason.is_empty()).then(|| close.reason.clone());
             hub.close_connection(id, CloseRequest { error, allow_reconnect: false })
         }
+        Action::UserExists(question) => hub.user_exists(&question.user),
+        Action::GroupExists(question) => hub.group_exists(&question.group),
     };
     Ok(ConnectionReply { found })
 }

@@ -314,8 +314,15 @@ impl ControlPlane {
         while waits.join_next().await.is_some() {}
     }
 
-    /// Stops raft (the log is already durable).
+    /// Stops raft (the log is already durable). A cluster node first leaves the routing table,
+    /// so other nodes stop sending to it at once instead of when its lease runs out.
     pub async fn shutdown(&self) {
+        if self.secret.is_some() {
+            let leave = self.write(Command::RemoveNode { node: self.id });
+            if tokio::time::timeout(Duration::from_secs(3), leave).await.is_err() {
+                tracing::warn!("could not leave the routing table before stopping");
+            }
+        }
         let _ = self.raft.shutdown().await;
     }
 

@@ -56,6 +56,35 @@ impl Dispatch for ClusterDispatch {
         self.deliver(target, delivery)
     }
 
+    fn exists(&self, hub: &str, target: SendTarget) -> DispatchFuture<bool> {
+        let action = match target {
+            SendTarget::User(user) => Action::UserExists(switchboard_fanout::UserExists { user }),
+            SendTarget::Group(group) => Action::GroupExists(switchboard_fanout::GroupExists { group }),
+            SendTarget::Connection(id) => return self.connection(hub, &id, ConnectionAction::Exists),
+            SendTarget::All => return Box::pin(std::future::ready(Ok(!self.control.edge_nodes().is_empty()))),
+        };
+        let request = ConnectionRequest { hub: hub.to_owned(), connection_id: String::new(), action: Some(action) };
+        let nodes = self.control.edge_nodes();
+        let fanout = self.fanout.clone();
+        Box::pin(async move {
+            let mut asks = tokio::task::JoinSet::new();
+            for (node, address) in nodes {
+                let (fanout, request) = (fanout.clone(), request.clone());
+                asks.spawn(async move { fanout.connection_call(node, &address, request).await });
+            }
+            let mut failure = None;
+            while let Some(answer) = asks.join_next().await {
+                match answer {
+                    Ok(Ok(reply)) if reply.found => return Ok(true),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => failure = Some(error.to_string()),
+                    Err(error) => failure = Some(error.to_string()),
+                }
+            }
+            failure.map_or(Ok(false), Err)
+        })
+    }
+
     fn connection(&self, hub: &str, connection_id: &str, action: ConnectionAction) -> DispatchFuture<bool> {
         let nodes = self.control.edge_nodes();
         let Some((owner, address)) = Router::owner(connection_id, &nodes).map(|(n, a)| (n, a.to_owned())) else {

@@ -369,6 +369,13 @@ async fn rest_calls_on_any_node_reach_clients_on_every_node_exactly_once() {
         assert_eq!(next_messages(ws, pending).await, invocation(&i.to_string()), "message {i} in order");
     }
 
+    // Existence of users and groups is answered for the whole cluster.
+    tokio::task::block_in_place(|| {
+        assert_eq!(rest(cluster.http(1), "HEAD", "/api/hubs/chat/users/u5?api-version=2022-06-01").0, 200);
+        assert_eq!(rest(cluster.http(2), "HEAD", "/api/hubs/chat/groups/g?api-version=2022-06-01").0, 200);
+        assert_eq!(rest(cluster.http(3), "HEAD", "/api/hubs/chat/users/nobody?api-version=2022-06-01").0, 404);
+    });
+
     // `:closeConnections` for a user on node 5, asked on node 1, with a reason.
     let path = "/api/hubs/chat/users/u5/:closeConnections?api-version=2022-06-01&reason=maintenance";
     assert_eq!(post(cluster.http(1), path, "").await, 204);
