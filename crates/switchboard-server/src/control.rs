@@ -43,9 +43,50 @@ pub struct ControlPlane {
     state: SharedState,
     /// Inter-node credentials; `None` on the embedded single node.
     secret: Option<ClusterSecret>,
+    /// Admin channels to other nodes, by address (connected lazily, reconnecting by themselves).
+    channels: Arc<parking_lot::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>>,
+    /// Commands waiting to be proposed; the batcher turns what queued up into one proposal.
+    proposals: tokio::sync::mpsc::Sender<Proposal>,
 }
 
+/// A command and who waits for its answer.
+type Proposal = (Command, tokio::sync::oneshot::Sender<Result<(), String>>);
+
+/// Most commands in one raft entry.
+const MAX_BATCH: usize = 512;
+
 impl ControlPlane {
+    /// Builds the handle and starts its proposal batcher.
+    fn assemble(id: NodeId, raft: Raft, state: SharedState, secret: Option<ClusterSecret>) -> ControlPlane {
+        let (proposals, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
+        let plane = ControlPlane { id, raft, state, secret, channels: Arc::default(), proposals };
+        tokio::spawn(plane.clone().batch_proposals(queue));
+        plane
+    }
+
+    /// Proposes whatever queued up as one raft entry (a `Command::Batch`), so concurrent
+    /// membership calls share one log append and one apply barrier.
+    async fn batch_proposals(self, mut queue: tokio::sync::mpsc::Receiver<Proposal>) {
+        let mut batch = Vec::new();
+        while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let (commands, waiters): (Vec<Command>, Vec<_>) = batch.drain(..).unzip();
+            let result = self.propose(Command::batch(commands)).await;
+            let plane = self.clone();
+            tokio::spawn(async move {
+                let result = match result {
+                    Ok(index) => {
+                        plane.apply_barrier(index).await;
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                };
+                for waiter in waiters {
+                    let _ = waiter.send(result.clone());
+                }
+            });
+        }
+    }
+
     /// Opens (or creates) the raft data under `data_dir` and waits until this node leads.
     pub async fn start_single(data_dir: &Path, advertise: &str) -> anyhow::Result<ControlPlane> {
         let config = Config {
@@ -70,7 +111,7 @@ impl ControlPlane {
             .metrics(|m| m.current_leader == Some(NODE_ID), "the node leads its raft group")
             .await
             .context("raft elected no leader")?;
-        Ok(ControlPlane { id: NODE_ID, raft, state, secret: None })
+        Ok(ControlPlane::assemble(NODE_ID, raft, state, None))
     }
 
     /// Opens the raft store and state of a cluster node (no network yet: see [`Self::join_cluster`]).
@@ -97,7 +138,7 @@ impl ControlPlane {
         let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
             .await
             .context("raft did not start")?;
-        Ok(ControlPlane { id: node_id, raft, state, secret: Some(secret) })
+        Ok(ControlPlane::assemble(node_id, raft, state, Some(secret)))
     }
 
     /// Serves raft, admin and fan-out on the gRPC address, then initializes the initial voters
@@ -206,13 +247,21 @@ impl ControlPlane {
         String,
     > {
         let secret = self.secret.as_ref().ok_or("not in a cluster")?;
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(BARRIER_TIMEOUT)
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
+        let channel = {
+            let mut channels = self.channels.lock();
+            match channels.get(address) {
+                Some(channel) => channel.clone(),
+                None => {
+                    let channel = Endpoint::from_shared(format!("http://{address}"))
+                        .map_err(|e| e.to_string())?
+                        .connect_timeout(Duration::from_secs(2))
+                        .timeout(BARRIER_TIMEOUT)
+                        .connect_lazy();
+                    channels.insert(address.to_owned(), channel.clone());
+                    channel
+                }
+            }
+        };
         Ok(AdminClient::with_interceptor(channel, secret.client()))
     }
 
@@ -241,11 +290,23 @@ impl ControlPlane {
     /// Proposes a command (forwarded to the leader from a follower) and, in a cluster, waits
     /// until every member node has applied it.
     pub async fn write(&self, command: Command) -> Result<(), String> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.proposals.send((command, answer)).await.map_err(|_| "the control plane stopped".to_owned())?;
+        answered.await.map_err(|_| "the control plane stopped".to_owned())?
+    }
+
+    /// Proposes one raft entry here or, from a follower, on the leader; returns its index.
+    async fn propose(&self, command: Command) -> Result<u64, String> {
         // A node that just joined may know who leads before it knows where: retry briefly.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let index = loop {
             match self.raft.client_write(command.clone()).await {
-                Ok(written) => break written.log_id.index,
+                Ok(written) => {
+                    // Followers learn the new commit index now rather than at the next heartbeat,
+                    // which keeps the apply barrier short.
+                    let _ = self.raft.trigger().heartbeat().await;
+                    break written.log_id.index;
+                }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                     let forwarded = match forward.leader_node {
                         Some(leader) => self.propose_on(&leader.addr, &command).await,
@@ -261,8 +322,7 @@ impl ControlPlane {
                 Err(error) => return Err(error.to_string()),
             }
         };
-        self.apply_barrier(index).await;
-        Ok(())
+        Ok(index)
     }
 
     /// Proposes `command` on the leader at `address`; returns its log index.

@@ -139,6 +139,8 @@ impl Admin for AdminService {
         let command: crate::Command = rmp_serde::from_slice(&request.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
         let written = self.raft.client_write(command).await.map_err(write_error)?;
+        // Followers learn the commit now, not at the next heartbeat (the caller waits for them).
+        let _ = self.raft.trigger().heartbeat().await;
         Ok(Response::new(ProposeReply { log_index: written.log_id.index }))
     }
 
