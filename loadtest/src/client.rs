@@ -178,7 +178,10 @@ async fn open(target: &Target, source: IpAddr) -> anyhow::Result<Connection> {
             let mut first = Wire::connect(target.addr, source).await?;
             let sse = target.transport == Transport::Sse;
             let accept = if sse { "Accept: text/event-stream\r\n" } else { "" };
-            let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{accept}Authorization: Bearer {}\r\n\r\n", target.addr, target.token);
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\n{accept}Authorization: Bearer {}\r\n\r\n",
+                target.addr, target.token
+            );
             first.stream.write_all(request.as_bytes()).await?;
             let (status, headers) = first.read_head().await?;
             if status != 200 {
@@ -219,7 +222,9 @@ impl Connection {
     async fn ping(&mut self, target: &Target) -> anyhow::Result<()> {
         match self {
             Connection::WebSocket(wire) => wire.send_ws(ping_message(target.protocol)).await,
-            Connection::ServerSentEvents { sender, path, .. } => sender.post(target, path, ping_message(target.protocol)).await,
+            Connection::ServerSentEvents { sender, path, .. } => {
+                sender.post(target, path, ping_message(target.protocol)).await
+            }
             // Long Polling needs no pings: each poll shows the client is alive.
             Connection::LongPolling { .. } => Ok(()),
         }
@@ -231,7 +236,10 @@ impl Connection {
             Connection::WebSocket(wire) => wire.read_ws().await,
             Connection::ServerSentEvents { events, .. } => events.read_sse_event().await,
             Connection::LongPolling { polls, path, .. } => {
-                let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n", target.addr, target.token);
+                let request = format!(
+                    "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+                    target.addr, target.token
+                );
                 polls.stream.write_all(request.as_bytes()).await?;
                 let (status, headers) = polls.read_head().await?;
                 if status != 200 {

@@ -129,13 +129,19 @@ fn connection_report(common: &Common, run: &Run) -> Value {
 
 pub(crate) async fn connect(common: Common) -> anyhow::Result<Value> {
     let run = open_connections(&common).await?;
-    tokio::time::sleep(Duration::from_secs(common.hold).min(run.deadline.saturating_duration_since(Instant::now()))).await;
+    tokio::time::sleep(Duration::from_secs(common.hold).min(run.deadline.saturating_duration_since(Instant::now())))
+        .await;
     let report = connection_report(&common, &run);
     let _ = run.stop.send(true);
     Ok(json!({"scenario": "connect", "result": report}))
 }
 
-pub(crate) async fn broadcast(common: Common, messages: u64, message_rate: u64, payload: usize) -> anyhow::Result<Value> {
+pub(crate) async fn broadcast(
+    common: Common,
+    messages: u64,
+    message_rate: u64,
+    payload: usize,
+) -> anyhow::Result<Value> {
     let run = open_connections(&common).await?;
     let connected = Counters::get(&run.counters.connected);
     let path = format!("/api/v1/hubs/{}", common.hub);

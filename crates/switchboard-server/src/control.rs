@@ -89,22 +89,7 @@ impl ControlPlane {
 
     /// Opens (or creates) the raft data under `data_dir` and waits until this node leads.
     pub async fn start_single(data_dir: &Path, advertise: &str) -> anyhow::Result<ControlPlane> {
-        let config = Config {
-            cluster_name: "switchboard".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
-            ..Default::default()
-        }
-        .validate()
-        .context("invalid raft config")?;
-        let (log_store, state_machine) = open_store(data_dir.join("raft"))
-            .await
-            .with_context(|| format!("cannot open the raft data in {}", data_dir.display()))?;
-        let state = state_machine.state();
-        let raft = Raft::new(NODE_ID, Arc::new(config), NoPeers, log_store, state_machine)
-            .await
-            .context("raft did not start")?;
+        let (raft, state) = open_raft(data_dir, NODE_ID, NoPeers, 300).await?;
         // Already initialized on a restart: the error is expected then.
         let _ = raft.initialize(BTreeMap::from([(NODE_ID, BasicNode::new(advertise))])).await;
         raft.wait(Some(Duration::from_secs(10)))
@@ -121,23 +106,7 @@ impl ControlPlane {
         cluster: &ClusterSettings,
     ) -> anyhow::Result<ControlPlane> {
         let secret = ClusterSecret::new(&cluster.secret).map_err(|_| anyhow::anyhow!("invalid cluster secret"))?;
-        let config = Config {
-            cluster_name: "switchboard".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 400,
-            election_timeout_max: 800,
-            ..Default::default()
-        }
-        .validate()
-        .context("invalid raft config")?;
-        let (log_store, state_machine) = open_store(data_dir.join("raft"))
-            .await
-            .with_context(|| format!("cannot open the raft data in {}", data_dir.display()))?;
-        let state = state_machine.state();
-        let network = GrpcNetwork::new(node_id, &secret);
-        let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
-            .await
-            .context("raft did not start")?;
+        let (raft, state) = open_raft(data_dir, node_id, GrpcNetwork::new(node_id, &secret), 400).await?;
         Ok(ControlPlane::assemble(node_id, raft, state, Some(secret)))
     }
 
@@ -396,6 +365,30 @@ impl ControlPlane {
             }
         }
     }
+}
+
+/// Opens the raft log and state machine in `<data dir>/raft` and starts raft over `network`;
+/// elections time out after `election_ms` to twice that, heartbeats go every 100 ms.
+async fn open_raft<N>(data_dir: &Path, id: NodeId, network: N, election_ms: u64) -> anyhow::Result<(Raft, SharedState)>
+where
+    N: openraft::RaftNetworkFactory<switchboard_control::TypeConfig>,
+{
+    let config = Config {
+        cluster_name: "switchboard".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: election_ms,
+        election_timeout_max: 2 * election_ms,
+        ..Default::default()
+    }
+    .validate()
+    .context("invalid raft config")?;
+    let (log_store, state_machine) = open_store(data_dir.join("raft"))
+        .await
+        .with_context(|| format!("cannot open the raft data in {}", data_dir.display()))?;
+    let state = state_machine.state();
+    let raft =
+        Raft::new(id, Arc::new(config), network, log_store, state_machine).await.context("raft did not start")?;
+    Ok((raft, state))
 }
 
 fn now_ms() -> u64 {
