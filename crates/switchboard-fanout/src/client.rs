@@ -194,8 +194,9 @@ impl FanoutClient {
 
     /// Delivers `delivery` to every node of `nodes` (for example the output of
     /// [`Router::route`](crate::Router::route)) at once, and resolves when all have answered:
-    /// `Ok` when every node acknowledged, else the first error in the order of `nodes`. A failing
-    /// node does not hold back the others; each is bounded by [`FanoutConfig::timeout`].
+    /// `Ok` when every reachable node acknowledged (an unreachable node is skipped: it has no
+    /// live clients), else the first error in the order of `nodes`. A failing node does not hold
+    /// back the others; each is bounded by [`FanoutConfig::timeout`].
     pub async fn deliver_all(&self, nodes: &[(u64, &str)], delivery: Delivery) -> Outcome {
         check(&delivery)?;
         let deadline = Instant::now() + self.inner.config.timeout;
@@ -211,14 +212,23 @@ impl FanoutClient {
         if local {
             apply_delivery(&self.inner.registry, &delivery);
         }
+        // An unreachable node has no live clients (they lost their connections with it), so it
+        // does not fail the delivery: it is logged, and its lease expiry removes it from routing.
+        // A node that is there but does not acknowledge (timeout, refusal) does fail it.
         let mut first_error = None;
         for (node, waiter) in waiters {
             let outcome = match waiter {
                 Ok(waiter) => self.wait(node, waiter, deadline).await,
                 Err(error) => Err(error),
             };
-            if let Err(error) = outcome {
-                first_error.get_or_insert(error);
+            match outcome {
+                Ok(()) => {}
+                Err(FanoutError::Unreachable { node, reason }) => {
+                    tracing::warn!(node, %reason, "skipping an unreachable node");
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
             }
         }
         first_error.map_or(Ok(()), Err)

@@ -347,9 +347,13 @@ async fn a_dead_peer_is_unreachable_while_the_others_get_their_deliveries_and_a_
     nodes[1].stop().await;
     let route = Router::route(&Target::All(Broadcast {}), &live);
     let started = Instant::now();
-    let error = nodes[0].client.deliver_all(&route, delivery(Target::All(Broadcast {}), &[], 2)).await.unwrap_err();
-    assert!(started.elapsed() < config().timeout, "failed after {:?}", started.elapsed());
-    assert!(matches!(error, FanoutError::Unreachable { node: 2, .. }), "{error:?}");
+    // A dead node holds no live clients: the fan-out skips it and succeeds for the others.
+    nodes[0]
+        .client
+        .deliver_all(&route, delivery(Target::All(Broadcast {}), &[], 2))
+        .await
+        .expect("an unreachable node does not fail a fan-out");
+    assert!(started.elapsed() < config().timeout, "took {:?}", started.elapsed());
     assert_received(&all, &[&conns[0], &conns[2]], 2);
     // Still unreachable on the next send (no stale stream), still bounded.
     let error = nodes[0].client.deliver(2, &addr, delivery(Target::All(Broadcast {}), &[], 3)).await.unwrap_err();

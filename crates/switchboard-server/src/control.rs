@@ -30,8 +30,8 @@ use tonic::transport::server::TcpIncoming;
 const NODE_ID: u64 = 1;
 
 /// How long a lease lasts, and how often it is renewed.
-const LEASE: Duration = Duration::from_secs(10);
-const LEASE_RENEWAL: Duration = Duration::from_secs(3);
+const LEASE: Duration = Duration::from_secs(6);
+const LEASE_RENEWAL: Duration = Duration::from_secs(2);
 /// Bound on the apply barrier per node.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 

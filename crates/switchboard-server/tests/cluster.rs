@@ -382,3 +382,27 @@ async fn rest_calls_on_any_node_reach_clients_on_every_node_exactly_once() {
     let close = String::from_utf8(next_messages(ws, pending).await).unwrap();
     assert!(close.starts_with("{\"type\":7,\"error\":\"maintenance\""), "{close}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_an_edge_node_costs_only_its_own_clients_and_its_routes_are_purged() {
+    let mut cluster = Cluster::new(4, 3);
+    tokio::task::block_in_place(|| cluster.start_all());
+    let (mut survivor, _) = connect_client(cluster.http(2), "stays").await;
+    let (_doomed, _) = connect_client(cluster.http(4), "goes").await;
+    cluster.kill(4);
+
+    // Sends keep working at once: the dead node is skipped, the others still get them.
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat", r#"{"target":"m","arguments":["after"]}"#).await, 202);
+    let mut pending = Vec::new();
+    assert_eq!(next_messages(&mut survivor, &mut pending).await, invocation("after"));
+
+    // Its registration (and so its routes) is removed once its lease runs out.
+    let purged = tokio::task::block_in_place(|| {
+        wait_for("the dead node's routes are purged", Duration::from_secs(20), || {
+            let status = status(cluster.http(1));
+            status["nodes"].as_array().unwrap().iter().all(|n| n["id"] != 4 || n["lease_expires_at_ms"].is_null())
+        })
+    });
+    eprintln!("routes of the dead edge node purged {purged:?} after it was killed");
+    assert!(purged <= Duration::from_secs(10), "lease 6 s + one check period: {purged:?}");
+}
