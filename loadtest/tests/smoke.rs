@@ -1,0 +1,68 @@
+//! A short run of every scenario against a real node (in this process) on every transport;
+//! the report's counts must add up: every delivery expected is received, nothing is lost.
+
+use std::process::Command;
+use std::time::Duration;
+use switchboard_server::cli::ServeArgs;
+use switchboard_server::config::Settings;
+use switchboard_server::serve::Node;
+
+const KEY: &str = "loadtest-smoke-key";
+
+async fn start_node() -> (String, tokio::sync::oneshot::Sender<()>, std::path::PathBuf) {
+    let data_dir = std::env::temp_dir().join(format!("switchboard-loadtest-{}", std::process::id()));
+    let args = ServeArgs {
+        access_keys: vec![KEY.into()],
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(data_dir.clone()),
+        ..Default::default()
+    };
+    let settings = Settings::resolve(args).unwrap_or_else(|_| panic!("valid settings"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = Node::start(&settings, &listener).await.unwrap_or_else(|_| panic!("node starts"));
+    let endpoint = node.endpoint.as_str().trim_end_matches('/').to_owned();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    tokio::spawn(node.serve(listener, Duration::from_secs(1), async {
+        let _ = stopped.await;
+    }));
+    (endpoint, stop, data_dir)
+}
+
+fn run(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_switchboard-loadtest")).args(args).output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_on_every_transport_accounts_for_every_message() {
+    let (endpoint, stop, data_dir) = start_node().await;
+    let pid = std::process::id().to_string();
+    for transport in ["websockets", "sse", "long-polling"] {
+        let common = ["--endpoint", &endpoint, "--access-key", KEY, "--transport", transport, "--connections", "20"];
+        let connect = tokio::task::block_in_place(|| {
+            run(&[&["connect"][..], &common, &["--hold", "0", "--max-seconds", "60", "--server-pid", &pid]].concat())
+        });
+        let result = &connect["result"];
+        assert_eq!(result["connected"], 20, "{transport}: {connect}");
+        assert_eq!(result["failed"], 0);
+        assert!(result["server_bytes_per_connection"].is_number());
+
+        let broadcast = tokio::task::block_in_place(|| {
+            run(&[
+                &["broadcast"][..],
+                &common,
+                &["--messages", "30", "--message-rate", "200", "--max-seconds", "60", "--server-pid", &pid],
+            ]
+            .concat())
+        });
+        let result = &broadcast["result"];
+        assert_eq!(result["messages_rejected"], 0, "{transport}: {broadcast}");
+        assert_eq!(result["deliveries_expected"], 20 * 30);
+        assert_eq!(result["deliveries_received"], result["deliveries_expected"], "{transport}: {broadcast}");
+        assert_eq!(result["deliveries_lost"], 0);
+        assert!(result["latency"]["count"].as_u64().unwrap() > 0);
+    }
+    let _ = stop.send(());
+    let _ = std::fs::remove_dir_all(data_dir);
+}
