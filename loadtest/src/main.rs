@@ -6,6 +6,7 @@
 //! - `connect`: open N connections at a bounded rate, hold them idle, report memory per connection.
 //! - `broadcast`: hold N connections, send M REST broadcasts at a bounded rate, report delivered
 //!   messages per second, end-to-end latency and server CPU per delivery.
+//! - `send-to-user`: connection `i` is user `u{i}`; M REST sends go to the users round-robin.
 //!
 //! Every run is bounded in connections, messages and time.
 
@@ -29,19 +30,24 @@ enum Scenario {
     /// Ramp up idle connections and hold them.
     Connect(scenario::Common),
     /// Hold connections and fan REST broadcasts out to them.
-    Broadcast {
-        #[command(flatten)]
-        common: scenario::Common,
-        /// Broadcasts to send.
-        #[arg(long, default_value_t = 100)]
-        messages: u64,
-        /// Broadcasts per second.
-        #[arg(long, default_value_t = 50)]
-        message_rate: u64,
-        /// Payload size in bytes (a string argument of this length).
-        #[arg(long, default_value_t = 32)]
-        payload: usize,
-    },
+    Broadcast(SendArgs),
+    /// Hold connections of distinct users and send to the users one by one over REST.
+    SendToUser(SendArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SendArgs {
+    #[command(flatten)]
+    common: scenario::Common,
+    /// REST sends to make.
+    #[arg(long, default_value_t = 100)]
+    messages: u64,
+    /// REST sends per second.
+    #[arg(long, default_value_t = 50)]
+    message_rate: u64,
+    /// Payload size in bytes (a string argument of this length).
+    #[arg(long, default_value_t = 32)]
+    payload: usize,
 }
 
 /// Client transports.
@@ -71,8 +77,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.scenario {
             Scenario::Connect(common) => scenario::connect(common).await,
-            Scenario::Broadcast { common, messages, message_rate, payload } => {
-                scenario::broadcast(common, messages, message_rate, payload).await
+            Scenario::Broadcast(a) => {
+                scenario::send(a.common, scenario::SendKind::Broadcast, a.messages, a.message_rate, a.payload).await
+            }
+            Scenario::SendToUser(a) => {
+                scenario::send(a.common, scenario::SendKind::User, a.messages, a.message_rate, a.payload).await
             }
         }
     });

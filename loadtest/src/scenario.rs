@@ -64,19 +64,28 @@ fn endpoint_addr(endpoint: &str) -> anyhow::Result<SocketAddr> {
     host_port.to_socket_addrs()?.next().context("the endpoint does not resolve")
 }
 
+/// Who the connections are: anonymous, or user `u{i}` for connection `i`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Identity {
+    Anonymous,
+    UserPerConnection,
+}
+
 /// Opens the connections at the requested rate and waits until each has connected or failed.
-async fn open_connections(common: &Common) -> anyhow::Result<Run> {
+async fn open_connections(common: &Common, identity: Identity) -> anyhow::Result<Run> {
     let deadline = Instant::now() + Duration::from_secs(common.max_seconds);
     let addr = endpoint_addr(&common.endpoint)?;
     let audience = format!("{}/client/?hub={}", common.endpoint.trim_end_matches('/'), common.hub);
-    let token = mint_client_token(&audience, None, Duration::from_secs(3600), &common.access_key);
-    let target = Arc::new(Target {
-        addr,
-        hub: common.hub.clone(),
-        token,
-        transport: common.transport,
-        protocol: common.protocol,
-    });
+    let target_for = |user: Option<&str>| {
+        Arc::new(Target {
+            addr,
+            hub: common.hub.clone(),
+            token: mint_client_token(&audience, user, Duration::from_secs(3600), &common.access_key),
+            transport: common.transport,
+            protocol: common.protocol,
+        })
+    };
+    let anonymous = target_for(None);
     let counters = Arc::new(Counters::new());
     let (stop, stopped) = watch::channel(false);
     let base_usage = common.server_pid.map(proc_stats::read).transpose()?;
@@ -84,7 +93,11 @@ async fn open_connections(common: &Common) -> anyhow::Result<Run> {
     let interval = Duration::from_secs_f64(1.0 / common.rate.max(1) as f64);
     for i in 0..common.connections {
         let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % common.sources.max(1) as u64) as u8));
-        tokio::spawn(client::run(target.clone(), source, counters.clone(), stopped.clone()));
+        let target = match identity {
+            Identity::Anonymous => anonymous.clone(),
+            Identity::UserPerConnection => target_for(Some(&format!("u{i}"))),
+        };
+        tokio::spawn(client::run(target, source, counters.clone(), stopped.clone()));
         let due = started + interval.mul_f64((i + 1) as f64);
         if due > Instant::now() {
             tokio::time::sleep_until(due.into()).await;
@@ -128,7 +141,7 @@ fn connection_report(common: &Common, run: &Run) -> Value {
 }
 
 pub(crate) async fn connect(common: Common) -> anyhow::Result<Value> {
-    let run = open_connections(&common).await?;
+    let run = open_connections(&common, Identity::Anonymous).await?;
     tokio::time::sleep(Duration::from_secs(common.hold).min(run.deadline.saturating_duration_since(Instant::now())))
         .await;
     let report = connection_report(&common, &run);
@@ -136,17 +149,38 @@ pub(crate) async fn connect(common: Common) -> anyhow::Result<Value> {
     Ok(json!({"scenario": "connect", "result": report}))
 }
 
-pub(crate) async fn broadcast(
+/// What each REST send targets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendKind {
+    /// Every connection of the hub.
+    Broadcast,
+    /// One user (one connection each), round-robin.
+    User,
+}
+
+pub(crate) async fn send(
     common: Common,
+    kind: SendKind,
     messages: u64,
     message_rate: u64,
     payload: usize,
 ) -> anyhow::Result<Value> {
-    let run = open_connections(&common).await?;
+    let identity = if kind == SendKind::User { Identity::UserPerConnection } else { Identity::Anonymous };
+    let run = open_connections(&common, identity).await?;
     let connected = Counters::get(&run.counters.connected);
-    let path = format!("/api/v1/hubs/{}", common.hub);
-    let url = format!("{}{path}", common.endpoint.trim_end_matches('/'));
-    let token = mint_server_token(&url, Duration::from_secs(3600), &common.access_key);
+    let base = common.endpoint.trim_end_matches('/').to_owned();
+    // One (path, token) per distinct REST target: a REST token's audience is its URL.
+    let paths: Vec<String> = match kind {
+        SendKind::Broadcast => vec![format!("/api/v1/hubs/{}", common.hub)],
+        SendKind::User => (0..common.connections).map(|i| format!("/api/v1/hubs/{}/users/u{i}", common.hub)).collect(),
+    };
+    let routes: Vec<(String, String)> = paths
+        .into_iter()
+        .map(|path| {
+            let token = mint_server_token(&format!("{base}{path}"), Duration::from_secs(3600), &common.access_key);
+            (path, token)
+        })
+        .collect();
     let mut rest = TcpStream::connect(endpoint_addr(&common.endpoint)?).await?;
     rest.set_nodelay(true)?;
     let padding = "x".repeat(payload);
@@ -155,6 +189,7 @@ pub(crate) async fn broadcast(
     let interval = Duration::from_secs_f64(1.0 / message_rate.max(1) as f64);
     let mut rejected = 0u64;
     for i in 0..messages {
+        let (path, token) = &routes[(i % routes.len() as u64) as usize];
         let body = format!(r#"{{"target":"m","arguments":[{},"{padding}"]}}"#, now_us());
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -174,7 +209,8 @@ pub(crate) async fn broadcast(
         }
     }
     let sent_seconds = started.elapsed().as_secs_f64();
-    let expected = (messages - rejected) * connected;
+    let per_message = if kind == SendKind::Broadcast { connected } else { 1 };
+    let expected = (messages - rejected) * per_message;
     let drain_deadline = (Instant::now() + Duration::from_secs(30)).min(run.deadline);
     while Counters::get(&run.counters.received) < expected && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -197,7 +233,9 @@ pub(crate) async fn broadcast(
         report["server_cpu_us_per_delivery"] = json!(cpu * 1e6 / received.max(1) as f64);
     }
     let _ = run.stop.send(true);
-    Ok(json!({"scenario": "broadcast", "result": report}))
+    let scenario = if kind == SendKind::Broadcast { "broadcast" } else { "send-to-user" };
+    report["rest_sends_per_second"] = json!((messages - rejected) as f64 / sent_seconds.max(1e-9));
+    Ok(json!({"scenario": scenario, "result": report}))
 }
 
 /// Reads one REST response on a keep-alive connection and returns its status.

@@ -62,6 +62,19 @@ async fn every_scenario_on_every_transport_accounts_for_every_message() {
         assert_eq!(result["deliveries_received"], result["deliveries_expected"], "{transport}: {broadcast}");
         assert_eq!(result["deliveries_lost"], 0);
         assert!(result["latency"]["count"].as_u64().unwrap() > 0);
+
+        let to_users = tokio::task::block_in_place(|| {
+            run(&[
+                &["send-to-user"][..],
+                &common,
+                &["--messages", "60", "--message-rate", "500", "--max-seconds", "60", "--server-pid", &pid],
+            ]
+            .concat())
+        });
+        let result = &to_users["result"];
+        assert_eq!(result["deliveries_expected"], 60, "{transport}: {to_users}");
+        assert_eq!(result["deliveries_received"], 60, "{transport}: {to_users}");
+        assert_eq!(result["deliveries_lost"], 0);
     }
     let _ = stop.send(());
     let _ = std::fs::remove_dir_all(data_dir);
