@@ -43,6 +43,10 @@ pub enum Command {
         advertise: String,
         /// Unix milliseconds.
         lease_until: u64,
+        /// Address of the node's client and REST endpoint (requests for its connections that
+        /// land elsewhere are forwarded there).
+        #[serde(default)]
+        http: String,
     },
     /// Extends a registered node's lease; leases never move backwards. Unknown nodes are ignored.
     RenewLease { node: u64, lease_until: u64 },

@@ -34,6 +34,9 @@ pub struct NodeInfo {
     pub advertise: String,
     /// Unix milliseconds; past it the leader may remove the node.
     pub lease_until: u64,
+    /// Address of the node's client and REST endpoint.
+    #[serde(default)]
+    pub http: String,
 }
 
 /// Everything replicated about one hub.
@@ -125,8 +128,8 @@ impl ControlState {
             Command::RemoveUserFromGroup { hub, user, group } => self.remove_user_from_group(&hub, &user, &group),
             Command::RemoveUserFromAllGroups { hub, user } => self.remove_user_from_all_groups(&hub, &user),
             Command::PurgeExpired { now } => self.purge_expired(now),
-            Command::RegisterNode { node, roles, advertise, lease_until } => {
-                let info = NodeInfo { roles, advertise, lease_until };
+            Command::RegisterNode { node, roles, advertise, lease_until, http } => {
+                let info = NodeInfo { roles, advertise, lease_until, http };
                 self.nodes.insert(node, info.clone()) != Some(info)
             }
             Command::RenewLease { node, lease_until } => match self.nodes.get_mut(&node) {

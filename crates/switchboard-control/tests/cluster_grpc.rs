@@ -160,6 +160,7 @@ async fn three_nodes_replicate_and_elect_a_new_leader_when_the_leader_stops() {
             roles: Roles { control: true, edge: true },
             advertise: n.addr.to_string(),
             lease_until: 10_000,
+            http: String::new(),
         })
         .collect();
     commands.extend([add("alice", "devs"), add("bob", "devs"), add("alice", "ops")]);

@@ -69,6 +69,7 @@ async fn writes_apply_and_survive_a_restart() {
             roles: Roles { control: true, edge: true },
             advertise: "127.0.0.1:7000".into(),
             lease_until: 5_000,
+            http: String::new(),
         },
         add("alice", "devs", None),
         add("alice", "ops", Some(NOW + 60)),

@@ -7,6 +7,7 @@
 //! tokens gate establishment, not the life of a connection.
 
 use crate::EdgeState;
+use crate::forward;
 use crate::http_connection::{HttpConnection, HttpTransport, Payload};
 use crate::negotiate::allowed;
 use crate::request::{ClientQuery, authenticate, refuse};
@@ -26,6 +27,11 @@ use switchboard_protocol::negotiate::TransportKind;
 const POLL_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub(crate) async fn get(State(state): State<Arc<EdgeState>>, request: Request) -> Response {
+    let id = ClientQuery::parse(request.uri().query()).get("id").map(str::to_owned);
+    let request = match forward::forward_if_foreign(&state, id.as_deref(), request).await {
+        Ok(forwarded) => return forwarded,
+        Err(request) => request,
+    };
     if fastwebsockets::upgrade::is_upgrade_request(&request) {
         return websocket::connect(state, request).await;
     }
@@ -229,6 +235,10 @@ async fn long_poll(state: Arc<EdgeState>, headers: &HeaderMap, query: &ClientQue
 /// `POST /client/?id=`: client bytes for an SSE or Long Polling connection.
 pub(crate) async fn post(State(state): State<Arc<EdgeState>>, request: Request) -> Response {
     let query = ClientQuery::parse(request.uri().query());
+    let request = match forward::forward_if_foreign(&state, query.get("id"), request).await {
+        Ok(forwarded) => return forwarded,
+        Err(request) => request,
+    };
     let Some(id) = query.get("id") else {
         return refuse(StatusCode::BAD_REQUEST, "missing the connection id ('id' query parameter)");
     };
@@ -263,6 +273,9 @@ pub(crate) async fn post(State(state): State<Arc<EdgeState>>, request: Request) 
 /// `DELETE /client/?id=`: the client ends its connection.
 pub(crate) async fn delete(State(state): State<Arc<EdgeState>>, request: Request) -> Response {
     let query = ClientQuery::parse(request.uri().query());
+    if let Ok(forwarded) = forward::forward_if_foreign(&state, query.get("id"), request).await {
+        return forwarded;
+    }
     let Some(connection) = query.get("id").and_then(|id| find(&state, &query, id)) else {
         return refuse(StatusCode::NOT_FOUND, "no connection with this id");
     };

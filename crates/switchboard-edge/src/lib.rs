@@ -18,6 +18,7 @@
 mod client_requests;
 mod config;
 mod cors;
+mod forward;
 mod http_connection;
 mod negotiate;
 mod request;
@@ -28,6 +29,7 @@ mod websocket;
 
 pub use client_requests::reclaim_abandoned;
 pub use config::EdgeConfig;
+pub use forward::PeerDirectory;
 pub use session::{Output, Session};
 
 use axum::Router;
@@ -55,6 +57,8 @@ pub struct EdgeState {
     /// Stateful WebSocket connections whose socket was lost, by connection id.
     parked: Mutex<HashMap<Arc<str>, websocket::Parked>>,
     park_generation: std::sync::atomic::AtomicU64,
+    /// In a cluster: where other nodes' connections are served.
+    peers: Option<Arc<PeerDirectory>>,
 }
 
 impl EdgeState {
@@ -75,7 +79,14 @@ impl EdgeState {
             http_connections: Mutex::default(),
             parked: Mutex::default(),
             park_generation: Default::default(),
+            peers: None,
         }
+    }
+
+    /// Forwards transport requests for other nodes' connections to them (cluster mode).
+    pub fn with_peers(mut self, peers: Arc<PeerDirectory>) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     fn remember_ended(&self, id: Arc<str>, until: u64) {

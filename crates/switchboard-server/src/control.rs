@@ -116,6 +116,7 @@ impl ControlPlane {
     pub async fn join_cluster(
         &self,
         cluster: &ClusterSettings,
+        http: String,
         fanout: switchboard_fanout::FanoutService,
     ) -> anyhow::Result<()> {
         let secret = self.secret.clone().context("not a cluster node")?;
@@ -157,10 +158,22 @@ impl ControlPlane {
             roles,
             advertise: cluster.advertise.clone(),
             lease_until: lease_until(),
+            http,
         };
         plane.write(register).await.map_err(|e| anyhow::anyhow!("cannot register the node: {e}"))?;
         tokio::spawn(plane.keep_lease());
         Ok(())
+    }
+
+    /// The client and REST address of a live node, if it registered one.
+    pub fn http_address(&self, node: NodeId) -> Option<String> {
+        let now = now_ms();
+        let state = self.state.read();
+        state
+            .nodes()
+            .get(&node)
+            .filter(|info| info.lease_until > now && !info.http.is_empty())
+            .map(|info| info.http.clone())
     }
 
     /// Live edge nodes and their gRPC addresses (leases not expired), this node included.

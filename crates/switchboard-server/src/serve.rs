@@ -87,7 +87,7 @@ impl Node {
                 let secret = switchboard_proto::ClusterSecret::new(&cluster.secret)
                     .map_err(|_| Exit::Usage("--cluster-secret must be visible ASCII".into()))?;
                 let fanout = FanoutClient::new(settings.node_id, registry.clone(), &secret, FanoutConfig::default());
-                control.join_cluster(cluster, FanoutService::new(registry.clone())).await?;
+                control.join_cluster(cluster, reachable(bound), FanoutService::new(registry.clone())).await?;
                 let dispatch = Arc::new(ClusterDispatch { fanout, control: control.clone() });
                 (control, registry, dispatch)
             }
@@ -110,7 +110,12 @@ impl Node {
             ..UpstreamConfig::default()
         };
         let upstream = Arc::new(Upstream::new(upstream_config, verifier.keys().clone(), settings.max_queued_bytes));
-        let edge = Arc::new(EdgeState::new(edge_config, registry.clone(), verifier.clone(), tokens, upstream));
+        let mut edge = EdgeState::new(edge_config, registry.clone(), verifier.clone(), tokens, upstream);
+        if settings.cluster.is_some() {
+            let directory = control.clone();
+            edge = edge.with_peers(Arc::new(move |node| directory.http_address(node)));
+        }
+        let edge = Arc::new(edge);
         let api = Arc::new(ApiState {
             registry: registry.clone(),
             verifier: verifier.clone(),

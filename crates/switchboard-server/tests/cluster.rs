@@ -406,3 +406,98 @@ async fn losing_an_edge_node_costs_only_its_own_clients_and_its_routes_are_purge
     eprintln!("routes of the dead edge node purged {purged:?} after it was killed");
     assert!(purged <= Duration::from_secs(10), "lease 6 s + one check period: {purged:?}");
 }
+
+/// Negotiates on node `port`; returns (connection id, connection token, client token).
+async fn negotiate_on(port: u16, user: &str) -> (String, String, String) {
+    let token = switchboard_auth::mint_client_token(
+        &format!("http://127.0.0.1:{port}/client/?hub=chat"),
+        Some(user),
+        Duration::from_secs(60),
+        KEY,
+    );
+    let auth = token.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let request = format!(
+            "POST /client/negotiate?hub=chat&negotiateVersion=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {auth}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response.split_once("\r\n\r\n").unwrap().1.to_owned()
+    })
+    .await
+    .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (answer["connectionId"].as_str().unwrap().into(), answer["connectionToken"].as_str().unwrap().into(), token)
+}
+
+/// One plain HTTP request (no auth header needed: the connection token is the credential).
+fn plain(port: u16, method: &str, target: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let status = String::from_utf8_lossy(&response[..split]).split(' ').nth(1).unwrap().parse().unwrap();
+    (status, response[split + 4..].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_requests_may_land_on_any_node() {
+    let mut cluster = Cluster::new(3, 3);
+    tokio::task::block_in_place(|| cluster.start_all());
+
+    // WebSockets: negotiated on node 1, connected through node 2, reached through node 3.
+    let (id, token, client_token) = negotiate_on(cluster.http(1), "ws-user").await;
+    let addr = format!("127.0.0.1:{}", cluster.http(2)).parse().unwrap();
+    let mut ws = support::websocket_at(addr, &format!("hub=chat&id={token}&access_token={client_token}"))
+        .await
+        .expect("upgrade through another node");
+    ws.send(1, b"{\"protocol\":\"json\",\"version\":1}\x1e").await;
+    assert_eq!(ws.next_data().await, b"{}\x1e");
+    assert_eq!(
+        post(
+            cluster.http(3),
+            &format!("/api/v1/hubs/chat/connections/{id}"),
+            r#"{"target":"m","arguments":["via-2"]}"#
+        )
+        .await,
+        202
+    );
+    let mut pending = Vec::new();
+    assert_eq!(next_messages(&mut ws, &mut pending).await, invocation("via-2"));
+
+    // Long Polling: negotiated on node 1, polled through node 2, sent through node 3.
+    let (lp_id, lp_token, lp_client_token) = negotiate_on(cluster.http(1), "lp-user").await;
+    let path = format!("/client/?hub=chat&id={lp_token}&access_token={lp_client_token}");
+    let (first_poll, _) = tokio::task::block_in_place(|| plain(cluster.http(2), "GET", &path, b""));
+    assert_eq!(first_poll, 200);
+    let (sent, _) = tokio::task::block_in_place(|| {
+        plain(cluster.http(3), "POST", &path, b"{\"protocol\":\"json\",\"version\":1}\x1e")
+    });
+    assert_eq!(sent, 200);
+    let (polled, body) = tokio::task::block_in_place(|| plain(cluster.http(2), "GET", &path, b""));
+    assert_eq!((polled, body), (200, b"{}\x1e".to_vec()));
+    assert_eq!(
+        post(
+            cluster.http(2),
+            &format!("/api/v1/hubs/chat/connections/{lp_id}"),
+            r#"{"target":"m","arguments":["lp"]}"#
+        )
+        .await,
+        202
+    );
+    let (polled, body) = tokio::task::block_in_place(|| plain(cluster.http(3), "GET", &path, b""));
+    assert_eq!((polled, body), (200, invocation("lp")));
+    let (deleted, _) = tokio::task::block_in_place(|| plain(cluster.http(2), "DELETE", &path, b""));
+    assert_eq!(deleted, 202);
+}

@@ -10,6 +10,7 @@ fn register(node: u64, lease_until: u64) -> Command {
         roles: Roles { control: false, edge: true },
         advertise: format!("n{node}"),
         lease_until,
+        http: String::new(),
     }
 }
 
