@@ -144,6 +144,12 @@ impl Admin for AdminService {
         Ok(Response::new(ProposeReply { log_index: written.log_id.index }))
     }
 
+    async fn elect(&self, _request: Request<Empty>) -> Result<Response<Empty>, Status> {
+        tracing::info!("starting an election to take over leadership");
+        self.raft.trigger().elect().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(Empty {}))
+    }
+
     async fn wait_applied(&self, request: Request<WaitAppliedRequest>) -> Result<Response<WaitAppliedReply>, Status> {
         let WaitAppliedRequest { index, timeout_ms } = request.into_inner();
         let timeout = std::time::Duration::from_millis(u64::from(timeout_ms.clamp(1, 30_000)));
