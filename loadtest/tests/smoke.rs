@@ -2,31 +2,9 @@
 //! the report's counts must add up: every delivery expected is received, nothing is lost.
 
 use std::process::Command;
-use std::time::Duration;
-use switchboard_server::cli::ServeArgs;
-use switchboard_server::config::Settings;
-use switchboard_server::serve::Node;
+use switchboard_server::local::LocalNode;
 
 const KEY: &str = "loadtest-smoke-key";
-
-async fn start_node() -> (String, tokio::sync::oneshot::Sender<()>, std::path::PathBuf) {
-    let data_dir = std::env::temp_dir().join(format!("switchboard-loadtest-{}", std::process::id()));
-    let args = ServeArgs {
-        access_keys: vec![KEY.into()],
-        listen: Some("127.0.0.1:0".into()),
-        data_dir: Some(data_dir.clone()),
-        ..Default::default()
-    };
-    let settings = Settings::resolve(args).unwrap_or_else(|_| panic!("valid settings"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let node = Node::start(&settings, &listener).await.unwrap_or_else(|_| panic!("node starts"));
-    let endpoint = node.endpoint.as_str().trim_end_matches('/').to_owned();
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    tokio::spawn(node.serve(listener, Duration::from_secs(1), async {
-        let _ = stopped.await;
-    }));
-    (endpoint, stop, data_dir)
-}
 
 fn run(args: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_switchboard-loadtest")).args(args).output().expect("runs");
@@ -36,7 +14,8 @@ fn run(args: &[&str]) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_on_every_transport_accounts_for_every_message() {
-    let (endpoint, stop, data_dir) = start_node().await;
+    let node = LocalNode::start(KEY, |_| {}).await;
+    let endpoint = node.endpoint.clone();
     let pid = std::process::id().to_string();
     for transport in ["websockets", "sse", "long-polling"] {
         let common = ["--endpoint", &endpoint, "--access-key", KEY, "--transport", transport, "--connections", "20"];
@@ -76,6 +55,4 @@ async fn every_scenario_on_every_transport_accounts_for_every_message() {
         assert_eq!(result["deliveries_received"], 60, "{transport}: {to_users}");
         assert_eq!(result["deliveries_lost"], 0);
     }
-    let _ = stop.send(());
-    let _ = std::fs::remove_dir_all(data_dir);
 }

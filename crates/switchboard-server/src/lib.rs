@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dispatch;
+pub mod local;
 pub mod serve;
 pub mod token;
 

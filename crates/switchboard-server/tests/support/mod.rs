@@ -6,56 +6,25 @@
 use std::time::Duration;
 use switchboard_auth::{mint_client_token, mint_server_token};
 use switchboard_server::cli::ServeArgs;
-use switchboard_server::config::Settings;
-use switchboard_server::serve::Node;
+use switchboard_server::local::LocalNode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 pub const KEY: &str = "test-access-key-0123456789";
 pub const WAIT: Duration = Duration::from_secs(10);
 
-pub struct TestNode {
-    pub endpoint: String,
-    pub addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    data_dir: std::path::PathBuf,
-}
+/// A local node plus the request helpers below.
+pub struct TestNode(LocalNode);
 
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+impl std::ops::Deref for TestNode {
+    type Target = LocalNode;
+    fn deref(&self) -> &LocalNode {
+        &self.0
     }
 }
 
-/// A fresh data directory per node (each holds its own raft store).
-fn scratch_data_dir() -> std::path::PathBuf {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("switchboard-test-{}-{n}", std::process::id()))
-}
-
 pub async fn start_node(extra: impl FnOnce(&mut ServeArgs)) -> TestNode {
-    let data_dir = scratch_data_dir();
-    let mut args = ServeArgs {
-        access_keys: vec![KEY.into()],
-        listen: Some("127.0.0.1:0".into()),
-        data_dir: Some(data_dir.clone()),
-        ..Default::default()
-    };
-    extra(&mut args);
-    let settings = Settings::resolve(args).unwrap_or_else(|_| panic!("valid settings"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let node = Node::start(&settings, &listener).await.unwrap_or_else(|_| panic!("node starts"));
-    let endpoint = node.endpoint.as_str().trim_end_matches('/').to_owned();
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    tokio::spawn(node.serve(listener, Duration::from_secs(1), async {
-        let _ = stopped.await;
-    }));
-    TestNode { endpoint, addr, stop: Some(stop), data_dir }
+    TestNode(LocalNode::start(KEY, extra).await)
 }
 
 impl TestNode {
