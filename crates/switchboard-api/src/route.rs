@@ -38,6 +38,33 @@ pub enum Target {
     CloseConnection(String),
 }
 
+impl Target {
+    /// A short name of the kind of call, without its ids (a bounded metrics label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Health => "health",
+            Target::Broadcast => "broadcast",
+            Target::CloseAll => "close_all",
+            Target::SendUser(_) => "send_user",
+            Target::CloseUser(_) => "close_user",
+            Target::UserExists(_) => "user_exists",
+            Target::RemoveUserFromAllGroups(_) => "remove_user_from_all_groups",
+            Target::AddUserToGroup { .. } => "add_user_to_group",
+            Target::RemoveUserFromGroup { .. } => "remove_user_from_group",
+            Target::UserInGroup { .. } => "user_in_group",
+            Target::SendGroup(_) => "send_group",
+            Target::CloseGroup(_) => "close_group",
+            Target::GroupExists(_) => "group_exists",
+            Target::AddConnectionToGroup { .. } => "add_connection_to_group",
+            Target::RemoveConnectionFromGroup { .. } => "remove_connection_from_group",
+            Target::RemoveConnectionFromAllGroups(_) => "remove_connection_from_all_groups",
+            Target::SendConnection(_) => "send_connection",
+            Target::ConnectionExists(_) => "connection_exists",
+            Target::CloseConnection(_) => "close_connection",
+        }
+    }
+}
+
 /// A matched request: its family, the internal hub name (lower-cased, `app_hub` with an
 /// `application`) and the target.
 #[derive(Debug, Clone, PartialEq, Eq)]

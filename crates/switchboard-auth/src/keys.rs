@@ -2,17 +2,20 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
 use std::fmt::Write as _;
+use std::sync::{Arc, RwLock};
 
 /// The access keys a node accepts. The first is the primary: it signs what the node mints.
 /// Any key verifies, so a secondary key keeps tokens working while the primary is rotated.
+///
+/// Clones share one key set, so [`AccessKeys::replace`] (a reload) reaches every holder.
 #[derive(Clone)]
 pub struct AccessKeys {
-    keys: Vec<String>,
+    keys: Arc<RwLock<Arc<[String]>>>,
 }
 
 impl std::fmt::Debug for AccessKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AccessKeys({} keys)", self.keys.len())
+        write!(f, "AccessKeys({} keys)", self.current().len())
     }
 }
 
@@ -23,18 +26,38 @@ impl AccessKeys {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        let keys = Self::clean(keys)?;
+        Some(Self { keys: Arc::new(RwLock::new(keys)) })
+    }
+
+    fn clean<I, S>(keys: I) -> Option<Arc<[String]>>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let keys: Vec<String> = keys.into_iter().map(Into::into).filter(|k| !k.is_empty()).collect();
-        (!keys.is_empty()).then_some(Self { keys })
+        (!keys.is_empty()).then(|| keys.into())
     }
 
     /// The key that signs minted tokens and appears in the printed connection string.
-    pub fn primary(&self) -> &str {
-        &self.keys[0]
+    pub fn primary(&self) -> String {
+        self.current()[0].clone()
     }
 
-    /// Every accepted key, primary first.
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(String::as_str)
+    /// Every accepted key, primary first, as of now.
+    pub fn current(&self) -> Arc<[String]> {
+        self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Swaps in a new key set for every holder of this one; `false` (and no change) when it is empty.
+    pub fn replace<I, S>(&self, keys: I) -> bool
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let Some(keys) = Self::clean(keys) else { return false };
+        *self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+        true
     }
 }
 
@@ -50,7 +73,7 @@ pub fn generate_access_key() -> String {
 /// trigger splits on `,` without trimming).
 pub fn upstream_signature(keys: &AccessKeys, connection_id: &str) -> String {
     let mut out = String::new();
-    for (i, key) in keys.iter().enumerate() {
+    for (i, key) in keys.current().iter().enumerate() {
         if i > 0 {
             out.push(',');
         }

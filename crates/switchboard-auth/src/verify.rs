@@ -75,7 +75,7 @@ impl Verifier {
         check_algorithm(token)?;
         let mut last = AuthError::Signature;
         // `kid` is a per-process hash in the Azure SDK and means nothing here: try every key.
-        for key in self.keys.iter() {
+        for key in self.keys.current().iter() {
             let key = DecodingKey::from_secret(key.as_bytes());
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key, &self.validation) {
                 Ok(data) => return Ok(data.claims),

@@ -20,7 +20,7 @@ use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_hub::{ConnectionInfo, owner_of, unix_now};
+use switchboard_hub::{ConnectionInfo, Disconnect, owner_of, unix_now};
 use switchboard_protocol::negotiate::TransportKind;
 
 /// How long a Long Polling request is held before an empty 200 recycles it.
@@ -175,7 +175,7 @@ impl SseStream {
 
 impl Drop for SseStream {
     fn drop(&mut self) {
-        self.connection.end(&self.state);
+        self.connection.end(&self.state, Disconnect::Lost);
         self.state.http_connections.lock().remove(&self.connection.id);
     }
 }
@@ -279,7 +279,7 @@ pub(crate) async fn delete(State(state): State<Arc<EdgeState>>, request: Request
     let Some(connection) = query.get("id").and_then(|id| find(&state, &query, id)) else {
         return refuse(StatusCode::NOT_FOUND, "no connection with this id");
     };
-    connection.end(&state);
+    connection.end(&state, Disconnect::ClientClosed);
     (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "text/plain")], "").into_response()
 }
 
@@ -297,7 +297,7 @@ pub async fn reclaim_abandoned(state: Arc<EdgeState>) {
             .cloned()
             .collect();
         for connection in abandoned {
-            connection.end(&state);
+            connection.end(&state, Disconnect::Lost);
             state.http_connections.lock().remove(&connection.id);
         }
     }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_hub::{Connection, ConnectionInfo, Hub};
+use switchboard_hub::{ConnectFailure, Connection, ConnectionInfo, Disconnect, Hub, Transport};
 use switchboard_protocol::{Protocol, handshake};
 use switchboard_upstream::UpstreamQueue;
 use tokio::sync::Notify;
@@ -100,14 +100,20 @@ impl HttpConnection {
         if guard.ended {
             return;
         }
+        state.registry.stats().received(body.len());
         guard.session.feed(body, &mut outputs);
-        let mut end = false;
+        let mut end = None;
         for output in outputs {
             let protocol = guard.session.protocol();
             match output {
                 Output::Opened(protocol) => {
                     let info = guard.info.take().unwrap_or_default();
-                    let conn = Arc::new(Connection::new(self.id.clone(), self.user_id.as_deref(), protocol, info));
+                    let transport = match self.transport {
+                        HttpTransport::ServerSentEvents => Transport::ServerSentEvents,
+                        HttpTransport::LongPolling => Transport::LongPolling,
+                    };
+                    let conn = Connection::new(self.id.clone(), self.user_id.as_deref(), protocol, info);
+                    let conn = Arc::new(conn.over(transport));
                     self.hub.add_connection(conn.clone());
                     tracing::debug!(connection_id = %self.id, transport = ?self.transport, "connected");
                     guard.upstream = upstream_link::open(state, self.hub.name(), &conn);
@@ -117,6 +123,7 @@ impl HttpConnection {
                 Output::Acked(_) => {}
                 Output::Reply(bytes) => guard.replies.extend_from_slice(&bytes),
                 Output::Invocation { invocation_id, target, body } => {
+                    state.registry.stats().messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(protocol) = protocol else { continue };
                     let queue = guard.upstream.as_ref();
                     if let Some(reply) = upstream_link::invoke(queue, protocol, invocation_id, target, body) {
@@ -124,21 +131,24 @@ impl HttpConnection {
                     }
                 }
                 Output::Close(bytes) => {
+                    if guard.conn.is_none() {
+                        state.registry.stats().connect_failed(ConnectFailure::Handshake);
+                    }
                     guard.replies.extend(bytes.unwrap_or_default());
-                    end = true;
+                    end = Some(Disconnect::ServerClosed);
                 }
-                Output::ClientClosed => end = true,
+                Output::ClientClosed => end = Some(Disconnect::ClientClosed),
             }
         }
         drop(guard);
-        if end {
-            self.end(state);
+        if let Some(reason) = end {
+            self.end(state, reason);
         }
         self.changed.notify_waiters();
     }
 
     /// Ends the connection: it leaves the hub and every waiter learns it.
-    pub(crate) fn end(&self, state: &EdgeState) {
+    pub(crate) fn end(&self, state: &EdgeState, reason: Disconnect) {
         let conn = {
             let mut guard = self.state.lock();
             if guard.ended {
@@ -152,6 +162,7 @@ impl HttpConnection {
         };
         if conn.is_some() {
             self.hub.remove_connection(&self.id);
+            state.registry.stats().disconnected(reason);
             tracing::debug!(connection_id = %self.id, transport = ?self.transport, "disconnected");
         }
         state.remember_ended(self.id.clone(), self.token_expiry);
@@ -234,9 +245,10 @@ impl HttpConnection {
         let conn = guard.conn.clone();
         drop(guard);
         if close_now {
-            self.end(state);
+            self.end(state, Disconnect::ServerClosed);
         }
         if !out.is_empty() {
+            state.registry.stats().sent(out.len());
             return (conn, Some(Payload::Data(out)));
         }
         if ended {

@@ -38,7 +38,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use switchboard_auth::{ConnectionTokens, Verifier};
-use switchboard_hub::Registry;
+use switchboard_hub::{ConnectFailure, Registry};
 use switchboard_upstream::Upstream;
 
 /// Everything the client endpoint needs, shared by its handlers and connection tasks.
@@ -116,5 +116,27 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .route("/client", client())
         .route("/client/", client())
         .with_state(state.clone());
-    routes.layer(axum::middleware::from_fn_with_state(state, cors::apply))
+    routes
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_refusals))
+        .layer(axum::middleware::from_fn_with_state(state, cors::apply))
+}
+
+/// Counts refused connection attempts by their status (the handlers answer them in many places).
+async fn count_refusals(
+    axum::extract::State(state): axum::extract::State<Arc<EdgeState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let response = next.run(request).await;
+    let reason = match response.status() {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Some(ConnectFailure::Unauthorized),
+        StatusCode::NOT_FOUND => Some(ConnectFailure::UnknownConnection),
+        StatusCode::CONFLICT => Some(ConnectFailure::Conflict),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        state.registry.stats().connect_failed(reason);
+    }
+    response
 }

@@ -22,7 +22,10 @@ use http::StatusCode;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_hub::{Connection, ConnectionInfo, Hub, is_valid_hub_name, new_connection_id, owner_of, unix_now};
+use switchboard_hub::{
+    ConnectFailure, Connection, ConnectionInfo, Disconnect, Hub, is_valid_hub_name, new_connection_id, owner_of,
+    unix_now,
+};
 use switchboard_protocol::negotiate::TransportKind;
 use switchboard_protocol::websocket::{self, OpCode, WsEvent, WsReader};
 use switchboard_protocol::{Protocol, handshake};
@@ -172,6 +175,8 @@ struct Io {
     out: Vec<u8>,
     outputs: Vec<Output>,
     stop: bool,
+    /// Who ended the connection, for metrics; the client when nothing else did.
+    ended_by: Option<Disconnect>,
 }
 
 impl ConnectionTask {
@@ -229,6 +234,7 @@ impl ConnectionTask {
             out: Vec::new(),
             outputs: Vec::new(),
             stop: false,
+            ended_by: None,
         };
         if let Some(resume) = self.resume.take() {
             let Resume { mut session, replay, conn, upstream } = *resume;
@@ -295,6 +301,7 @@ impl ConnectionTask {
             }
             if !io.out.is_empty() {
                 let written = write_out(&stream, &io.out, config.client_timeout).await;
+                state.registry.stats().sent(io.out.len());
                 io.out = Vec::new();
                 if !written {
                     lost = true;
@@ -303,7 +310,7 @@ impl ConnectionTask {
                 last_sent = Instant::now();
             }
         }
-        let Io { session, conn, replay, upstream, end_error, .. } = io;
+        let Io { session, conn, replay, upstream, end_error, ended_by: io_ended_by, .. } = io;
         match (lost, replay, conn) {
             (true, Some(replay), Some(conn)) if !conn.outbox.is_closing() => {
                 let parked = Parked {
@@ -320,6 +327,10 @@ impl ConnectionTask {
                 self.state.park(parked);
             }
             (_, _, conn) => {
+                if conn.is_some() {
+                    let reason = if lost { Disconnect::Lost } else { io_ended_by.unwrap_or(Disconnect::ClientClosed) };
+                    self.state.registry.stats().disconnected(reason);
+                }
                 let error = if lost { Some("The connection was lost.".to_owned()) } else { end_error };
                 if let Some(upstream) = upstream {
                     upstream.disconnected(error);
@@ -346,6 +357,7 @@ impl ConnectionTask {
         match stream.try_read(&mut buffer) {
             Ok(0) => false,
             Ok(n) => {
+                self.state.registry.stats().received(n);
                 self.on_bytes(io, &mut buffer[..n]);
                 true
             }
@@ -372,6 +384,7 @@ impl ConnectionTask {
         if let Err(error) = result {
             websocket::write_close(error.close_code(), &error.to_string(), &mut io.out);
             io.stop = true;
+            io.ended_by = Some(Disconnect::ServerClosed);
         } else if client_closed && !io.stop {
             websocket::write_close(1000, "", &mut io.out);
             io.stop = true;
@@ -399,6 +412,7 @@ impl ConnectionTask {
             }
             Output::Reply(bytes) => send_message(io, protocol, Bytes::from(bytes)),
             Output::Invocation { invocation_id, target, body } => {
+                self.state.registry.stats().messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(protocol) = protocol else { return };
                 if let Some(reply) = upstream_link::invoke(io.upstream.as_ref(), protocol, invocation_id, target, body)
                 {
@@ -410,7 +424,13 @@ impl ConnectionTask {
                     replay.ack(sequence_id);
                 }
             }
-            Output::Close(bytes) => close_with(io, bytes, protocol),
+            Output::Close(bytes) => {
+                if io.conn.is_none() {
+                    self.state.registry.stats().connect_failed(ConnectFailure::Handshake);
+                }
+                io.ended_by = Some(Disconnect::ServerClosed);
+                close_with(io, bytes, protocol);
+            }
             Output::ClientClosed => {
                 websocket::write_close(1000, "", &mut io.out);
                 io.stop = true;
@@ -437,6 +457,7 @@ impl ConnectionTask {
         if let Some(close) = close {
             let mut bytes = Vec::new();
             protocol.encode_close(close.error.as_deref(), close.allow_reconnect, &mut bytes);
+            io.ended_by = Some(Disconnect::ServerClosed);
             close_with(io, Some(bytes), Some(protocol));
         }
     }
@@ -445,6 +466,7 @@ impl ConnectionTask {
         let now = Instant::now();
         let config = &self.state.config;
         let Some(protocol) = io.session.protocol() else {
+            self.state.registry.stats().connect_failed(ConnectFailure::Handshake);
             close_with(io, Some(handshake::error_response(handshake::HANDSHAKE_CANCELED)), None);
             return;
         };
@@ -453,6 +475,7 @@ impl ConnectionTask {
             let error = "Connection closed with an error. The client sent nothing within the client timeout.";
             protocol.encode_close(Some(error), false, &mut close);
             io.end_error = Some(error.to_owned());
+            io.ended_by = Some(Disconnect::Timeout);
             close_with(io, Some(close), Some(protocol));
             return;
         }
@@ -492,6 +515,7 @@ impl EdgeState {
                     upstream.disconnected(Some("The connection was lost and did not reconnect in time.".into()));
                 }
                 parked.hub.remove_connection(&id);
+                state.registry.stats().disconnected(Disconnect::Lost);
                 state.remember_ended(id.clone(), parked.token_expiry);
                 tracing::debug!(connection_id = %id, "stateful connection not resumed in time");
             }

@@ -78,6 +78,8 @@ pub struct FanoutStats {
     pub failed: AtomicU64,
     /// `Deliver` streams opened.
     pub streams_opened: AtomicU64,
+    /// Time from handing a batch to a stream until the peer acknowledged it.
+    pub batch_latency: switchboard_hub::metrics::Histogram,
 }
 
 impl FanoutStats {
@@ -371,6 +373,7 @@ fn approx_len(delivery: &Delivery) -> usize {
 struct Pending {
     id: u64,
     deadline: Instant,
+    sent_at: Instant,
     waiters: Vec<oneshot::Sender<Outcome>>,
 }
 
@@ -441,6 +444,7 @@ impl PeerTask {
                     let error = match ack {
                         Ok(Some(ack)) if pending.front().is_some_and(|p| p.id == ack.batch_id) => {
                             let batch = pending.pop_front().expect("checked");
+                            self.stats.batch_latency.observe(batch.sent_at.elapsed());
                             batch.waiters.into_iter().for_each(|w| drop(w.send(Ok(()))));
                             continue;
                         }
@@ -511,7 +515,8 @@ impl PeerTask {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.deliveries.fetch_add(batch.deliveries.len() as u64, Ordering::Relaxed);
         let sent = out.try_send(batch);
-        pending.push_back(Pending { id, deadline: Instant::now() + self.config.timeout, waiters });
+        let sent_at = Instant::now();
+        pending.push_back(Pending { id, deadline: sent_at + self.config.timeout, sent_at, waiters });
         sent.map_err(|_| FanoutError::Unreachable { node: self.node, reason: "the delivery stream closed".into() })
     }
 
@@ -544,7 +549,8 @@ impl PeerTask {
         while let Ok(item) = self.queue.try_recv() {
             queued.push(item.done);
         }
-        pending.push_back(Pending { id: u64::MAX, deadline: Instant::now(), waiters: queued });
+        let now = Instant::now();
+        pending.push_back(Pending { id: u64::MAX, deadline: now, sent_at: now, waiters: queued });
         self.fail(pending, error);
     }
 }

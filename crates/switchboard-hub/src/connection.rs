@@ -1,5 +1,6 @@
 //! A client connection as the hub sees it: identity, protocol and outbox.
 
+use crate::metrics::Transport;
 use crate::outbox::Outbox;
 use base64::Engine;
 use parking_lot::Mutex;
@@ -35,6 +36,7 @@ pub struct Connection {
     pub id: Arc<str>,
     pub user_id: Option<Arc<str>>,
     pub protocol: Protocol,
+    pub transport: Transport,
     pub outbox: Outbox,
     pub info: Box<ConnectionInfo>,
     /// Connection-level groups, so leaving every group on disconnect needs no scan.
@@ -47,10 +49,19 @@ impl Connection {
             id: id.into(),
             user_id: user_id.map(Arc::from),
             protocol,
+            transport: Transport::WebSockets,
             outbox: Outbox::default(),
             info: Box::new(info),
             groups: Mutex::new(Vec::new()),
         }
+    }
+}
+
+impl Connection {
+    /// The connection, over `transport` (WebSockets when not set).
+    pub fn over(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
     }
 }
 

@@ -6,6 +6,7 @@
 use crate::connection::Connection;
 use crate::frames::Frames;
 use crate::membership::UserGroupReader;
+use crate::metrics::Route;
 use crate::outbox::{CloseRequest, PushError};
 use crate::registry::Shared;
 #[cfg(test)]
@@ -87,8 +88,12 @@ impl Hub {
         if let Some(user) = &conn.user_id {
             state.users.entry(user.clone()).or_default().push(conn.clone());
         }
+        let (transport, protocol) = (conn.transport as usize, protocol_index(conn.protocol));
         if state.connections.insert(conn.id.clone(), conn).is_none() {
-            self.shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+            let stats = &self.shared.stats;
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            stats.open[transport].add(protocol, 1);
+            stats.connects.add(transport, 1);
         }
     }
 
@@ -96,7 +101,9 @@ impl Hub {
     pub fn remove_connection(&self, id: &str) {
         let mut state = self.state.write();
         let Some(conn) = state.connections.remove(id) else { return };
-        self.shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        let stats = &self.shared.stats;
+        stats.connections.fetch_sub(1, Ordering::Relaxed);
+        stats.open[conn.transport as usize].sub(protocol_index(conn.protocol), 1);
         if let Some(user) = &conn.user_id {
             if let Some(list) = state.users.get_mut(user) {
                 list.retain(|c| c.id != conn.id);
@@ -117,6 +124,11 @@ impl Hub {
 
     pub fn connection(&self, id: &str) -> Option<Arc<Connection>> {
         self.state.read().connections.get(id).cloned()
+    }
+
+    /// Bytes waiting in this hub's outboxes (a scan: for metrics scrapes, not hot paths).
+    pub fn queued_bytes(&self) -> u64 {
+        self.state.read().connections.values().map(|c| c.outbox.queued_bytes() as u64).sum()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -150,8 +162,9 @@ impl Hub {
         }
     }
 
-    fn count(&self, delivered: u64) -> u64 {
+    fn count(&self, route: Route, delivered: u64) -> u64 {
         self.shared.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+        self.shared.stats.messages_out.add(route as usize, delivered);
         delivered
     }
 
@@ -164,21 +177,21 @@ impl Hub {
                 delivered += 1;
             }
         }
-        self.count(delivered)
+        self.count(Route::Broadcast, delivered)
     }
 
     /// Sends to every connection of `user`.
     pub fn send_to_user(&self, user: &str, frames: &Frames) -> u64 {
         let state = self.state.read();
         let delivered = state.users.get(user).into_iter().flatten().filter(|c| self.deliver(c, frames)).count();
-        self.count(delivered as u64)
+        self.count(Route::User, delivered as u64)
     }
 
     /// Sends to one connection; `false` when it is not here.
     pub fn send_to_connection(&self, id: &str, frames: &Frames) -> bool {
         let state = self.state.read();
         let delivered = state.connections.get(id).is_some_and(|c| self.deliver(c, frames));
-        self.count(delivered as u64);
+        self.count(Route::Connection, delivered as u64);
         delivered
     }
 
@@ -191,7 +204,7 @@ impl Hub {
                 delivered += 1;
             }
         });
-        self.count(delivered)
+        self.count(Route::Group, delivered)
     }
 
     // ------------------------------------------------------------------ membership
@@ -288,6 +301,14 @@ impl Hub {
         for conn in state.users.get(user).into_iter().flatten().filter(|c| !is_excluded(&c.id, excluded)) {
             conn.outbox.close(request.clone());
         }
+    }
+}
+
+/// The protocol's slot in [`crate::Stats::open`].
+fn protocol_index(protocol: switchboard_protocol::Protocol) -> usize {
+    match protocol {
+        switchboard_protocol::Protocol::Json => 0,
+        switchboard_protocol::Protocol::MessagePack => 1,
     }
 }
 

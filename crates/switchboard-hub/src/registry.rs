@@ -2,6 +2,7 @@
 
 use crate::hub::Hub;
 use crate::membership::{LocalUserGroups, UserGroupReader};
+use crate::metrics::{ConnectFailure, Counters, Disconnect};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +30,40 @@ pub struct Stats {
     pub slow_consumer_closes: AtomicU64,
     /// Connections currently registered.
     pub connections: AtomicU64,
+    /// Connections currently registered, by transport × protocol (JSON, MessagePack).
+    pub open: [Counters<2>; 3],
+    /// Connections established, by transport.
+    pub connects: Counters<3>,
+    /// Connections ended, by [`Disconnect`] reason.
+    pub disconnects: Counters<4>,
+    /// Connection attempts refused, by [`ConnectFailure`] reason.
+    pub connect_failures: Counters<4>,
+    /// Frames handed to outboxes, by [`Route`].
+    pub messages_out: Counters<4>,
+    /// Hub messages received from clients.
+    pub messages_in: AtomicU64,
+    /// Bytes read from clients (frames and bodies, after transport framing).
+    pub bytes_in: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_out: AtomicU64,
+}
+
+impl Stats {
+    pub fn disconnected(&self, reason: Disconnect) {
+        self.disconnects.add(reason as usize, 1);
+    }
+
+    pub fn connect_failed(&self, reason: ConnectFailure) {
+        self.connect_failures.add(reason as usize, 1);
+    }
+
+    pub fn received(&self, bytes: usize) {
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn sent(&self, bytes: usize) {
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
 }
 
 impl Stats {
@@ -77,6 +112,11 @@ impl Registry {
     /// Every hub, for node-wide sweeps.
     pub fn hubs(&self) -> Vec<Arc<Hub>> {
         self.hubs.read().values().cloned().collect()
+    }
+
+    /// Bytes waiting in every outbox of the node.
+    pub fn queued_bytes(&self) -> u64 {
+        self.hubs().iter().map(|hub| hub.queued_bytes()).sum()
     }
 
     pub fn stats(&self) -> &Stats {

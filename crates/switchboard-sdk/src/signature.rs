@@ -19,7 +19,7 @@ const PREFIX: &str = "sha256=";
 ///
 /// let keys = AccessKeys::new(["primary-key"]).unwrap();
 /// let header = upstream_signature(&keys, "conn-1");
-/// assert!(verify_upstream_signature(keys.iter(), "conn-1", &header));
+/// assert!(verify_upstream_signature(keys.current().iter(), "conn-1", &header));
 /// assert!(verify_upstream_signature(&["old-key", "primary-key"], "conn-1", &header));
 /// assert!(!verify_upstream_signature(&["other-key"], "conn-1", &header));
 /// ```
@@ -79,7 +79,7 @@ mod tests {
     fn accepts_the_services_own_header() {
         let header = signature(&["key-a"], "conn");
         assert!(verify_upstream_signature(["key-a"], "conn", &header));
-        assert!(verify_upstream_signature(AccessKeys::new(["key-a"]).unwrap().iter(), "conn", &header));
+        assert!(verify_upstream_signature(AccessKeys::new(["key-a"]).unwrap().current().iter(), "conn", &header));
     }
 
     #[test]

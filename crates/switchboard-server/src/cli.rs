@@ -56,6 +56,13 @@ pub struct ServeArgs {
     /// Access key (repeat for a secondary key; the first signs). Default: one kept in the data dir.
     #[arg(long = "access-key", env = "SWITCHBOARD_ACCESS_KEY", value_delimiter = ',')]
     pub access_keys: Vec<String>,
+    /// File with the access keys, one per line (the first signs). Re-read on SIGHUP and when it
+    /// changes, so keys rotate without a restart. Excludes --access-key.
+    #[arg(long, env = "SWITCHBOARD_ACCESS_KEY_FILE")]
+    pub access_key_file: Option<PathBuf>,
+    /// Internal address for /metrics, /healthz and /readyz (off when not set).
+    #[arg(long, env = "SWITCHBOARD_INTERNAL_LISTEN")]
+    pub internal_listen: Option<String>,
     /// Directory for the generated access key and node data [default: ./switchboard-data].
     #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -87,21 +94,29 @@ pub struct ServeArgs {
     /// Seconds to wait for clients to leave on shutdown [default: 10].
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<u64>,
-    /// This node's id (encoded in its connection ids; unique in a cluster) [default: 1].
+    /// This node's id (encoded in its connection ids; unique in a cluster) [default: 1]: a number,
+    /// `ordinal` (the hostname's trailing `-N` plus 1, for StatefulSet pods) or `auto` (a stable
+    /// hash of the hostname, for pods without an ordinal).
     #[arg(long, env = "SWITCHBOARD_NODE_ID")]
-    pub node_id: Option<u64>,
+    pub node_id: Option<String>,
     /// Address for inter-node gRPC (raft, fan-out, admin). Setting it turns on cluster mode.
     #[arg(long, env = "SWITCHBOARD_GRPC_LISTEN")]
     pub grpc_listen: Option<String>,
-    /// gRPC address other nodes use to reach this one [default: --grpc-listen].
+    /// gRPC address (host:port, a DNS name is fine) other nodes use to reach this one
+    /// [default: --grpc-listen].
     #[arg(long, env = "SWITCHBOARD_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Client address (host:port) other nodes use to forward this node's connections to it
+    /// [default: --listen; when that is 0.0.0.0, the host of --advertise with the listen port].
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE_HTTP")]
+    pub advertise_http: Option<String>,
     /// Initial voters as `id=host:port` (repeatable or comma-separated; the same list on each).
     #[arg(long = "voter", env = "SWITCHBOARD_VOTERS", value_delimiter = ',')]
     pub voters: Vec<String>,
-    /// gRPC address of a running node to join through (edge-only nodes, voters added later).
-    #[arg(long, env = "SWITCHBOARD_JOIN")]
-    pub join: Option<String>,
+    /// gRPC addresses of running nodes to join through, tried in turn (edge-only nodes, voters
+    /// added later; repeatable or comma-separated).
+    #[arg(long, env = "SWITCHBOARD_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
     /// Roles of the node: control (raft voter), edge (clients and REST) or both [default: both].
     #[arg(long, env = "SWITCHBOARD_ROLE")]
     pub role: Option<String>,

@@ -28,16 +28,19 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub endpoint: Option<String>,
     pub access_keys: Option<Vec<String>>,
+    pub access_key_file: Option<PathBuf>,
+    pub internal_listen: Option<String>,
+    pub advertise_http: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub allowed_origins: Option<Vec<String>>,
     pub max_message_size: Option<usize>,
     pub max_queued_bytes: Option<usize>,
     pub shutdown_grace: Option<u64>,
-    pub node_id: Option<u64>,
+    pub node_id: Option<NodeIdValue>,
     pub grpc_listen: Option<String>,
     pub advertise: Option<String>,
     pub voters: Option<Vec<String>>,
-    pub join: Option<String>,
+    pub join: Option<Vec<String>>,
     pub role: Option<String>,
     pub keep_alive_interval: Option<u64>,
     pub client_timeout: Option<u64>,
@@ -45,14 +48,25 @@ pub struct FileConfig {
     pub log_format: Option<String>,
 }
 
+/// `node_id` in the config file: a number or `ordinal` / `auto`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NodeIdValue {
+    Number(u64),
+    Text(String),
+}
+
 /// How this node takes part in a cluster (absent: the embedded single node).
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
     pub grpc_listen: SocketAddr,
     pub advertise: String,
+    /// Where other nodes forward this node's client connections; `None`: derived once listening.
+    pub advertise_http: Option<String>,
     /// Initial voters, id → gRPC address.
     pub voters: std::collections::BTreeMap<u64, String>,
-    pub join: Option<String>,
+    /// Nodes to join through, tried in turn (empty: start from the initial voters).
+    pub join: Vec<String>,
     pub control: bool,
     pub edge: bool,
     pub secret: String,
@@ -73,6 +87,10 @@ pub struct Settings {
     pub endpoint: Option<Url>,
     /// Empty: use (or create) the key in the data directory.
     pub access_keys: Vec<String>,
+    /// Keys read from (and reloaded from) this file instead.
+    pub access_key_file: Option<PathBuf>,
+    /// Where /metrics, /healthz and /readyz are served, if anywhere.
+    pub internal_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub allowed_origins: Option<Vec<String>>,
     pub max_message_size: usize,
@@ -112,6 +130,20 @@ impl Settings {
         if access_keys.iter().any(|k| k.trim().is_empty() || k.contains(';')) {
             return Err(usage("an access key must be non-empty and must not contain ';'".into()));
         }
+        let access_key_file = args.access_key_file.or(file.access_key_file);
+        if let Some(path) = &access_key_file {
+            if !access_keys.is_empty() {
+                return Err(usage("use either --access-key or --access-key-file, not both".into()));
+            }
+            read_key_file(path).map_err(usage)?;
+        }
+        let internal_listen = match args.internal_listen.or(file.internal_listen) {
+            None => None,
+            Some(text) => Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|_| usage(format!("--internal-listen '{text}' is not an address like 0.0.0.0:9090")))?,
+            ),
+        };
         let allowed = if args.allowed_origins.is_empty() {
             file.allowed_origins.unwrap_or_default()
         } else {
@@ -154,16 +186,25 @@ impl Settings {
             upstream.push(Template::catch_all(url.clone()));
         }
         let upstream_timeout = seconds(args.upstream_timeout, file.upstream_timeout, 20, "upstream-timeout")?;
-        let node_id = args.node_id.or(file.node_id).unwrap_or(1);
+        let node_id = match args.node_id.map(NodeIdValue::Text).or(file.node_id) {
+            None => 1,
+            Some(value) => resolve_node_id(&value, &hostname()).map_err(usage)?,
+        };
         let voters = if args.voters.is_empty() { file.voters.unwrap_or_default() } else { args.voters };
+        let join = if args.join.is_empty() { file.join.unwrap_or_default() } else { args.join };
+        let advertise_http = args.advertise_http.or(file.advertise_http);
+        if let Some(address) = &advertise_http {
+            check_host_port(address).map_err(|()| usage(format!("--advertise-http '{address}' must be host:port")))?;
+        }
         let cluster = match args.grpc_listen.or(file.grpc_listen) {
             None => None,
             Some(grpc_listen) => Some(cluster_settings(
                 node_id,
                 &grpc_listen,
                 args.advertise.or(file.advertise),
+                advertise_http,
                 &voters,
-                args.join.or(file.join),
+                join,
                 args.role.or(file.role).as_deref(),
                 args.cluster_secret,
             )?),
@@ -179,6 +220,8 @@ impl Settings {
             listen,
             endpoint,
             access_keys,
+            access_key_file,
+            internal_listen,
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             allowed_origins: (!allowed.is_empty()).then_some(allowed),
             max_message_size,
@@ -193,8 +236,9 @@ fn cluster_settings(
     node_id: u64,
     grpc_listen: &str,
     advertise: Option<String>,
+    advertise_http: Option<String>,
     voters: &[String],
-    join: Option<String>,
+    join: Vec<String>,
     role: Option<&str>,
     secret: Option<String>,
 ) -> Result<ClusterSettings, Exit> {
@@ -210,7 +254,7 @@ fn cluster_settings(
     let mut voter_map = std::collections::BTreeMap::new();
     for entry in voters.iter().filter(|v| !v.is_empty()) {
         let parsed = entry.split_once('=').and_then(|(id, addr)| Some((id.trim().parse::<u64>().ok()?, addr.trim())));
-        let Some((id, addr)) = parsed.filter(|(_, addr)| addr.parse::<SocketAddr>().is_ok()) else {
+        let Some((id, addr)) = parsed.filter(|(_, addr)| check_host_port(addr).is_ok()) else {
             return Err(usage(format!("--voter '{entry}' must look like 1=127.0.0.1:7001")));
         };
         voter_map.insert(id, addr.to_owned());
@@ -221,21 +265,89 @@ fn cluster_settings(
     if switchboard_proto::ClusterSecret::new(&secret).is_err() {
         return Err(usage("--cluster-secret must be visible ASCII".into()));
     }
-    if voter_map.is_empty() && join.is_none() {
+    let join: Vec<String> = join.into_iter().map(|j| j.trim().to_owned()).filter(|j| !j.is_empty()).collect();
+    if let Some(bad) = join.iter().find(|j| check_host_port(j).is_err()) {
+        return Err(usage(format!("--join '{bad}' must be host:port")));
+    }
+    if let Some(bad) = advertise.as_ref().filter(|a| check_host_port(a).is_err()) {
+        return Err(usage(format!("--advertise '{bad}' must be host:port")));
+    }
+    if voter_map.is_empty() && join.is_empty() {
         return Err(usage("cluster mode needs --voter entries (the initial voters) or --join ADDRESS".into()));
     }
-    if control && join.is_none() && !voter_map.contains_key(&node_id) {
+    if control && join.is_empty() && !voter_map.contains_key(&node_id) {
         return Err(usage(format!("node {node_id} is a control node but not in --voter; add it or use --join")));
     }
     Ok(ClusterSettings {
         grpc_listen,
         advertise: advertise.unwrap_or_else(|| grpc_listen.to_string()),
+        advertise_http,
         voters: voter_map,
         join,
         control,
         edge,
         secret,
     })
+}
+
+/// `host:port` with a non-empty host (an IP or a DNS name) and a numeric port.
+fn check_host_port(text: &str) -> Result<(), ()> {
+    let (host, port) = text.rsplit_once(':').ok_or(())?;
+    let host_ok = !host.is_empty() && !host.contains(|c: char| c.is_whitespace() || c == '/');
+    if host_ok && port.parse::<u16>().is_ok() { Ok(()) } else { Err(()) }
+}
+
+/// The node id a setting names: a number, `ordinal` (StatefulSet pod `name-N` → N + 1) or
+/// `auto` (a stable hash of the hostname, above every ordinal id).
+pub fn resolve_node_id(value: &NodeIdValue, hostname: &str) -> Result<u64, String> {
+    let text = match value {
+        NodeIdValue::Number(0) => return Err("--node-id must be at least 1".into()),
+        NodeIdValue::Number(id) => return Ok(*id),
+        NodeIdValue::Text(text) => text.trim(),
+    };
+    match text {
+        "ordinal" => hostname
+            .rsplit_once('-')
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+            .map(|n| n + 1)
+            .ok_or_else(|| format!("--node-id ordinal needs a hostname ending in -N, not '{hostname}'")),
+        "auto" if hostname.is_empty() => Err("--node-id auto needs a hostname".into()),
+        "auto" => {
+            // FNV-1a: stable across versions and platforms, unlike std's hasher.
+            let hash = hostname
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            Ok(1_000_000 + hash % (1 << 52))
+        }
+        number => match number.parse::<u64>() {
+            Ok(0) | Err(_) => Err(format!("--node-id '{number}' must be a positive number, ordinal or auto")),
+            Ok(id) => Ok(id),
+        },
+    }
+}
+
+/// `$HOSTNAME`, else the kernel's host name.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The keys of an access key file: one per line, blank lines and `#` comments skipped.
+pub fn read_key_file(path: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let keys: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
+    if keys.is_empty() {
+        return Err(format!("{} holds no access key", path.display()));
+    }
+    if keys.iter().any(|k| k.contains(';')) {
+        return Err(format!("{}: an access key must not contain ';'", path.display()));
+    }
+    Ok(keys)
 }
 
 /// Upstream URLs are plain `http` (calls go to the application next to the node).

@@ -47,6 +47,18 @@ pub struct ControlPlane {
     channels: Arc<parking_lot::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>>,
     /// Commands waiting to be proposed; the batcher turns what queued up into one proposal.
     proposals: tokio::sync::mpsc::Sender<Proposal>,
+    /// How long writes take from call to answer (commit and apply barrier included).
+    proposal_latency: Arc<switchboard_hub::metrics::Histogram>,
+}
+
+/// Raft progress of this node, for metrics.
+pub struct RaftNumbers {
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    /// Known on the leader only: the highest index a quorum of voters has.
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
 }
 
 /// A command and who waits for its answer.
@@ -59,7 +71,15 @@ impl ControlPlane {
     /// Builds the handle and starts its proposal batcher.
     fn assemble(id: NodeId, raft: Raft, state: SharedState, secret: Option<ClusterSecret>) -> ControlPlane {
         let (proposals, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
-        let plane = ControlPlane { id, raft, state, secret, channels: Arc::default(), proposals };
+        let plane = ControlPlane {
+            id,
+            raft,
+            state,
+            secret,
+            channels: Arc::default(),
+            proposals,
+            proposal_latency: Arc::default(),
+        };
         tokio::spawn(plane.clone().batch_proposals(queue));
         plane
     }
@@ -143,8 +163,8 @@ impl ControlPlane {
             // Already initialized on a restart: the error is expected then.
             let _ = plane.raft.initialize(members).await;
         }
-        if let Some(address) = &cluster.join {
-            plane.join(address, &cluster.advertise, cluster.control).await?;
+        if !cluster.join.is_empty() {
+            plane.join(&cluster.join, &cluster.advertise, cluster.control).await?;
         }
         plane
             .raft
@@ -188,15 +208,17 @@ impl ControlPlane {
             .collect()
     }
 
-    /// Asks the cluster (through `address`, redirected to the leader) to add this node.
-    async fn join(&self, address: &str, advertise: &str, voter: bool) -> anyhow::Result<()> {
+    /// Asks the cluster (through one of `addresses`, tried in turn, redirected to the leader)
+    /// to add this node.
+    async fn join(&self, addresses: &[String], advertise: &str, voter: bool) -> anyhow::Result<()> {
         let mut roles = vec![Role::Edge as i32];
         if voter {
             roles.push(Role::Control as i32);
         }
         let request = JoinRequest { node_id: self.id, advertised_address: advertise.to_owned(), roles };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let mut target = address.to_owned();
+        let mut candidates = addresses.iter().cycle();
+        let mut target = candidates.next().cloned().context("no address to join through")?;
         loop {
             match self.admin(&target).await.map_err(tonic::Status::unavailable) {
                 Ok(mut client) => match client.join(request.clone()).await {
@@ -207,13 +229,15 @@ impl ControlPlane {
                             target = leader.to_owned();
                         } else if status.code() == tonic::Code::PermissionDenied {
                             anyhow::bail!("the cluster refused this node: {}", status.message());
+                        } else {
+                            target = candidates.next().cloned().unwrap_or(target);
                         }
                     }
                 },
-                Err(_) => {}
+                Err(_) => target = candidates.next().cloned().unwrap_or(target),
             }
             if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("could not join the cluster through {address} within 60 s");
+                anyhow::bail!("could not join the cluster through {} within 60 s", addresses.join(", "));
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
@@ -259,7 +283,22 @@ impl ControlPlane {
                 for node in expired {
                     tracing::warn!(node, "node lease expired; removing its routes");
                     let _ = self.write(Command::RemoveNode { node }).await;
+                    self.forget_learner(node).await;
                 }
+            }
+        }
+    }
+
+    /// Drops a dead edge-only node from the raft membership, so nodes that come and go (pods
+    /// with fresh ids) do not pile up as learners the leader keeps replicating to. Voters stay:
+    /// changing them is an operator's decision.
+    async fn forget_learner(&self, node: NodeId) {
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        let is_learner = membership.learner_ids().any(|id| id == node);
+        if is_learner {
+            let changes = openraft::ChangeMembers::RemoveNodes(std::collections::BTreeSet::from([node]));
+            if let Err(error) = self.raft.change_membership(changes, false).await {
+                tracing::warn!(node, %error, "could not remove an expired learner from the raft membership");
             }
         }
     }
@@ -272,9 +311,40 @@ impl ControlPlane {
     /// Proposes a command (forwarded to the leader from a follower) and, in a cluster, waits
     /// until every member node has applied it.
     pub async fn write(&self, command: Command) -> Result<(), String> {
+        let started = std::time::Instant::now();
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.proposals.send((command, answer)).await.map_err(|_| "the control plane stopped".to_owned())?;
-        answered.await.map_err(|_| "the control plane stopped".to_owned())?
+        let result = answered.await.map_err(|_| "the control plane stopped".to_owned())?;
+        self.proposal_latency.observe(started.elapsed());
+        result
+    }
+
+    pub fn proposal_latency(&self) -> &switchboard_hub::metrics::Histogram {
+        &self.proposal_latency
+    }
+
+    /// Term, leader and indexes as raft reports them now.
+    pub fn raft_numbers(&self) -> RaftNumbers {
+        let metrics = self.raft.metrics().borrow().clone();
+        let commit_index = metrics.replication.as_ref().map(|replication| {
+            let membership = metrics.membership_config.membership();
+            let mut matched: Vec<u64> = membership
+                .voter_ids()
+                .map(|id| match id == self.id {
+                    true => metrics.last_log_index.unwrap_or(0),
+                    false => replication.get(&id).copied().flatten().map_or(0, |l| l.index),
+                })
+                .collect();
+            matched.sort_unstable_by(|a, b| b.cmp(a));
+            matched.get(matched.len() / 2).copied().unwrap_or(0)
+        });
+        RaftNumbers {
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            last_log_index: metrics.last_log_index,
+            commit_index,
+            applied_index: metrics.last_applied.map(|l| l.index),
+        }
     }
 
     /// Proposes one raft entry here or, from a follower, on the leader; returns its index.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod dispatch;
 pub mod local;
+pub mod metrics;
 pub mod serve;
 pub mod token;
 

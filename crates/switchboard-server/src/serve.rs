@@ -8,6 +8,7 @@ use crate::cli::ServeArgs;
 use crate::config::{LogFormat, Settings};
 use crate::control::ControlPlane;
 use crate::dispatch::ClusterDispatch;
+use crate::metrics::{Observability, Readiness};
 use anyhow::Context;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -37,17 +38,68 @@ pub fn main(args: ServeArgs) -> Result<(), Exit> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let observability = Arc::new(Observability::default());
+        if let Some(address) = settings.internal_listen {
+            let internal = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (--internal-listen)"))?;
+            let app = crate::metrics::router(observability.clone());
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(internal, app).await {
+                    tracing::error!(%error, "the internal endpoint stopped");
+                }
+            });
+        }
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        let node = Node::start(&settings, &listener).await?;
+        let node = Node::start_observed(&settings, &listener, observability).await?;
         println!("{}", node.connection_string);
         let bound = listener.local_addr().context("listener has no address")?;
         tracing::info!(listen = %bound, endpoint = %node.endpoint, "switchboard is serving; the connection string is on stdout");
+        if let Some(path) = settings.access_key_file.clone() {
+            tokio::spawn(reload_keys_forever(path, node.keys.clone()));
+        }
         node.serve(listener, settings.shutdown_grace, shutdown_signal()).await;
         Ok(())
     })
 }
+
+/// Re-reads the access key file on SIGHUP and whenever its content changes (a mounted
+/// Kubernetes Secret is updated in place), so keys rotate without a restart. A file that
+/// cannot be read or holds no key is reported and the current keys stay.
+async fn reload_keys_forever(path: std::path::PathBuf, keys: AccessKeys) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(KEY_FILE_CHECK);
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<Option<()>>();
+        let by_signal = tokio::select! {
+            _ = tick.tick() => false,
+            _ = signalled => true,
+        };
+        match crate::config::read_key_file(&path) {
+            Ok(new) if *keys.current() != *new => {
+                keys.replace(new.clone());
+                tracing::info!(keys = new.len(), path = %path.display(), "access keys reloaded");
+            }
+            Ok(_) if by_signal => tracing::info!(path = %path.display(), "access keys unchanged"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "keeping the current access keys"),
+        }
+    }
+}
+
+/// How often the access key file is checked for changes.
+const KEY_FILE_CHECK: Duration = Duration::from_secs(5);
 
 /// A node ready to serve: its state and its HTTP application.
 pub struct Node {
@@ -56,15 +108,27 @@ pub struct Node {
     /// `Endpoint=…;AccessKey=…;Version=1.0;` for application back ends.
     pub connection_string: String,
     pub registry: Arc<Registry>,
+    /// The accepted keys; replacing them (a reload) reaches every component.
+    pub keys: AccessKeys,
     edge: Arc<EdgeState>,
     control: ControlPlane,
     app: axum::Router,
+    observability: Arc<Observability>,
 }
 
 impl Node {
     /// Builds the node for a bound `listener` (its address becomes the default endpoint) and
     /// starts its control plane in the data directory.
     pub async fn start(settings: &Settings, listener: &TcpListener) -> Result<Node, Exit> {
+        Self::start_observed(settings, listener, Arc::default()).await
+    }
+
+    /// [`Node::start`], reporting to `observability` (the internal endpoint).
+    pub async fn start_observed(
+        settings: &Settings,
+        listener: &TcpListener,
+        observability: Arc<Observability>,
+    ) -> Result<Node, Exit> {
         let keys = load_or_create_keys(settings)?;
         let bound = listener.local_addr().context("listener has no address")?;
         let endpoint = match &settings.endpoint {
@@ -74,6 +138,7 @@ impl Node {
         let connection_string =
             format!("Endpoint={};AccessKey={};Version=1.0;", endpoint.as_str().trim_end_matches('/'), keys.primary());
         let hub_config = HubConfig { max_queued_bytes: settings.max_queued_bytes };
+        let mut fanout_client = None;
         let (control, registry, dispatch): (ControlPlane, Arc<Registry>, Arc<dyn Dispatch>) = match &settings.cluster {
             None => {
                 let control = ControlPlane::start_single(&settings.data_dir, &bound.to_string()).await?;
@@ -87,12 +152,14 @@ impl Node {
                 let secret = switchboard_proto::ClusterSecret::new(&cluster.secret)
                     .map_err(|_| Exit::Usage("--cluster-secret must be visible ASCII".into()))?;
                 let fanout = FanoutClient::new(settings.node_id, registry.clone(), &secret, FanoutConfig::default());
-                control.join_cluster(cluster, reachable(bound), FanoutService::new(registry.clone())).await?;
+                fanout_client = Some(fanout.clone());
+                let http = cluster.advertise_http.clone().unwrap_or_else(|| http_address(bound, &cluster.advertise));
+                control.join_cluster(cluster, http, FanoutService::new(registry.clone())).await?;
                 let dispatch = Arc::new(ClusterDispatch { fanout, control: control.clone() });
                 (control, registry, dispatch)
             }
         };
-        let verifier = Arc::new(Verifier::new(keys, Audience::new([&endpoint]), 30));
+        let verifier = Arc::new(Verifier::new(keys.clone(), Audience::new([&endpoint]), 30));
         let node_secret: [u8; 32] = rand::rng().random();
         let edge_config = EdgeConfig {
             max_message_size: settings.max_message_size,
@@ -110,6 +177,12 @@ impl Node {
             ..UpstreamConfig::default()
         };
         let upstream = Arc::new(Upstream::new(upstream_config, verifier.keys().clone(), settings.max_queued_bytes));
+        observability.attach(crate::metrics::Parts {
+            registry: registry.clone(),
+            upstream: upstream.clone(),
+            fanout: fanout_client,
+            control: control.clone(),
+        });
         let mut edge = EdgeState::new(edge_config, registry.clone(), verifier.clone(), tokens, upstream);
         if settings.cluster.is_some() {
             let directory = control.clone();
@@ -129,14 +202,16 @@ impl Node {
         let app = switchboard_edge::router(edge.clone())
             .merge(status_route)
             .merge(switchboard_api::router(api))
-            .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") });
-        Ok(Node { endpoint, connection_string, registry, edge, control, app })
+            .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") })
+            .layer(axum::middleware::from_fn_with_state(observability.clone(), crate::metrics::count_rest));
+        Ok(Node { endpoint, connection_string, registry, keys, edge, control, app, observability })
     }
 
     /// Serves until `shutdown` resolves, then closes every client (with `allowReconnect`) and
     /// waits for them to leave within `grace`.
     pub async fn serve(self, listener: TcpListener, grace: Duration, shutdown: impl Future<Output = ()>) {
-        let Node { registry, edge, control, app, .. } = self;
+        let Node { registry, edge, control, app, observability, .. } = self;
+        observability.set_readiness(Readiness::Ready);
         let purge = tokio::spawn(control.clone().purge_expired_forever());
         tokio::spawn(switchboard_edge::reclaim_abandoned(edge));
         let mut shutdown = std::pin::pin!(shutdown);
@@ -168,6 +243,7 @@ impl Node {
             }
         }
         drop(listener);
+        observability.set_readiness(Readiness::Draining);
         drain(&registry, grace).await;
         purge.abort();
         control.shutdown().await;
@@ -187,8 +263,13 @@ async fn drain(registry: &Registry, grace: Duration) {
     tracing::info!(remaining = Stats::get(&registry.stats().connections), "stopped");
 }
 
-/// Keys from the settings, else the key kept in the data directory (created on first start).
+/// Keys from the settings or their key file, else the key kept in the data directory
+/// (created on first start).
 fn load_or_create_keys(settings: &Settings) -> Result<AccessKeys, Exit> {
+    if let Some(path) = &settings.access_key_file {
+        let keys = crate::config::read_key_file(path).map_err(Exit::Usage)?;
+        return AccessKeys::new(keys).ok_or_else(|| Exit::Usage(format!("{} holds no access key", path.display())));
+    }
     if let Some(keys) = AccessKeys::new(settings.access_keys.clone()) {
         return Ok(keys);
     }
@@ -224,6 +305,18 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, format!("{text}\n"))
+}
+
+/// Where other nodes reach this node's client endpoint: the listen address, or with a
+/// wildcard listen address, the advertised gRPC host with the listen port.
+fn http_address(bound: SocketAddr, advertise: &str) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    match advertise.rsplit_once(':') {
+        Some((host, _)) => format!("{host}:{}", bound.port()),
+        None => reachable(bound),
+    }
 }
 
 /// The address clients can reach when listening on every interface.

@@ -52,7 +52,13 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Non-blocking sends dropped: no template matched, or the connection's queue was full.
     pub dropped_sends: AtomicU64,
+    /// Calls by outcome: 2xx, 4xx, 5xx (and other statuses), no answer (transport error or timeout).
+    pub outcomes: switchboard_hub::metrics::Counters<4>,
+    pub duration: switchboard_hub::metrics::Histogram,
 }
+
+/// Label values of [`Stats::outcomes`], in order.
+pub const OUTCOMES: [&str; 4] = ["2xx", "4xx", "5xx", "error"];
 
 /// Who a connection is, as upstream sees it.
 #[derive(Debug, Clone)]
@@ -212,6 +218,7 @@ impl Upstream {
                 .to_bytes();
             Ok((status, reply))
         };
+        let started = std::time::Instant::now();
         let result = match tokio::time::timeout(self.config.timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(format!("timed out after {} s", self.config.timeout.as_secs())),
@@ -221,6 +228,14 @@ impl Upstream {
             _ => &self.stats.failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        let outcome = match &result {
+            Ok((200..=299, _)) => 0,
+            Ok((400..=499, _)) => 1,
+            Ok(_) => 2,
+            Err(_) => 3,
+        };
+        self.stats.outcomes.add(outcome, 1);
+        self.stats.duration.observe(started.elapsed());
         result
     }
 }

@@ -15,5 +15,5 @@
 mod client;
 mod template;
 
-pub use client::{ConnectionContext, Stats, Upstream, UpstreamConfig, UpstreamQueue};
+pub use client::{ConnectionContext, OUTCOMES, Stats, Upstream, UpstreamConfig, UpstreamQueue};
 pub use template::{Pattern, Template};

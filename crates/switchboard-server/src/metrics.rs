@@ -1,0 +1,275 @@
+//! The internal endpoint: Prometheus `/metrics`, `/healthz` (the process runs) and `/readyz`
+//! (the node joined its cluster and applied its state; not while draining), on a port of its
+//! own so probes and scrapes never share the public one.
+
+use crate::control::ControlPlane;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
+use switchboard_fanout::FanoutStats;
+use switchboard_hub::metrics::{ConnectFailure, Disconnect, Histogram, Route, Transport, write_header};
+use switchboard_hub::{Registry, Stats};
+use switchboard_upstream::{OUTCOMES, Upstream};
+
+/// Where the node is in its life, as `/readyz` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Readiness {
+    Starting = 0,
+    Ready = 1,
+    Draining = 2,
+}
+
+/// What the internal endpoint reads. Built before the node starts, so probes answer while a
+/// node waits for its cluster.
+#[derive(Default)]
+pub struct Observability {
+    readiness: AtomicU8,
+    rest: RestMetrics,
+    parts: Mutex<Option<Parts>>,
+}
+
+/// The running node's components, set once they exist.
+#[derive(Clone)]
+pub struct Parts {
+    pub registry: Arc<Registry>,
+    pub upstream: Arc<Upstream>,
+    pub fanout: Option<switchboard_fanout::FanoutClient>,
+    pub control: ControlPlane,
+}
+
+/// REST requests by route template and status, and their latency by route.
+#[derive(Default)]
+struct RestMetrics {
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    latency: Mutex<BTreeMap<&'static str, Arc<Histogram>>>,
+}
+
+impl Observability {
+    pub fn set_readiness(&self, readiness: Readiness) {
+        self.readiness.store(readiness as u8, Ordering::Relaxed);
+    }
+
+    fn readiness(&self) -> Readiness {
+        match self.readiness.load(Ordering::Relaxed) {
+            1 => Readiness::Ready,
+            2 => Readiness::Draining,
+            _ => Readiness::Starting,
+        }
+    }
+
+    pub fn attach(&self, parts: Parts) {
+        *self.parts.lock() = Some(parts);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        write_header(&mut out, "switchboard_ready", "gauge", "1 when the node serves (joined, applied, not draining).");
+        let _ = writeln!(out, "switchboard_ready {}", u8::from(self.readiness() == Readiness::Ready));
+        let parts = self.parts.lock().clone();
+        if let Some(parts) = &parts {
+            write_hub(&mut out, parts.registry.stats(), &parts.registry);
+            write_upstream(&mut out, &parts.upstream);
+            if let Some(fanout) = &parts.fanout {
+                write_fanout(&mut out, fanout.stats());
+            }
+            write_raft(&mut out, &parts.control);
+        }
+        self.write_rest(&mut out);
+        write_process(&mut out);
+        out
+    }
+
+    fn write_rest(&self, out: &mut String) {
+        write_header(out, "switchboard_rest_requests_total", "counter", "REST requests by route and status.");
+        for ((route, status), count) in self.rest.requests.lock().iter() {
+            let _ = writeln!(out, "switchboard_rest_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}");
+        }
+        let name = "switchboard_rest_request_duration_seconds";
+        write_header(out, name, "histogram", "REST request latency by route.");
+        let latency: Vec<(&str, Arc<Histogram>)> =
+            self.rest.latency.lock().iter().map(|(k, v)| (*k, v.clone())).collect();
+        for (route, histogram) in latency {
+            histogram.write(out, name, &format!("route=\"{route}\""));
+        }
+    }
+}
+
+/// Counts REST requests (middleware on the public router), labelled by the kind of call
+/// (`send_user`, `add_connection_to_group`, …). Client transport requests are connections,
+/// counted by the hub.
+pub async fn count_rest(State(observability): State<Arc<Observability>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if !path.starts_with("/api/") {
+        return next.run(request).await;
+    }
+    let route = if path == crate::cluster::STATUS_PATH {
+        "cluster_status"
+    } else {
+        switchboard_api::parse_route(request.method(), path, None).map_or("unmatched", |r| r.target.kind())
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let rest = &observability.rest;
+    *rest.requests.lock().entry((route, response.status().as_u16())).or_default() += 1;
+    let histogram = rest.latency.lock().entry(route).or_default().clone();
+    histogram.observe(started.elapsed());
+    response
+}
+
+/// The internal router.
+pub fn router(observability: Arc<Observability>) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(o): State<Arc<Observability>>| async move {
+                match o.readiness() {
+                    Readiness::Ready => (StatusCode::OK, "ready").into_response(),
+                    Readiness::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response(),
+                    Readiness::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response(),
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(o): State<Arc<Observability>>| async move {
+                ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], o.render())
+            }),
+        )
+        .with_state(observability)
+}
+
+fn write_hub(out: &mut String, stats: &Stats, registry: &Registry) {
+    let value = Stats::get;
+    write_header(out, "switchboard_connections", "gauge", "Connections open on this node.");
+    for transport in Transport::ALL {
+        for (slot, protocol) in ["json", "messagepack"].iter().enumerate() {
+            let n = stats.open[*transport as usize].get(slot);
+            let t = transport.label();
+            let _ = writeln!(out, "switchboard_connections{{transport=\"{t}\",protocol=\"{protocol}\"}} {n}");
+        }
+    }
+    write_header(out, "switchboard_connects_total", "counter", "Connections established.");
+    for transport in Transport::ALL {
+        let (t, n) = (transport.label(), stats.connects.get(*transport as usize));
+        let _ = writeln!(out, "switchboard_connects_total{{transport=\"{t}\"}} {n}");
+    }
+    write_header(out, "switchboard_disconnects_total", "counter", "Connections ended, by reason.");
+    for reason in Disconnect::ALL {
+        let (r, n) = (reason.label(), stats.disconnects.get(*reason as usize));
+        let _ = writeln!(out, "switchboard_disconnects_total{{reason=\"{r}\"}} {n}");
+    }
+    write_header(out, "switchboard_connect_failures_total", "counter", "Connection attempts refused, by reason.");
+    for reason in ConnectFailure::ALL {
+        let (r, n) = (reason.label(), stats.connect_failures.get(*reason as usize));
+        let _ = writeln!(out, "switchboard_connect_failures_total{{reason=\"{r}\"}} {n}");
+    }
+    write_header(out, "switchboard_messages_out_total", "counter", "Messages queued to clients, by kind of send.");
+    for route in Route::ALL {
+        let (r, n) = (route.label(), stats.messages_out.get(*route as usize));
+        let _ = writeln!(out, "switchboard_messages_out_total{{route=\"{r}\"}} {n}");
+    }
+    let simple = [
+        (
+            "switchboard_messages_in_total",
+            "counter",
+            "Hub invocations received from clients.",
+            value(&stats.messages_in),
+        ),
+        ("switchboard_bytes_in_total", "counter", "Bytes received from clients.", value(&stats.bytes_in)),
+        ("switchboard_bytes_out_total", "counter", "Bytes written to clients.", value(&stats.bytes_out)),
+        (
+            "switchboard_slow_consumer_closes_total",
+            "counter",
+            "Connections closed because their queue overflowed.",
+            value(&stats.slow_consumer_closes),
+        ),
+        ("switchboard_queued_bytes", "gauge", "Bytes waiting in connection queues.", registry.queued_bytes()),
+    ];
+    for (name, kind, help, n) in simple {
+        write_header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {n}");
+    }
+}
+
+fn write_upstream(out: &mut String, upstream: &Upstream) {
+    let stats = upstream.stats();
+    write_header(out, "switchboard_upstream_calls_total", "counter", "Upstream calls by outcome.");
+    for (slot, status) in OUTCOMES.iter().enumerate() {
+        let _ = writeln!(out, "switchboard_upstream_calls_total{{status=\"{status}\"}} {}", stats.outcomes.get(slot));
+    }
+    let name = "switchboard_upstream_call_duration_seconds";
+    write_header(out, name, "histogram", "Upstream call latency.");
+    stats.duration.write(out, name, "");
+}
+
+fn write_fanout(out: &mut String, stats: &FanoutStats) {
+    write_header(out, "switchboard_fanout_batches_total", "counter", "Delivery batches sent to other nodes.");
+    let _ = writeln!(out, "switchboard_fanout_batches_total {}", FanoutStats::get(&stats.batches));
+    write_header(
+        out,
+        "switchboard_fanout_deliveries_failed_total",
+        "counter",
+        "Deliveries to other nodes that failed.",
+    );
+    let _ = writeln!(out, "switchboard_fanout_deliveries_failed_total {}", FanoutStats::get(&stats.failed));
+    let name = "switchboard_fanout_batch_duration_seconds";
+    write_header(out, name, "histogram", "Time until another node acknowledged a delivery batch.");
+    stats.batch_latency.write(out, name, "");
+}
+
+fn write_raft(out: &mut String, control: &ControlPlane) {
+    let raft = control.raft_numbers();
+    let mut gauge = |name: &str, help: &str, value: Option<u64>| {
+        if let Some(value) = value {
+            write_header(out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    };
+    gauge("switchboard_raft_term", "Current raft term.", Some(raft.term));
+    gauge("switchboard_raft_leader", "Node id of the raft leader (0: none known).", Some(raft.leader.unwrap_or(0)));
+    gauge("switchboard_raft_last_log_index", "Last raft log index on this node.", raft.last_log_index);
+    gauge("switchboard_raft_commit_index", "Committed raft index (reported by the leader).", raft.commit_index);
+    gauge("switchboard_raft_applied_index", "Raft index applied to this node's state.", raft.applied_index);
+    let name = "switchboard_raft_proposal_duration_seconds";
+    write_header(out, name, "histogram", "Membership writes: proposal, commit and apply barrier.");
+    control.proposal_latency().write(out, name, "");
+}
+
+/// Resident memory, CPU time and open files of this process, from /proc (Linux).
+fn write_process(out: &mut String) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
+    if let Some(kb) = rss_kb {
+        write_header(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        let _ = writeln!(out, "process_resident_memory_bytes {}", kb * 1024);
+    }
+    // utime and stime are fields 14 and 15, counted after the parenthesised command name.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let ticks: Option<u64> = stat.rsplit_once(')').and_then(|(_, rest)| {
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    });
+    if let Some(ticks) = ticks {
+        // USER_HZ is 100 on every Linux platform Switchboard ships for.
+        write_header(out, "process_cpu_seconds_total", "counter", "User and system CPU time in seconds.");
+        let _ = writeln!(out, "process_cpu_seconds_total {}", ticks as f64 / 100.0);
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        write_header(out, "process_open_fds", "gauge", "Open file descriptors.");
+        let _ = writeln!(out, "process_open_fds {}", entries.count());
+    }
+}
