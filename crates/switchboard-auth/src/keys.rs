@@ -92,6 +92,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_replacement_reaches_every_clone_and_is_never_empty() {
+        let keys = AccessKeys::new(["a", "b"]).unwrap();
+        let held = keys.clone();
+        assert!(keys.replace(["c", "b"]));
+        assert_eq!(held.primary(), "c");
+        assert_eq!(&*held.current(), &["c".to_owned(), "b".to_owned()]);
+        assert!(!keys.replace(Vec::<String>::new()));
+        assert!(!keys.replace([""]));
+        assert_eq!(held.current().len(), 2);
+    }
+
+    #[test]
     fn signature_lists_every_key_without_spaces() {
         let keys = AccessKeys::new(["key1", "key2"]).unwrap();
         let sig = upstream_signature(&keys, "conn");

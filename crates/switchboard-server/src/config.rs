@@ -441,4 +441,59 @@ mod tests {
         std::fs::write(&path, "unknown_key = 1\n").unwrap();
         assert!(resolve(ServeArgs { config: Some(path), ..Default::default() }).is_err());
     }
+
+    #[test]
+    fn node_ids_from_hostnames() {
+        let text = |t: &str| NodeIdValue::Text(t.into());
+        assert_eq!(resolve_node_id(&text("ordinal"), "switchboard-control-0"), Ok(1));
+        assert_eq!(resolve_node_id(&text("ordinal"), "sb-control-12"), Ok(13));
+        assert!(resolve_node_id(&text("ordinal"), "laptop").is_err());
+        let a = resolve_node_id(&text("auto"), "switchboard-edge-7d9f-abcde").unwrap();
+        assert_eq!(resolve_node_id(&text("auto"), "switchboard-edge-7d9f-abcde"), Ok(a), "stable");
+        assert_ne!(resolve_node_id(&text("auto"), "switchboard-edge-7d9f-xyz12"), Ok(a));
+        assert!(a >= 1_000_000 && a < 1_000_000 + (1 << 52));
+        assert_eq!(resolve_node_id(&text("7"), ""), Ok(7));
+        assert_eq!(resolve_node_id(&NodeIdValue::Number(3), ""), Ok(3));
+        assert!(resolve_node_id(&text("0"), "").is_err() && resolve_node_id(&NodeIdValue::Number(0), "").is_err());
+        assert!(resolve_node_id(&text("seven"), "").is_err());
+    }
+
+    #[test]
+    fn key_files_need_a_key() {
+        let dir = std::env::temp_dir().join(format!("switchboard-keyfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys");
+        std::fs::write(&path, "# rotated 2026-11\nprimary\n\n  secondary  \n").unwrap();
+        assert_eq!(read_key_file(&path), Ok(vec!["primary".to_owned(), "secondary".to_owned()]));
+        std::fs::write(&path, "\n# nothing\n").unwrap();
+        assert!(read_key_file(&path).is_err());
+        std::fs::write(&path, "a;b\n").unwrap();
+        assert!(read_key_file(&path).is_err());
+        assert!(read_key_file(&dir.join("absent")).is_err());
+        let both = ServeArgs { access_keys: vec!["k".into()], access_key_file: Some(path), ..Default::default() };
+        assert!(resolve(both).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn peers_may_be_dns_names() {
+        let args = ServeArgs {
+            grpc_listen: Some("0.0.0.0:7001".into()),
+            cluster_secret: Some("s".into()),
+            node_id: Some("2".into()),
+            advertise: Some("sb-control-1.sb-control.default.svc.cluster.local:7001".into()),
+            voters: vec!["1=sb-control-0.sb:7001".into(), "2=sb-control-1.sb:7001".into()],
+            ..Default::default()
+        };
+        let cluster = resolve(args).unwrap().cluster.unwrap();
+        assert_eq!(cluster.voters[&1], "sb-control-0.sb:7001");
+        let bad = ServeArgs {
+            grpc_listen: Some("0.0.0.0:7001".into()),
+            cluster_secret: Some("s".into()),
+            join: vec!["no-port".into()],
+            role: Some("edge".into()),
+            ..Default::default()
+        };
+        assert!(resolve(bad).is_err());
+    }
 }
