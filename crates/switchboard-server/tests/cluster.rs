@@ -500,6 +500,66 @@ async fn transport_requests_may_land_on_any_node() {
     assert_eq!((polled, body), (200, invocation("lp")));
     let (deleted, _) = tokio::task::block_in_place(|| plain(cluster.http(2), "DELETE", &path, b""));
     assert_eq!(deleted, 202);
+
+    // Server-Sent Events: negotiated on node 1, streamed through node 2, handshake posted and
+    // a message sent through node 3, ended through node 1.
+    let (sse_id, sse_token, sse_client_token) = negotiate_on(cluster.http(1), "sse-user").await;
+    let path = format!("/client/?hub=chat&id={sse_token}&access_token={sse_client_token}");
+    let mut stream = tokio::task::block_in_place(|| SseReader::open(cluster.http(2), &path));
+    stream.read_until(b":\r\n");
+    let (sent, _) = tokio::task::block_in_place(|| {
+        plain(cluster.http(3), "POST", &path, b"{\"protocol\":\"json\",\"version\":1}\x1e")
+    });
+    assert_eq!(sent, 200);
+    tokio::task::block_in_place(|| stream.read_until(b"data: {}\x1e"));
+    let send = format!("/api/v1/hubs/chat/connections/{sse_id}");
+    assert_eq!(post(cluster.http(3), &send, r#"{"target":"m","arguments":["sse"]}"#).await, 202);
+    let expected = [b"data: ".as_slice(), &invocation("sse")].concat();
+    tokio::task::block_in_place(|| stream.read_until(&expected));
+    let (deleted, _) = tokio::task::block_in_place(|| plain(cluster.http(1), "DELETE", &path, b""));
+    assert_eq!(deleted, 202);
+    tokio::task::block_in_place(|| stream.read_to_end());
+}
+
+/// An SSE response read as raw bytes as they arrive (chunk framing included, which is fine for
+/// finding whole events).
+struct SseReader {
+    stream: std::net::TcpStream,
+    seen: Vec<u8>,
+}
+
+impl SseReader {
+    fn open(port: u16, target: &str) -> SseReader {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let head = format!(
+            "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        SseReader { stream, seen: Vec::new() }
+    }
+
+    /// Reads until `needle` arrived (a read timeout fails the test).
+    fn read_until(&mut self, needle: &[u8]) {
+        use std::io::Read;
+        let mut buffer = [0u8; 4096];
+        while !self.seen.windows(needle.len()).any(|w| w == needle) {
+            let n = self.stream.read(&mut buffer).expect("more of the stream within 20 s");
+            assert!(n > 0, "the stream ended before {:?}", String::from_utf8_lossy(needle));
+            self.seen.extend_from_slice(&buffer[..n]);
+        }
+        let at = self.seen.windows(needle.len()).position(|w| w == needle).unwrap();
+        self.seen.drain(..at + needle.len());
+    }
+
+    /// Reads until the server ends the response.
+    fn read_to_end(&mut self) {
+        use std::io::Read;
+        let mut rest = Vec::new();
+        self.stream.read_to_end(&mut rest).expect("the stream ends within 20 s");
+        assert!(rest.ends_with(b"0\r\n\r\n"), "a chunked response's last chunk: {:?}", String::from_utf8_lossy(&rest));
+    }
 }
 
 #[test]
