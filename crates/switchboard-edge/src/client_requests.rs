@@ -265,7 +265,17 @@ pub(crate) async fn post(State(state): State<Arc<EdgeState>>, request: Request) 
         }
         Err(_) => return refuse(StatusCode::BAD_REQUEST, "could not read the request body"),
     };
-    connection.receive(&state, &body);
+    if let Some(settle) = connection.receive(&state, &body) {
+        // Released on drop too, so a client that gives up on this POST does not stall its stream.
+        struct Release(Arc<HttpConnection>);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                self.0.settled();
+            }
+        }
+        let _release = Release(connection.clone());
+        settle.await;
+    }
     // An empty body: signalrcore parses any non-empty answer as JSON.
     StatusCode::OK.into_response()
 }

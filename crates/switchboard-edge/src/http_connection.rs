@@ -44,6 +44,9 @@ struct State {
     /// outbox's frames.
     replies: Vec<u8>,
     ended: bool,
+    /// The handshake answer waits until the node's new interest in the user is applied
+    /// everywhere (see [`HttpConnection::receive`]).
+    settling: bool,
     poll_generation: u64,
     polling: bool,
     last_poll_end: Instant,
@@ -85,6 +88,7 @@ impl HttpConnection {
                 info: Some(info),
                 replies: Vec::new(),
                 ended: false,
+                settling: false,
                 poll_generation: 0,
                 polling: false,
                 last_poll_end: Instant::now(),
@@ -93,13 +97,16 @@ impl HttpConnection {
         }
     }
 
-    /// Handles a POST body from the client.
-    pub(crate) fn receive(&self, state: &EdgeState, body: &[u8]) {
+    /// Handles a POST body from the client. When the handshake made the node interested in the
+    /// client's user, returns what to await (then call [`HttpConnection::settled`]) before the
+    /// handshake answer may leave, so sends from any node reach the client once it is connected.
+    pub(crate) fn receive(&self, state: &EdgeState, body: &[u8]) -> Option<switchboard_hub::Settled> {
         let mut outputs = Vec::new();
         let mut guard = self.state.lock();
         if guard.ended {
-            return;
+            return None;
         }
+        let mut settle = None;
         state.registry.stats().received(body.len());
         guard.session.feed(body, &mut outputs);
         let mut end = None;
@@ -114,7 +121,10 @@ impl HttpConnection {
                     };
                     let conn = Connection::new(self.id.clone(), self.user_id.as_deref(), protocol, info);
                     let conn = Arc::new(conn.over(transport));
-                    self.hub.add_connection(conn.clone());
+                    if self.hub.add_connection(conn.clone()) {
+                        guard.settling = true;
+                        settle = Some(state.registry.interest_settled());
+                    }
                     tracing::debug!(connection_id = %self.id, transport = ?self.transport, "connected");
                     guard.upstream = upstream_link::open(state, self.hub.name(), &conn);
                     guard.conn = Some(conn);
@@ -144,6 +154,13 @@ impl HttpConnection {
         if let Some(reason) = end {
             self.end(state, reason);
         }
+        self.changed.notify_waiters();
+        settle
+    }
+
+    /// Lets the held handshake answer (and what follows it) go out.
+    pub(crate) fn settled(&self) {
+        self.state.lock().settling = false;
         self.changed.notify_waiters();
     }
 
@@ -228,6 +245,9 @@ impl HttpConnection {
         let mut guard = self.state.lock();
         if generation != 0 && generation != guard.poll_generation {
             return (None, Some(Payload::Displaced));
+        }
+        if guard.settling && !guard.ended {
+            return (None, None);
         }
         let mut out = std::mem::take(&mut guard.replies);
         let mut close_now = false;

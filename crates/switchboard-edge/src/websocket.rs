@@ -177,6 +177,9 @@ struct Io {
     stop: bool,
     /// Who ended the connection, for metrics; the client when nothing else did.
     ended_by: Option<Disconnect>,
+    /// Set when this connection made the node interested in its user: the handshake answer
+    /// waits for it, so sends from any node reach the client once it is connected.
+    settle: Option<switchboard_hub::Settled>,
 }
 
 impl ConnectionTask {
@@ -235,6 +238,7 @@ impl ConnectionTask {
             outputs: Vec::new(),
             stop: false,
             ended_by: None,
+            settle: None,
         };
         if let Some(resume) = self.resume.take() {
             let Resume { mut session, replay, conn, upstream } = *resume;
@@ -298,6 +302,9 @@ impl ConnectionTask {
                         self.on_timer(&mut io, last_sent, last_received);
                     }
                 }
+            }
+            if let Some(settle) = io.settle.take() {
+                settle.await;
             }
             if !io.out.is_empty() {
                 let written = write_out(&stream, &io.out, config.client_timeout).await;
@@ -401,7 +408,9 @@ impl ConnectionTask {
                 let info = self.info.take().map(|info| *info).unwrap_or_default();
                 let conn =
                     Arc::new(Connection::new(self.connection_id.clone(), self.user_id.as_deref(), protocol, info));
-                self.hub.add_connection(conn.clone());
+                if self.hub.add_connection(conn.clone()) {
+                    io.settle = Some(self.state.registry.interest_settled());
+                }
                 tracing::debug!(connection_id = %self.connection_id, hub = self.hub.name(), protocol = protocol.name(), "connected");
                 io.upstream = upstream_link::open(&self.state, self.hub.name(), &conn);
                 io.conn = Some(conn);

@@ -247,6 +247,7 @@ impl FanoutClient {
     ) -> Result<ConnectionReply, FanoutError> {
         if node == self.inner.node_id {
             return apply_connection_request(&self.inner.registry, &request)
+                .await
                 .map_err(|status| FanoutError::Invalid(status.message().to_owned()));
         }
         let timeout = self.inner.config.timeout;

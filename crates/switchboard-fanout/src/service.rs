@@ -91,7 +91,7 @@ impl Fanout for FanoutService {
     }
 
     async fn connection_call(&self, request: Request<ConnectionRequest>) -> Result<Response<ConnectionReply>, Status> {
-        apply_connection_request(&self.registry, &request.into_inner()).map(Response::new)
+        apply_connection_request(&self.registry, &request.into_inner()).await.map(Response::new)
     }
 }
 
@@ -191,7 +191,19 @@ fn non_empty(bytes: &Bytes) -> Option<Bytes> {
 
 /// Runs one connection-scoped call against the local hubs. `found` is whether the connection was
 /// live here; a request without an action, or with an invalid group name, is `INVALID_ARGUMENT`.
-pub fn apply_connection_request(registry: &Registry, request: &ConnectionRequest) -> Result<ConnectionReply, Status> {
+/// A group add answers once every node routes the group here (G3 under interest routing).
+pub async fn apply_connection_request(
+    registry: &Registry,
+    request: &ConnectionRequest,
+) -> Result<ConnectionReply, Status> {
+    let reply = apply_connection_request_now(registry, request)?;
+    if matches!(request.action, Some(Action::AddToGroup(_))) && reply.found {
+        registry.interest_settled().await;
+    }
+    Ok(reply)
+}
+
+fn apply_connection_request_now(registry: &Registry, request: &ConnectionRequest) -> Result<ConnectionReply, Status> {
     let Some(action) = &request.action else {
         return Err(Status::invalid_argument("connection call without an action"));
     };

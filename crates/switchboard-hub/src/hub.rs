@@ -5,6 +5,7 @@
 
 use crate::connection::Connection;
 use crate::frames::Frames;
+use crate::interest::InterestKind;
 use crate::membership::UserGroupReader;
 use crate::metrics::Route;
 use crate::outbox::{CloseRequest, PushError};
@@ -82,10 +83,16 @@ impl Hub {
 
     // ----------------------------------------------------------------- connections
 
-    /// Registers a connected client.
-    pub fn add_connection(&self, conn: Arc<Connection>) {
+    /// Registers a connected client. Returns whether the node's interest changed (the user's
+    /// first connection here), after which [`crate::Registry::interest_settled`] tells when
+    /// every node routes the user here.
+    pub fn add_connection(&self, conn: Arc<Connection>) -> bool {
         let mut state = self.state.write();
+        let mut reported = false;
         if let Some(user) = &conn.user_id {
+            if !state.users.contains_key(user) {
+                reported = self.report(InterestKind::User, user, true);
+            }
             state.users.entry(user.clone()).or_default().push(conn.clone());
         }
         let (transport, protocol) = (conn.transport as usize, protocol_index(conn.protocol));
@@ -95,6 +102,7 @@ impl Hub {
             stats.open[transport].add(protocol, 1);
             stats.connects.add(transport, 1);
         }
+        reported
     }
 
     /// Forgets a connection and its connection-level groups.
@@ -109,6 +117,7 @@ impl Hub {
                 list.retain(|c| c.id != conn.id);
                 if list.is_empty() {
                     state.users.remove(user);
+                    self.report(InterestKind::User, user, false);
                 }
             }
         }
@@ -117,6 +126,7 @@ impl Hub {
                 members.remove(id);
                 if members.is_empty() {
                     state.groups.remove(&group);
+                    self.report(InterestKind::Group, &group, false);
                 }
             }
         }
@@ -213,7 +223,7 @@ impl Hub {
     pub fn add_to_group(&self, id: &str, group: &str) -> bool {
         let mut state = self.state.write();
         let Some(conn) = state.connections.get(id).cloned() else { return false };
-        join(&mut state, &conn, group);
+        self.join(&mut state, &conn, group);
         true
     }
 
@@ -221,7 +231,7 @@ impl Hub {
     pub fn remove_from_group(&self, id: &str, group: &str) {
         let mut state = self.state.write();
         let Some(conn) = state.connections.get(id).cloned() else { return };
-        leave(&mut state, &conn, group);
+        self.leave(&mut state, &conn, group);
     }
 
     /// Removes a connection from all its connection-level groups.
@@ -230,7 +240,7 @@ impl Hub {
         let Some(conn) = state.connections.get(id).cloned() else { return };
         let groups = conn.groups.lock().clone();
         for group in groups {
-            leave(&mut state, &conn, &group);
+            self.leave(&mut state, &conn, &group);
         }
     }
 
@@ -239,7 +249,7 @@ impl Hub {
     pub fn add_user_connections_to_group(&self, user: &str, group: &str) {
         let mut state = self.state.write();
         for conn in state.users.get(user).cloned().unwrap_or_default() {
-            join(&mut state, &conn, group);
+            self.join(&mut state, &conn, group);
         }
     }
 
@@ -247,7 +257,7 @@ impl Hub {
     pub fn remove_user_connections_from_group(&self, user: &str, group: &str) {
         let mut state = self.state.write();
         for conn in state.users.get(user).cloned().unwrap_or_default() {
-            leave(&mut state, &conn, group);
+            self.leave(&mut state, &conn, group);
         }
     }
 
@@ -257,7 +267,7 @@ impl Hub {
         for conn in state.users.get(user).cloned().unwrap_or_default() {
             let groups = conn.groups.lock().clone();
             for group in groups {
-                leave(&mut state, &conn, &group);
+                self.leave(&mut state, &conn, &group);
             }
         }
     }
@@ -267,6 +277,49 @@ impl Hub {
         let state = self.state.read();
         self.shared.user_groups.is_member(&self.name, user, group, unix_now())
             || state.groups.get(group).is_some_and(|m| m.values().any(|c| c.user_id.as_deref() == Some(user)))
+    }
+
+    // -------------------------------------------------------------------- interest
+
+    /// Tells the interest sink, if any; called with the state lock held (see [`InterestSink`]).
+    fn report(&self, kind: InterestKind, name: &str, present: bool) -> bool {
+        let Some(sink) = &self.shared.interest else { return false };
+        sink.report(&self.name, kind, name, present);
+        true
+    }
+
+    /// `(hub, kind, name)` of every user and group with a live connection here.
+    pub(crate) fn interest_snapshot(&self) -> Vec<(String, InterestKind, String)> {
+        let state = self.state.read();
+        let users = state.users.keys().map(|u| (self.name.to_string(), InterestKind::User, u.to_string()));
+        let groups = state.groups.keys().map(|g| (self.name.to_string(), InterestKind::Group, g.to_string()));
+        users.chain(groups).collect()
+    }
+
+    /// Returns whether the group gained its first member here (an interest change was reported).
+    fn join(&self, state: &mut State, conn: &Arc<Connection>, group: &str) -> bool {
+        let mut reported = false;
+        if !state.groups.contains_key(group) {
+            reported = self.report(InterestKind::Group, group, true);
+        }
+        let members = state.groups.entry(Arc::from(group)).or_default();
+        if members.insert(conn.id.clone(), conn.clone()).is_none() {
+            let key = state.groups.get_key_value(group).map(|(k, _)| k.clone()).expect("just inserted");
+            conn.groups.lock().push(key);
+        }
+        reported
+    }
+
+    fn leave(&self, state: &mut State, conn: &Connection, group: &str) {
+        if let Some(members) = state.groups.get_mut(group) {
+            if members.remove(&conn.id).is_some() {
+                conn.groups.lock().retain(|g| &**g != group);
+            }
+            if members.is_empty() {
+                state.groups.remove(group);
+                self.report(InterestKind::Group, group, false);
+            }
+        }
     }
 
     // ---------------------------------------------------------------------- closing
@@ -316,24 +369,6 @@ fn is_excluded(id: &str, excluded: &[String]) -> bool {
     excluded.iter().any(|e| e == id)
 }
 
-fn join(state: &mut State, conn: &Arc<Connection>, group: &str) {
-    let members = state.groups.entry(Arc::from(group)).or_default();
-    if members.insert(conn.id.clone(), conn.clone()).is_none() {
-        let key = state.groups.get_key_value(group).map(|(k, _)| k.clone()).expect("just inserted");
-        conn.groups.lock().push(key);
-    }
-}
-
-fn leave(state: &mut State, conn: &Connection, group: &str) {
-    if let Some(members) = state.groups.get_mut(group) {
-        if members.remove(&conn.id).is_some() {
-            conn.groups.lock().retain(|g| &**g != group);
-        }
-        if members.is_empty() {
-            state.groups.remove(group);
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@
 mod connection;
 mod frames;
 mod hub;
+mod interest;
 mod membership;
 pub mod metrics;
 mod outbox;
@@ -26,6 +27,7 @@ mod user_groups;
 pub use connection::{Connection, ConnectionInfo, new_connection_id, owner_of};
 pub use frames::Frames;
 pub use hub::{Hub, is_valid_group_name, is_valid_hub_name};
+pub use interest::{InterestKind, InterestSink, Settled};
 pub use membership::{LocalUserGroups, MembershipFuture, UserGroupReader, UserGroupWriter};
 pub use metrics::{ConnectFailure, Disconnect, Route, Transport};
 pub use outbox::{CloseRequest, Outbox, PushError};

@@ -1,6 +1,7 @@
 //! Every hub on this node, plus the limits and counters they share.
 
 use crate::hub::Hub;
+use crate::interest::{InterestKind, InterestSink, Settled};
 use crate::membership::{LocalUserGroups, UserGroupReader};
 use crate::metrics::{ConnectFailure, Counters, Disconnect};
 use parking_lot::RwLock;
@@ -76,6 +77,7 @@ pub(crate) struct Shared {
     pub(crate) config: HubConfig,
     pub(crate) stats: Stats,
     pub(crate) user_groups: Arc<dyn UserGroupReader>,
+    pub(crate) interest: Option<Arc<dyn InterestSink>>,
 }
 
 /// See the module docs.
@@ -92,7 +94,31 @@ impl Registry {
 
     /// A registry reading user-group memberships from `user_groups`.
     pub fn with_user_groups(config: HubConfig, user_groups: Arc<dyn UserGroupReader>) -> Self {
-        Self { hubs: RwLock::default(), shared: Arc::new(Shared { config, stats: Stats::default(), user_groups }) }
+        let shared = Shared { config, stats: Stats::default(), user_groups, interest: None };
+        Self { hubs: RwLock::default(), shared: Arc::new(shared) }
+    }
+
+    /// Reports this node's interest in users and groups to `sink` (cluster mode). Call before
+    /// any hub exists.
+    pub fn reporting_interest(mut self, sink: Arc<dyn InterestSink>) -> Self {
+        let shared = Arc::get_mut(&mut self.shared).expect("interest is set before hubs are created");
+        shared.interest = Some(sink);
+        self
+    }
+
+    /// Resolves once every interest change reported so far is visible to every node's router
+    /// (at once without a sink).
+    pub fn interest_settled(&self) -> Settled {
+        match &self.shared.interest {
+            Some(sink) => sink.settled(),
+            None => Box::pin(std::future::ready(())),
+        }
+    }
+
+    /// Every user and group this node holds connections of, by hub: what a node reports again
+    /// after the cluster forgot it.
+    pub fn interest_snapshot(&self) -> Vec<(String, InterestKind, String)> {
+        self.hubs().iter().flat_map(|hub| hub.interest_snapshot()).collect()
     }
 
     /// The hub named `name` (already lower-cased), if anything ever used it.

@@ -49,6 +49,8 @@ pub struct ControlPlane {
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     /// How long writes take from call to answer (commit and apply barrier included).
     proposal_latency: Arc<switchboard_hub::metrics::Histogram>,
+    /// This node's registration, kept to register again if the cluster forgets the node.
+    registration: Arc<parking_lot::Mutex<Option<Command>>>,
 }
 
 /// Raft progress of this node, for metrics.
@@ -79,6 +81,7 @@ impl ControlPlane {
             channels: Arc::default(),
             proposals,
             proposal_latency: Arc::default(),
+            registration: Arc::default(),
         };
         tokio::spawn(plane.clone().batch_proposals(queue));
         plane
@@ -180,9 +183,40 @@ impl ControlPlane {
             lease_until: lease_until(),
             http,
         };
+        *plane.registration.lock() = Some(register.clone());
         plane.write(register).await.map_err(|e| anyhow::anyhow!("cannot register the node: {e}"))?;
         tokio::spawn(plane.keep_lease());
         Ok(())
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Registers the node again when the routing table lost it (the leader expired its lease
+    /// while it was cut off); returns whether it did, so its interest can be reported anew.
+    pub async fn register_again_if_forgotten(&self) -> bool {
+        let Some(Command::RegisterNode { node, roles, advertise, http, .. }) = self.registration.lock().clone() else {
+            return false;
+        };
+        if self.state.read().nodes().contains_key(&node) {
+            return false;
+        }
+        tracing::warn!("the cluster forgot this node (lease expired); registering again");
+        let register = Command::RegisterNode { node, roles, advertise, http, lease_until: lease_until() };
+        self.write(register).await.is_ok()
+    }
+
+    /// Live edge nodes that hold connections of `user` in `hub`.
+    pub fn edge_nodes_for_user(&self, hub: &str, user: &str) -> Vec<(NodeId, String)> {
+        let interested = self.state.read().nodes_for_user(hub, user);
+        self.edge_nodes().into_iter().filter(|(id, _)| interested.contains(id)).collect()
+    }
+
+    /// Live edge nodes that hold connections in `group` of `hub`, directly or through a member user.
+    pub fn edge_nodes_for_group(&self, hub: &str, group: &str) -> Vec<(NodeId, String)> {
+        let interested = self.state.read().nodes_for_group(hub, group, unix_now());
+        self.edge_nodes().into_iter().filter(|(id, _)| interested.contains(id)).collect()
     }
 
     /// The client and REST address of a live node, if it registered one.

@@ -1,10 +1,8 @@
 //! Sends and connection calls in a cluster: each message is serialized once per protocol here
-//! and handed to every live edge node (this one included) over the fan-out streams; a REST
-//! 202 waits for every node's acknowledgement (G4). Connection calls go to the owner encoded in
-//! the connection id.
-//!
-//! Routing by interest (only nodes holding the user or group) is not used yet: user and group
-//! sends go to every live edge node, which is correct and costs a message per node.
+//! and handed over the fan-out streams to the live edge nodes that need it (this one
+//! included): every node for a broadcast, the nodes whose routing interest holds the user or
+//! group otherwise (see `interest.rs`); a REST 202 waits for every target node's
+//! acknowledgement (G4). Connection calls go to the owner encoded in the connection id.
 
 use crate::control::ControlPlane;
 use switchboard_api::{ConnectionAction, Dispatch, DispatchFuture, SendTarget};
@@ -26,9 +24,13 @@ fn fanout_target(target: SendTarget) -> Target {
 }
 
 impl ClusterDispatch {
-    /// Hands `delivery` to every live edge node that may hold its targets.
-    fn deliver(&self, target: Target, delivery: switchboard_fanout::Delivery) -> DispatchFuture<()> {
-        let nodes = self.control.edge_nodes();
+    /// Hands `delivery` to every live edge node that holds its targets.
+    fn deliver(&self, hub: &str, target: Target, delivery: switchboard_fanout::Delivery) -> DispatchFuture<()> {
+        let nodes = match &target {
+            Target::User(user) => self.control.edge_nodes_for_user(hub, user),
+            Target::Group(group) => self.control.edge_nodes_for_group(hub, group),
+            _ => self.control.edge_nodes(),
+        };
         let fanout = self.fanout.clone();
         Box::pin(async move {
             let routed: Vec<(u64, &str)> = Router::route(&target, &nodes);
@@ -41,7 +43,7 @@ impl Dispatch for ClusterDispatch {
     fn send(&self, hub: &str, target: SendTarget, excluded: Vec<String>, frames: Frames) -> DispatchFuture<()> {
         let target = fanout_target(target);
         let delivery = encode_delivery(hub, target.clone(), excluded, &frames);
-        self.deliver(target, delivery)
+        self.deliver(hub, target, delivery)
     }
 
     fn close(
@@ -53,7 +55,7 @@ impl Dispatch for ClusterDispatch {
     ) -> DispatchFuture<()> {
         let target = fanout_target(target);
         let delivery = encode_close(hub, target.clone(), excluded, reason);
-        self.deliver(target, delivery)
+        self.deliver(hub, target, delivery)
     }
 
     fn exists(&self, hub: &str, target: SendTarget) -> DispatchFuture<bool> {

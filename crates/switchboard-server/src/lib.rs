@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dispatch;
+pub mod interest;
 pub mod local;
 pub mod metrics;
 pub mod serve;

@@ -223,6 +223,8 @@ fn write_fanout(out: &mut String, stats: &FanoutStats) {
         "Deliveries to other nodes that failed.",
     );
     let _ = writeln!(out, "switchboard_fanout_deliveries_failed_total {}", FanoutStats::get(&stats.failed));
+    write_header(out, "switchboard_fanout_deliveries_total", "counter", "Deliveries sent to other nodes.");
+    let _ = writeln!(out, "switchboard_fanout_deliveries_total {}", FanoutStats::get(&stats.deliveries));
     let name = "switchboard_fanout_batch_duration_seconds";
     write_header(out, name, "histogram", "Time until another node acknowledged a delivery batch.");
     stats.batch_latency.write(out, name, "");

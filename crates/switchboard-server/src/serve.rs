@@ -8,6 +8,7 @@ use crate::cli::ServeArgs;
 use crate::config::{LogFormat, Settings};
 use crate::control::ControlPlane;
 use crate::dispatch::ClusterDispatch;
+use crate::interest::InterestReporter;
 use crate::metrics::{Observability, Readiness};
 use anyhow::Context;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -148,13 +149,17 @@ impl Node {
             }
             Some(cluster) => {
                 let control = ControlPlane::open_cluster(&settings.data_dir, settings.node_id, cluster).await?;
-                let registry = Arc::new(Registry::with_user_groups(hub_config, Arc::new(control.clone())));
+                let (interest, interest_queue) = InterestReporter::new();
+                let registry = Registry::with_user_groups(hub_config, Arc::new(control.clone()))
+                    .reporting_interest(interest.clone());
+                let registry = Arc::new(registry);
                 let secret = switchboard_proto::ClusterSecret::new(&cluster.secret)
                     .map_err(|_| Exit::Usage("--cluster-secret must be visible ASCII".into()))?;
                 let fanout = FanoutClient::new(settings.node_id, registry.clone(), &secret, FanoutConfig::default());
                 fanout_client = Some(fanout.clone());
                 let http = cluster.advertise_http.clone().unwrap_or_else(|| http_address(bound, &cluster.advertise));
                 control.join_cluster(cluster, http, FanoutService::new(registry.clone())).await?;
+                tokio::spawn(interest.run(interest_queue, control.clone(), registry.clone()));
                 let dispatch = Arc::new(ClusterDispatch { fanout, control: control.clone() });
                 (control, registry, dispatch)
             }

@@ -18,6 +18,7 @@ struct NodeSpec {
     id: u64,
     http: u16,
     grpc: u16,
+    internal: u16,
     voter: bool,
 }
 
@@ -30,8 +31,9 @@ struct Cluster {
 impl Cluster {
     fn new(nodes: u64, voters: u64) -> Cluster {
         let dir = std::env::temp_dir().join(format!("switchboard-cluster-{}-{}", std::process::id(), free_port()));
-        let specs =
-            (1..=nodes).map(|id| NodeSpec { id, http: free_port(), grpc: free_port(), voter: id <= voters }).collect();
+        let specs = (1..=nodes)
+            .map(|id| NodeSpec { id, http: free_port(), grpc: free_port(), internal: free_port(), voter: id <= voters })
+            .collect();
         let mut cluster = Cluster { dir, specs, children: Vec::new() };
         cluster.children = (0..nodes).map(|_| None).collect();
         cluster
@@ -62,6 +64,8 @@ impl Cluster {
             SECRET.into(),
             "--shutdown-grace".into(),
             "1".into(),
+            "--internal-listen".into(),
+            format!("127.0.0.1:{}", spec.internal),
         ];
         if spec.voter {
             args.extend(["--role".into(), "both".into(), "--voter".into(), self.voter_list()]);
@@ -110,6 +114,19 @@ impl Cluster {
 
     fn http(&self, id: u64) -> u16 {
         self.specs[(id - 1) as usize].http
+    }
+
+    /// A counter or gauge of node `id`'s /metrics.
+    fn metric(&self, id: u64, name: &str) -> u64 {
+        use std::io::{Read, Write};
+        let port = self.specs[(id - 1) as usize].internal;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("internal port");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let line = text.lines().find(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ')));
+        line.unwrap_or_else(|| panic!("no {name} on node {id}")).rsplit(' ').next().unwrap().parse().unwrap()
     }
 }
 
@@ -596,4 +613,83 @@ fn a_draining_leader_hands_off_leadership_and_exits() {
     eprintln!("leader {leader} drained in {:?}; slowest write meanwhile {slowest:?}", started.elapsed());
     // Bounded by the apply barrier (5 s) behind a node that is stopping; usually under 2 s.
     assert!(slowest < Duration::from_secs(8), "{slowest:?}");
+}
+
+/// User and group sends reach only the nodes holding the user or group (routing interest), and
+/// fresh interest is visible at once: a user's client is reachable from any node as soon as its
+/// handshake is answered, and a connection is reachable through its group as soon as the add
+/// answered (G3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_group_sends_follow_routing_interest() {
+    let mut cluster = Cluster::new(4, 3);
+    tokio::task::block_in_place(|| cluster.start_all());
+    let deliveries = |cluster: &Cluster| cluster.metric(1, "switchboard_fanout_deliveries_total");
+
+    // Fresh users, each reached through another node right after connecting.
+    let mut clients = Vec::new();
+    for i in 0..12u64 {
+        let home = 2 + i % 3;
+        let (mut ws, id) = connect_client(cluster.http(home), &format!("fresh-{i}")).await;
+        let entry = 1 + (home % 4);
+        let body = format!(r#"{{"target":"m","arguments":["hello-{i}"]}}"#);
+        assert_eq!(post(cluster.http(entry), &format!("/api/v1/hubs/chat/users/fresh-{i}"), &body).await, 202);
+        let mut pending = Vec::new();
+        assert_eq!(next_messages(&mut ws, &mut pending).await, invocation(&format!("hello-{i}")), "user {i}");
+        clients.push((ws, id, pending, home));
+    }
+
+    // G3 for connection groups: added through one node, reached through a third right away.
+    for (i, (ws, id, pending, home)) in clients.iter_mut().enumerate() {
+        let through = 1 + (*home % 4);
+        let path = format!("/api/v1/hubs/chat/groups/team-{i}/connections/{id}");
+        let (code, _) = tokio::task::block_in_place(|| rest(cluster.http(through), "PUT", &path));
+        assert_eq!(code, 200);
+        let entry = 1 + ((*home + 1) % 4);
+        let body = format!(r#"{{"target":"m","arguments":["team-{i}"]}}"#);
+        assert_eq!(post(cluster.http(entry), &format!("/api/v1/hubs/chat/groups/team-{i}"), &body).await, 202);
+        assert_eq!(next_messages(ws, pending).await, invocation(&format!("team-{i}")), "group {i}");
+    }
+
+    // Only interested nodes get a delivery: a user on node 2 costs node 1 one delivery, a
+    // group with members on nodes 2 and 3 two, a broadcast one per other edge node.
+    let send_counted = |path: &str| {
+        let before = deliveries(&cluster);
+        assert_eq!(rest_post(cluster.http(1), path, r#"{"target":"m","arguments":["x"]}"#), 202);
+        deliveries(&cluster) - before
+    };
+    tokio::task::block_in_place(|| {
+        assert_eq!(send_counted("/api/v1/hubs/chat/users/fresh-0"), 1, "user on node 2 only");
+        assert_eq!(send_counted("/api/v1/hubs/chat/users/nobody"), 0, "nobody anywhere");
+        for c in [clients[0].1.clone(), clients[1].1.clone()] {
+            let path = format!("/api/v1/hubs/chat/groups/pair/connections/{c}");
+            assert_eq!(rest(cluster.http(4), "PUT", &path).0, 200);
+        }
+        assert_eq!(send_counted("/api/v1/hubs/chat/groups/pair"), 2, "members on nodes 2 and 3");
+        assert_eq!(send_counted("/api/v1/hubs/chat"), 3, "broadcast: every other edge node");
+    });
+
+    // When the user's last connection on node 2 goes, node 2 loses the interest.
+    let (ws, _, _, _) = clients.remove(0);
+    drop(ws);
+    tokio::task::block_in_place(|| {
+        wait_for("node 2 stops receiving sends to the departed user", Duration::from_secs(10), || {
+            send_counted("/api/v1/hubs/chat/users/fresh-0") == 0
+        });
+    });
+}
+
+/// A POST with a REST token; returns the status.
+fn rest_post(port: u16, path: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let token = mint_server_token(&format!("http://127.0.0.1:{port}{path}"), Duration::from_secs(60), KEY);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split(' ').nth(1).unwrap().parse().unwrap()
 }

@@ -1,0 +1,28 @@
+//! A node's routing interest: which users and groups it holds live connections of. In a
+//! cluster, other nodes route user and group sends only to the nodes interested in them, so
+//! the hub reports every change (a user's first connection here arrives, its last leaves; a
+//! group gets its first connection here or loses its last) to an [`InterestSink`].
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// What an interest entry names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InterestKind {
+    User,
+    Group,
+}
+
+/// Resolves once a state is reached; boxed so the trait stays object safe.
+pub type Settled = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where a node's interest changes go (the control plane, in a cluster).
+pub trait InterestSink: Send + Sync {
+    /// Called under the hub's lock, so changes of one name arrive in the order they happened.
+    /// Must not block.
+    fn report(&self, hub: &str, kind: InterestKind, name: &str, present: bool);
+
+    /// Resolves once every change reported before the call is visible to every node's router
+    /// (or could not be made so within a bound).
+    fn settled(&self) -> Settled;
+}
