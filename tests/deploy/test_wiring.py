@@ -299,3 +299,42 @@ def test_edge_drains_within_the_grace_period(cluster, connection_string, rendere
     for pod in cluster.pods:
         if pod is not edge:
             assert http("GET", pod.probe_url("readinessProbe"))[0] == 200, pod.name
+
+
+def test_backup_and_restore_of_raft_data(cluster, connection_string):
+    """The backup in deploy/README.md: stop the world, copy each voter's <data dir>/raft, restore
+    the copies into fresh volumes (one per ordinal), start again: durable state is back."""
+    hub = "backup"
+    endpoint = endpoint_of(connection_string)
+    member_path = f"/api/v1/hubs/{hub}/users/bob/groups/night-shift"
+    token = mint(binary(), connection_string, "--rest", endpoint + member_path)
+    entry = next(p for p in cluster.by_component("edge") if p.alive())
+    status, body = http("PUT", entry.url("http", member_path), token=token)
+    assert status in (200, 202), (status, body)
+    for pod in cluster.pods:
+        if pod.alive():
+            assert http("GET", pod.url("http", member_path), token=token)[0] == 200, pod.name
+
+    cluster.stop_all()
+    backup = cluster.workdir / "backup"
+    for pod in cluster.by_component("control"):
+        data_dir = Path(pod.env["SWITCHBOARD_DATA_DIR"])
+        assert (data_dir / "raft").is_dir(), sorted(p.name for p in data_dir.iterdir())
+        shutil.copytree(data_dir / "raft", backup / pod.name / "raft")
+    # Fresh volumes: empty data directories, then each voter's copy restored into its own.
+    for pod in cluster.pods:
+        data_dir = Path(pod.env["SWITCHBOARD_DATA_DIR"])
+        shutil.rmtree(data_dir)
+        data_dir.mkdir()
+        if pod.component == "control":
+            shutil.copytree(backup / pod.name / "raft", data_dir / "raft")
+    cluster.start_all()
+    for pod in cluster.pods:
+        poll(f"{pod.name} ready after the restore",
+             lambda pod=pod: pod.alive() and http("GET", pod.probe_url("readinessProbe"), timeout=2)[0] == 200, 90)
+    for pod in cluster.pods:
+        status, body = http("GET", pod.url("http", member_path), token=token)
+        assert status == 200, (pod.name, status, body)
+    other = f"/api/v1/hubs/{hub}/users/alice/groups/night-shift"
+    other_token = mint(binary(), connection_string, "--rest", endpoint + other)
+    assert http("GET", entry.url("http", other), token=other_token)[0] == 404
