@@ -1,394 +1,464 @@
-//! Minimal protocol clients for load: a WebSocket client on a raw socket, and Server-Sent
-//! Events and Long Polling over hand-written HTTP/1.1. Each counts the hub messages it
-//! receives and samples end-to-end latency from the timestamp the sender put first in the
-//! arguments, while costing the machine as little as possible (the server shares it).
+//! One load connection over WebSockets, Server-Sent Events or Long Polling. It opens
+//! (negotiate when a connection id is needed, the transport, the hub handshake), counts the
+//! hub messages it receives and samples their latency, sends pings and (echo) invocations,
+//! leaves and comes back when it churns, and reconnects when the server drops it.
 
-use crate::report::Counters;
-use crate::{Protocol, Transport};
+use crate::Transport;
+use crate::codec;
+use crate::stats::{Counter, Recorder};
+use crate::wire::{Wire, client_frame};
+use crate::worker::{Phase, Plan};
 use anyhow::{Context, bail};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::watch;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchboard_auth::mint_client_token;
+use tokio::sync::{Notify, watch};
 
-/// Where and as whom connections are made.
-#[derive(Clone)]
-pub(crate) struct Target {
-    pub(crate) addr: SocketAddr,
-    pub(crate) hub: String,
-    pub(crate) token: String,
-    pub(crate) transport: Transport,
-    pub(crate) protocol: Protocol,
-}
-
-/// Microseconds since the Unix epoch, the timestamp carried in payloads.
+/// Microseconds since the Unix epoch: the timestamp carried in payloads (comparable across
+/// the harness's processes).
 pub(crate) fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// A client ping is sent this often so the server's client timeout never fires.
 const CLIENT_PING: Duration = Duration::from_secs(10);
+/// Every 16th message of a connection is parsed for its timestamp.
+const SAMPLE_EVERY: u64 = 16;
+/// A connection lost or refused tries again after this long.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Opens one connection (through the handshake), then counts what it receives until `stop`.
-pub(crate) async fn run(target: Arc<Target>, source: IpAddr, counters: Arc<Counters>, mut stop: watch::Receiver<bool>) {
-    Counters::add(&counters.attempts, 1);
-    let started = std::time::Instant::now();
-    let opened = tokio::time::timeout(Duration::from_secs(30), open(&target, source)).await;
-    let mut connection = match opened {
-        Ok(Ok(connection)) => connection,
-        _ => {
-            Counters::add(&counters.failed, 1);
-            return;
-        }
-    };
-    Counters::record(&counters.connect_us, started.elapsed().as_micros() as u64);
-    Counters::add(&counters.connected, 1);
-    let mut ping = tokio::time::interval(CLIENT_PING);
-    ping.tick().await;
-    let mut sampler = 0u64;
+/// Whether connection `index` is one of the `percent` % that leave and come back: exactly
+/// that share of every 100 consecutive connections, spread out (37 is prime to 100).
+pub(crate) fn is_churning(index: u64, percent: u64) -> bool {
+    index * 37 % 100 < percent
+}
+
+/// The user of connection `index` when connections are users.
+pub(crate) fn user_of(prefix: &str, index: u64) -> String {
+    format!("{prefix}u{index}")
+}
+
+/// A node as the clients reach it.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    pub(crate) addr: SocketAddr,
+    /// `host:port` for the Host header.
+    pub(crate) host: String,
+}
+
+impl Endpoint {
+    pub(crate) fn parse(url: &str) -> anyhow::Result<Endpoint> {
+        let url = url.trim().trim_end_matches('/').to_owned();
+        let host = url.strip_prefix("http://").context("an endpoint must be http://host:port")?.to_owned();
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&host)?.next().context("the endpoint does not resolve")?;
+        Ok(Endpoint { url, addr, host })
+    }
+}
+
+/// What a worker's connections share.
+pub(crate) struct Shared {
+    pub(crate) plan: Plan,
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) recorder: Recorder,
+    /// Token of anonymous connections (the audience ignores the port, so one fits every node).
+    anonymous_token: String,
+    phase: watch::Receiver<Phase>,
+    /// First attempts that finished, either way.
+    pub(crate) settled: AtomicU64,
+    pub(crate) settled_changed: Notify,
+    /// Connections whose first attempt succeeded, with their connection id when known.
+    pub(crate) opened: Mutex<crate::worker::Opened>,
+    padding: String,
+}
+
+impl Shared {
+    pub(crate) fn new(plan: Plan, phase: watch::Receiver<Phase>) -> anyhow::Result<Shared> {
+        let endpoints = plan.endpoints.iter().map(|e| Endpoint::parse(e)).collect::<anyhow::Result<Vec<_>>>()?;
+        let anonymous_token = client_token(&plan, &endpoints[0], None);
+        let seconds = plan.max_seconds as usize + 120;
+        Ok(Shared {
+            recorder: Recorder::new(plan.epoch_us, seconds),
+            padding: "x".repeat(plan.payload),
+            plan,
+            endpoints,
+            anonymous_token,
+            phase,
+            settled: AtomicU64::new(0),
+            settled_changed: Notify::new(),
+            opened: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn settle(&self) {
+        self.settled.fetch_add(1, Ordering::Relaxed);
+        self.settled_changed.notify_one();
+    }
+}
+
+fn client_token(plan: &Plan, endpoint: &Endpoint, user: Option<&str>) -> String {
+    let audience = format!("{}/client/?hub={}", endpoint.url, plan.hub);
+    mint_client_token(&audience, user, Duration::from_secs(24 * 3600), &plan.access_key)
+}
+
+/// Why a session ended.
+enum End {
+    Stop,
+    Churn,
+    Lost,
+}
+
+/// Runs connection `index` until `stop`.
+pub(crate) async fn run(shared: Arc<Shared>, index: u64, mut stop: watch::Receiver<bool>) {
+    let plan = &shared.plan;
+    let endpoint = &shared.endpoints[(index % shared.endpoints.len() as u64) as usize];
+    let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (index % plan.sources.max(1) as u64) as u8));
+    let churning = is_churning(index, plan.churn_percent);
+    let user = plan.user_prefix.as_deref().map(|prefix| user_of(prefix, index));
+    let recorder = &shared.recorder;
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            _ = ping.tick() => {
-                if connection.ping(&target).await.is_err() {
-                    break;
+        recorder.add(if first { Counter::Attempts } else { Counter::Reconnects }, 1);
+        let started = Instant::now();
+        let opened = tokio::select! {
+            opened = tokio::time::timeout(OPEN_TIMEOUT, open(&shared, endpoint, source, user.as_deref())) => opened,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let session = match opened {
+            Ok(Ok(session)) => session,
+            _ if first => {
+                recorder.add(Counter::Failed, 1);
+                shared.settle();
+                return;
+            }
+            _ => {
+                recorder.add(Counter::ReconnectFailures, 1);
+                tokio::select! {
+                    _ = tokio::time::sleep(RECONNECT_DELAY) => continue,
+                    _ = stop.wait_for(|s| *s) => return,
                 }
             }
-            payload = connection.next_payload(&target) => match payload {
-                Ok(payload) => count(&target, &payload, &counters, &mut sampler),
-                Err(_) => break,
+        };
+        if first {
+            recorder.connect_time(started.elapsed().as_micros() as u64);
+            recorder.add(Counter::Connected, 1);
+            shared.opened.lock().unwrap_or_else(|e| e.into_inner()).push((index, session.id.clone()));
+            shared.settle();
+            first = false;
+        }
+        match serve(&shared, session, index, churning, &mut stop).await {
+            End::Stop => return,
+            End::Churn => {}
+            End::Lost => {
+                recorder.add(Counter::Dropped, 1);
+                tokio::select! {
+                    _ = tokio::time::sleep(RECONNECT_DELAY) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
             }
         }
     }
 }
 
-/// Counts hub messages in `payload` (pings excluded) and samples latency from every 16th.
-fn count(target: &Target, payload: &[u8], counters: &Counters, sampler: &mut u64) {
-    Counters::add(&counters.bytes, payload.len() as u64);
-    let mut messages = 0;
-    match target.protocol {
-        Protocol::Json => {
-            for record in payload.split(|b| *b == 0x1e).filter(|r| !r.is_empty()) {
-                if record.starts_with(b"{\"type\":1,") {
-                    messages += 1;
-                    *sampler += 1;
-                    if *sampler % 16 == 1 {
-                        sample_json(record, counters);
-                    }
-                }
-            }
-        }
-        Protocol::Messagepack => {
-            let mut rest = payload;
-            while let Some((len, used)) = varint(rest) {
-                let Some(body) = rest.get(used..used + len) else { break };
-                if body.get(1) == Some(&1) {
-                    messages += 1;
-                    *sampler += 1;
-                    if *sampler % 16 == 1 {
-                        sample_msgpack(body, counters);
-                    }
-                }
-                rest = &rest[used + len..];
-            }
-        }
-    }
-    Counters::add(&counters.received, messages);
+/// An open connection.
+struct Session {
+    /// The WebSocket, the event stream or the poll connection.
+    wire: Wire,
+    /// SSE and Long Polling send with POSTs on a connection of their own.
+    sender: Option<Wire>,
+    /// `/client/?hub=..&id=..` for SSE and Long Polling requests.
+    path: String,
+    token: String,
+    host: String,
+    id: Option<String>,
 }
 
-fn sample_json(record: &[u8], counters: &Counters) {
-    let text = String::from_utf8_lossy(record);
-    let Some(start) = text.find("\"arguments\":[") else { return };
-    let digits: String = text[start + 13..].chars().take_while(char::is_ascii_digit).collect();
-    if let Ok(sent) = digits.parse::<u64>() {
-        Counters::record(&counters.latency_us, now_us().saturating_sub(sent));
-    }
-}
-
-/// `[1, {}, nil, target, [timestamp, ...], []]`: the timestamp is the first uint after the
-/// arguments array marker.
-fn sample_msgpack(body: &[u8], counters: &Counters) {
-    let Some(pos) = body.iter().position(|b| (0x91..=0x9f).contains(b)) else { return };
-    let sent = match body.get(pos + 1..) {
-        Some([0xcf, rest @ ..]) if rest.len() >= 8 => u64::from_be_bytes(rest[..8].try_into().expect("8 bytes")),
-        _ => return,
+async fn open(shared: &Shared, endpoint: &Endpoint, source: IpAddr, user: Option<&str>) -> anyhow::Result<Session> {
+    let plan = &shared.plan;
+    let token = match user {
+        Some(user) => client_token(plan, endpoint, Some(user)),
+        None => shared.anonymous_token.clone(),
     };
-    Counters::record(&counters.latency_us, now_us().saturating_sub(sent));
-}
-
-fn varint(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut value = 0usize;
-    for (i, byte) in buf.iter().take(5).enumerate() {
-        value |= ((byte & 0x7f) as usize) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
+    let host = endpoint.host.clone();
+    let base = format!("/client/?hub={}", plan.hub);
+    let source = Some(source);
+    if plan.baseline {
+        let mut wire = Wire::connect(endpoint.addr, source).await?;
+        upgrade(&mut wire, &format!("GET / HTTP/1.1\r\nHost: {host}\r\n")).await?;
+        return Ok(Session { wire, sender: None, path: String::new(), token, host, id: None });
     }
-    None
-}
-
-fn handshake(protocol: Protocol) -> &'static [u8] {
-    match protocol {
-        Protocol::Json => b"{\"protocol\":\"json\",\"version\":1}\x1e",
-        Protocol::Messagepack => b"{\"protocol\":\"messagepack\",\"version\":1}\x1e",
-    }
-}
-
-fn ping_message(protocol: Protocol) -> &'static [u8] {
-    match protocol {
-        Protocol::Json => b"{\"type\":6}\x1e",
-        Protocol::Messagepack => &[0x02, 0x91, 0x06],
-    }
-}
-
-/// An open connection of any transport.
-enum Connection {
-    WebSocket(Wire),
-    ServerSentEvents { events: Wire, sender: Wire, path: String },
-    LongPolling { polls: Wire, path: String },
-}
-
-async fn open(target: &Target, source: IpAddr) -> anyhow::Result<Connection> {
-    let base = format!("/client/?hub={}", target.hub);
-    match target.transport {
+    let negotiated = if plan.transport != Transport::Websockets || plan.report_ids {
+        Some(negotiate(endpoint, source, &base, &token).await?)
+    } else {
+        None
+    };
+    let id = negotiated.as_ref().map(|(id, _)| id.clone());
+    let path = match &negotiated {
+        Some((_, connection_token)) => format!("{base}&id={connection_token}"),
+        None => base,
+    };
+    let handshake = codec::handshake(plan.protocol);
+    match plan.transport {
         Transport::Websockets => {
-            let mut wire = Wire::connect(target.addr, source).await?;
-            let request = format!(
-                "GET {base}&access_token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                target.token, target.addr
-            );
-            wire.stream.write_all(request.as_bytes()).await?;
-            let (status, _) = wire.read_head().await?;
-            if status != 101 {
-                bail!("upgrade answered {status}");
-            }
-            wire.send_ws(handshake(target.protocol)).await?;
-            let first = wire.read_ws().await?;
-            if !first.starts_with(b"{}\x1e") {
+            let mut wire = Wire::connect(endpoint.addr, source).await?;
+            upgrade(&mut wire, &format!("GET {path}&access_token={token} HTTP/1.1\r\nHost: {host}\r\n")).await?;
+            wire.send(&client_frame(handshake)).await?;
+            // Only the first frame: messages may follow it at once, and are counted later.
+            if !wire.inbox.read_ws_frame(&wire.stream).await?.starts_with(b"{}\x1e") {
                 bail!("handshake refused");
             }
-            Ok(Connection::WebSocket(wire))
+            Ok(Session { wire, sender: None, path, token, host, id })
         }
         Transport::Sse | Transport::LongPolling => {
-            let id = negotiate(target, source).await?;
-            let path = format!("{base}&id={id}");
-            let mut first = Wire::connect(target.addr, source).await?;
-            let sse = target.transport == Transport::Sse;
+            let mut wire = Wire::connect(endpoint.addr, source).await?;
+            let sse = plan.transport == Transport::Sse;
             let accept = if sse { "Accept: text/event-stream\r\n" } else { "" };
-            let request = format!(
-                "GET {path} HTTP/1.1\r\nHost: {}\r\n{accept}Authorization: Bearer {}\r\n\r\n",
-                target.addr, target.token
-            );
-            first.stream.write_all(request.as_bytes()).await?;
-            let (status, headers) = first.read_head().await?;
-            if status != 200 {
-                bail!("transport request answered {status}");
+            wire.send(
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{accept}Authorization: Bearer {token}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+            let head = wire.inbox.read_head(&wire.stream).await?;
+            if head.status() != 200 {
+                bail!("transport request answered {}", head.status());
             }
             if !sse {
-                first.read_body(&headers).await?;
+                wire.inbox.read_body(&wire.stream, &head).await?;
             }
-            let mut sender = Wire::connect(target.addr, source).await?;
-            sender.post(target, &path, handshake(target.protocol)).await?;
-            Ok(if sse {
-                Connection::ServerSentEvents { events: first, sender, path }
-            } else {
-                Connection::LongPolling { polls: first, path }
-            })
+            let mut session = Session { wire, sender: None, path, token, host, id };
+            session.post(endpoint.addr, source, handshake).await?;
+            Ok(session)
         }
     }
 }
 
-/// Negotiates and returns the connection token.
-async fn negotiate(target: &Target, source: IpAddr) -> anyhow::Result<String> {
-    let mut wire = Wire::connect(target.addr, source).await?;
+async fn upgrade(wire: &mut Wire, request_start: &str) -> anyhow::Result<()> {
     let request = format!(
-        "POST /client/negotiate?hub={}&negotiateVersion=1 HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
-        target.hub, target.addr, target.token
+        "{request_start}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    wire.stream.write_all(request.as_bytes()).await?;
-    let (status, headers) = wire.read_head().await?;
-    let body = wire.read_body(&headers).await?;
+    wire.send(request.as_bytes()).await?;
+    let head = wire.inbox.read_head(&wire.stream).await?;
+    if head.status() != 101 {
+        bail!("upgrade answered {}", head.status());
+    }
+    Ok(())
+}
+
+/// Negotiates; returns the connection id and the connection token.
+async fn negotiate(
+    endpoint: &Endpoint,
+    source: Option<IpAddr>,
+    base: &str,
+    token: &str,
+) -> anyhow::Result<(String, String)> {
+    let mut wire = Wire::connect(endpoint.addr, source).await?;
+    let path = base.replacen("/client/?", "/client/negotiate?", 1);
+    let head = format!(
+        "POST {path}&negotiateVersion=1 HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n",
+        endpoint.host
+    );
+    let (status, body) = wire.request(&head, &[]).await?;
     if status != 200 {
         bail!("negotiate answered {status}");
     }
     let answer: serde_json::Value = serde_json::from_slice(&body)?;
-    answer["connectionToken"].as_str().map(str::to_owned).context("no connectionToken")
+    let field = |name: &str| answer[name].as_str().map(str::to_owned).with_context(|| format!("no {name}"));
+    Ok((field("connectionId")?, field("connectionToken")?))
 }
 
-impl Connection {
-    async fn ping(&mut self, target: &Target) -> anyhow::Result<()> {
+impl Session {
+    /// Opens the sender connection of SSE and Long Polling with its first POST.
+    async fn post(&mut self, addr: SocketAddr, source: Option<IpAddr>, bytes: &[u8]) -> anyhow::Result<()> {
+        let mut sender = Wire::connect(addr, source).await?;
+        post(&mut sender, &self.path, &self.host, &self.token, bytes).await?;
+        self.sender = Some(sender);
+        Ok(())
+    }
+}
+
+async fn post(sender: &mut Wire, path: &str, host: &str, token: &str, body: &[u8]) -> anyhow::Result<()> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let (status, _) = sender.request(&head, body).await?;
+    if status != 200 {
+        bail!("send answered {status}");
+    }
+    Ok(())
+}
+
+/// Runs an open connection until it stops, churns or is lost.
+async fn serve(
+    shared: &Shared,
+    mut session: Session,
+    index: u64,
+    churning: bool,
+    stop: &mut watch::Receiver<bool>,
+) -> End {
+    let mut phase = shared.phase.clone();
+    let mut churn_phase = shared.phase.clone();
+    let churn = async {
+        if !churning || churn_phase.wait_for(|p| p.churn).await.is_err() {
+            return std::future::pending().await;
+        }
+        // Spread the leaves of different connections over the interval.
+        let spread = 0.5 + (index as f64 * 0.618_033_988_7).fract();
+        tokio::time::sleep(Duration::from_millis(shared.plan.churn_interval_ms).mul_f64(spread)).await;
+    };
+    let long_polling = shared.plan.transport == Transport::LongPolling && !shared.plan.baseline;
+    let (receiving, sending) = split(&mut session, long_polling);
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => End::Stop,
+        _ = churn => End::Churn,
+        _ = receive(shared, receiving, churning) => End::Lost,
+        _ = send(shared, sending, index, &mut phase) => End::Lost,
+    }
+}
+
+/// The receiving half of a session borrows the socket and its inbox; the sending half the
+/// socket (WebSockets) or the sender connection (SSE, Long Polling).
+struct Receiving<'a> {
+    inbox: &'a mut crate::wire::Inbox,
+    stream: &'a tokio::net::TcpStream,
+    poll: Option<String>,
+}
+
+enum Sending<'a> {
+    Socket(&'a tokio::net::TcpStream),
+    Posts { sender: &'a mut Wire, path: &'a str, host: &'a str, token: &'a str },
+}
+
+fn split(session: &mut Session, long_polling: bool) -> (Receiving<'_>, Sending<'_>) {
+    let Session { wire, sender, path, token, host, .. } = session;
+    let poll =
+        long_polling.then(|| format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"));
+    let stream = &wire.stream;
+    let sending = match sender {
+        None => Sending::Socket(stream),
+        Some(sender) => Sending::Posts { sender, path, host, token },
+    };
+    (Receiving { inbox: &mut wire.inbox, stream, poll }, sending)
+}
+
+async fn receive(shared: &Shared, r: Receiving<'_>, churning: bool) -> anyhow::Result<()> {
+    let protocol = shared.plan.protocol;
+    let recorder = &shared.recorder;
+    let received = if churning { Counter::ReceivedChurning } else { Counter::Received };
+    let mut sampler = 0u64;
+    let mut count = |payload: &[u8]| {
+        let now = now_us();
+        let mut messages = 0;
+        codec::for_each_message(protocol, payload, |record| {
+            messages += 1;
+            sampler += 1;
+            if sampler % SAMPLE_EVERY == 1
+                && let Some(sent) = codec::timestamp(protocol, record)
+            {
+                recorder.latency(now, now.saturating_sub(sent));
+            }
+        });
+        recorder.add(Counter::BytesReceived, payload.len() as u64);
+        if messages > 0 {
+            recorder.add(received, messages);
+            recorder.delivered(now, messages);
+        }
+    };
+    let Receiving { inbox, stream, poll } = r;
+    match (shared.plan.transport, poll) {
+        (_, Some(poll)) => loop {
+            crate::wire::write_all(stream, poll.as_bytes()).await?;
+            let head = inbox.read_head(stream).await?;
+            if head.status() != 200 {
+                bail!("poll answered {}", head.status());
+            }
+            count(&inbox.read_body(stream, &head).await?);
+        },
+        (Transport::Sse, None) if !shared.plan.baseline => {
+            let mut event = Vec::new();
+            loop {
+                inbox.read_sse(stream, &mut event, &mut count).await?;
+            }
+        }
+        _ => loop {
+            inbox.read_ws(stream, &mut count).await?;
+        },
+    }
+}
+
+/// Pings now and then and, while the phase asks for it, invokes `echo` at the phase's rate.
+async fn send(
+    shared: &Shared,
+    mut s: Sending<'_>,
+    index: u64,
+    phase: &mut watch::Receiver<Phase>,
+) -> anyhow::Result<()> {
+    let plan = &shared.plan;
+    let ping = codec::ping(plan.protocol);
+    let mut next_ping = tokio::time::Instant::now() + CLIENT_PING;
+    let mut next_call: Option<tokio::time::Instant> = None;
+    let mut invocation_id = 0u64;
+    loop {
+        let rate = phase.borrow_and_update().echo_rate;
+        if rate > 0.0 && next_call.is_none() {
+            // Spread the calls of different connections over one period.
+            let period = Duration::from_secs_f64(1.0 / rate);
+            next_call = Some(tokio::time::Instant::now() + period.mul_f64((index as f64 * 0.618_033_988_7).fract()));
+        }
+        let call_at = next_call.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_ping) => {
+                if plan.transport != Transport::LongPolling || plan.baseline {
+                    s.send(ping).await?;
+                }
+                next_ping += CLIENT_PING;
+            }
+            _ = tokio::time::sleep_until(call_at), if rate > 0.0 => {
+                // Counted before sending, and only while the phase still asks for calls, so a
+                // snapshot taken after the phase ended counts every call that was made.
+                if phase.borrow().echo_rate > 0.0 {
+                    invocation_id += 1;
+                    let message = codec::invocation(plan.protocol, Some(invocation_id), "echo", now_us(), &shared.padding);
+                    shared.recorder.add(Counter::Invocations, 1);
+                    shared.recorder.add(Counter::BytesSent, message.len() as u64);
+                    s.send(&message).await?;
+                }
+                let now = tokio::time::Instant::now();
+                // Behind by more than a second (a slow server): drop the backlog, keep the rate.
+                next_call = Some((call_at + Duration::from_secs_f64(1.0 / rate)).max(now - Duration::from_secs(1)));
+            }
+            changed = phase.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+                next_call = None;
+            }
+        }
+    }
+}
+
+impl Sending<'_> {
+    async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         match self {
-            Connection::WebSocket(wire) => wire.send_ws(ping_message(target.protocol)).await,
-            Connection::ServerSentEvents { sender, path, .. } => {
-                sender.post(target, path, ping_message(target.protocol)).await
-            }
-            // Long Polling needs no pings: each poll shows the client is alive.
-            Connection::LongPolling { .. } => Ok(()),
-        }
-    }
-
-    /// The next chunk of hub bytes from the server.
-    async fn next_payload(&mut self, target: &Target) -> anyhow::Result<Vec<u8>> {
-        match self {
-            Connection::WebSocket(wire) => wire.read_ws().await,
-            Connection::ServerSentEvents { events, .. } => events.read_sse_event().await,
-            Connection::LongPolling { polls, path, .. } => {
-                let request = format!(
-                    "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
-                    target.addr, target.token
-                );
-                polls.stream.write_all(request.as_bytes()).await?;
-                let (status, headers) = polls.read_head().await?;
-                if status != 200 {
-                    bail!("poll answered {status}");
-                }
-                polls.read_body(&headers).await
-            }
+            Sending::Socket(stream) => crate::wire::write_all(stream, &client_frame(bytes)).await,
+            Sending::Posts { sender, path, host, token } => post(sender, path, host, token, bytes).await,
         }
     }
 }
 
-/// A socket with a read buffer for whatever arrived beyond the current item.
-struct Wire {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Wire {
-    /// Connects from `source` (one of many loopback addresses, so ports never run out).
-    async fn connect(addr: SocketAddr, source: IpAddr) -> anyhow::Result<Wire> {
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        socket.bind(SocketAddr::new(source, 0))?;
-        let stream = socket.connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Wire { stream, buffer: Vec::new() })
-    }
-
-    async fn fill(&mut self) -> anyhow::Result<()> {
-        let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk).await?;
-        if n == 0 {
-            bail!("connection closed");
-        }
-        self.buffer.extend_from_slice(&chunk[..n]);
-        Ok(())
-    }
-
-    /// Reads a response head; returns the status and the lower-cased header block.
-    async fn read_head(&mut self) -> anyhow::Result<(u16, String)> {
-        loop {
-            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buffer[..end]).to_ascii_lowercase();
-                self.buffer.drain(..end + 4);
-                let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).context("bad status line")?;
-                return Ok((status, head));
-            }
-            self.fill().await?;
-        }
-    }
-
-    async fn read_body(&mut self, head: &str) -> anyhow::Result<Vec<u8>> {
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while self.buffer.len() < length {
-            self.fill().await?;
-        }
-        Ok(self.buffer.drain(..length).collect())
-    }
-
-    async fn post(&mut self, target: &Target, path: &str, body: &[u8]) -> anyhow::Result<()> {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
-            target.addr,
-            target.token,
-            body.len()
-        );
-        self.stream.write_all(head.as_bytes()).await?;
-        self.stream.write_all(body).await?;
-        let (status, headers) = self.read_head().await?;
-        self.read_body(&headers).await?;
-        if status != 200 {
-            bail!("send answered {status}");
-        }
-        Ok(())
-    }
-
-    /// Sends one masked WebSocket frame (mask key 0: the payload stays as it is).
-    async fn send_ws(&mut self, payload: &[u8]) -> anyhow::Result<()> {
-        let mut frame = vec![0x81];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&[0, 0, 0, 0]);
-        frame.extend_from_slice(payload);
-        self.stream.write_all(&frame).await?;
-        Ok(())
-    }
-
-    /// Reads the next data frame's payload (server frames are unmasked and whole).
-    async fn read_ws(&mut self) -> anyhow::Result<Vec<u8>> {
-        loop {
-            if self.buffer.len() >= 2 {
-                let opcode = self.buffer[0] & 0x0f;
-                let (len, start) = match self.buffer[1] & 0x7f {
-                    126 if self.buffer.len() >= 4 => (u16::from_be_bytes([self.buffer[2], self.buffer[3]]) as usize, 4),
-                    127 if self.buffer.len() >= 10 => {
-                        (u64::from_be_bytes(self.buffer[2..10].try_into().expect("8 bytes")) as usize, 10)
-                    }
-                    126 | 127 => (usize::MAX, 0),
-                    n => (n as usize, 2),
-                };
-                if len != usize::MAX && self.buffer.len() >= start + len {
-                    let payload: Vec<u8> = self.buffer[start..start + len].to_vec();
-                    self.buffer.drain(..start + len);
-                    match opcode {
-                        0x8 => bail!("closed by the server"),
-                        0x1 | 0x2 => return Ok(payload),
-                        _ => continue,
-                    }
-                }
-            }
-            self.fill().await?;
-        }
-    }
-
-    /// Reads the next SSE event of a chunked response and returns its data.
-    async fn read_sse_event(&mut self) -> anyhow::Result<Vec<u8>> {
-        let mut decoded = Vec::new();
-        loop {
-            // Chunked transfer: `<hex size>\r\n<bytes>\r\n`.
-            if let Some(line_end) = self.buffer.windows(2).position(|w| w == b"\r\n") {
-                let size_text = String::from_utf8_lossy(&self.buffer[..line_end]).to_string();
-                let size = usize::from_str_radix(size_text.trim(), 16).context("bad chunk size")?;
-                if size == 0 {
-                    bail!("stream ended");
-                }
-                if self.buffer.len() >= line_end + 2 + size + 2 {
-                    decoded.extend_from_slice(&self.buffer[line_end + 2..line_end + 2 + size]);
-                    self.buffer.drain(..line_end + 2 + size + 2);
-                    if decoded.ends_with(b"\r\n\r\n") {
-                        let mut data = Vec::new();
-                        for line in decoded.split(|b| *b == b'\n') {
-                            if let Some(rest) = line.strip_prefix(b"data: ") {
-                                data.extend_from_slice(rest.strip_suffix(b"\r").unwrap_or(rest));
-                            }
-                        }
-                        return Ok(data);
-                    }
-                    continue;
-                }
-            }
-            self.fill().await?;
-        }
+    #[test]
+    fn churning_connections_are_the_given_percent() {
+        assert_eq!((0..1000).filter(|i| is_churning(*i, 10)).count(), 100);
+        assert_eq!((0..1000).filter(|i| is_churning(*i, 0)).count(), 0);
+        assert_eq!((0..1000).filter(|i| is_churning(*i, 100)).count(), 1000);
+        // Spread out: a small run has some, not a block of them.
+        assert_eq!((0..20).filter(|i| is_churning(*i, 10)).count(), 3);
     }
 }

@@ -27,3 +27,15 @@ pub(crate) fn read(pid: u32) -> anyhow::Result<Usage> {
     // USER_HZ is 100 on Linux.
     Ok(Usage { rss_bytes: rss_kib * 1024, cpu: Duration::from_millis(ticks * 10) })
 }
+
+/// The sum over `pids` (the nodes of a cluster on this machine); `None` without pids.
+pub(crate) fn read_all(pids: &[u32]) -> anyhow::Result<Option<Usage>> {
+    let mut total: Option<Usage> = None;
+    for pid in pids {
+        let usage = read(*pid)?;
+        let sum = total.get_or_insert(Usage { rss_bytes: 0, cpu: Duration::ZERO });
+        sum.rss_bytes += usage.rss_bytes;
+        sum.cpu += usage.cpu;
+    }
+    Ok(total)
+}

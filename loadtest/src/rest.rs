@@ -1,0 +1,210 @@
+//! REST traffic: sends paced over several keep-alive connections spread round-robin over
+//! the nodes, and the membership calls that build groups. Each request carries the send
+//! time as the first argument, which is what end-to-end latency is measured from.
+
+use crate::client::{Endpoint, now_us};
+use crate::codec;
+use crate::stats::Hist;
+use crate::wire::Wire;
+use crate::{Protocol, codec::rest_body};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use switchboard_auth::mint_server_token;
+
+/// One REST target and how many deliveries a call to it should make.
+pub(crate) struct Route {
+    pub(crate) path: String,
+    /// The `Authorization` header line, or empty (baseline).
+    auth: String,
+    pub(crate) expected: u64,
+}
+
+/// What a send request carries.
+#[derive(Clone)]
+pub(crate) enum Body {
+    /// None: membership calls.
+    Empty,
+    /// A REST payload `{"target":"m","arguments":[timestamp, padding]}`.
+    Rest { padding: String },
+    /// For the baseline server: the framed hub message itself, forwarded verbatim.
+    Baseline { protocol: Protocol, padding: String },
+}
+
+/// A batch of requests: message `i` goes to `routes[sequence[i % sequence.len()]]`.
+pub(crate) struct Load {
+    pub(crate) method: &'static str,
+    pub(crate) routes: Vec<Route>,
+    pub(crate) sequence: Vec<usize>,
+    pub(crate) body: Body,
+}
+
+impl Load {
+    pub(crate) fn new(method: &'static str, routes: Vec<Route>, body: Body) -> Load {
+        let sequence = (0..routes.len()).collect();
+        Load { method, routes, sequence, body }
+    }
+
+    fn route(&self, message: u64) -> &Route {
+        &self.routes[self.sequence[(message % self.sequence.len() as u64) as usize]]
+    }
+
+    fn body(&self) -> Vec<u8> {
+        match &self.body {
+            Body::Empty => Vec::new(),
+            Body::Rest { padding } => rest_body(now_us(), padding).into_bytes(),
+            Body::Baseline { protocol, padding } => codec::invocation(*protocol, None, "m", now_us(), padding),
+        }
+    }
+}
+
+/// What a batch did.
+#[derive(Default)]
+pub(crate) struct Outcome {
+    pub(crate) sent: u64,
+    /// Answered 2xx (202 for sends).
+    pub(crate) accepted: u64,
+    /// Answered with another status.
+    pub(crate) rejected: u64,
+    /// Lost in transport (connection refused or closed, timeout).
+    pub(crate) errors: u64,
+    /// Deliveries the accepted requests should make.
+    pub(crate) expected: u64,
+    pub(crate) bytes_sent: u64,
+    /// Time from writing a request to reading its answer.
+    pub(crate) latency: Hist,
+    pub(crate) seconds: f64,
+    /// The time limit ended the batch early.
+    pub(crate) cut_short: bool,
+}
+
+impl Outcome {
+    fn merge(&mut self, other: Outcome) {
+        self.sent += other.sent;
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+        self.errors += other.errors;
+        self.expected += other.expected;
+        self.bytes_sent += other.bytes_sent;
+        self.latency.merge(&other.latency);
+        self.cut_short |= other.cut_short;
+    }
+}
+
+/// The REST side of a run.
+pub(crate) struct Rest {
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) concurrency: usize,
+    /// None for the baseline, which needs no tokens.
+    pub(crate) access_key: Option<String>,
+    /// Requests made so far (for the progress display).
+    pub(crate) sent: Arc<AtomicU64>,
+}
+
+impl Rest {
+    /// A route to `path` (a query, if any, is not part of the token's audience).
+    pub(crate) fn route(&self, path: String, expected: u64) -> Route {
+        let auth = match &self.access_key {
+            Some(key) => {
+                let audience = format!("{}{}", self.endpoints[0].url, path.split('?').next().unwrap_or_default());
+                format!(
+                    "Authorization: Bearer {}\r\n",
+                    mint_server_token(&audience, Duration::from_secs(24 * 3600), key)
+                )
+            }
+            None => String::new(),
+        };
+        Route { path, auth, expected }
+    }
+
+    /// Makes requests `first..first + count` of `load` at `rate` per second (0: as fast as
+    /// the connections go), over `concurrency` connections; stops at `deadline`.
+    pub(crate) async fn run(&self, load: Arc<Load>, first: u64, count: u64, rate: f64, deadline: Instant) -> Outcome {
+        let started = Instant::now();
+        let connections = self.concurrency.max(self.endpoints.len()).max(1) as u64;
+        let mut tasks = Vec::new();
+        for k in 0..connections.min(count.max(1)) {
+            let endpoint = self.endpoints[(k % self.endpoints.len() as u64) as usize].clone();
+            let load = load.clone();
+            let sent = self.sent.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut out = Outcome::default();
+                let mut wire: Option<Wire> = None;
+                let mut i = k;
+                while i < count {
+                    if Instant::now() >= deadline {
+                        out.cut_short = true;
+                        break;
+                    }
+                    if rate > 0.0 {
+                        let due = started + Duration::from_secs_f64(i as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    call(&endpoint, &load, first + i, &mut wire, &mut out, deadline).await;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    i += connections;
+                }
+                out
+            }));
+        }
+        let mut outcome = Outcome::default();
+        for task in tasks {
+            if let Ok(out) = task.await {
+                outcome.merge(out);
+            }
+        }
+        outcome.seconds = started.elapsed().as_secs_f64();
+        outcome
+    }
+}
+
+/// One request on the task's keep-alive connection (opened again after a failure).
+async fn call(
+    endpoint: &Endpoint,
+    load: &Load,
+    message: u64,
+    wire: &mut Option<Wire>,
+    out: &mut Outcome,
+    deadline: Instant,
+) {
+    out.sent += 1;
+    if wire.is_none() {
+        match Wire::connect(endpoint.addr, None).await {
+            Ok(w) => *wire = Some(w),
+            Err(_) => {
+                out.errors += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return;
+            }
+        }
+    }
+    let Some(w) = wire.as_mut() else { return };
+    let route = load.route(message);
+    let body = load.body();
+    let head = format!(
+        "{} {} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        load.method,
+        route.path,
+        endpoint.host,
+        route.auth,
+        body.len()
+    );
+    out.bytes_sent += (head.len() + body.len()) as u64;
+    let started = Instant::now();
+    let limit = deadline.saturating_duration_since(started).max(Duration::from_secs(1));
+    match tokio::time::timeout(limit, w.request(&head, &body)).await {
+        Ok(Ok((status, _))) => {
+            out.latency.record(started.elapsed().as_micros() as u64);
+            if (200..300).contains(&status) {
+                out.accepted += 1;
+                out.expected += route.expected;
+            } else {
+                out.rejected += 1;
+            }
+        }
+        _ => {
+            out.errors += 1;
+            *wire = None;
+        }
+    }
+}
