@@ -146,7 +146,11 @@ def test_cluster_status_command(cluster, connection_string):
         out = subprocess.run([binary(), "cluster", "status", "--endpoint", f"http://{pod.ip}:{pod.ports['http']}",
                               "--access-key", access_key(connection_string)],
                              capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
-        assert out.returncode == 0, f"cluster status via {pod.name}: {out.stderr.strip()}"
+        assert out.returncode == 0, (
+            f"cluster status via {pod.name} ({pod.ip}): {out.stderr.strip()}\n"
+            f"The command mints a token whose audience is the address it dials; the nodes' endpoint is the "
+            f"chart's public URL ({endpoint_of(connection_string)}). Operators run it inside a pod against "
+            f"http://127.0.0.1:8080 (NOTES.txt), so a node must accept that audience for /api/admin/cluster.")
         header, rows = _status_rows(out.stdout)
         _check_membership(cluster, rows, header)
 
