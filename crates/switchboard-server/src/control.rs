@@ -51,6 +51,8 @@ pub struct ControlPlane {
     proposal_latency: Arc<switchboard_hub::metrics::Histogram>,
     /// This node's registration, kept to register again if the cluster forgets the node.
     registration: Arc<parking_lot::Mutex<Option<Command>>>,
+    /// Set while a stopping leader hands off leadership: no new entries, local or forwarded.
+    handing_off: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Raft progress of this node, for metrics.
@@ -82,6 +84,7 @@ impl ControlPlane {
             proposals,
             proposal_latency: Arc::default(),
             registration: Arc::default(),
+            handing_off: Arc::default(),
         };
         tokio::spawn(plane.clone().batch_proposals(queue));
         plane
@@ -148,7 +151,7 @@ impl ControlPlane {
             .await
             .with_context(|| format!("cannot listen for gRPC on {}", cluster.grpc_listen))?;
         let auth = secret.server();
-        let admin = AdminService::new(node_id, raft.clone(), state);
+        let admin = AdminService::new(node_id, raft.clone(), state).refusing_writes_while(self.handing_off.clone());
         let router = tonic::transport::Server::builder()
             .add_service(raft_server(raft, auth.clone()))
             .add_service(admin_server(admin, auth.clone()))
@@ -386,6 +389,15 @@ impl ControlPlane {
         // A node that just joined may know who leads before it knows where: retry briefly.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let index = loop {
+            let leading = self.raft.metrics().borrow().current_leader == Some(self.id);
+            if leading && self.handing_off.load(std::sync::atomic::Ordering::SeqCst) {
+                // Our own log stays still while leadership moves; retry once someone else leads.
+                if tokio::time::Instant::now() > deadline {
+                    return Err("leadership is being handed off".to_owned());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
             match self.raft.client_write(command.clone()).await {
                 Ok(written) => {
                     // Followers learn the new commit index now rather than at the next heartbeat,
@@ -427,8 +439,10 @@ impl ControlPlane {
         if self.secret.is_none() {
             return;
         }
-        // Nodes whose lease expired are dead to routing already; waiting on them would stall
-        // every membership write behind a partitioned node.
+        // Only registered nodes with a live lease route sends and answer requests. A node whose
+        // lease expired is dead to routing already (waiting on it would stall every write behind
+        // a partitioned node); one that left (drain) or has not registered yet will apply the
+        // entry before it serves again.
         let members: Vec<(NodeId, String)> = {
             let (now, state) = (now_ms(), self.state.read());
             let metrics = self.raft.metrics().borrow().clone();
@@ -437,7 +451,7 @@ impl ControlPlane {
                 .membership()
                 .nodes()
                 .filter(|(id, _)| **id != self.id)
-                .filter(|(id, _)| state.nodes().get(*id).is_none_or(|info| info.lease_until > now))
+                .filter(|(id, _)| state.nodes().get(*id).is_some_and(|info| info.lease_until > now))
                 .map(|(id, node)| (*id, node.addr.clone()))
                 .collect()
         };
@@ -473,21 +487,41 @@ impl ControlPlane {
         let _ = self.raft.shutdown().await;
     }
 
-    /// A leader about to stop asks another voter to start an election, so the cluster has a
-    /// leader again at once instead of after an election timeout (G9). Bounded to 2 s.
+    /// A leader about to stop hands leadership to the most up-to-date other voter (G9): it
+    /// stops adding entries (forwarded writes are refused and retried by their senders) and
+    /// stops campaigning, waits until the successor has its whole log (a voter only votes for a
+    /// log at least as long as its own), then asks it to start an election. Voters refuse votes
+    /// while they still hear a leader (openraft's leader lease), so the successor usually wins
+    /// its second try, about one election timeout later. Bounded to about 3 s.
     async fn hand_off_leadership(&self) {
+        use std::sync::atomic::Ordering;
         let metrics = self.raft.metrics().borrow().clone();
         if self.secret.is_none() || metrics.current_leader != Some(self.id) {
             return;
         }
-        let successor = metrics
-            .membership_config
-            .membership()
-            .voter_ids()
-            .filter(|id| *id != self.id)
-            .filter_map(|id| metrics.membership_config.membership().get_node(&id).map(|n| (id, n.addr.clone())))
-            .next();
-        let Some((successor, address)) = successor else { return };
+        self.handing_off.store(true, Ordering::SeqCst);
+        // Once it steps down it must not win again: it holds the longest log, so it would.
+        self.raft.runtime_config().elect(false);
+        let membership = metrics.membership_config.membership().clone();
+        let matched = |metrics: &openraft::RaftMetrics<NodeId, BasicNode>, id: NodeId| {
+            metrics.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map_or(0, |l| l.index)
+        };
+        let successor = membership.voter_ids().filter(|id| *id != self.id).max_by_key(|id| matched(&metrics, *id));
+        let Some((successor, address)) =
+            successor.and_then(|id| membership.get_node(&id).map(|node| (id, node.addr.clone())))
+        else {
+            self.handing_off.store(false, Ordering::SeqCst);
+            return;
+        };
+        let caught_up = self
+            .raft
+            .wait(Some(Duration::from_secs(1)))
+            .metrics(|m| m.last_log_index.is_some_and(|last| matched(m, successor) >= last), "the successor caught up")
+            .await
+            .is_ok();
+        if !caught_up {
+            tracing::warn!(successor, "the successor did not catch up in time; handing off anyway");
+        }
         let asked = match self.admin(&address).await {
             Ok(mut client) => client.elect(switchboard_proto::admin::v1::Empty {}).await.is_ok(),
             Err(_) => false,
@@ -503,6 +537,7 @@ impl ControlPlane {
             tracing::info!(successor, "leadership handed off");
         } else {
             tracing::warn!(successor, "could not hand off leadership; the others will elect after a timeout");
+            self.handing_off.store(false, Ordering::SeqCst);
         }
     }
 

@@ -611,8 +611,9 @@ fn a_draining_leader_hands_off_leadership_and_exits() {
     assert!(new_leader.is_some_and(|l| l != leader), "{new_leader:?}");
     assert_eq!(rest(cluster.http(other), "PUT", &member_path("drain", "after")).0, 200);
     eprintln!("leader {leader} drained in {:?}; slowest write meanwhile {slowest:?}", started.elapsed());
-    // Bounded by the apply barrier (5 s) behind a node that is stopping; usually under 2 s.
-    assert!(slowest < Duration::from_secs(8), "{slowest:?}");
+    // About one election timeout at most (see `hand_off_leadership`): the stopping node stops
+    // campaigning and leaves the routing table before it stops applying, so no barrier waits on it.
+    assert!(slowest < Duration::from_secs(3), "{slowest:?}");
 }
 
 /// User and group sends reach only the nodes holding the user or group (routing interest), and

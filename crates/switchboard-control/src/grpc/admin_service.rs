@@ -1,6 +1,8 @@
 //! [`AdminService`]: cluster status, join and leave over gRPC.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
@@ -26,12 +28,20 @@ pub struct AdminService {
     id: NodeId,
     raft: Raft,
     state: SharedState,
+    handing_off: Arc<AtomicBool>,
 }
 
 impl AdminService {
     /// The admin service of node `id`.
     pub fn new(id: NodeId, raft: Raft, state: SharedState) -> Self {
-        AdminService { id, raft, state }
+        AdminService { id, raft, state, handing_off: Arc::default() }
+    }
+
+    /// Refuses forwarded writes (`Propose`, UNAVAILABLE: the caller retries) while `flag` is set:
+    /// a leader handing off leadership keeps its log still so its successor can catch up and win.
+    pub fn refusing_writes_while(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.handing_off = flag;
+        self
     }
 
     /// The cluster as this node sees it (leader, term, members, leases, applied indexes).
@@ -136,6 +146,9 @@ impl Admin for AdminService {
     }
 
     async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
+        if self.handing_off.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("the leader is handing off leadership; retry"));
+        }
         let command: crate::Command = rmp_serde::from_slice(&request.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
         let written = self.raft.client_write(command).await.map_err(write_error)?;
