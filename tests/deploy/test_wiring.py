@@ -140,17 +140,14 @@ def _expected_nodes(cluster: Cluster) -> dict[str, Pod]:
 
 
 def test_cluster_status_command(cluster, connection_string):
-    """`switchboard cluster status` (what NOTES.txt prints) against a node lists every pod, one
-    leader, voters 1..N at their stable addresses and the edges as learners."""
+    """`switchboard cluster status` as NOTES.txt prints it (`kubectl exec` into a pod: the pod's
+    environment, only --endpoint given; the pod's own address stands in for its 127.0.0.1) lists
+    every pod, one leader, voters 1..N at their stable addresses and the edges as learners. The
+    key and the public endpoint (the token's audience) come from the pod's key file and config."""
     for pod in (cluster.by_component("edge")[0], cluster.by_component("control")[0]):
-        out = subprocess.run([binary(), "cluster", "status", "--endpoint", f"http://{pod.ip}:{pod.ports['http']}",
-                              "--access-key", access_key(connection_string)],
-                             capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
-        assert out.returncode == 0, (
-            f"cluster status via {pod.name} ({pod.ip}): {out.stderr.strip()}\n"
-            f"The command mints a token whose audience is the address it dials; the nodes' endpoint is the "
-            f"chart's public URL ({endpoint_of(connection_string)}). Operators run it inside a pod against "
-            f"http://127.0.0.1:8080 (NOTES.txt), so a node must accept that audience for /api/admin/cluster.")
+        out = subprocess.run([binary(), "cluster", "status", "--endpoint", f"http://{pod.ip}:{pod.ports['http']}"],
+                             capture_output=True, text=True, timeout=30, env=pod.env, cwd=pod.cwd)
+        assert out.returncode == 0, f"cluster status in {pod.name} ({pod.ip}): {out.stderr.strip()}"
         header, rows = _status_rows(out.stdout)
         _check_membership(cluster, rows, header)
 

@@ -29,17 +29,31 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Print the cluster as a node sees it: leader, term, nodes, leases, applied indexes.
-    Status {
-        /// Public endpoint of any node, e.g. http://127.0.0.1:8080.
-        #[arg(long)]
-        endpoint: String,
-        /// Access key (default: the key kept in --data-dir).
-        #[arg(long, env = "SWITCHBOARD_ACCESS_KEY")]
-        access_key: Option<String>,
-        /// Data directory holding the generated key [default: ./switchboard-data].
-        #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
-        data_dir: Option<PathBuf>,
-    },
+    ///
+    /// Inside a node's container (or next to its config) nothing but --endpoint is needed: the
+    /// key and the node's public endpoint (the token's audience) come from the same settings
+    /// the node reads.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Client/REST address of any node to ask, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub endpoint: String,
+    /// Access key [default: from --access-key-file, the config file, or the key in --data-dir].
+    #[arg(long, env = "SWITCHBOARD_ACCESS_KEY", value_delimiter = ',')]
+    pub access_key: Vec<String>,
+    /// File with the access keys; the first signs.
+    #[arg(long, env = "SWITCHBOARD_ACCESS_KEY_FILE")]
+    pub access_key_file: Option<PathBuf>,
+    /// The node's config file: its `endpoint` is the audience the node expects (when the node's
+    /// public URL differs from the address asked), and it may name the keys.
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory holding the generated key [default: ./switchboard-data].
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Default)]

@@ -76,18 +76,37 @@ pub async fn status_endpoint(State(state): State<Arc<StatusState>>, request: Req
 
 /// `switchboard cluster …`
 pub fn main(command: ClusterCommand) -> Result<(), Exit> {
-    let ClusterCommand::Status { endpoint, access_key, data_dir } = command;
-    let key = match access_key {
-        Some(key) => key,
-        None => read_or_create_key(&data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)))?,
+    let ClusterCommand::Status(args) = command;
+    let file = match &args.config {
+        Some(path) => crate::config::read_file(path)?,
+        None => crate::config::FileConfig::default(),
     };
-    let endpoint = endpoint.trim_end_matches('/').to_owned();
+    let key_file = args.access_key_file.clone().or(file.access_key_file.clone());
+    let key = if let Some(key) = args.access_key.first() {
+        key.clone()
+    } else if let Some(path) = key_file {
+        crate::config::read_key_file(&path).map_err(Exit::Usage)?.remove(0)
+    } else if let Some(key) = file.access_keys.as_ref().and_then(|keys| keys.first()) {
+        key.clone()
+    } else {
+        let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        read_or_create_key(&data_dir)?
+    };
+    let endpoint = args.endpoint.trim_end_matches('/').to_owned();
     let authority = endpoint
         .strip_prefix("http://")
         .ok_or_else(|| Exit::Usage(format!("--endpoint '{endpoint}' must be http://host:port")))?
         .to_owned();
     let url = format!("{endpoint}{STATUS_PATH}");
-    let token = mint_server_token(&url, Duration::from_secs(300), &key);
+    // The node checks the audience against its own public endpoint, which may differ from the
+    // address asked (a pod asked on 127.0.0.1 whose endpoint is the public Service's URL).
+    let audience = match &file.endpoint {
+        Some(public) => {
+            format!("{}{STATUS_PATH}", crate::config::parse_endpoint(public)?.as_str().trim_end_matches('/'))
+        }
+        None => url.clone(),
+    };
+    let token = mint_server_token(&audience, Duration::from_secs(300), &key);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("no runtime")?;
     let (status, body) = runtime.block_on(get(&authority, &token))?;
     if status != 200 {

@@ -360,7 +360,8 @@ fn check_upstream_url(template: &str) -> Result<(), Exit> {
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, Exit> {
+/// Reads a config file (`--config`).
+pub fn read_file(path: &Path) -> Result<FileConfig, Exit> {
     let text =
         std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read config file {}: {e}", path.display())))?;
     toml::from_str(&text)

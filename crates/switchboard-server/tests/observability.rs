@@ -253,3 +253,34 @@ fn access_keys_rotate_through_the_key_file() {
 
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `cluster status` run next to a node whose public endpoint differs from the address asked (a
+/// pod asked on 127.0.0.1 behind a public URL): the node's config file supplies the audience,
+/// the key file the key.
+#[test]
+fn cluster_status_signs_for_the_nodes_public_endpoint() {
+    let dir = std::env::temp_dir().join(format!("switchboard-status-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("switchboard.toml");
+    std::fs::write(&config, "endpoint = \"https://switchboard.example.com\"\n").unwrap();
+    let keys = dir.join("access-keys");
+    std::fs::write(&keys, format!("{KEY}\n")).unwrap();
+    let node = Process::start(&["--config", &config.display().to_string(), "--access-key", KEY]);
+    let status = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["cluster", "status", "--endpoint", &format!("http://127.0.0.1:{}", node.http)])
+            .args(extra)
+            .env_remove("SWITCHBOARD_CONFIG")
+            .output()
+            .expect("the binary runs")
+    };
+    let asked_plainly = status(&["--access-key-file", &keys.display().to_string()]);
+    assert_eq!(asked_plainly.status.code(), Some(1), "the audience names 127.0.0.1, which the node refuses");
+    assert!(String::from_utf8_lossy(&asked_plainly.stderr).contains("401"));
+    let with_config =
+        status(&["--access-key-file", &keys.display().to_string(), "--config", &config.display().to_string()]);
+    let stdout = String::from_utf8_lossy(&with_config.stdout);
+    assert!(with_config.status.success(), "{}", String::from_utf8_lossy(&with_config.stderr));
+    assert!(stdout.starts_with("leader: 1"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
