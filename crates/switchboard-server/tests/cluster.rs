@@ -39,9 +39,17 @@ impl Cluster {
         cluster
     }
 
+    /// Voters by host name (`localhost`), so peer addresses go through name resolution.
     fn voter_list(&self) -> String {
         let voters: Vec<String> =
-            self.specs.iter().filter(|s| s.voter).map(|s| format!("{}=127.0.0.1:{}", s.id, s.grpc)).collect();
+            self.specs.iter().filter(|s| s.voter).map(|s| format!("{}=localhost:{}", s.id, s.grpc)).collect();
+        voters.join(",")
+    }
+
+    /// Every voter's gRPC address: an edge node tries them in turn to join.
+    fn join_list(&self) -> String {
+        let voters: Vec<String> =
+            self.specs.iter().filter(|s| s.voter).map(|s| format!("localhost:{}", s.grpc)).collect();
         voters.join(",")
     }
 
@@ -70,7 +78,7 @@ impl Cluster {
         if spec.voter {
             args.extend(["--role".into(), "both".into(), "--voter".into(), self.voter_list()]);
         } else {
-            args.extend(["--role".into(), "edge".into(), "--join".into(), format!("127.0.0.1:{}", self.specs[0].grpc)]);
+            args.extend(["--role".into(), "edge".into(), "--join".into(), self.join_list()]);
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(&args)
