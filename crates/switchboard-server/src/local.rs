@@ -17,6 +17,8 @@ pub struct LocalNode {
     pub endpoint: String,
     pub addr: SocketAddr,
     pub connection_string: String,
+    /// The node's control plane, for tools that write memberships directly.
+    pub control: crate::control::ControlPlane,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     data_dir: PathBuf,
 }
@@ -41,11 +43,12 @@ impl LocalNode {
         let node = Node::start(&settings, &listener).await.unwrap_or_else(|_| panic!("the local node did not start"));
         let endpoint = node.endpoint.as_str().trim_end_matches('/').to_owned();
         let connection_string = node.connection_string.clone();
+        let control = node.control().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(node.serve(listener, Duration::from_secs(1), async {
             let _ = stopped.await;
         }));
-        LocalNode { endpoint, addr, connection_string, stop: Some(stop), data_dir }
+        LocalNode { endpoint, addr, connection_string, control, stop: Some(stop), data_dir }
     }
 }
 

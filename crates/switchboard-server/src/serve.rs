@@ -118,6 +118,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// The node's control plane (membership writes and reads, cluster state).
+    pub fn control(&self) -> &ControlPlane {
+        &self.control
+    }
+
     /// Builds the node for a bound `listener` (its address becomes the default endpoint) and
     /// starts its control plane in the data directory.
     pub async fn start(settings: &Settings, listener: &TcpListener) -> Result<Node, Exit> {
