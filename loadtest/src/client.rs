@@ -421,7 +421,10 @@ async fn send(
                 // snapshot taken after the phase ended counts every call that was made.
                 if phase.borrow().echo_rate > 0.0 {
                     invocation_id += 1;
-                    let message = codec::invocation(plan.protocol, Some(invocation_id), "echo", now_us(), &shared.padding);
+                    // Stamped with the time the call was due, so a late call counts its wait.
+                    let late = tokio::time::Instant::now().saturating_duration_since(call_at);
+                    let due_us = now_us().saturating_sub(late.as_micros() as u64);
+                    let message = codec::invocation(plan.protocol, Some(invocation_id), "echo", due_us, &shared.padding);
                     shared.recorder.add(Counter::Invocations, 1);
                     shared.recorder.add(Counter::BytesSent, message.len() as u64);
                     s.send(&message).await?;

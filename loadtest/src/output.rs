@@ -207,7 +207,7 @@ pub(crate) fn markdown(report: &Value) -> String {
     } else {
         let _ = writeln!(md, "| measure | value |\n|---|---|");
     }
-    let rows: [(&str, &[&str]); 24] = [
+    let rows: [(&str, &[&str]); 25] = [
         ("connections opened", &["connected"]),
         ("connection attempts", &["attempts"]),
         ("failed", &["failed"]),
@@ -216,6 +216,7 @@ pub(crate) fn markdown(report: &Value) -> String {
         ("new connections/s", &["connections_per_second"]),
         ("connect time p99 (ms)", &["connect_time", "p99_ms"]),
         ("server bytes per connection", &["server_bytes_per_connection"]),
+        ("server CPU µs per new connection", &["server_cpu_us_per_connection"]),
         ("messages sent", &["messages_sent"]),
         ("REST sends accepted/s", &["rest_sends_per_second"]),
         ("REST call p99 (ms)", &["rest_latency", "p99_ms"]),

@@ -49,11 +49,11 @@ impl Load {
         &self.routes[self.sequence[(message % self.sequence.len() as u64) as usize]]
     }
 
-    fn body(&self) -> Vec<u8> {
+    fn body(&self, timestamp_us: u64) -> Vec<u8> {
         match &self.body {
             Body::Empty => Vec::new(),
-            Body::Rest { padding } => rest_body(now_us(), padding).into_bytes(),
-            Body::Baseline { protocol, padding } => codec::invocation(*protocol, None, "m", now_us(), padding),
+            Body::Rest { padding } => rest_body(timestamp_us, padding).into_bytes(),
+            Body::Baseline { protocol, padding } => codec::invocation(*protocol, None, "m", timestamp_us, padding),
         }
     }
 }
@@ -119,8 +119,13 @@ impl Rest {
 
     /// Makes requests `first..first + count` of `load` at `rate` per second (0: as fast as
     /// the connections go), over `concurrency` connections; stops at `deadline`.
+    ///
+    /// A paced request carries the time it was due, not the time it went out: when the
+    /// server answers slowly and the requests fall behind, that wait counts in the latency
+    /// (no coordinated omission).
     pub(crate) async fn run(&self, load: Arc<Load>, first: u64, count: u64, rate: f64, deadline: Instant) -> Outcome {
         let started = Instant::now();
+        let started_us = now_us();
         let connections = self.concurrency.max(self.endpoints.len()).max(1) as u64;
         let mut tasks = Vec::new();
         for k in 0..connections.min(count.max(1)) {
@@ -136,11 +141,14 @@ impl Rest {
                         out.cut_short = true;
                         break;
                     }
-                    if rate > 0.0 {
-                        let due = started + Duration::from_secs_f64(i as f64 / rate);
-                        tokio::time::sleep_until(due.into()).await;
-                    }
-                    call(&endpoint, &load, first + i, &mut wire, &mut out, deadline).await;
+                    let timestamp = if rate > 0.0 {
+                        let due = Duration::from_secs_f64(i as f64 / rate);
+                        tokio::time::sleep_until((started + due).into()).await;
+                        started_us + due.as_micros() as u64
+                    } else {
+                        now_us()
+                    };
+                    call(&endpoint, &load, first + i, timestamp, &mut wire, &mut out, deadline).await;
                     sent.fetch_add(1, Ordering::Relaxed);
                     i += connections;
                 }
@@ -163,6 +171,7 @@ async fn call(
     endpoint: &Endpoint,
     load: &Load,
     message: u64,
+    timestamp_us: u64,
     wire: &mut Option<Wire>,
     out: &mut Outcome,
     deadline: Instant,
@@ -180,7 +189,7 @@ async fn call(
     }
     let Some(w) = wire.as_mut() else { return };
     let route = load.route(message);
-    let body = load.body();
+    let body = load.body(timestamp_us);
     let head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         load.method,

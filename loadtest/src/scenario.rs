@@ -581,6 +581,9 @@ fn connection_report(
         result["server_rss_open_bytes"] = json!(open.rss_bytes);
         let grown = open.rss_bytes.saturating_sub(before.rss_bytes);
         result["server_bytes_per_connection"] = json!(grown as f64 / c.connected.max(1) as f64);
+        // CPU the servers spent while the connections opened (negotiate, upgrade, handshake).
+        let cpu = open.cpu.saturating_sub(before.cpu).as_secs_f64();
+        result["server_cpu_us_per_connection"] = json!(cpu * 1e6 / c.connected.max(1) as f64);
     }
 }
 
