@@ -314,7 +314,7 @@ async fn serve(
     tokio::select! {
         _ = stop.wait_for(|s| *s) => End::Stop,
         _ = churn => End::Churn,
-        _ = receive(shared, receiving, churning) => End::Lost,
+        _ = receive(shared, receiving, index, churning) => End::Lost,
         _ = send(shared, sending, index, &mut phase) => End::Lost,
     }
 }
@@ -344,18 +344,20 @@ fn split(session: &mut Session, long_polling: bool) -> (Receiving<'_>, Sending<'
     (Receiving { inbox: &mut wire.inbox, stream, poll }, sending)
 }
 
-async fn receive(shared: &Shared, r: Receiving<'_>, churning: bool) -> anyhow::Result<()> {
+async fn receive(shared: &Shared, r: Receiving<'_>, index: u64, churning: bool) -> anyhow::Result<()> {
     let protocol = shared.plan.protocol;
     let recorder = &shared.recorder;
     let received = if churning { Counter::ReceivedChurning } else { Counter::Received };
-    let mut sampler = 0u64;
+    // Connections start at different points of the sampling cycle, so even when each gets
+    // only a few messages (a step of an echo run), some of them sample.
+    let mut sampler = index % SAMPLE_EVERY;
     let mut count = |payload: &[u8]| {
         let now = now_us();
         let mut messages = 0;
         codec::for_each_message(protocol, payload, |record| {
             messages += 1;
             sampler += 1;
-            if sampler % SAMPLE_EVERY == 1
+            if sampler % SAMPLE_EVERY == 0
                 && let Some(sent) = codec::timestamp(protocol, record)
             {
                 recorder.latency(now, now.saturating_sub(sent));
