@@ -1,7 +1,6 @@
 //! A cluster of real `switchboard` processes on loopback: formation, status, replicated
 //! membership visible on every node once answered (G3), leader loss (G7) and a full restart (G6).
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,21 +79,12 @@ impl Cluster {
         } else {
             args.extend(["--role".into(), "edge".into(), "--join".into(), self.join_list()]);
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(&args)
-            .env("SWITCHBOARD_LOG", "warn,openraft=off")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (ready, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            if BufReader::new(stdout).read_line(&mut line).is_ok() {
-                let _ = ready.send(line);
-            }
-        });
+        let (child, ready_rx) = support::spawn_node(
+            Command::new(env!("CARGO_BIN_EXE_switchboard"))
+                .args(&args)
+                .env("SWITCHBOARD_LOG", "warn,openraft=off")
+                .stderr(Stdio::null()),
+        );
         self.children[(id - 1) as usize] = Some(child);
         ready_rx
     }
@@ -294,21 +284,7 @@ async fn connect_client(port: u16, user: &str) -> (support::WsClient, String) {
 
 async fn post(port: u16, path: &str, body: &str) -> u16 {
     let (path, body) = (path.to_owned(), body.to_owned());
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let token = mint_server_token(&format!("http://127.0.0.1:{port}{}", path.split('?').next().unwrap()), Duration::from_secs(60), KEY);
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response.split(' ').nth(1).unwrap().parse().unwrap()
-    })
-    .await
-    .unwrap()
+    tokio::task::spawn_blocking(move || rest_post(port, &path, &body)).await.unwrap()
 }
 
 fn invocation(argument: &str) -> Vec<u8> {
@@ -687,10 +663,11 @@ async fn user_and_group_sends_follow_routing_interest() {
     });
 }
 
-/// A POST with a REST token; returns the status.
+/// A POST with a REST token (for the path without its query); returns the status.
 fn rest_post(port: u16, path: &str, body: &str) -> u16 {
     use std::io::{Read, Write};
-    let token = mint_server_token(&format!("http://127.0.0.1:{port}{path}"), Duration::from_secs(60), KEY);
+    let audience = format!("http://127.0.0.1:{port}{}", path.split('?').next().unwrap());
+    let token = mint_server_token(&audience, Duration::from_secs(60), KEY);
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let request = format!(

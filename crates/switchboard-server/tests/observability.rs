@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,24 +28,16 @@ impl Process {
         let (http, internal) = (free_port(), free_port());
         let dir = std::env::temp_dir().join(format!("switchboard-obs-{}-{http}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{http}")])
-            .args(["--internal-listen", &format!("127.0.0.1:{internal}")])
-            .args(["--data-dir", &dir.display().to_string()])
-            .args(extra)
-            .env("SWITCHBOARD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (ready, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = ready.send(line);
-        });
-        ready_rx.recv_timeout(Duration::from_secs(30)).expect("the node prints its connection string");
+        let (child, ready) = support::spawn_node(
+            Command::new(env!("CARGO_BIN_EXE_switchboard"))
+                .args(["serve", "--listen", &format!("127.0.0.1:{http}")])
+                .args(["--internal-listen", &format!("127.0.0.1:{internal}")])
+                .args(["--data-dir", &dir.display().to_string()])
+                .args(extra)
+                .env("SWITCHBOARD_LOG", "warn")
+                .stderr(Stdio::null()),
+        );
+        ready.recv_timeout(Duration::from_secs(30)).expect("the node prints its connection string");
         Process { child, http, internal, dir }
     }
 

@@ -9,10 +9,12 @@
 //!
 //! Needs root and iproute2 (`ip netns`), which the test command installs.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchboard_auth::mint_server_token;
+
+mod support;
 
 const KEY: &str = "partition-test-key";
 const SECRET: &str = "partition-test-secret";
@@ -158,17 +160,9 @@ fn a_partitioned_voter_commits_nothing_and_catches_up_after_healing() {
             .args(["--advertise", &format!("{}:{}", grpc_hosts[i], grpc_ports[i])])
             .args(["--voter", &voters.join(","), "--cluster-secret", SECRET, "--shutdown-grace", "1"])
             .env("SWITCHBOARD_LOG", "warn,openraft=off")
-            .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        let mut child = command.spawn().expect("the binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (ready, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = ready.send(line);
-        });
-        waits.push(ready_rx);
+        let (child, ready) = support::spawn_node(&mut command);
+        waits.push(ready);
         nodes.0.push(child);
     }
     for (i, ready) in waits.into_iter().enumerate() {

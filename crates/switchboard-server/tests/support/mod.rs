@@ -181,3 +181,19 @@ fn parse_server_frame(buf: &[u8]) -> Option<(Frame, usize)> {
     };
     Some((frame, at))
 }
+
+/// Spawns a `switchboard serve` process with stdout piped; the receiver gets its first stdout
+/// line, the connection string it prints once it serves.
+pub fn spawn_node(command: &mut std::process::Command) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = command.stdout(std::process::Stdio::piped()).spawn().expect("the binary starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (ready, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if std::io::BufReader::new(stdout).read_line(&mut line).is_ok() {
+            let _ = ready.send(line);
+        }
+    });
+    (child, ready_rx)
+}
