@@ -303,13 +303,13 @@ struct Line {
     points: Vec<(f64, f64)>,
 }
 
-/// A round number at or above `x` (1, 2, 2.5 or 5 times a power of ten).
+/// A round number at or above `x` (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten).
 fn nice_ceiling(x: f64) -> f64 {
     if x <= 0.0 {
         return 0.2;
     }
     let magnitude = 10f64.powf(x.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
+    [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
         .into_iter()
         .map(|m| m * magnitude)
         .find(|v| *v >= x * 0.999_999)
@@ -400,11 +400,12 @@ mod tests {
 
     #[test]
     fn axis_numbers_are_round_and_short() {
-        assert_eq!(nice_ceiling(7.0), 10.0);
-        assert_eq!(nice_ceiling(1200.0), 2000.0);
+        assert_eq!(nice_ceiling(7.0), 8.0);
+        assert_eq!(nice_ceiling(1300.0), 1500.0);
         assert_eq!(nice_ceiling(2.2), 2.5);
-        assert_eq!(nice_ceiling(0.3), 0.5);
+        assert_eq!(nice_ceiling(12.8), 15.0);
         assert_eq!(nice_ceiling(5.0), 5.0);
+        assert_eq!(nice_ceiling(9.0), 10.0);
         assert_eq!(short(1500.0), "1.5k");
         assert_eq!(short(2_000_000.0), "2M");
         assert_eq!(short(0.5), "0.5");
