@@ -357,7 +357,7 @@ async fn receive(shared: &Shared, r: Receiving<'_>, index: u64, churning: bool) 
         codec::for_each_message(protocol, payload, |record| {
             messages += 1;
             sampler += 1;
-            if sampler % SAMPLE_EVERY == 0
+            if sampler.is_multiple_of(SAMPLE_EVERY)
                 && let Some(sent) = codec::timestamp(protocol, record)
             {
                 recorder.latency(now, now.saturating_sub(sent));
