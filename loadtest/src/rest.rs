@@ -79,7 +79,8 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    fn merge(&mut self, other: Outcome) {
+    /// Adds what another batch (or a connection of this batch) did; `seconds` is left alone.
+    pub(crate) fn merge(&mut self, other: &Outcome) {
         self.sent += other.sent;
         self.accepted += other.accepted;
         self.rejected += other.rejected;
@@ -158,7 +159,7 @@ impl Rest {
         let mut outcome = Outcome::default();
         for task in tasks {
             if let Ok(out) = task.await {
-                outcome.merge(out);
+                outcome.merge(&out);
             }
         }
         outcome.seconds = started.elapsed().as_secs_f64();

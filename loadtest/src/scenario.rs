@@ -361,7 +361,7 @@ async fn measure(kind: Kind, args: &Args, target: &Target, deadline: Instant, la
     let last = fleet.snapshot(hard_deadline).await?;
     fleet.stop().await;
 
-    connection_report(&mut result, args, &last, connect_seconds, before, open_usage);
+    connection_report(&mut result, &last, connect_seconds, before, open_usage);
     if kind != Kind::Connect {
         let sending = last.minus(&after_connect);
         if kind == Kind::Echo {
@@ -404,16 +404,8 @@ struct Totals {
 
 impl Totals {
     fn add(&mut self, outcome: &Outcome, expected: u64, seconds: f64, cpu: Option<f64>) {
-        let o = &mut self.outcome;
-        o.sent += outcome.sent;
-        o.accepted += outcome.accepted;
-        o.rejected += outcome.rejected;
-        o.errors += outcome.errors;
-        o.expected += outcome.expected;
-        o.bytes_sent += outcome.bytes_sent;
-        o.latency.merge(&outcome.latency);
-        o.seconds += outcome.seconds;
-        o.cut_short |= outcome.cut_short;
+        self.outcome.merge(outcome);
+        self.outcome.seconds += outcome.seconds;
         self.expected += expected;
         self.seconds += seconds;
         self.cpu = match (self.cpu, cpu) {
@@ -553,7 +545,6 @@ fn step_report(stats: &Stats, outcome: &Outcome, expected: u64, seconds: f64, cp
 
 fn connection_report(
     result: &mut Value,
-    args: &Args,
     stats: &Stats,
     connect_seconds: f64,
     before: Option<Usage>,
@@ -563,8 +554,6 @@ fn connection_report(
     merge_into(
         result,
         json!({
-            "transport": format!("{:?}", args.transport),
-            "protocol": format!("{:?}", args.protocol),
             "attempts": c.attempts,
             "connected": c.connected,
             "failed": c.failed,
