@@ -14,10 +14,10 @@ const ALLOWED_HEADERS: &str = "authorization, content-type, x-requested-with, x-
 /// Adds CORS headers to responses for allowed origins and refuses others.
 pub(crate) async fn apply(State(state): State<Arc<EdgeState>>, request: Request, next: Next) -> Response {
     let origin = request.headers().get(header::ORIGIN).cloned();
-    if let Some(origin) = &origin {
-        if !state.config.origin_allowed(origin.to_str().unwrap_or_default()) {
-            return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
-        }
+    if let Some(origin) = &origin
+        && !state.config.origin_allowed(origin.to_str().unwrap_or_default())
+    {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
     let mut response = next.run(request).await;
     if let Some(origin) = origin {

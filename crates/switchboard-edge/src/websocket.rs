@@ -76,20 +76,19 @@ pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request) -> Resp
     // establishment only).
     if let Some(resolved) =
         query.get("id").filter(|_| is_valid_hub_name(&hub_name)).and_then(|id| resolve_id(&state, id, &hub_name))
+        && let Some(parked) = state.take_parked_soon(&resolved.connection_id, &hub_name).await
     {
-        if let Some(parked) = state.take_parked_soon(&resolved.connection_id, &hub_name).await {
-            return match fastwebsockets::upgrade::upgrade(&mut request) {
-                Ok((response, upgrade)) => {
-                    let task = ConnectionTask::resumed(state, parked);
-                    tokio::spawn(task.run_after(upgrade));
-                    response.map(|_| axum::body::Body::empty())
-                }
-                Err(e) => {
-                    state.park(parked);
-                    refuse(StatusCode::BAD_REQUEST, format!("invalid WebSocket upgrade: {e}"))
-                }
-            };
-        }
+        return match fastwebsockets::upgrade::upgrade(&mut request) {
+            Ok((response, upgrade)) => {
+                let task = ConnectionTask::resumed(state, parked);
+                tokio::spawn(task.run_after(upgrade));
+                response.map(|_| axum::body::Body::empty())
+            }
+            Err(e) => {
+                state.park(parked);
+                refuse(StatusCode::BAD_REQUEST, format!("invalid WebSocket upgrade: {e}"))
+            }
+        };
     }
     let (hub_name, identity) = match authenticate(&state, request.headers(), &query) {
         Ok(ok) => ok,

@@ -112,13 +112,13 @@ impl Hub {
         let stats = &self.shared.stats;
         stats.connections.fetch_sub(1, Ordering::Relaxed);
         stats.open[conn.transport as usize].sub(protocol_index(conn.protocol), 1);
-        if let Some(user) = &conn.user_id {
-            if let Some(list) = state.users.get_mut(user) {
-                list.retain(|c| c.id != conn.id);
-                if list.is_empty() {
-                    state.users.remove(user);
-                    self.report(InterestKind::User, user, false);
-                }
+        if let Some(user) = &conn.user_id
+            && let Some(list) = state.users.get_mut(user)
+        {
+            list.retain(|c| c.id != conn.id);
+            if list.is_empty() {
+                state.users.remove(user);
+                self.report(InterestKind::User, user, false);
             }
         }
         for group in std::mem::take(&mut *conn.groups.lock()) {
@@ -368,7 +368,6 @@ fn protocol_index(protocol: switchboard_protocol::Protocol) -> usize {
 fn is_excluded(id: &str, excluded: &[String]) -> bool {
     excluded.iter().any(|e| e == id)
 }
-
 
 #[cfg(test)]
 mod tests;

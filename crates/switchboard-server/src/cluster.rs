@@ -114,7 +114,7 @@ pub fn main(command: ClusterCommand) -> Result<(), Exit> {
     }
     let value: Value = serde_json::from_str(&body).context("the status is not JSON")?;
     println!("leader: {}  term: {}  (answered by node {})", value["leader"], value["term"], value["answered_by"]);
-    println!("{:<6} {:<13} {:<22} {:<11} {:<16} {}", "id", "roles", "address", "state", "lease (ms left)", "applied");
+    println!("{:<6} {:<13} {:<22} {:<11} {:<16} applied", "id", "roles", "address", "state", "lease (ms left)");
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     for node in value["nodes"].as_array().into_iter().flatten() {

@@ -232,6 +232,7 @@ impl Settings {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // each is one merged setting, named at the call
 fn cluster_settings(
     node_id: u64,
     grpc_listen: &str,
@@ -452,7 +453,7 @@ mod tests {
         let a = resolve_node_id(&text("auto"), "switchboard-edge-7d9f-abcde").unwrap();
         assert_eq!(resolve_node_id(&text("auto"), "switchboard-edge-7d9f-abcde"), Ok(a), "stable");
         assert_ne!(resolve_node_id(&text("auto"), "switchboard-edge-7d9f-xyz12"), Ok(a));
-        assert!(a >= 1_000_000 && a < 1_000_000 + (1 << 52));
+        assert!((1_000_000..1_000_000 + (1 << 52)).contains(&a));
         assert_eq!(resolve_node_id(&text("7"), ""), Ok(7));
         assert_eq!(resolve_node_id(&NodeIdValue::Number(3), ""), Ok(3));
         assert!(resolve_node_id(&text("0"), "").is_err() && resolve_node_id(&NodeIdValue::Number(0), "").is_err());
