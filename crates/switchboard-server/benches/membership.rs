@@ -21,6 +21,10 @@ use switchboard_server::local::LocalNode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+/// The allocator of the `switchboard` binary, so the numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const KEY: &str = "membership-bench-key";
 const RAFT_WRITERS: usize = 1024;
 const REST_CONNECTIONS: usize = 256;

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::net::TcpListener;
 
 /// See the module docs.
 pub struct LocalNode {
@@ -38,7 +37,7 @@ impl LocalNode {
         };
         configure(&mut args);
         let settings = Settings::resolve(args).unwrap_or_else(|_| panic!("invalid settings for a local node"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free loopback port");
+        let listener = crate::serve::listen(([127, 0, 0, 1], 0).into()).expect("a free loopback port");
         let addr = listener.local_addr().expect("a bound address");
         let node = Node::start(&settings, &listener).await.unwrap_or_else(|_| panic!("the local node did not start"));
         let endpoint = node.endpoint.as_str().trim_end_matches('/').to_owned();

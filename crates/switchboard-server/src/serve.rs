@@ -51,9 +51,7 @@ pub fn main(args: ServeArgs) -> Result<(), Exit> {
                 }
             });
         }
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let listener = listen(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
         let node = Node::start_observed(&settings, &listener, observability).await?;
         println!("{}", node.connection_string);
         let bound = listener.local_addr().context("listener has no address")?;
@@ -316,6 +314,20 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, format!("{text}\n"))
 }
+
+/// Binds the public listener with a deep accept queue: connection storms (every client of a
+/// drained node reconnecting at once) would otherwise overflow the default one, and each
+/// overflowed SYN costs its client a one-second retransmission. The kernel caps the depth at
+/// `net.core.somaxconn`.
+pub fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
+/// Requested depth of the accept queue.
+const ACCEPT_BACKLOG: u32 = 4096;
 
 /// Where other nodes reach this node's client endpoint: the listen address, or with a
 /// wildcard listen address, the advertised gRPC host with the listen port.
