@@ -99,6 +99,10 @@ pub(crate) struct Args {
     /// Process id of a server (repeatable), to read memory and CPU from /proc.
     #[arg(long)]
     pub(crate) server_pid: Vec<u32>,
+    /// Metrics URL of a server (repeatable), e.g. http://10.0.0.5:9090/metrics (its
+    /// `--internal-listen`): memory and CPU for servers on other machines.
+    #[arg(long)]
+    pub(crate) server_metrics: Vec<String>,
     /// Upper bound on the whole run, in seconds.
     #[arg(long, default_value_t = 300)]
     pub(crate) max_seconds: u64,

@@ -55,7 +55,15 @@ impl Kind {
 struct Target {
     endpoints: Vec<String>,
     pids: Vec<u32>,
+    /// Metrics endpoints of servers elsewhere.
+    metrics: Vec<String>,
     baseline: bool,
+}
+
+impl Target {
+    fn measures_server(&self) -> bool {
+        !self.pids.is_empty() || !self.metrics.is_empty()
+    }
 }
 
 fn check(kind: Kind, args: &Args) -> anyhow::Result<()> {
@@ -102,7 +110,12 @@ pub(crate) async fn run(kind: Kind, args: &Args) -> anyhow::Result<Value> {
         }
         _ => None,
     };
-    let target = Target { endpoints: args.endpoint.clone(), pids: args.server_pid.clone(), baseline: args.baseline };
+    let target = Target {
+        endpoints: args.endpoint.clone(),
+        pids: args.server_pid.clone(),
+        metrics: args.server_metrics.clone(),
+        baseline: args.baseline,
+    };
     let mut result = measure(kind, args, &target, deadline, "").await?;
     if let Some(calls) = upstream_calls {
         result["upstream_calls"] = json!(calls.load(std::sync::atomic::Ordering::Relaxed));
@@ -116,7 +129,8 @@ pub(crate) async fn run(kind: Kind, args: &Args) -> anyhow::Result<Value> {
     });
     if args.compare_baseline {
         let child = BaselineChild::start().await?;
-        let target = Target { endpoints: vec![child.url.clone()], pids: vec![child.pid], baseline: true };
+        let target =
+            Target { endpoints: vec![child.url.clone()], pids: vec![child.pid], metrics: Vec::new(), baseline: true };
         // The baseline gets its own time budget: the comparison is part of the run.
         let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
         let baseline = measure(kind, args, &target, deadline, "baseline ").await?;
@@ -181,8 +195,8 @@ fn group_of(args: &Args, index: u64) -> u64 {
     }
 }
 
-fn usage(pids: &[u32]) -> anyhow::Result<Option<Usage>> {
-    proc_stats::read_all(pids)
+fn usage(target: &Target) -> anyhow::Result<Option<Usage>> {
+    proc_stats::read_all(&target.pids, &target.metrics)
 }
 
 /// One measurement against one set of servers.
@@ -230,7 +244,7 @@ async fn measure(kind: Kind, args: &Args, target: &Target, deadline: Instant, la
         result["memberships_per_second"] = json!(n as f64 / out.seconds.max(1e-9));
     }
 
-    let before = usage(&target.pids)?;
+    let before = usage(target)?;
     let workers = (args.workers as u64).clamp(1, n);
     let plans: Vec<Plan> = (0..workers)
         .map(|w| {
@@ -272,11 +286,11 @@ async fn measure(kind: Kind, args: &Args, target: &Target, deadline: Instant, la
         }
     };
     let connect_seconds = connect_started.elapsed().as_secs_f64();
-    if !target.pids.is_empty() {
+    if target.measures_server() {
         // Let the server settle (allocator, task wake-ups) before reading its memory.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let open_usage = usage(&target.pids)?;
+    let open_usage = usage(target)?;
     let stable: Vec<&(u64, Option<String>)> = opened.iter().filter(|(i, _)| !is_churning(*i, churn_percent)).collect();
 
     let mut steps = Vec::new();
@@ -303,7 +317,7 @@ async fn measure(kind: Kind, args: &Args, target: &Target, deadline: Instant, la
             } else {
                 format!("{label}sending")
             };
-            let cpu_before = usage(&target.pids)?;
+            let cpu_before = usage(target)?;
             let step_started = Instant::now();
             let outcome = if kind == Kind::Echo {
                 progress.set(step_label, Meter::Time { since: step_started, seconds: count as f64 / rate }, 0);
@@ -334,7 +348,7 @@ async fn measure(kind: Kind, args: &Args, target: &Target, deadline: Instant, la
                 })
                 .await;
             let seconds = step_started.elapsed().as_secs_f64();
-            let cpu_after = usage(&target.pids)?;
+            let cpu_after = usage(target)?;
             let now = fleet.snapshot(hard_deadline).await?;
             let step = now.minus(&base);
             let expected = if kind == Kind::Echo { step.counters.invocations } else { outcome.expected };

@@ -212,3 +212,32 @@ async fn workers_stepping_and_the_baseline() {
     assert!(compared["ratio_to_baseline"]["delivered_per_second"].is_number(), "{compared}");
     assert!(compared["ratio_to_baseline"]["cpu_efficiency"].is_number(), "{compared}");
 }
+
+/// A server known only by its metrics endpoint (as on another machine): memory and CPU come
+/// from its `process_*` gauges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_usage_from_its_metrics_endpoint() {
+    let node = LocalNode::start(KEY, |args| args.internal_listen = Some("127.0.0.1:0".into())).await;
+    let metrics = format!("http://{}/metrics", node.internal.expect("an internal endpoint"));
+    let report = run(&[
+        "broadcast",
+        "--endpoint",
+        &node.endpoint,
+        "--access-key",
+        KEY,
+        "--max-seconds",
+        "60",
+        "--server-metrics",
+        &metrics,
+        "--connections",
+        "20",
+        "--messages",
+        "20",
+        "--message-rate",
+        "200",
+    ]);
+    assert_accounted("metrics endpoint", &report);
+    let result = &report["result"];
+    assert!(result["server_rss_open_bytes"].as_u64().unwrap() > 1_000_000, "{result}");
+    assert!(result["server_cpu_us_per_delivery"].as_f64().is_some(), "{result}");
+}

@@ -16,6 +16,8 @@ pub struct LocalNode {
     pub endpoint: String,
     pub addr: SocketAddr,
     pub connection_string: String,
+    /// `/metrics`, `/healthz`, `/readyz`, when `internal_listen` was set (any port: `127.0.0.1:0`).
+    pub internal: Option<SocketAddr>,
     /// The node's control plane, for tools that write memberships directly.
     pub control: crate::control::ControlPlane,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -43,11 +45,21 @@ impl LocalNode {
         let endpoint = node.endpoint.as_str().trim_end_matches('/').to_owned();
         let connection_string = node.connection_string.clone();
         let control = node.control().clone();
+        let internal = match settings.internal_listen {
+            None => None,
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address).await.expect("the internal address is free");
+                let bound = listener.local_addr().expect("a bound address");
+                let app = crate::metrics::router(node.observability());
+                tokio::spawn(async move { axum::serve(listener, app).await });
+                Some(bound)
+            }
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(node.serve(listener, Duration::from_secs(1), async {
             let _ = stopped.await;
         }));
-        LocalNode { endpoint, addr, connection_string, control, stop: Some(stop), data_dir }
+        LocalNode { endpoint, addr, connection_string, internal, control, stop: Some(stop), data_dir }
     }
 }
 

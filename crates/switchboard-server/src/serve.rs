@@ -116,6 +116,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// What the internal endpoint (`/metrics`, `/healthz`, `/readyz`) reads.
+    pub fn observability(&self) -> Arc<Observability> {
+        self.observability.clone()
+    }
+
     /// The node's control plane (membership writes and reads, cluster state).
     pub fn control(&self) -> &ControlPlane {
         &self.control
