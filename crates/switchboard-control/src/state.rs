@@ -286,6 +286,11 @@ impl ControlState {
         groups.into_iter().flatten().filter(move |(_, m)| m.expires_at > now).map(|(g, _)| g.as_str())
     }
 
+    /// Returns how many users hold a stored membership of `group`, expired ones included.
+    pub fn member_count(&self, hub: &str, group: &str) -> usize {
+        self.hubs.get(hub).and_then(|h| h.members.get(group)).map_or(0, HashSet::len)
+    }
+
     /// Returns the nodes holding live connections of `user`.
     pub fn nodes_for_user(&self, hub: &str, user: &str) -> BTreeSet<u64> {
         self.hubs.get(hub).and_then(|h| h.user_interest.get(user)).cloned().unwrap_or_default()

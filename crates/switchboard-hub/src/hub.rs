@@ -55,13 +55,29 @@ impl State {
         if self.users.is_empty() {
             return;
         }
-        user_groups.for_each_user_in(hub, group, unix_now(), &mut |user| {
-            for conn in self.users.get(user).into_iter().flatten() {
+        let now = unix_now();
+        let mut deliver_user = |connections: &Vec<Arc<Connection>>| {
+            for conn in connections {
                 if !direct.is_some_and(|d| d.contains_key(&conn.id)) {
                     f(conn);
                 }
             }
-        });
+        };
+        // Walk whichever side is smaller: in a cluster most members of a big group are
+        // connected to other nodes.
+        if self.users.len() < user_groups.member_count(hub, group) {
+            for (user, connections) in &self.users {
+                if user_groups.is_member(hub, user, group, now) {
+                    deliver_user(connections);
+                }
+            }
+        } else {
+            user_groups.for_each_user_in(hub, group, now, &mut |user| {
+                if let Some(connections) = self.users.get(user) {
+                    deliver_user(connections);
+                }
+            });
+        }
     }
 }
 

@@ -18,6 +18,9 @@ pub trait UserGroupReader: Send + Sync {
     fn is_member(&self, hub: &str, user: &str, group: &str, now: u64) -> bool;
     /// Calls `f` for every unexpired member of `group` in `hub`.
     fn for_each_user_in(&self, hub: &str, group: &str, now: u64, f: &mut dyn FnMut(&str));
+    /// How many users hold a stored membership of `group` (expired ones may count): lets a node
+    /// holding fewer users than that check its own users instead of walking every member.
+    fn member_count(&self, hub: &str, group: &str) -> usize;
 }
 
 /// Writes of user-group membership. A returned future that resolved `Ok` means every later
@@ -45,6 +48,10 @@ impl UserGroupReader for LocalUserGroups {
         if let Some(ug) = self.hubs.read().get(hub) {
             ug.users_in(group, now).for_each(|user| f(user));
         }
+    }
+
+    fn member_count(&self, hub: &str, group: &str) -> usize {
+        self.hubs.read().get(hub).map_or(0, |ug| ug.member_count(group))
     }
 }
 

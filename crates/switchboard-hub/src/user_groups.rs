@@ -86,6 +86,11 @@ impl UserGroups {
         self.by_user.get(user).and_then(|groups| groups.get(group)).is_some_and(|m| m.expires_at > now)
     }
 
+    /// Users with a stored membership of `group`, expired or not.
+    pub fn member_count(&self, group: &str) -> usize {
+        self.by_group.get(group).map_or(0, HashSet::len)
+    }
+
     /// Unexpired members of `group`.
     pub fn users_in(&self, group: &str, now: u64) -> impl Iterator<Item = &Arc<str>> {
         self.by_group.get(group).into_iter().flatten().filter(move |user| self.contains(user, group, now))

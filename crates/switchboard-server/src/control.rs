@@ -593,6 +593,10 @@ impl UserGroupReader for ControlPlane {
     fn for_each_user_in(&self, hub: &str, group: &str, now: u64, f: &mut dyn FnMut(&str)) {
         self.state.read().users_in(hub, group, now).for_each(f);
     }
+
+    fn member_count(&self, hub: &str, group: &str) -> usize {
+        self.state.read().member_count(hub, group)
+    }
 }
 
 impl UserGroupWriter for ControlPlane {

@@ -95,6 +95,31 @@ fn user_groups_reach_later_connections() {
     assert_eq!(received(&a), 2);
 }
 
+/// A group with more members than the node has users is resolved from the node's users; one
+/// with fewer from its members. Both reach exactly the connected members, once each.
+#[test]
+fn user_groups_resolve_from_the_smaller_side() {
+    use crate::UserGroupWriter;
+    let (store, hub) = with_store();
+    for i in 0..50 {
+        now(store.add("h", &format!("u{i}"), "big", None)).unwrap();
+    }
+    now(store.add("h", "u1", "small", None)).unwrap();
+    now(store.add("h", "u2", "small", None)).unwrap();
+    // Four users here, two connections for u1; u1 and u3 are members of "big", x4 and u60 of nothing.
+    let conns: Vec<_> = [("a", "u1"), ("b", "u1"), ("c", "u3"), ("d", "x4"), ("e", "u60")]
+        .iter()
+        .map(|(id, user)| connect(&hub, id, Some(user), Protocol::Json))
+        .collect();
+    hub.add_to_group("c", "big");
+    assert_eq!(hub.send_to_group("big", &frames(), &["b".to_owned()]), 2, "a and c, c once, b excluded");
+    assert_eq!(hub.send_to_group("small", &frames(), &[]), 2, "u1's two connections");
+    let counts: Vec<usize> = conns.iter().map(|c| received(c)).collect();
+    assert_eq!(counts, [2, 1, 1, 0, 0]);
+    now(store.remove("h", "u3", "big")).unwrap();
+    assert_eq!(hub.send_to_group("big", &frames(), &[]), 3, "a, b and c (c joined directly)");
+}
+
 #[test]
 fn ttl_zero_adds_only_current_connections() {
     let hub = Registry::default().get_or_create("h");
