@@ -25,6 +25,15 @@ pub enum ConnectionAction {
     Close { reason: Option<String> },
 }
 
+/// A change to the group memberships of a user's current connections, wherever they are
+/// (`ttl=0` user-group calls, and the connection-level side of removing user groups).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserConnectionsChange {
+    JoinGroup(String),
+    LeaveGroup(String),
+    LeaveAllGroups,
+}
+
 /// The result of a dispatch: an error text when some node could not be reached.
 pub type DispatchFuture<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send>>;
 
@@ -39,6 +48,9 @@ pub trait Dispatch: Send + Sync {
     fn exists(&self, hub: &str, target: SendTarget) -> DispatchFuture<bool>;
     /// Runs `action` on the connection's owner; `true` when the connection exists there.
     fn connection(&self, hub: &str, connection_id: &str, action: ConnectionAction) -> DispatchFuture<bool>;
+    /// Applies `change` to the user's current connections on every node holding them; resolves
+    /// once every such node applied it (and, for a join, routes the group there).
+    fn user_connections(&self, hub: &str, user: &str, change: UserConnectionsChange) -> DispatchFuture<()>;
 }
 
 /// Everything on this node (the embedded single node).
@@ -108,5 +120,21 @@ impl Dispatch for LocalDispatch {
             },
         };
         Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn user_connections(&self, hub: &str, user: &str, change: UserConnectionsChange) -> DispatchFuture<()> {
+        if let Some(hub) = self.registry.get(hub) {
+            apply_user_connections_change(&hub, user, &change);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Applies a [`UserConnectionsChange`] to one node's hub.
+pub fn apply_user_connections_change(hub: &switchboard_hub::Hub, user: &str, change: &UserConnectionsChange) {
+    match change {
+        UserConnectionsChange::JoinGroup(group) => hub.add_user_connections_to_group(user, group),
+        UserConnectionsChange::LeaveGroup(group) => hub.remove_user_connections_from_group(user, group),
+        UserConnectionsChange::LeaveAllGroups => hub.remove_user_connections_from_all_groups(user),
     }
 }

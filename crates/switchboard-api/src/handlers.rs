@@ -1,5 +1,6 @@
 //! The one handler behind `/api/*`: limit, authenticate, route, act.
 
+use crate::UserConnectionsChange;
 use crate::payload;
 use crate::route::{Family, Target, parse_route};
 use crate::{ApiError, ApiState, ConnectionAction, MAX_BODY_BYTES, SendTarget};
@@ -9,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use std::sync::Arc;
-use switchboard_hub::{Hub, unix_now};
+use switchboard_hub::unix_now;
 
 /// Query parameters the data plane reads.
 struct Query {
@@ -123,23 +124,24 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
         }
         Target::AddUserToGroup { user, group } => {
             match parse_ttl(query.ttl.as_deref())? {
-                Some(0) => hub_or_create(state, hub, &route.hub).add_user_connections_to_group(&user, &group),
+                Some(0) => {
+                    let join = UserConnectionsChange::JoinGroup(group);
+                    state.dispatch.user_connections(&route.hub, &user, join).await.map_err(undelivered)?;
+                }
                 ttl => state.user_groups.add(&route.hub, &user, &group, ttl).await.map_err(unavailable)?,
             }
             by_family(family, StatusCode::ACCEPTED, StatusCode::OK)
         }
         Target::RemoveUserFromGroup { user, group } => {
             state.user_groups.remove(&route.hub, &user, &group).await.map_err(unavailable)?;
-            if let Some(hub) = hub {
-                hub.remove_user_connections_from_group(&user, &group);
-            }
+            let leave = UserConnectionsChange::LeaveGroup(group);
+            state.dispatch.user_connections(&route.hub, &user, leave).await.map_err(undelivered)?;
             by_family(family, StatusCode::ACCEPTED, StatusCode::NO_CONTENT)
         }
         Target::RemoveUserFromAllGroups(user) => {
             state.user_groups.remove_user(&route.hub, &user).await.map_err(unavailable)?;
-            if let Some(hub) = hub {
-                hub.remove_user_connections_from_all_groups(&user);
-            }
+            let leave = UserConnectionsChange::LeaveAllGroups;
+            state.dispatch.user_connections(&route.hub, &user, leave).await.map_err(undelivered)?;
             by_family(family, StatusCode::OK, StatusCode::NO_CONTENT)
         }
     };
@@ -174,10 +176,6 @@ fn by_family(family: Family, v1: StatusCode, dated: StatusCode) -> StatusCode {
 
 fn exists(found: bool, code: &'static str) -> Result<StatusCode, ApiError> {
     if found { Ok(StatusCode::OK) } else { Err(ApiError::not_found(code, "not found")) }
-}
-
-fn hub_or_create(state: &ApiState, hub: Option<Arc<Hub>>, name: &str) -> Arc<Hub> {
-    hub.unwrap_or_else(|| state.registry.get_or_create(name))
 }
 
 fn parse_ttl(ttl: Option<&str>) -> Result<Option<u64>, ApiError> {

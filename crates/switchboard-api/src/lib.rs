@@ -13,7 +13,10 @@ mod handlers;
 mod payload;
 mod route;
 
-pub use dispatch::{ConnectionAction, Dispatch, DispatchFuture, LocalDispatch, SendTarget};
+pub use dispatch::{
+    ConnectionAction, Dispatch, DispatchFuture, LocalDispatch, SendTarget, UserConnectionsChange,
+    apply_user_connections_change,
+};
 pub use error::ApiError;
 pub use route::{Family, Route, Target, parse_route};
 

@@ -85,5 +85,5 @@ pub use service::{FanoutService, apply_connection_request, apply_delivery, fanou
 pub use switchboard_proto::fanout::v1::delivery::Target;
 pub use switchboard_proto::fanout::v1::{
     Broadcast, Close, ConnectionReply, ConnectionRequest, Delivery, Exists, GroupChange, GroupExists,
-    RemoveFromAllGroups, UserExists, connection_request::Action,
+    RemoveFromAllGroups, UserExists, UserGroupChange, connection_request::Action,
 };

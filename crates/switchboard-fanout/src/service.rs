@@ -197,7 +197,7 @@ pub async fn apply_connection_request(
     request: &ConnectionRequest,
 ) -> Result<ConnectionReply, Status> {
     let reply = apply_connection_request_now(registry, request)?;
-    if matches!(request.action, Some(Action::AddToGroup(_))) && reply.found {
+    if matches!(request.action, Some(Action::AddToGroup(_) | Action::UserJoinGroup(_))) && reply.found {
         registry.interest_settled().await;
     }
     Ok(reply)
@@ -207,9 +207,12 @@ fn apply_connection_request_now(registry: &Registry, request: &ConnectionRequest
     let Some(action) = &request.action else {
         return Err(Status::invalid_argument("connection call without an action"));
     };
-    if let Action::AddToGroup(change) | Action::RemoveFromGroup(change) = action
-        && !is_valid_group_name(&change.group)
-    {
+    let group = match action {
+        Action::AddToGroup(change) | Action::RemoveFromGroup(change) => Some(&change.group),
+        Action::UserJoinGroup(change) | Action::UserLeaveGroup(change) => Some(&change.group),
+        _ => None,
+    };
+    if group.is_some_and(|group| !is_valid_group_name(group)) {
         return Err(Status::invalid_argument("invalid group name"));
     }
     let Some(hub) = registry.get(&request.hub) else { return Ok(ConnectionReply { found: false }) };
@@ -233,6 +236,18 @@ fn apply_connection_request_now(registry: &Registry, request: &ConnectionRequest
         }
         Action::UserExists(question) => hub.user_exists(&question.user),
         Action::GroupExists(question) => hub.group_exists(&question.group),
+        Action::UserJoinGroup(change) => {
+            hub.add_user_connections_to_group(&change.user, &change.group);
+            true
+        }
+        Action::UserLeaveGroup(change) => {
+            hub.remove_user_connections_from_group(&change.user, &change.group);
+            true
+        }
+        Action::UserLeaveAllGroups(question) => {
+            hub.remove_user_connections_from_all_groups(&question.user);
+            true
+        }
     };
     Ok(ConnectionReply { found })
 }

@@ -5,7 +5,7 @@
 //! acknowledgement (G4). Connection calls go to the owner encoded in the connection id.
 
 use crate::control::ControlPlane;
-use switchboard_api::{ConnectionAction, Dispatch, DispatchFuture, SendTarget};
+use switchboard_api::{ConnectionAction, Dispatch, DispatchFuture, SendTarget, UserConnectionsChange};
 use switchboard_fanout::{Action, ConnectionRequest, FanoutClient, Router, Target, encode_close, encode_delivery};
 use switchboard_hub::Frames;
 
@@ -109,6 +109,38 @@ impl Dispatch for ClusterDispatch {
         Box::pin(async move {
             let reply = fanout.connection_call(owner, &address, request).await.map_err(|e| e.to_string())?;
             Ok(reply.found)
+        })
+    }
+
+    fn user_connections(&self, hub: &str, user: &str, change: UserConnectionsChange) -> DispatchFuture<()> {
+        use switchboard_fanout::{UserExists, UserGroupChange};
+        let action = match change {
+            UserConnectionsChange::JoinGroup(group) => {
+                Action::UserJoinGroup(UserGroupChange { user: user.into(), group })
+            }
+            UserConnectionsChange::LeaveGroup(group) => {
+                Action::UserLeaveGroup(UserGroupChange { user: user.into(), group })
+            }
+            UserConnectionsChange::LeaveAllGroups => Action::UserLeaveAllGroups(UserExists { user: user.into() }),
+        };
+        let request = ConnectionRequest { hub: hub.to_owned(), connection_id: String::new(), action: Some(action) };
+        let nodes = self.control.edge_nodes_for_user(hub, user);
+        let fanout = self.fanout.clone();
+        Box::pin(async move {
+            let mut calls = tokio::task::JoinSet::new();
+            for (node, address) in nodes {
+                let (fanout, request) = (fanout.clone(), request.clone());
+                calls.spawn(async move { fanout.connection_call(node, &address, request).await });
+            }
+            let mut failure = None;
+            while let Some(answer) = calls.join_next().await {
+                match answer {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => failure = Some(error.to_string()),
+                    Err(error) => failure = Some(error.to_string()),
+                }
+            }
+            failure.map_or(Ok(()), Err)
         })
     }
 }

@@ -653,6 +653,32 @@ async fn user_and_group_sends_follow_routing_interest() {
         assert_eq!(send_counted("/api/v1/hubs/chat"), 3, "broadcast: every other edge node");
     });
 
+    // `ttl=0`: the user's current connections (here on node 3) join the group through node 1,
+    // a send through node 2 reaches them at once; leaving through node 4 is seen everywhere.
+    let (ws, _, pending, home) = &mut clients[1];
+    assert_eq!(*home, 3);
+    let (code, _) = tokio::task::block_in_place(|| {
+        rest(cluster.http(1), "PUT", "/api/v1/hubs/chat/groups/now/users/fresh-1?ttl=0")
+    });
+    assert_eq!(code, 202, "the v1 family accepts");
+    let body = r#"{"target":"m","arguments":["now"]}"#;
+    assert_eq!(post(cluster.http(2), "/api/v1/hubs/chat/groups/now", body).await, 202);
+    // (Skipping the "x" sends above, which reached this client through "pair" and the broadcast.)
+    let mut next = next_messages(ws, pending).await;
+    while next == invocation("x") {
+        next = next_messages(ws, pending).await;
+    }
+    assert_eq!(next, invocation("now"));
+    let (code, _) =
+        tokio::task::block_in_place(|| rest(cluster.http(4), "DELETE", "/api/v1/hubs/chat/groups/now/users/fresh-1"));
+    assert_eq!(code, 202, "the v1 family accepts");
+    // A group send right after the leave no longer reaches it: the next message is the marker.
+    let body = r#"{"target":"m","arguments":["after-leave"]}"#;
+    assert_eq!(post(cluster.http(2), "/api/v1/hubs/chat/groups/now", body).await, 202);
+    let body = r#"{"target":"m","arguments":["marker"]}"#;
+    assert_eq!(post(cluster.http(2), "/api/v1/hubs/chat/users/fresh-1", body).await, 202);
+    assert_eq!(next_messages(ws, pending).await, invocation("marker"));
+
     // When the user's last connection on node 2 goes, node 2 loses the interest.
     let (ws, _, _, _) = clients.remove(0);
     drop(ws);
