@@ -34,6 +34,15 @@ pub enum ClusterCommand {
     /// key and the node's public endpoint (the token's audience) come from the same settings
     /// the node reads.
     Status(StatusArgs),
+    /// Remove a node from the cluster for good, after stopping it: out of the raft membership
+    /// (a voter no longer counts toward the quorum) and out of the routing table.
+    Remove {
+        /// Id of the node to remove.
+        #[arg(long)]
+        node: u64,
+        #[command(flatten)]
+        target: StatusArgs,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 //! that URL) and `switchboard cluster status`, which prints it as a table.
 
 use crate::Exit;
-use crate::cli::ClusterCommand;
+use crate::cli::{ClusterCommand, StatusArgs};
 use crate::config::DEFAULT_DATA_DIR;
 use crate::control::ControlPlane;
 use crate::serve::read_or_create_key;
@@ -21,6 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The path of the status endpoint.
 pub const STATUS_PATH: &str = "/api/admin/cluster";
+/// `DELETE {NODES_PATH}/{id}` removes a node from the cluster.
+pub const NODES_PATH: &str = "/api/admin/cluster/nodes";
 
 /// What the status endpoint needs.
 pub struct StatusState {
@@ -30,13 +32,7 @@ pub struct StatusState {
 
 /// `GET /api/admin/cluster`.
 pub async fn status_endpoint(State(state): State<Arc<StatusState>>, request: Request) -> Response {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .map(|(_, token)| token.trim())
-        .unwrap_or_default();
+    let token = bearer(&request);
     if let Err(e) = state.verifier.verify_server(token, STATUS_PATH) {
         return ApiError::unauthorized(e.to_string()).into_response();
     }
@@ -74,9 +70,55 @@ pub async fn status_endpoint(State(state): State<Arc<StatusState>>, request: Req
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
+/// `DELETE /api/admin/cluster/nodes/{id}` (a REST token for that URL).
+pub async fn remove_node_endpoint(
+    State(state): State<Arc<StatusState>>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+    request: Request,
+) -> Response {
+    let token = bearer(&request);
+    if let Err(e) = state.verifier.verify_server(token, request.uri().path()) {
+        return ApiError::unauthorized(e.to_string()).into_response();
+    }
+    let Ok(node) = node.parse::<u64>() else {
+        return ApiError::bad_request("the node id must be a number").into_response();
+    };
+    match state.control.remove_member(node).await {
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json!({"removed": node}).to_string())
+            .into_response(),
+        Err(error) => ApiError::bad_request(error).into_response(),
+    }
+}
+
+fn bearer(request: &Request) -> &str {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .map(|(_, token)| token.trim())
+        .unwrap_or_default()
+}
+
 /// `switchboard cluster …`
 pub fn main(command: ClusterCommand) -> Result<(), Exit> {
-    let ClusterCommand::Status(args) = command;
+    match command {
+        ClusterCommand::Status(args) => {
+            let body = call(&args, "GET", STATUS_PATH)?;
+            print_status(&body)
+        }
+        ClusterCommand::Remove { node, target } => {
+            call(&target, "DELETE", &format!("{NODES_PATH}/{node}"))?;
+            println!("node {node} removed");
+            Ok(())
+        }
+    }
+}
+
+/// One admin call to the node at `--endpoint`, signed with the key found as the node finds it
+/// and for the audience the node expects (its own public endpoint, from its config, which may
+/// differ from the address asked: a pod asked on 127.0.0.1 behind a public Service URL).
+fn call(args: &StatusArgs, method: &str, path: &str) -> Result<String, Exit> {
     let file = match &args.config {
         Some(path) => crate::config::read_file(path)?,
         None => crate::config::FileConfig::default(),
@@ -89,7 +131,7 @@ pub fn main(command: ClusterCommand) -> Result<(), Exit> {
     } else if let Some(key) = file.access_keys.as_ref().and_then(|keys| keys.first()) {
         key.clone()
     } else {
-        let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         read_or_create_key(&data_dir)?
     };
     let endpoint = args.endpoint.trim_end_matches('/').to_owned();
@@ -97,22 +139,23 @@ pub fn main(command: ClusterCommand) -> Result<(), Exit> {
         .strip_prefix("http://")
         .ok_or_else(|| Exit::Usage(format!("--endpoint '{endpoint}' must be http://host:port")))?
         .to_owned();
-    let url = format!("{endpoint}{STATUS_PATH}");
-    // The node checks the audience against its own public endpoint, which may differ from the
-    // address asked (a pod asked on 127.0.0.1 whose endpoint is the public Service's URL).
+    let url = format!("{endpoint}{path}");
     let audience = match &file.endpoint {
-        Some(public) => {
-            format!("{}{STATUS_PATH}", crate::config::parse_endpoint(public)?.as_str().trim_end_matches('/'))
-        }
+        Some(public) => format!("{}{path}", crate::config::parse_endpoint(public)?.as_str().trim_end_matches('/')),
         None => url.clone(),
     };
     let token = mint_server_token(&audience, Duration::from_secs(300), &key);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("no runtime")?;
-    let (status, body) = runtime.block_on(get(&authority, &token))?;
+    let (status, body) = runtime.block_on(request(method, &authority, path, &token))?;
     if status != 200 {
-        return Err(Exit::Failed(anyhow::anyhow!("{url} answered {status}: {}", body.trim())));
+        return Err(Exit::Failed(anyhow::anyhow!("{method} {url} answered {status}: {}", body.trim())));
     }
-    let value: Value = serde_json::from_str(&body).context("the status is not JSON")?;
+    Ok(body)
+}
+
+/// Prints the status answer as a table.
+fn print_status(body: &str) -> Result<(), Exit> {
+    let value: Value = serde_json::from_str(body).context("the status is not JSON")?;
     println!("leader: {}  term: {}  (answered by node {})", value["leader"], value["term"], value["answered_by"]);
     println!("{:<6} {:<13} {:<22} {:<11} {:<16} applied", "id", "roles", "address", "state", "lease (ms left)");
     let now =
@@ -134,13 +177,13 @@ pub fn main(command: ClusterCommand) -> Result<(), Exit> {
     Ok(())
 }
 
-/// A minimal HTTP/1.1 GET (the binary carries no HTTP client).
-async fn get(authority: &str, token: &str) -> anyhow::Result<(u16, String)> {
+/// A minimal HTTP/1.1 request (the binary carries no HTTP client).
+async fn request(method: &str, authority: &str, path: &str, token: &str) -> anyhow::Result<(u16, String)> {
     let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(authority))
         .await
         .context("timed out connecting")??;
     let request = format!(
-        "GET {STATUS_PATH} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();

@@ -340,6 +340,46 @@ impl ControlPlane {
         }
     }
 
+    /// Removes a node from the cluster for good (operators, after stopping it): out of the raft
+    /// membership (a voter stops counting toward the quorum) and out of the routing table. The
+    /// request goes to the leader wherever it is asked.
+    pub async fn remove_member(&self, node: NodeId) -> Result<(), String> {
+        if node == self.id {
+            return Err("a node cannot remove itself; ask another node".into());
+        }
+        let known = self.raft.metrics().borrow().membership_config.membership().get_node(&node).is_some()
+            || self.state.read().nodes().contains_key(&node);
+        if !known {
+            return Err(format!("node {node} is not in the cluster"));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let leader = {
+                let metrics = self.raft.metrics().borrow().clone();
+                let leader = metrics.current_leader;
+                leader.and_then(|id| metrics.membership_config.membership().get_node(&id).map(|n| n.addr.clone()))
+            };
+            let attempt = match leader {
+                None => Err("no leader is known right now".to_owned()),
+                Some(address) => match self.admin(&address).await {
+                    Ok(mut client) => client
+                        .leave(switchboard_proto::admin::v1::LeaveRequest { node_id: node })
+                        .await
+                        .map(|_| ())
+                        .map_err(|status| status.message().to_owned()),
+                    Err(error) => Err(error),
+                },
+            };
+            match attempt {
+                Ok(()) => break,
+                Err(error) if tokio::time::Instant::now() > deadline => return Err(error),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        tracing::info!(node, "node removed from the cluster");
+        self.write(Command::RemoveNode { node }).await
+    }
+
     /// The cluster as this node sees it.
     pub fn status(&self) -> ClusterStatusReply {
         AdminService::new(self.id, self.raft.clone(), self.state.clone()).status()

@@ -211,6 +211,10 @@ impl Node {
         let status = Arc::new(crate::cluster::StatusState { control: control.clone(), verifier: verifier.clone() });
         let status_route = axum::Router::new()
             .route(crate::cluster::STATUS_PATH, axum::routing::get(crate::cluster::status_endpoint))
+            .route(
+                &format!("{}/{{node}}", crate::cluster::NODES_PATH),
+                axum::routing::delete(crate::cluster::remove_node_endpoint),
+            )
             .with_state(status);
         let app = switchboard_edge::router(edge.clone())
             .merge(status_route)

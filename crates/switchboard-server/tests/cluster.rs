@@ -705,3 +705,63 @@ fn rest_post(port: u16, path: &str, body: &str) -> u16 {
     stream.read_to_string(&mut response).unwrap();
     response.split(' ').nth(1).unwrap().parse().unwrap()
 }
+
+/// Operators remove stopped nodes for good: a voter (the quorum shrinks with it, writes go on)
+/// with `switchboard cluster remove`, an edge node through the REST route; unknown nodes and
+/// bad tokens are refused.
+#[test]
+fn stopped_nodes_are_removed_by_an_admin_command() {
+    let mut cluster = Cluster::new(4, 3);
+    cluster.start_all();
+    cluster.kill(3);
+    let ports: Vec<u16> = (1..=4).map(|id| cluster.http(id)).collect();
+    let remove = |node: &str, endpoint_node: u64| {
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["cluster", "remove", "--node", node, "--access-key", KEY])
+            .args(["--endpoint", &format!("http://127.0.0.1:{}", ports[endpoint_node as usize - 1])])
+            .env_remove("SWITCHBOARD_CONFIG")
+            .output()
+            .expect("the binary runs")
+    };
+    let removed = remove("3", 2);
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    let nodes = |port| -> Vec<(u64, String)> {
+        let status = status(port);
+        let list = status["nodes"].as_array().unwrap().iter();
+        list.map(|n| (n["id"].as_u64().unwrap(), n["state"].as_str().unwrap().to_owned())).collect()
+    };
+    wait_for("node 3 is gone from every view", Duration::from_secs(10), || {
+        [1, 2, 4].iter().all(|id| nodes(cluster.http(*id)).iter().all(|(n, _)| *n != 3))
+    });
+    let voters = nodes(cluster.http(1)).iter().filter(|(_, s)| s == "leader" || s == "voter").count();
+    assert_eq!(voters, 2, "{:?}", nodes(cluster.http(1)));
+    assert_eq!(rest(cluster.http(4), "PUT", &member_path("after-removal", "g")).0, 200, "writes go on");
+
+    // An edge node, through the REST route on another node.
+    cluster.kill(4);
+    let path = "/api/admin/cluster/nodes/4";
+    assert_eq!(rest(cluster.http(1), "DELETE", path).0, 200);
+    assert!(nodes(cluster.http(2)).iter().all(|(n, _)| *n != 4), "{:?}", nodes(cluster.http(2)));
+
+    // Refusals: an unknown node, a node removing itself, a token for another path.
+    let unknown = remove("99", 1);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not in the cluster"));
+    assert_eq!(rest(cluster.http(1), "DELETE", "/api/admin/cluster/nodes/1").0, 400);
+    assert_eq!(rest(cluster.http(1), "DELETE", "/api/admin/cluster/nodes/x").0, 400);
+    let token = mint_server_token(
+        &format!("http://127.0.0.1:{}/api/admin/cluster", cluster.http(1)),
+        Duration::from_secs(60),
+        KEY,
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", cluster.http(1))).unwrap();
+    use std::io::{Read, Write};
+    let request = format!(
+        "DELETE /api/admin/cluster/nodes/2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    assert_eq!(nodes(cluster.http(2)).len(), 2, "nothing else removed");
+}
