@@ -25,7 +25,12 @@ struct Cluster {
     dir: PathBuf,
     specs: Vec<NodeSpec>,
     children: Vec<Option<Child>>,
+    /// One cluster at a time: the tests time elections and failovers, which two clusters' worth
+    /// of processes competing for the same cores would stretch.
+    _alone: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Cluster {
     fn new(nodes: u64, voters: u64) -> Cluster {
@@ -33,7 +38,9 @@ impl Cluster {
         let specs = (1..=nodes)
             .map(|id| NodeSpec { id, http: free_port(), grpc: free_port(), internal: free_port(), voter: id <= voters })
             .collect();
-        let mut cluster = Cluster { dir, specs, children: Vec::new() };
+        // A test that failed while holding the lock leaves it poisoned; the next one may go on.
+        let alone = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cluster = Cluster { dir, specs, children: Vec::new(), _alone: alone };
         cluster.children = (0..nodes).map(|_| None).collect();
         cluster
     }
