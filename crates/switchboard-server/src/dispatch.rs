@@ -24,6 +24,36 @@ fn fanout_target(target: SendTarget) -> Target {
 }
 
 impl ClusterDispatch {
+    /// Sends `request` to every node in `nodes` at once; whether any found what it asks about,
+    /// or an error when a node could not answer. With `stop_at_found`, the first node that found
+    /// it answers for all (the other calls are dropped).
+    fn ask_each(
+        &self,
+        nodes: Vec<(u64, String)>,
+        request: ConnectionRequest,
+        stop_at_found: bool,
+    ) -> impl std::future::Future<Output = Result<bool, String>> + Send + 'static {
+        let mut calls = tokio::task::JoinSet::new();
+        for (node, address) in nodes {
+            let (fanout, request) = (self.fanout.clone(), request.clone());
+            calls.spawn(async move { fanout.connection_call(node, &address, request).await });
+        }
+        async move {
+            let (mut found, mut failure) = (false, None);
+            while let Some(answer) = calls.join_next().await {
+                match answer {
+                    Ok(Ok(reply)) => found |= reply.found,
+                    Ok(Err(error)) => failure = Some(error.to_string()),
+                    Err(error) => failure = Some(error.to_string()),
+                }
+                if found && stop_at_found {
+                    return Ok(true);
+                }
+            }
+            failure.map_or(Ok(found), Err)
+        }
+    }
+
     /// Hands `delivery` to every live edge node that holds its targets.
     fn deliver(&self, hub: &str, target: Target, delivery: switchboard_fanout::Delivery) -> DispatchFuture<()> {
         let nodes = match &target {
@@ -66,25 +96,7 @@ impl Dispatch for ClusterDispatch {
             SendTarget::All => return Box::pin(std::future::ready(Ok(!self.control.edge_nodes().is_empty()))),
         };
         let request = ConnectionRequest { hub: hub.to_owned(), connection_id: String::new(), action: Some(action) };
-        let nodes = self.control.edge_nodes();
-        let fanout = self.fanout.clone();
-        Box::pin(async move {
-            let mut asks = tokio::task::JoinSet::new();
-            for (node, address) in nodes {
-                let (fanout, request) = (fanout.clone(), request.clone());
-                asks.spawn(async move { fanout.connection_call(node, &address, request).await });
-            }
-            let mut failure = None;
-            while let Some(answer) = asks.join_next().await {
-                match answer {
-                    Ok(Ok(reply)) if reply.found => return Ok(true),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => failure = Some(error.to_string()),
-                    Err(error) => failure = Some(error.to_string()),
-                }
-            }
-            failure.map_or(Ok(false), Err)
-        })
+        Box::pin(self.ask_each(self.control.edge_nodes(), request, true))
     }
 
     fn connection(&self, hub: &str, connection_id: &str, action: ConnectionAction) -> DispatchFuture<bool> {
@@ -124,23 +136,7 @@ impl Dispatch for ClusterDispatch {
             UserConnectionsChange::LeaveAllGroups => Action::UserLeaveAllGroups(UserExists { user: user.into() }),
         };
         let request = ConnectionRequest { hub: hub.to_owned(), connection_id: String::new(), action: Some(action) };
-        let nodes = self.control.edge_nodes_for_user(hub, user);
-        let fanout = self.fanout.clone();
-        Box::pin(async move {
-            let mut calls = tokio::task::JoinSet::new();
-            for (node, address) in nodes {
-                let (fanout, request) = (fanout.clone(), request.clone());
-                calls.spawn(async move { fanout.connection_call(node, &address, request).await });
-            }
-            let mut failure = None;
-            while let Some(answer) = calls.join_next().await {
-                match answer {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => failure = Some(error.to_string()),
-                    Err(error) => failure = Some(error.to_string()),
-                }
-            }
-            failure.map_or(Ok(()), Err)
-        })
+        let asked = self.ask_each(self.control.edge_nodes_for_user(hub, user), request, false);
+        Box::pin(async move { asked.await.map(|_| ()) })
     }
 }

@@ -11,6 +11,7 @@
 
 use crate::control::ControlPlane;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -97,10 +98,11 @@ fn coalesce(changes: impl Iterator<Item = Change>) -> Vec<InterestChange> {
     let mut index: HashMap<(String, InterestKind, String), usize> = HashMap::new();
     let mut out: Vec<InterestChange> = Vec::new();
     for (_, hub, kind, name, present) in changes {
-        match index.get(&(hub.clone(), kind, name.clone())) {
-            Some(&at) => out[at].present = present,
-            None => {
-                index.insert((hub.clone(), kind, name.clone()), out.len());
+        match index.entry((hub, kind, name)) {
+            Entry::Occupied(seen) => out[*seen.get()].present = present,
+            Entry::Vacant(new) => {
+                let (hub, kind, name) = new.key().clone();
+                new.insert(out.len());
                 let kind = match kind {
                     InterestKind::User => switchboard_control::InterestKind::User,
                     InterestKind::Group => switchboard_control::InterestKind::Group,

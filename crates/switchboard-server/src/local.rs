@@ -47,13 +47,11 @@ impl LocalNode {
         let control = node.control().clone();
         let internal = match settings.internal_listen {
             None => None,
-            Some(address) => {
-                let listener = tokio::net::TcpListener::bind(address).await.expect("the internal address is free");
-                let bound = listener.local_addr().expect("a bound address");
-                let app = crate::metrics::router(node.observability());
-                tokio::spawn(async move { axum::serve(listener, app).await });
-                Some(bound)
-            }
+            Some(address) => Some(
+                crate::metrics::serve_internal(address, node.observability())
+                    .await
+                    .expect("the internal address is free"),
+            ),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(node.serve(listener, Duration::from_secs(1), async {

@@ -125,6 +125,22 @@ pub async fn count_rest(State(observability): State<Arc<Observability>>, request
     response
 }
 
+/// Binds `address` and serves the internal endpoint there; returns the bound address.
+pub async fn serve_internal(
+    address: std::net::SocketAddr,
+    observability: Arc<Observability>,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    let app = router(observability);
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the internal endpoint stopped");
+        }
+    });
+    Ok(bound)
+}
+
 /// The internal router.
 pub fn router(observability: Arc<Observability>) -> axum::Router {
     use axum::routing::get;
@@ -159,26 +175,16 @@ fn write_hub(out: &mut String, stats: &Stats, registry: &Registry) {
             let _ = writeln!(out, "switchboard_connections{{transport=\"{t}\",protocol=\"{protocol}\"}} {n}");
         }
     }
-    write_header(out, "switchboard_connects_total", "counter", "Connections established.");
-    for transport in Transport::ALL {
-        let (t, n) = (transport.label(), stats.connects.get(*transport as usize));
-        let _ = writeln!(out, "switchboard_connects_total{{transport=\"{t}\"}} {n}");
-    }
-    write_header(out, "switchboard_disconnects_total", "counter", "Connections ended, by reason.");
-    for reason in Disconnect::ALL {
-        let (r, n) = (reason.label(), stats.disconnects.get(*reason as usize));
-        let _ = writeln!(out, "switchboard_disconnects_total{{reason=\"{r}\"}} {n}");
-    }
-    write_header(out, "switchboard_connect_failures_total", "counter", "Connection attempts refused, by reason.");
-    for reason in ConnectFailure::ALL {
-        let (r, n) = (reason.label(), stats.connect_failures.get(*reason as usize));
-        let _ = writeln!(out, "switchboard_connect_failures_total{{reason=\"{r}\"}} {n}");
-    }
-    write_header(out, "switchboard_messages_out_total", "counter", "Messages queued to clients, by kind of send.");
-    for route in Route::ALL {
-        let (r, n) = (route.label(), stats.messages_out.get(*route as usize));
-        let _ = writeln!(out, "switchboard_messages_out_total{{route=\"{r}\"}} {n}");
-    }
+    let connects = Transport::ALL.iter().map(|t| (t.label(), stats.connects.get(*t as usize)));
+    write_counters(out, "switchboard_connects_total", "Connections established.", "transport", connects);
+    let disconnects = Disconnect::ALL.iter().map(|r| (r.label(), stats.disconnects.get(*r as usize)));
+    write_counters(out, "switchboard_disconnects_total", "Connections ended, by reason.", "reason", disconnects);
+    let failures = ConnectFailure::ALL.iter().map(|r| (r.label(), stats.connect_failures.get(*r as usize)));
+    let help = "Connection attempts refused, by reason.";
+    write_counters(out, "switchboard_connect_failures_total", help, "reason", failures);
+    let sent = Route::ALL.iter().map(|r| (r.label(), stats.messages_out.get(*r as usize)));
+    let help = "Messages queued to clients, by kind of send.";
+    write_counters(out, "switchboard_messages_out_total", help, "route", sent);
     let simple = [
         (
             "switchboard_messages_in_total",
@@ -202,12 +208,24 @@ fn write_hub(out: &mut String, stats: &Stats, registry: &Registry) {
     }
 }
 
+/// A counter family with one label: `name{label="value"} n` per row.
+fn write_counters<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    rows: impl Iterator<Item = (&'a str, u64)>,
+) {
+    write_header(out, name, "counter", help);
+    for (value, n) in rows {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+    }
+}
+
 fn write_upstream(out: &mut String, upstream: &Upstream) {
     let stats = upstream.stats();
-    write_header(out, "switchboard_upstream_calls_total", "counter", "Upstream calls by outcome.");
-    for (slot, status) in OUTCOMES.iter().enumerate() {
-        let _ = writeln!(out, "switchboard_upstream_calls_total{{status=\"{status}\"}} {}", stats.outcomes.get(slot));
-    }
+    let outcomes = OUTCOMES.iter().enumerate().map(|(slot, status)| (*status, stats.outcomes.get(slot)));
+    write_counters(out, "switchboard_upstream_calls_total", "Upstream calls by outcome.", "status", outcomes);
     let name = "switchboard_upstream_call_duration_seconds";
     write_header(out, name, "histogram", "Upstream call latency.");
     stats.duration.write(out, name, "");

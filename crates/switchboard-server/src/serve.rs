@@ -41,15 +41,9 @@ pub fn main(args: ServeArgs) -> Result<(), Exit> {
     runtime.block_on(async {
         let observability = Arc::new(Observability::default());
         if let Some(address) = settings.internal_listen {
-            let internal = TcpListener::bind(address)
+            crate::metrics::serve_internal(address, observability.clone())
                 .await
                 .with_context(|| format!("cannot listen on {address} (--internal-listen)"))?;
-            let app = crate::metrics::router(observability.clone());
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(internal, app).await {
-                    tracing::error!(%error, "the internal endpoint stopped");
-                }
-            });
         }
         let listener = listen(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
         let node = Node::start_observed(&settings, &listener, observability).await?;

@@ -9,10 +9,6 @@ use switchboard_auth::mint_server_token;
 const KEY: &str = "cluster-test-access-key";
 const SECRET: &str = "cluster-test-secret";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 struct NodeSpec {
     id: u64,
     http: u16,
@@ -169,15 +165,6 @@ fn member_path(user: &str, group: &str) -> String {
     format!("/api/hubs/chat/users/{user}/groups/{group}?api-version=2022-06-01")
 }
 
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < limit, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    started.elapsed()
-}
-
 #[test]
 fn three_voters_and_two_edges_form_a_cluster_with_linearizable_durable_membership() {
     let mut cluster = Cluster::new(5, 3);
@@ -248,6 +235,8 @@ fn a_node_with_the_wrong_secret_cannot_join() {
 }
 
 mod support;
+
+use support::{free_port, wait_for};
 
 /// Negotiates on node `port` (to learn the connection id) and connects a JSON WebSocket.
 async fn connect_client(port: u16, user: &str) -> (support::WsClient, String) {

@@ -3,17 +3,15 @@
 
 mod support;
 
+use support::{free_port, wait_for};
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use switchboard_auth::{mint_client_token, mint_server_token};
 
 const KEY: &str = "observability-test-key";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A node process with its public and internal ports; killed on drop.
 struct Process {
@@ -89,14 +87,6 @@ fn http(port: u16, method: &str, target: &str, headers: &[(&str, &str)], body: &
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_owned())
-}
-
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < limit, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 async fn connect(port: u16, key: &str) -> support::WsClient {

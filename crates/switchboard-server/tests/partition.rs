@@ -11,10 +11,12 @@
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use switchboard_auth::mint_server_token;
 
 mod support;
+
+use support::wait_for;
 
 const KEY: &str = "partition-test-key";
 const SECRET: &str = "partition-test-secret";
@@ -116,15 +118,6 @@ fn leader_seen_by(host: &str) -> Option<u64> {
     let (status, body) = rest(host, "GET", "/api/admin/cluster", Duration::from_secs(5))?;
     (status == 200).then_some(())?;
     serde_json::from_str::<serde_json::Value>(&body).ok()?["leader"].as_u64()
-}
-
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < limit, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    started.elapsed()
 }
 
 #[test]
