@@ -527,57 +527,46 @@ impl ControlPlane {
         let _ = self.raft.shutdown().await;
     }
 
-    /// A leader about to stop hands leadership to the most up-to-date other voter (G9): it
-    /// stops adding entries (forwarded writes are refused and retried by their senders) and
-    /// stops campaigning, waits until the successor has its whole log (a voter only votes for a
-    /// log at least as long as its own), then asks it to start an election. Voters refuse votes
-    /// while they still hear a leader (openraft's leader lease), so the successor usually wins
-    /// its second try, about one election timeout later. Bounded to about 3 s.
+    /// A leader about to stop hands leadership over (G9): it stops adding entries (forwarded
+    /// writes are refused and retried by their senders) and stops campaigning, waits until the
+    /// other voters hold its whole log, then falls silent, so the followers' election timers run
+    /// out and one of them takes over. Asking one to elect would not be faster: voters refuse
+    /// votes while the leader's lease lasts, and the old leader stepping down early restarts
+    /// those leases. Bounded to about 4 s.
     async fn hand_off_leadership(&self) {
         use std::sync::atomic::Ordering;
         let metrics = self.raft.metrics().borrow().clone();
         if self.secret.is_none() || metrics.current_leader != Some(self.id) {
             return;
         }
-        self.handing_off.store(true, Ordering::SeqCst);
-        // Once it steps down it must not win again: it holds the longest log, so it would.
-        self.raft.runtime_config().elect(false);
-        let membership = metrics.membership_config.membership().clone();
-        let matched = |metrics: &openraft::RaftMetrics<NodeId, BasicNode>, id: NodeId| {
-            metrics.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map_or(0, |l| l.index)
-        };
-        let successor = membership.voter_ids().filter(|id| *id != self.id).max_by_key(|id| matched(&metrics, *id));
-        let Some((successor, address)) =
-            successor.and_then(|id| membership.get_node(&id).map(|node| (id, node.addr.clone())))
-        else {
-            self.handing_off.store(false, Ordering::SeqCst);
+        let others: Vec<NodeId> =
+            metrics.membership_config.membership().voter_ids().filter(|id| *id != self.id).collect();
+        if others.is_empty() {
             return;
-        };
-        let caught_up = self
-            .raft
-            .wait(Some(Duration::from_secs(1)))
-            .metrics(|m| m.last_log_index.is_some_and(|last| matched(m, successor) >= last), "the successor caught up")
-            .await
-            .is_ok();
-        if !caught_up {
-            tracing::warn!(successor, "the successor did not catch up in time; handing off anyway");
         }
-        let asked = match self.admin(&address).await {
-            Ok(mut client) => client.elect(switchboard_proto::admin::v1::Empty {}).await.is_ok(),
-            Err(_) => false,
+        self.handing_off.store(true, Ordering::SeqCst);
+        // It must not win again: it holds the longest log, so it would.
+        self.raft.runtime_config().elect(false);
+        let caught_up = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+            let matched = |id: &NodeId| m.replication.as_ref().and_then(|r| r.get(id).copied().flatten());
+            m.last_log_index.is_some_and(|last| others.iter().all(|id| matched(id).is_some_and(|l| l.index >= last)))
         };
-        let handed = asked
-            && self
-                .raft
-                .wait(Some(Duration::from_secs(2)))
-                .metrics(|m| m.current_leader.is_some_and(|leader| leader != self.id), "another node leads")
-                .await
-                .is_ok();
-        if handed {
-            tracing::info!(successor, "leadership handed off");
-        } else {
-            tracing::warn!(successor, "could not hand off leadership; the others will elect after a timeout");
-            self.handing_off.store(false, Ordering::SeqCst);
+        if self.raft.wait(Some(Duration::from_secs(1))).metrics(caught_up, "the voters caught up").await.is_err() {
+            tracing::warn!("the other voters did not catch up in time; handing off anyway");
+        }
+        self.raft.runtime_config().heartbeat(false);
+        let handed = self
+            .raft
+            .wait(Some(Duration::from_secs(3)))
+            .metrics(|m| m.current_leader.is_some_and(|leader| leader != self.id), "another node leads")
+            .await;
+        match handed {
+            Ok(metrics) => tracing::info!(successor = metrics.current_leader, "leadership handed off"),
+            Err(_) => {
+                tracing::warn!("no other node took over in time; the others will elect after a timeout");
+                self.raft.runtime_config().heartbeat(true);
+                self.handing_off.store(false, Ordering::SeqCst);
+            }
         }
     }
 
