@@ -1,5 +1,6 @@
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+use switchboard_engine::EngineError;
 
 /// An error answered as Azure's `ErrorDetail` JSON with the `x-ms-error-code` header (the
 /// Management SDK throws on a 404 without it).
@@ -39,5 +40,35 @@ impl IntoResponse for ApiError {
             (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
         response.headers_mut().insert("x-ms-error-code", HeaderValue::from_static(self.code));
         response
+    }
+}
+
+/// The one mapping of engine failures to REST answers.
+///
+/// | engine error | status | `x-ms-error-code` |
+/// |---|---|---|
+/// | `NoQuorum`, `Timeout`, `ShuttingDown` (the store did not commit) | 503 | `Error.Service.Unavailable` |
+/// | `Unreachable`, `NodeTimeout`, `Refused` (a node holding targets did not take the call) | 500 | `Error.Service.Delivery` |
+/// | `Invalid` | 400 | `Error.Request.Invalid` |
+///
+/// A send that may have reached some targets answers 500, which the Azure SDKs do not retry for
+/// sends; a membership that was not stored answers 503, which they do retry.
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::NoQuorum(_) | EngineError::Timeout(_) | EngineError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Error.Service.Unavailable",
+                format!("membership not stored: {error}"),
+            ),
+            EngineError::Unreachable { .. } | EngineError::NodeTimeout { .. } | EngineError::Refused { .. } => {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Error.Service.Delivery",
+                    format!("not delivered everywhere: {error}"),
+                )
+            }
+            EngineError::Invalid(_) => ApiError::bad_request(error.to_string()),
+        }
     }
 }

@@ -1,15 +1,15 @@
 //! The one handler behind `/api/*`: limit, authenticate, route, act.
 
-use crate::UserConnectionsChange;
 use crate::payload;
-use crate::route::{Family, Target, parse_route};
-use crate::{ApiError, ApiState, ConnectionAction, MAX_BODY_BYTES, SendTarget};
+use crate::route::{Family, Operation, parse_route};
+use crate::{ApiError, ApiState, MAX_BODY_BYTES};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use std::sync::Arc;
+use switchboard_engine::{Call, Target};
 use switchboard_hub::unix_now;
 
 /// Query parameters the data plane reads.
@@ -49,7 +49,7 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
     let (parts, body) = request.into_parts();
     let query = Query::parse(parts.uri.query());
     let route = parse_route(&parts.method, parts.uri.path(), query.application.as_deref())?;
-    if route.target == Target::Health {
+    if route.operation == Operation::Health {
         return Ok(StatusCode::OK.into_response());
     }
     if let Some(version) = &query.api_version {
@@ -57,114 +57,82 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
     }
     authenticate(state, &parts.headers, parts.uri.path())?;
     let body = read_body(&parts.headers, body).await?;
-    let hub = state.registry.get(&route.hub);
     let family = route.family;
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let status = match route.target.clone() {
-        Target::Health => StatusCode::OK,
-        Target::Broadcast | Target::SendUser(_) | Target::SendGroup(_) | Target::SendConnection(_) => {
+    let Query { excluded, reason, ttl, .. } = query;
+    let bus = |call: Call| state.bus.call(&route.hub, call);
+    let status = match route.operation {
+        Operation::Health => StatusCode::OK,
+        Operation::Broadcast | Operation::SendUser(_) | Operation::SendGroup(_) | Operation::SendConnection(_) => {
             let frames = payload::parse(content_type, &body)?;
-            let target = match route.target.clone() {
-                Target::SendUser(user) => SendTarget::User(user),
-                Target::SendGroup(group) => SendTarget::Group(group),
-                Target::SendConnection(connection) => SendTarget::Connection(connection),
-                _ => SendTarget::All,
+            let target = match route.operation {
+                Operation::SendUser(user) => Target::User(user),
+                Operation::SendGroup(group) => Target::Group(group),
+                Operation::SendConnection(connection) => Target::Connection(connection),
+                _ => Target::All,
             };
-            state.dispatch.send(&route.hub, target, query.excluded.clone(), frames).await.map_err(undelivered)?;
+            bus(Call::Send { target, excluded, frames }).await?;
             StatusCode::ACCEPTED
         }
-        Target::CloseAll | Target::CloseUser(_) | Target::CloseGroup(_) => {
-            let target = match route.target.clone() {
-                Target::CloseUser(user) => SendTarget::User(user),
-                Target::CloseGroup(group) => SendTarget::Group(group),
-                _ => SendTarget::All,
+        Operation::CloseAll | Operation::CloseUser(_) | Operation::CloseGroup(_) => {
+            let target = match route.operation {
+                Operation::CloseUser(user) => Target::User(user),
+                Operation::CloseGroup(group) => Target::Group(group),
+                _ => Target::All,
             };
-            let (excluded, reason) = (query.excluded.clone(), query.reason.clone());
-            state.dispatch.close(&route.hub, target, excluded, reason).await.map_err(undelivered)?;
+            bus(Call::Close { target, excluded, reason }).await?;
             StatusCode::NO_CONTENT
         }
-        Target::CloseConnection(connection) => {
-            let close = ConnectionAction::Close { reason: query.reason.clone() };
-            state.dispatch.connection(&route.hub, &connection, close).await.map_err(undelivered)?;
+        Operation::CloseConnection(connection) => {
+            bus(Call::Close { target: Target::Connection(connection), excluded, reason }).await?;
             by_family(family, StatusCode::ACCEPTED, StatusCode::OK)
         }
-        Target::ConnectionExists(connection) => {
-            let found = state.dispatch.connection(&route.hub, &connection, ConnectionAction::Exists).await;
-            exists(found.map_err(undelivered)?, "Warning.Connection.NotExisted")?
+        Operation::ConnectionExists(connection) => {
+            exists(bus(Call::Exists(Target::Connection(connection))).await?, "Warning.Connection.NotExisted")?
         }
-        Target::UserExists(user) => {
-            let found = state.dispatch.exists(&route.hub, SendTarget::User(user)).await.map_err(undelivered)?;
-            exists(found, "Warning.User.NotExisted")?
+        Operation::UserExists(user) => exists(bus(Call::Exists(Target::User(user))).await?, "Warning.User.NotExisted")?,
+        Operation::GroupExists(group) => {
+            exists(bus(Call::Exists(Target::Group(group))).await?, "Warning.Group.NotExisted")?
         }
-        Target::GroupExists(group) => {
-            let found = state.dispatch.exists(&route.hub, SendTarget::Group(group)).await.map_err(undelivered)?;
-            exists(found, "Warning.Group.NotExisted")?
-        }
-        Target::UserInGroup { user, group } => {
+        Operation::UserInGroup { user, group } => {
             let persistent = state.registry.user_groups().is_member(&route.hub, &user, &group, unix_now());
+            let hub = state.registry.get(&route.hub);
             let member = persistent || hub.is_some_and(|h| h.user_in_group(&user, &group));
             exists(member, "Info.User.NotInGroup")?
         }
-        Target::AddConnectionToGroup { connection, group } => {
-            let add = ConnectionAction::AddToGroup(group);
-            if !state.dispatch.connection(&route.hub, &connection, add).await.map_err(undelivered)? {
+        Operation::AddConnectionToGroup { connection, group } => {
+            if !bus(Call::AddToGroup { connection, group }).await? {
                 return Err(ApiError::not_found("Error.Connection.NotExisted", "the connection does not exist"));
             }
             StatusCode::OK
         }
-        Target::RemoveConnectionFromGroup { connection, group } => {
-            let remove = ConnectionAction::RemoveFromGroup(group);
-            state.dispatch.connection(&route.hub, &connection, remove).await.map_err(undelivered)?;
+        Operation::RemoveConnectionFromGroup { connection, group } => {
+            bus(Call::RemoveFromGroup { connection, group }).await?;
             StatusCode::OK
         }
-        Target::RemoveConnectionFromAllGroups(connection) => {
-            let remove = ConnectionAction::RemoveFromAllGroups;
-            state.dispatch.connection(&route.hub, &connection, remove).await.map_err(undelivered)?;
+        Operation::RemoveConnectionFromAllGroups(connection) => {
+            bus(Call::RemoveFromAllGroups { connection }).await?;
             StatusCode::OK
         }
-        Target::AddUserToGroup { user, group } => {
-            match parse_ttl(query.ttl.as_deref())? {
-                Some(0) => {
-                    let join = UserConnectionsChange::JoinGroup(group);
-                    state.dispatch.user_connections(&route.hub, &user, join).await.map_err(undelivered)?;
-                }
-                ttl => state.user_groups.add(&route.hub, &user, &group, ttl).await.map_err(unavailable)?,
+        Operation::AddUserToGroup { user, group } => {
+            match parse_ttl(ttl.as_deref())? {
+                Some(0) => _ = bus(Call::UserJoinGroup { user, group }).await?,
+                ttl => state.store.add(&route.hub, &user, &group, ttl).await?,
             }
             by_family(family, StatusCode::ACCEPTED, StatusCode::OK)
         }
-        Target::RemoveUserFromGroup { user, group } => {
-            state.user_groups.remove(&route.hub, &user, &group).await.map_err(unavailable)?;
-            let leave = UserConnectionsChange::LeaveGroup(group);
-            state.dispatch.user_connections(&route.hub, &user, leave).await.map_err(undelivered)?;
+        Operation::RemoveUserFromGroup { user, group } => {
+            state.store.remove(&route.hub, &user, &group).await?;
+            bus(Call::UserLeaveGroup { user, group }).await?;
             by_family(family, StatusCode::ACCEPTED, StatusCode::NO_CONTENT)
         }
-        Target::RemoveUserFromAllGroups(user) => {
-            state.user_groups.remove_user(&route.hub, &user).await.map_err(unavailable)?;
-            let leave = UserConnectionsChange::LeaveAllGroups;
-            state.dispatch.user_connections(&route.hub, &user, leave).await.map_err(undelivered)?;
+        Operation::RemoveUserFromAllGroups(user) => {
+            state.store.remove_user(&route.hub, &user).await?;
+            bus(Call::UserLeaveAllGroups { user }).await?;
             by_family(family, StatusCode::OK, StatusCode::NO_CONTENT)
         }
     };
     Ok(status.into_response())
-}
-
-/// A node holding targets could not be reached: the message may be partly delivered, so the
-/// answer is a 500 (which the Azure SDK does not retry for sends).
-fn undelivered(error: String) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "Error.Service.Delivery",
-        format!("not delivered everywhere: {error}"),
-    )
-}
-
-/// A membership store that could not commit (no quorum, shutting down): retryable.
-fn unavailable(error: String) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Error.Service.Unavailable",
-        format!("membership not stored: {error}"),
-    )
 }
 
 fn by_family(family: Family, v1: StatusCode, dated: StatusCode) -> StatusCode {

@@ -7,24 +7,20 @@
 //! segments such as `:send` are not expressible in axum's path syntax, and because a group
 //! may contain an encoded `/`.
 
-mod dispatch;
 mod error;
 mod handlers;
 mod payload;
 mod route;
 
-pub use dispatch::{
-    ConnectionAction, Dispatch, DispatchFuture, LocalDispatch, SendTarget, UserConnectionsChange,
-    apply_user_connections_change,
-};
 pub use error::ApiError;
-pub use route::{Family, Route, Target, parse_route};
+pub use route::{Family, Operation, Route, parse_route};
 
 use axum::Router;
 use axum::routing::any;
 use std::sync::Arc;
 use switchboard_auth::Verifier;
-use switchboard_hub::{Registry, UserGroupWriter};
+use switchboard_engine::{MembershipStore, NodeBus};
+use switchboard_hub::Registry;
 
 /// Largest accepted request body (Azure's documented limit).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -33,10 +29,10 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct ApiState {
     pub registry: Arc<Registry>,
     pub verifier: Arc<Verifier>,
-    /// Where persistent user-group memberships are written (the control plane).
-    pub user_groups: Arc<dyn UserGroupWriter>,
-    /// Where sends and connection calls go (this node, or the cluster).
-    pub dispatch: Arc<dyn Dispatch>,
+    /// Where persistent user-group memberships are kept (the engine's store).
+    pub store: Arc<dyn MembershipStore>,
+    /// Where sends and connection calls go (the engine's bus: this node, or the cluster).
+    pub bus: Arc<dyn NodeBus>,
 }
 
 /// Every `/api` route.

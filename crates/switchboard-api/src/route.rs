@@ -14,9 +14,9 @@ pub enum Family {
     Dated,
 }
 
-/// What a request asks for.
+/// The REST operation a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub enum Operation {
     Health,
     Broadcast,
     CloseAll,
@@ -38,40 +38,40 @@ pub enum Target {
     CloseConnection(String),
 }
 
-impl Target {
+impl Operation {
     /// A short name of the kind of call, without its ids (a bounded metrics label).
     pub fn kind(&self) -> &'static str {
         match self {
-            Target::Health => "health",
-            Target::Broadcast => "broadcast",
-            Target::CloseAll => "close_all",
-            Target::SendUser(_) => "send_user",
-            Target::CloseUser(_) => "close_user",
-            Target::UserExists(_) => "user_exists",
-            Target::RemoveUserFromAllGroups(_) => "remove_user_from_all_groups",
-            Target::AddUserToGroup { .. } => "add_user_to_group",
-            Target::RemoveUserFromGroup { .. } => "remove_user_from_group",
-            Target::UserInGroup { .. } => "user_in_group",
-            Target::SendGroup(_) => "send_group",
-            Target::CloseGroup(_) => "close_group",
-            Target::GroupExists(_) => "group_exists",
-            Target::AddConnectionToGroup { .. } => "add_connection_to_group",
-            Target::RemoveConnectionFromGroup { .. } => "remove_connection_from_group",
-            Target::RemoveConnectionFromAllGroups(_) => "remove_connection_from_all_groups",
-            Target::SendConnection(_) => "send_connection",
-            Target::ConnectionExists(_) => "connection_exists",
-            Target::CloseConnection(_) => "close_connection",
+            Operation::Health => "health",
+            Operation::Broadcast => "broadcast",
+            Operation::CloseAll => "close_all",
+            Operation::SendUser(_) => "send_user",
+            Operation::CloseUser(_) => "close_user",
+            Operation::UserExists(_) => "user_exists",
+            Operation::RemoveUserFromAllGroups(_) => "remove_user_from_all_groups",
+            Operation::AddUserToGroup { .. } => "add_user_to_group",
+            Operation::RemoveUserFromGroup { .. } => "remove_user_from_group",
+            Operation::UserInGroup { .. } => "user_in_group",
+            Operation::SendGroup(_) => "send_group",
+            Operation::CloseGroup(_) => "close_group",
+            Operation::GroupExists(_) => "group_exists",
+            Operation::AddConnectionToGroup { .. } => "add_connection_to_group",
+            Operation::RemoveConnectionFromGroup { .. } => "remove_connection_from_group",
+            Operation::RemoveConnectionFromAllGroups(_) => "remove_connection_from_all_groups",
+            Operation::SendConnection(_) => "send_connection",
+            Operation::ConnectionExists(_) => "connection_exists",
+            Operation::CloseConnection(_) => "close_connection",
         }
     }
 }
 
 /// A matched request: its family, the internal hub name (lower-cased, `app_hub` with an
-/// `application`) and the target.
+/// `application`) and the operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub family: Family,
     pub hub: String,
-    pub target: Target,
+    pub operation: Operation,
 }
 
 /// Matches `method` and the raw (still percent-encoded) `path`. `application` is the
@@ -91,7 +91,7 @@ pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Re
     let read = matches!(*method, Method::GET | Method::HEAD);
     if rest == ["health"] {
         return if read {
-            Ok(Route { family, hub: String::new(), target: Target::Health })
+            Ok(Route { family, hub: String::new(), operation: Operation::Health })
         } else {
             Err(method_not_allowed())
         };
@@ -102,40 +102,40 @@ pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Re
     let put = *method == Method::PUT;
     let delete = *method == Method::DELETE;
     let s = |v: &str| v.to_owned();
-    let target = match rest {
-        [] | [":send"] if post => Target::Broadcast,
-        [":closeConnections"] if post => Target::CloseAll,
-        ["users", u] | ["users", u, ":send"] if post => Target::SendUser(s(u)),
-        ["users", u] if read => Target::UserExists(s(u)),
-        ["users", u, ":closeConnections"] if post => Target::CloseUser(s(u)),
-        ["users", u, "groups"] if delete => Target::RemoveUserFromAllGroups(s(u)),
+    let operation = match rest {
+        [] | [":send"] if post => Operation::Broadcast,
+        [":closeConnections"] if post => Operation::CloseAll,
+        ["users", u] | ["users", u, ":send"] if post => Operation::SendUser(s(u)),
+        ["users", u] if read => Operation::UserExists(s(u)),
+        ["users", u, ":closeConnections"] if post => Operation::CloseUser(s(u)),
+        ["users", u, "groups"] if delete => Operation::RemoveUserFromAllGroups(s(u)),
         ["users", u, "groups", g] | ["groups", g, "users", u] => {
             let (user, group) = (s(u), group_name(g)?);
             match *method {
-                Method::PUT => Target::AddUserToGroup { user, group },
-                Method::DELETE => Target::RemoveUserFromGroup { user, group },
-                Method::GET | Method::HEAD => Target::UserInGroup { user, group },
+                Method::PUT => Operation::AddUserToGroup { user, group },
+                Method::DELETE => Operation::RemoveUserFromGroup { user, group },
+                Method::GET | Method::HEAD => Operation::UserInGroup { user, group },
                 _ => return Err(method_not_allowed()),
             }
         }
-        ["groups", g] | ["groups", g, ":send"] if post => Target::SendGroup(group_name(g)?),
-        ["groups", g] if read => Target::GroupExists(group_name(g)?),
-        ["groups", g, ":closeConnections"] if post => Target::CloseGroup(group_name(g)?),
+        ["groups", g] | ["groups", g, ":send"] if post => Operation::SendGroup(group_name(g)?),
+        ["groups", g] if read => Operation::GroupExists(group_name(g)?),
+        ["groups", g, ":closeConnections"] if post => Operation::CloseGroup(group_name(g)?),
         ["groups", g, "connections", c] | ["connections", c, "groups", g] if put || delete => {
             let (connection, group) = (s(c), group_name(g)?);
             if put {
-                Target::AddConnectionToGroup { connection, group }
+                Operation::AddConnectionToGroup { connection, group }
             } else {
-                Target::RemoveConnectionFromGroup { connection, group }
+                Operation::RemoveConnectionFromGroup { connection, group }
             }
         }
-        ["connections", c, "groups"] if delete => Target::RemoveConnectionFromAllGroups(s(c)),
-        ["connections", c] | ["connections", c, ":send"] if post => Target::SendConnection(s(c)),
-        ["connections", c] if read => Target::ConnectionExists(s(c)),
-        ["connections", c] if delete => Target::CloseConnection(s(c)),
+        ["connections", c, "groups"] if delete => Operation::RemoveConnectionFromAllGroups(s(c)),
+        ["connections", c] | ["connections", c, ":send"] if post => Operation::SendConnection(s(c)),
+        ["connections", c] if read => Operation::ConnectionExists(s(c)),
+        ["connections", c] if delete => Operation::CloseConnection(s(c)),
         _ => return Err(if known_shape(rest) { method_not_allowed() } else { not_found() }),
     };
-    Ok(Route { family, hub, target })
+    Ok(Route { family, hub, operation })
 }
 
 /// Whether `rest` would match some route with another method (405 rather than 404).
@@ -190,33 +190,33 @@ mod tests {
         parse_route(&method, path, None)
     }
 
-    fn target(method: Method, path: &str) -> Target {
-        route(method, path).unwrap().target
+    fn target(method: Method, path: &str) -> Operation {
+        route(method, path).unwrap().operation
     }
 
     #[test]
     fn both_families_and_aliases() {
-        assert_eq!(target(Method::POST, "/api/v1/hubs/Chat"), Target::Broadcast);
-        assert_eq!(target(Method::POST, "/api/hubs/chat/:send"), Target::Broadcast);
+        assert_eq!(target(Method::POST, "/api/v1/hubs/Chat"), Operation::Broadcast);
+        assert_eq!(target(Method::POST, "/api/hubs/chat/:send"), Operation::Broadcast);
         assert_eq!(route(Method::POST, "/api/hubs/Chat/:send").unwrap().hub, "chat");
         assert_eq!(route(Method::POST, "/api/hubs/chat/:send").unwrap().family, Family::Dated);
-        assert_eq!(target(Method::POST, "/api/v1/hubs/chat/users/u1"), Target::SendUser("u1".into()));
-        assert_eq!(target(Method::HEAD, "/api/hubs/chat/users/u1"), Target::UserExists("u1".into()));
-        let add = Target::AddUserToGroup { user: "u".into(), group: "g".into() };
+        assert_eq!(target(Method::POST, "/api/v1/hubs/chat/users/u1"), Operation::SendUser("u1".into()));
+        assert_eq!(target(Method::HEAD, "/api/hubs/chat/users/u1"), Operation::UserExists("u1".into()));
+        let add = Operation::AddUserToGroup { user: "u".into(), group: "g".into() };
         assert_eq!(target(Method::PUT, "/api/v1/hubs/chat/groups/g/users/u"), add);
         assert_eq!(target(Method::PUT, "/api/v1/hubs/chat/users/u/groups/g"), add);
         assert_eq!(target(Method::PUT, "/api/hubs/chat/users/u/groups/g"), add);
-        let join = Target::AddConnectionToGroup { connection: "c".into(), group: "g".into() };
+        let join = Operation::AddConnectionToGroup { connection: "c".into(), group: "g".into() };
         assert_eq!(target(Method::PUT, "/api/v1/hubs/chat/groups/g/connections/c"), join);
         assert_eq!(target(Method::PUT, "/api/v1/hubs/chat/connections/c/groups/g"), join);
-        assert_eq!(target(Method::DELETE, "/api/hubs/chat/connections/c"), Target::CloseConnection("c".into()));
-        assert_eq!(target(Method::GET, "/api/v1/health"), Target::Health);
-        assert_eq!(target(Method::HEAD, "/api/health"), Target::Health);
+        assert_eq!(target(Method::DELETE, "/api/hubs/chat/connections/c"), Operation::CloseConnection("c".into()));
+        assert_eq!(target(Method::GET, "/api/v1/health"), Operation::Health);
+        assert_eq!(target(Method::HEAD, "/api/health"), Operation::Health);
     }
 
     #[test]
     fn segments_are_decoded_after_splitting() {
-        assert_eq!(target(Method::POST, "/api/hubs/chat/groups/a%2Fb%20c/:send"), Target::SendGroup("a/b c".into()));
+        assert_eq!(target(Method::POST, "/api/hubs/chat/groups/a%2Fb%20c/:send"), Operation::SendGroup("a/b c".into()));
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! The raft-replicated control plane of a Switchboard cluster.
+//! The raft engine's membership store and routing table: the raft-replicated control plane of a
+//! Switchboard cluster. [`ControlPlane`] implements the engine contract's `MembershipStore`
+//! (user-group memberships) and `Directory` (live nodes and their routing interest, read by the
+//! fan-out bus); [`InterestReporter`] feeds the routing interest from the node's hubs.
 //!
 //! Every node applies the same log of [`Command`]s to an in-memory [`ControlState`]; the rest of
 //! the node reads that state to decide membership and routing. This crate holds the openraft type
 //! configuration, the commands, the state they build, the redb-backed storage openraft needs and
 //! the gRPC network between nodes.
-//! It knows nothing about HTTP or SignalR; its only Switchboard dependency is `switchboard-proto`
-//! (the gRPC contracts).
+//! It knows nothing about HTTP or SignalR transports; it depends on the engine contract, the hub
+//! (for the interest it reports) and `switchboard-proto` (the gRPC contracts).
 //!
 //! ```text
 //!   REST / edge code ──(batched Command)──> Raft::client_write ──> leader log
@@ -77,7 +80,9 @@
 mod command;
 mod error;
 pub mod grpc;
+mod interest;
 pub mod network;
+mod plane;
 mod state;
 pub mod store;
 
@@ -85,8 +90,11 @@ use std::sync::Arc;
 
 pub use command::{Command, InterestChange, InterestKind, Response, Roles};
 pub use error::{Error, Result};
-pub use state::{ControlState, DEFAULT_TTL_SECS, MAX_TTL_LESS_GROUPS, Membership, NodeInfo};
+pub use interest::InterestReporter;
+pub use plane::{ClusterSettings, ControlPlane, RaftNumbers, RemoveError};
+pub use state::{ControlState, NodeInfo};
 pub use store::{LogStore, StateMachineStore, open_store};
+pub use switchboard_hub::{DEFAULT_TTL_SECS, MAX_TTL_LESS_GROUPS, Membership};
 
 /// Raft node ids (one per Switchboard node).
 pub type NodeId = u64;

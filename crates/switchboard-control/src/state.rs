@@ -3,28 +3,12 @@
 //! Applying is deterministic: the result depends only on the commands and their order, never
 //! on the replica's clock or hash-map iteration order (every choice is keyed by a counter).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, InterestChange, InterestKind, Roles};
-
-/// Lifetime of a membership added without a TTL: one year, in seconds.
-pub const DEFAULT_TTL_SECS: u64 = 365 * 24 * 3600;
-/// TTL-less memberships kept per user; adding one more evicts the least recently updated.
-pub const MAX_TTL_LESS_GROUPS: usize = 100;
-
-/// One stored user-group membership.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Membership {
-    /// Unix seconds; the membership is gone at this instant.
-    pub expires_at: u64,
-    /// Added without a TTL, so it counts against [`MAX_TTL_LESS_GROUPS`].
-    pub ttl_less: bool,
-    /// Value of the state's update counter when last added: orders TTL-less memberships for
-    /// eviction identically on every replica.
-    pub updated: u64,
-}
+use switchboard_hub::{Membership, UserGroups};
 
 /// A registered node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,12 +26,8 @@ pub struct NodeInfo {
 /// Everything replicated about one hub.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct HubState {
-    /// user → group → membership. The primary membership data.
-    memberships: HashMap<String, HashMap<String, Membership>>,
-    /// group → users with a stored membership. Index over `memberships`, rebuilt after decoding
-    /// instead of being written into snapshots.
-    #[serde(skip)]
-    members: HashMap<String, HashSet<String>>,
+    /// User-group memberships, with Azure's rules (`switchboard_hub::UserGroups`).
+    memberships: UserGroups,
     /// user → nodes holding live connections of the user.
     user_interest: HashMap<String, BTreeSet<u64>>,
     /// group → nodes holding live connections in the group.
@@ -59,32 +39,10 @@ impl HubState {
         self.memberships.is_empty() && self.user_interest.is_empty() && self.group_interest.is_empty()
     }
 
-    fn remove_membership(&mut self, user: &str, group: &str) -> bool {
-        let Some(groups) = self.memberships.get_mut(user) else { return false };
-        if groups.remove(group).is_none() {
-            return false;
-        }
-        if groups.is_empty() {
-            self.memberships.remove(user);
-        }
-        remove_from_index(&mut self.members, group, user);
-        true
-    }
-
     fn interest_map(&mut self, kind: InterestKind) -> &mut HashMap<String, BTreeSet<u64>> {
         match kind {
             InterestKind::User => &mut self.user_interest,
             InterestKind::Group => &mut self.group_interest,
-        }
-    }
-}
-
-/// Removes `value` from `index[key]`, dropping the set once empty.
-fn remove_from_index(index: &mut HashMap<String, HashSet<String>>, key: &str, value: &str) {
-    if let Some(values) = index.get_mut(key) {
-        values.remove(value);
-        if values.is_empty() {
-            index.remove(key);
         }
     }
 }
@@ -107,15 +65,7 @@ impl ControlState {
 
     /// Decodes a snapshot made by [`Self::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, rmp_serde::decode::Error> {
-        let mut state: ControlState = rmp_serde::from_slice(bytes)?;
-        for hub in state.hubs.values_mut() {
-            for (user, groups) in &hub.memberships {
-                for group in groups.keys() {
-                    hub.members.entry(group.clone()).or_default().insert(user.clone());
-                }
-            }
-        }
-        Ok(state)
+        rmp_serde::from_slice(bytes)
     }
 
     /// Applies one command; returns how many leaf commands changed the state.
@@ -153,60 +103,33 @@ impl ControlState {
         expires_at: Option<u64>,
         at: u64,
     ) -> bool {
-        let (expires_at, ttl_less) = match expires_at {
-            None => (at.saturating_add(DEFAULT_TTL_SECS), true),
-            Some(expires_at) => (expires_at, false),
-        };
-        if expires_at <= at {
-            return false;
+        let hub_state = self.hubs.entry(hub.clone()).or_default();
+        let stored = hub_state.memberships.add(&user, &group, expires_at, at, self.updates + 1);
+        if stored {
+            self.updates += 1;
         }
-        self.updates += 1;
-        let membership = Membership { expires_at, ttl_less, updated: self.updates };
-        let hub_state = self.hubs.entry(hub).or_default();
-        hub_state.members.entry(group.clone()).or_default().insert(user.clone());
-        let groups = hub_state.memberships.entry(user.clone()).or_default();
-        groups.insert(group, membership);
-        if !ttl_less || groups.values().filter(|m| m.ttl_less).count() <= MAX_TTL_LESS_GROUPS {
-            return true;
-        }
-        // `updated` values are unique, so the choice does not depend on map iteration order.
-        let oldest = groups.iter().filter(|(_, m)| m.ttl_less).min_by_key(|(_, m)| m.updated).map(|(g, _)| g.clone());
-        if let Some(oldest) = oldest {
-            hub_state.remove_membership(&user, &oldest);
-        }
-        true
+        self.drop_hub_if_empty(&hub);
+        stored
     }
 
     fn remove_user_from_group(&mut self, hub: &str, user: &str, group: &str) -> bool {
         let Some(hub_state) = self.hubs.get_mut(hub) else { return false };
-        let removed = hub_state.remove_membership(user, group);
+        let removed = hub_state.memberships.remove(user, group);
         self.drop_hub_if_empty(hub);
         removed
     }
 
     fn remove_user_from_all_groups(&mut self, hub: &str, user: &str) -> bool {
         let Some(hub_state) = self.hubs.get_mut(hub) else { return false };
-        let Some(groups) = hub_state.memberships.remove(user) else { return false };
-        for group in groups.keys() {
-            remove_from_index(&mut hub_state.members, group, user);
-        }
+        let removed = hub_state.memberships.remove_user(user);
         self.drop_hub_if_empty(hub);
-        true
+        removed
     }
 
     fn purge_expired(&mut self, now: u64) -> bool {
         let mut removed = false;
         for hub_state in self.hubs.values_mut() {
-            let expired: Vec<(String, String)> = hub_state
-                .memberships
-                .iter()
-                .flat_map(|(user, groups)| {
-                    groups.iter().filter(|(_, m)| m.expires_at <= now).map(move |(g, _)| (user.clone(), g.clone()))
-                })
-                .collect();
-            for (user, group) in expired {
-                removed |= hub_state.remove_membership(&user, &group);
-            }
+            removed |= hub_state.memberships.purge_expired(now) > 0;
         }
         self.hubs.retain(|_, hub_state| !hub_state.is_empty());
         removed
@@ -259,36 +182,27 @@ impl ControlState {
 
     /// Returns the stored membership of `user` in `group`, expired or not.
     pub fn membership(&self, hub: &str, user: &str, group: &str) -> Option<Membership> {
-        self.hubs.get(hub)?.memberships.get(user)?.get(group).copied()
+        self.hubs.get(hub)?.memberships.membership(user, group)
     }
 
     /// Returns whether `user` is an unexpired member of `group` at `now` (unix seconds).
     pub fn is_member(&self, hub: &str, user: &str, group: &str, now: u64) -> bool {
-        self.membership(hub, user, group).is_some_and(|m| m.expires_at > now)
+        self.hubs.get(hub).is_some_and(|h| h.memberships.contains(user, group, now))
     }
 
     /// Returns the unexpired members of `group` at `now` (unix seconds), in no particular order.
     pub fn users_in<'a>(&'a self, hub: &str, group: &str, now: u64) -> impl Iterator<Item = &'a str> + use<'a> {
-        let found = self.hubs.get(hub).and_then(|h| h.members.get_key_value(group).map(|(g, users)| (h, g, users)));
-        found.into_iter().flat_map(move |(h, group, users)| {
-            users
-                .iter()
-                .filter(move |user| {
-                    h.memberships.get(*user).and_then(|groups| groups.get(group)).is_some_and(|m| m.expires_at > now)
-                })
-                .map(String::as_str)
-        })
+        self.hubs.get(hub).map(|h| h.memberships.users_in(group, now)).into_iter().flatten()
     }
 
     /// Returns the groups `user` is an unexpired member of at `now`, in no particular order.
     pub fn groups_of<'a>(&'a self, hub: &str, user: &str, now: u64) -> impl Iterator<Item = &'a str> + use<'a> {
-        let groups = self.hubs.get(hub).and_then(|h| h.memberships.get(user));
-        groups.into_iter().flatten().filter(move |(_, m)| m.expires_at > now).map(|(g, _)| g.as_str())
+        self.hubs.get(hub).map(|h| h.memberships.groups_of(user, now)).into_iter().flatten()
     }
 
     /// Returns how many users hold a stored membership of `group`, expired ones included.
     pub fn member_count(&self, hub: &str, group: &str) -> usize {
-        self.hubs.get(hub).and_then(|h| h.members.get(group)).map_or(0, HashSet::len)
+        self.hubs.get(hub).map_or(0, |h| h.memberships.member_count(group))
     }
 
     /// Returns the nodes holding live connections of `user`.

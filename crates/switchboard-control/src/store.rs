@@ -49,7 +49,7 @@ pub async fn open_store(dir: impl AsRef<Path>) -> Result<(LogStore, StateMachine
     let dir = dir.as_ref().to_owned();
     let db = run_blocking(move || {
         std::fs::create_dir_all(&dir)?;
-        let db = Database::create(path)?;
+        let db = create_when_free(&path)?;
         let txn = db.begin_write()?;
         txn.open_table(LOG)?;
         txn.open_table(META)?;
@@ -61,6 +61,20 @@ pub async fn open_store(dir: impl AsRef<Path>) -> Result<(LogStore, StateMachine
     let db = Arc::new(db);
     let state_machine = StateMachineStore::load(db.clone()).await?;
     Ok((LogStore::new(db), state_machine))
+}
+
+/// Opens the database file, waiting (bounded) while another handle in this process still holds
+/// it: a node stopped in-process releases its storage a moment after raft stopped.
+fn create_when_free(path: &Path) -> Result<Database> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Database::create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return Ok(result?),
+        }
+    }
 }
 
 /// Runs a storage call on tokio's blocking pool, so fsyncs never stall the async workers.

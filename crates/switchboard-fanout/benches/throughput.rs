@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use switchboard_fanout::{
-    FanoutClient, FanoutConfig, FanoutService, FanoutStats, Target, encode_delivery, fanout_server,
+    DeliveryTarget, FanoutClient, FanoutConfig, FanoutService, FanoutStats, encode_delivery, fanout_server,
 };
 use switchboard_hub::{Connection, ConnectionInfo, Frames, Registry, new_connection_id};
 use switchboard_proto::ClusterSecret;
@@ -61,7 +61,7 @@ async fn setup() -> Setup {
     let client = FanoutClient::new(1, registry_of(1), &secret, config);
     let args = serde_json::value::RawValue::from_string(r#"["alice","hello world"]"#.into()).unwrap();
     let frames = Frames::invocation("ReceiveMessage", args);
-    let delivery = encode_delivery("bench", Target::All(switchboard_fanout::Broadcast {}), vec![], &frames);
+    let delivery = encode_delivery("bench", DeliveryTarget::All(switchboard_fanout::Broadcast {}), vec![], &frames);
     // Open the stream before measuring.
     client.deliver(2, &addr, delivery.clone()).await.unwrap();
     Setup { client, addr, delivery }

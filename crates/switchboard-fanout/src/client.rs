@@ -8,21 +8,20 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use prost::Message;
-use switchboard_hub::{Frames, Registry};
+use switchboard_hub::Registry;
 use switchboard_proto::auth::WARN_INTERVAL;
-use switchboard_proto::fanout::v1::delivery::Target;
 use switchboard_proto::fanout::v1::fanout_client::FanoutClient as GrpcFanoutClient;
 use switchboard_proto::fanout::v1::{ConnectionReply, ConnectionRequest, Delivery, DeliveryBatch};
 use switchboard_proto::{ClientAuth, ClusterSecret, MAX_MESSAGE_BYTES, WarnThrottle};
-use switchboard_protocol::Protocol;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::codec::check_delivery;
 use crate::error::FanoutError;
-use crate::service::{apply_connection_request, apply_delivery, check_delivery};
+use crate::service::{apply_connection_request, apply_delivery};
 
 /// HTTP/2 pings on idle peer connections, so a silently dead peer is noticed.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -86,33 +85,6 @@ impl FanoutStats {
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
-    }
-}
-
-/// Builds the delivery of one message for `hub`, with the frame of each protocol taken from
-/// `frames`: the entry node serializes once per protocol and every target node only copies
-/// bytes. A protocol the message cannot be expressed in is left empty. `hub` is the name as the
-/// [`Registry`] keys it (already lower-cased): target nodes look it up verbatim.
-pub fn encode_delivery(hub: &str, target: Target, excluded: Vec<String>, frames: &Frames) -> Delivery {
-    Delivery {
-        hub: hub.to_owned(),
-        target: Some(target),
-        excluded,
-        json: frames.get(Protocol::Json).cloned().unwrap_or_default(),
-        messagepack: frames.get(Protocol::MessagePack).cloned().unwrap_or_default(),
-        ..Delivery::default()
-    }
-}
-
-/// A delivery that closes the targets instead of sending to them.
-pub fn encode_close(hub: &str, target: Target, excluded: Vec<String>, reason: Option<String>) -> Delivery {
-    Delivery {
-        hub: hub.to_owned(),
-        target: Some(target),
-        excluded,
-        close: true,
-        close_reason: reason.unwrap_or_default(),
-        ..Delivery::default()
     }
 }
 

@@ -1,17 +1,20 @@
-//! Message fan-out between the edge nodes of one cluster: a REST send accepted by any node
-//! reaches the matching connections on every node (DESIGN §3.1).
+//! Message fan-out between the edge nodes of one cluster, the raft engine's node bus: a REST
+//! call accepted by any node reaches the matching connections on every node (DESIGN §3.1).
+//! [`ClusterBus`] implements the engine contract's `NodeBus` on top of the transport below,
+//! routing with the engine's `Directory` (the raft routing table).
 //!
 //! # Data flow of a send
 //! ```text
 //!  entry node                                             target node
-//!  REST send ─► Frames (serialized once per protocol)
-//!           ─► encode_delivery(hub, target, excluded, &frames) = Delivery {json, messagepack}
-//!           ─► Router::route(target, live nodes)  ─► [(node, addr)]
+//!  REST send ─► Call::Send { target, excluded, frames }  ─► ClusterBus::call
+//!           ─► Directory: the live nodes holding the target (routing interest)
+//!           ─► encode: Delivery {json, messagepack} (serialized once per protocol)
 //!           ─► FanoutClient::deliver_all(nodes, delivery)
-//!                 own node: apply_delivery on the local Registry
+//!                 own node: Hub::apply on the local Registry
 //!                 peer:     queue ─► PeerTask ─► DeliveryBatch ═══ Deliver stream ═══► FanoutService
 //!                                                                  (one per peer)      apply every delivery
-//!                                                                                      (Frames::prebuilt: the
+//!                                                                                      (Hub::apply with
+//!                                                                                      Frames::prebuilt: the
 //!                                                                                      same bytes to every
 //!                                                                                      local outbox)
 //!                 resolves  ◄── DeliveryAck{batch_id} ◄──────────────────────────────── ack after the batch
@@ -55,9 +58,10 @@
 //! callers: 5 k deliveries/s with a 1 ms linger against 146 k/s without, `benches/throughput.rs`).
 
 //! # Routing
-//! [`Router`] sends a connection target to its owner only and broadcast / user / group to every
-//! live node it is given. Routing users and groups by interest (the raft routing table) comes
-//! later and changes only which nodes are passed to [`FanoutClient::deliver_all`].
+//! [`ClusterBus`] asks the engine's `Directory` which live nodes hold a call's targets: every
+//! node for a broadcast, the nodes whose routing interest (replicated by raft) holds the user or
+//! group for user and group calls, and the owner named in the connection id ([`Router::owner`])
+//! for connection-scoped calls. Nodes without matching connections are never asked.
 //!
 //! # Security
 //! Every RPC carries the cluster secret and protocol version ([`switchboard_proto::ClientAuth`]);
@@ -73,16 +77,20 @@
 //! The stream types come from `tokio-stream`, through tonic's public `codegen` re-export, so the
 //! crate adds no dependency of its own to the workspace.
 
+mod bus;
 mod client;
+mod codec;
 mod error;
 mod router;
 mod service;
 
-pub use client::{FanoutClient, FanoutConfig, FanoutStats, MAX_DELIVERY_BYTES, encode_close, encode_delivery};
+pub use bus::ClusterBus;
+pub use client::{FanoutClient, FanoutConfig, FanoutStats, MAX_DELIVERY_BYTES};
+pub use codec::{encode_close, encode_delivery};
 pub use error::FanoutError;
 pub use router::Router;
 pub use service::{FanoutService, apply_connection_request, apply_delivery, fanout_server};
-pub use switchboard_proto::fanout::v1::delivery::Target;
+pub use switchboard_proto::fanout::v1::delivery::Target as DeliveryTarget;
 pub use switchboard_proto::fanout::v1::{
     Broadcast, Close, ConnectionReply, ConnectionRequest, Delivery, Exists, GroupChange, GroupExists,
     RemoveFromAllGroups, UserExists, UserGroupChange, connection_request::Action,

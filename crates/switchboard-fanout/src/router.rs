@@ -8,15 +8,12 @@ use switchboard_proto::fanout::v1::delivery::Target;
 /// | target | nodes |
 /// |---|---|
 /// | connection | the owner named in the connection id ([`owner_of`]), if it is among the live nodes |
-/// | broadcast, user, group | every live node passed in |
+/// | broadcast, user, group | every node passed in |
 ///
-/// Routing users and groups by **interest** (only the nodes whose interest set holds the user or
-/// group, from the raft-replicated routing table, DESIGN §3.1 step 2) comes later; until then a
-/// user or group send costs one delivery per live node, and nodes without matching connections
-/// simply deliver to nobody. The result is the same, only the traffic differs.
-///
-/// Nodes are `(node id, gRPC address)`; the caller passes the live edge nodes, this node
-/// included (a [`FanoutClient`](crate::FanoutClient) delivers to its own node without gRPC).
+/// Nodes are `(node id, gRPC address)`; the caller passes the live nodes that may hold the
+/// targets (for a user or group, the nodes whose routing interest holds it: see
+/// [`ClusterBus`](crate::ClusterBus)), this node included (a [`FanoutClient`](crate::FanoutClient)
+/// delivers to its own node without gRPC).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Router;
 

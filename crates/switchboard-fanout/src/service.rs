@@ -3,10 +3,8 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use switchboard_hub::{CloseRequest, Frames, Registry, is_valid_group_name};
-use switchboard_proto::fanout::v1::connection_request::Action;
-use switchboard_proto::fanout::v1::delivery::Target;
+use crate::codec::{check_delivery, decode_delivery, decode_request};
+use switchboard_hub::Registry;
 use switchboard_proto::fanout::v1::fanout_server::{Fanout, FanoutServer};
 use switchboard_proto::fanout::v1::{ConnectionReply, ConnectionRequest, Delivery, DeliveryAck, DeliveryBatch};
 use switchboard_proto::{MAX_MESSAGE_BYTES, ServerAuth};
@@ -146,108 +144,30 @@ fn apply_batch(registry: &Registry, batch: &DeliveryBatch) -> Result<(), Status>
     Ok(())
 }
 
-/// Why `delivery` cannot be applied, if it cannot.
-pub(crate) fn check_delivery(delivery: &Delivery) -> Result<(), &'static str> {
-    match &delivery.target {
-        None => Err("no target"),
-        Some(Target::Group(group)) if !is_valid_group_name(group) => Err("invalid group name"),
-        Some(_) => Ok(()),
-    }
-}
-
-/// Applies one delivery to the local hubs and returns how many connections it was enqueued to.
+/// Applies one delivery to the local hubs; returns whether any target connection was here. A
+/// delivery without a target reaches nobody.
 ///
 /// The frames are the delivery's bytes, shared by every target connection
-/// ([`Frames::prebuilt`]). An empty protocol field is treated as absent, so [`Frames`] converts
-/// it from the other protocol for connections of that protocol, exactly as a local send of
-/// prebuilt frames would; senders that fill both (see [`crate::encode_delivery`]) leave nothing
-/// to convert. A delivery without a target reaches nobody.
-pub fn apply_delivery(registry: &Registry, delivery: &Delivery) -> u64 {
-    let Some(target) = &delivery.target else { return 0 };
-    let Some(hub) = registry.get(&delivery.hub) else { return 0 };
-    if delivery.close {
-        let reason = (!delivery.close_reason.is_empty()).then(|| delivery.close_reason.clone());
-        let request = CloseRequest { error: reason, allow_reconnect: false };
-        match target {
-            Target::All(_) => hub.close_all(&delivery.excluded, &request),
-            Target::User(user) => hub.close_user(user, &delivery.excluded, &request),
-            Target::Group(group) => hub.close_group(group, &delivery.excluded, &request),
-            Target::ConnectionId(id) => _ = hub.close_connection(id, request),
-        }
-        return 0;
-    }
-    let frames = Frames::prebuilt(non_empty(&delivery.json), non_empty(&delivery.messagepack));
-    match target {
-        Target::All(_) => hub.broadcast(&frames, &delivery.excluded),
-        Target::User(user) => hub.send_to_user(user, &frames),
-        Target::Group(group) => hub.send_to_group(group, &frames, &delivery.excluded),
-        Target::ConnectionId(id) => u64::from(hub.send_to_connection(id, &frames)),
-    }
+/// ([`Frames::prebuilt`](switchboard_hub::Frames::prebuilt)), so this node serializes nothing
+/// when the sender filled both protocols (see [`crate::encode_delivery`]).
+pub fn apply_delivery(registry: &Registry, delivery: &Delivery) -> bool {
+    let Some(hub) = registry.get(&delivery.hub) else { return false };
+    decode_delivery(delivery).is_some_and(|call| hub.apply(&call))
 }
 
-fn non_empty(bytes: &Bytes) -> Option<Bytes> {
-    (!bytes.is_empty()).then(|| bytes.clone())
-}
-
-/// Runs one connection-scoped call against the local hubs. `found` is whether the connection was
-/// live here; a request without an action, or with an invalid group name, is `INVALID_ARGUMENT`.
-/// A group add answers once every node routes the group here (G3 under interest routing).
+/// Runs one connection-scoped or node-wide call against the local hubs. `found` is whether what
+/// it names was live here; a request without an action, or with an invalid group name, is
+/// `INVALID_ARGUMENT`. A group add answers once every node routes the group here (G3 under
+/// interest routing).
 pub async fn apply_connection_request(
     registry: &Registry,
     request: &ConnectionRequest,
 ) -> Result<ConnectionReply, Status> {
-    let reply = apply_connection_request_now(registry, request)?;
-    if matches!(request.action, Some(Action::AddToGroup(_) | Action::UserJoinGroup(_))) && reply.found {
+    let call = decode_request(request).map_err(Status::invalid_argument)?;
+    let Some(hub) = registry.get(&request.hub) else { return Ok(ConnectionReply { found: false }) };
+    let found = hub.apply(&call);
+    if found && call.adds_interest() {
         registry.interest_settled().await;
     }
-    Ok(reply)
-}
-
-fn apply_connection_request_now(registry: &Registry, request: &ConnectionRequest) -> Result<ConnectionReply, Status> {
-    let Some(action) = &request.action else {
-        return Err(Status::invalid_argument("connection call without an action"));
-    };
-    let group = match action {
-        Action::AddToGroup(change) | Action::RemoveFromGroup(change) => Some(&change.group),
-        Action::UserJoinGroup(change) | Action::UserLeaveGroup(change) => Some(&change.group),
-        _ => None,
-    };
-    if group.is_some_and(|group| !is_valid_group_name(group)) {
-        return Err(Status::invalid_argument("invalid group name"));
-    }
-    let Some(hub) = registry.get(&request.hub) else { return Ok(ConnectionReply { found: false }) };
-    let id = request.connection_id.as_str();
-    let found = match action {
-        Action::Exists(_) => hub.connection(id).is_some(),
-        Action::AddToGroup(change) => hub.add_to_group(id, &change.group),
-        Action::RemoveFromGroup(change) => {
-            let found = hub.connection(id).is_some();
-            hub.remove_from_group(id, &change.group);
-            found
-        }
-        Action::RemoveFromAllGroups(_) => {
-            let found = hub.connection(id).is_some();
-            hub.remove_from_all_groups(id);
-            found
-        }
-        Action::Close(close) => {
-            let error = (!close.reason.is_empty()).then(|| close.reason.clone());
-            hub.close_connection(id, CloseRequest { error, allow_reconnect: false })
-        }
-        Action::UserExists(question) => hub.user_exists(&question.user),
-        Action::GroupExists(question) => hub.group_exists(&question.group),
-        Action::UserJoinGroup(change) => {
-            hub.add_user_connections_to_group(&change.user, &change.group);
-            true
-        }
-        Action::UserLeaveGroup(change) => {
-            hub.remove_user_connections_from_group(&change.user, &change.group);
-            true
-        }
-        Action::UserLeaveAllGroups(question) => {
-            hub.remove_user_connections_from_all_groups(&question.user);
-            true
-        }
-    };
     Ok(ConnectionReply { found })
 }

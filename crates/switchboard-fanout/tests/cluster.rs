@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_fanout::{
-    Action, Broadcast, Close, ConnectionRequest, Delivery, Exists, FanoutClient, FanoutConfig, FanoutError,
-    FanoutService, FanoutStats, GroupChange, RemoveFromAllGroups, Router, Target, encode_delivery, fanout_server,
+    Action, Broadcast, Close, ConnectionRequest, Delivery, DeliveryTarget, Exists, FanoutClient, FanoutConfig,
+    FanoutError, FanoutService, FanoutStats, GroupChange, RemoveFromAllGroups, Router, encode_delivery, fanout_server,
 };
 use switchboard_hub::{Connection, ConnectionInfo, Frames, Registry, new_connection_id};
 use switchboard_proto::fanout::v1::fanout_client::FanoutClient as RawClient;
@@ -108,7 +108,7 @@ fn frames(n: usize) -> Frames {
     Frames::invocation("Receive", args)
 }
 
-fn delivery(target: Target, excluded: &[&Arc<Connection>], n: usize) -> Delivery {
+fn delivery(target: DeliveryTarget, excluded: &[&Arc<Connection>], n: usize) -> Delivery {
     encode_delivery(HUB, target, excluded.iter().map(|c| c.id.to_string()).collect(), &frames(n))
 }
 
@@ -124,7 +124,7 @@ fn drain(conn: &Connection) -> Vec<Bytes> {
 }
 
 /// Routes `target` over the live nodes and delivers message `n` from `entry`.
-async fn send(entry: &Node, nodes: &[(u64, String)], target: Target, excluded: &[&Arc<Connection>], n: usize) {
+async fn send(entry: &Node, nodes: &[(u64, String)], target: DeliveryTarget, excluded: &[&Arc<Connection>], n: usize) {
     let route = Router::route(&target, nodes);
     entry.client.deliver_all(&route, delivery(target, excluded, n)).await.expect("delivered");
 }
@@ -153,9 +153,9 @@ async fn broadcast_from_one_node_reaches_every_connection_on_all_nodes_exactly_o
         other.push(node.connect("other", None, Protocol::Json));
     }
     let live = live(&nodes);
-    assert_eq!(Router::route(&Target::All(Broadcast {}), &live).len(), 3);
+    assert_eq!(Router::route(&DeliveryTarget::All(Broadcast {}), &live).len(), 3);
     for n in 0..3 {
-        send(&nodes[0], &live, Target::All(Broadcast {}), &[], n).await;
+        send(&nodes[0], &live, DeliveryTarget::All(Broadcast {}), &[], n).await;
         let all: Vec<_> = chat.iter().chain(&other).collect();
         let receivers: Vec<_> = chat.iter().collect();
         assert_received(&all, &receivers, n);
@@ -179,28 +179,28 @@ async fn user_group_and_connection_targets_reach_exactly_the_right_connections()
     }
     let live = live(&nodes);
 
-    send(&nodes[1], &live, Target::User("alice".into()), &[], 1).await;
+    send(&nodes[1], &live, DeliveryTarget::User("alice".into()), &[], 1).await;
     assert_received(&all, &[&alice1, &alice3], 1);
 
-    send(&nodes[2], &live, Target::Group("g".into()), &[], 2).await;
+    send(&nodes[2], &live, DeliveryTarget::Group("g".into()), &[], 2).await;
     assert_received(&all, &[&alice1, &bob2, &anon3], 2);
 
     // `excluded` is honoured on every node, local (node 3) and remote (node 1).
-    send(&nodes[2], &live, Target::Group("g".into()), &[&alice1, &anon3], 3).await;
+    send(&nodes[2], &live, DeliveryTarget::Group("g".into()), &[&alice1, &anon3], 3).await;
     assert_received(&all, &[&bob2], 3);
-    send(&nodes[0], &live, Target::All(Broadcast {}), &[&alice3, &bob2, &anon1], 4).await;
+    send(&nodes[0], &live, DeliveryTarget::All(Broadcast {}), &[&alice3, &bob2, &anon1], 4).await;
     assert_received(&all, &[&alice1, &anon3], 4);
 
     // A connection target goes to its owner only.
-    let target = Target::ConnectionId(bob2.id.to_string());
+    let target = DeliveryTarget::ConnectionId(bob2.id.to_string());
     assert_eq!(Router::route(&target, &live), vec![(2, nodes[1].addr.as_str())]);
     send(&nodes[0], &live, target, &[], 5).await;
     assert_received(&all, &[&bob2], 5);
 
     // Targets without connections reach nobody, and succeed.
-    send(&nodes[0], &live, Target::User("carol".into()), &[], 6).await;
-    send(&nodes[0], &live, Target::Group("empty".into()), &[], 6).await;
-    send(&nodes[0], &live, Target::ConnectionId(new_connection_id(3)), &[], 6).await;
+    send(&nodes[0], &live, DeliveryTarget::User("carol".into()), &[], 6).await;
+    send(&nodes[0], &live, DeliveryTarget::Group("empty".into()), &[], 6).await;
+    send(&nodes[0], &live, DeliveryTarget::ConnectionId(new_connection_id(3)), &[], 6).await;
     assert_received(&all, &[], 6);
 }
 
@@ -211,7 +211,7 @@ async fn sends_awaited_one_after_another_through_alternating_entry_nodes_arrive_
     let target = nodes[2].addr.as_str();
     for n in 0..1000 {
         let entry = &nodes[n % 2];
-        let delivery = delivery(Target::ConnectionId(conn.id.to_string()), &[], n);
+        let delivery = delivery(DeliveryTarget::ConnectionId(conn.id.to_string()), &[], n);
         entry.client.deliver(3, target, delivery).await.expect("delivered");
     }
     let want: Vec<Bytes> = (0..1000).map(|n| expected(&conn, n)).collect();
@@ -229,7 +229,7 @@ async fn pipelined_deliveries_to_one_peer_keep_submission_order() {
     const N: usize = 2000;
     let mut pending: Vec<Pending<'_>> = (0..N)
         .map(|n| {
-            let d = delivery(Target::ConnectionId(conn.id.to_string()), &[], n);
+            let d = delivery(DeliveryTarget::ConnectionId(conn.id.to_string()), &[], n);
             Box::pin(client.deliver(3, target, d)) as Pending<'_>
         })
         .collect();
@@ -276,7 +276,7 @@ async fn connection_calls_go_to_the_owner_and_group_sends_from_another_node_foll
 
     let reply = nodes[0].client.connection_call(owner, addr, call(&conn, join())).await.unwrap();
     assert!(reply.found);
-    send(&nodes[1], &live, Target::Group("room".into()), &[], 1).await;
+    send(&nodes[1], &live, DeliveryTarget::Group("room".into()), &[], 1).await;
     assert_received(&all, &[&conn], 1);
 
     let exists = nodes[0].client.connection_call(owner, addr, call(&conn, Action::Exists(Exists {}))).await.unwrap();
@@ -290,18 +290,18 @@ async fn connection_calls_go_to_the_owner_and_group_sends_from_another_node_foll
 
     let leave = Action::RemoveFromGroup(GroupChange { group: "room".into() });
     assert!(nodes[1].client.connection_call(owner, addr, call(&conn, leave)).await.unwrap().found);
-    send(&nodes[0], &live, Target::Group("room".into()), &[], 2).await;
+    send(&nodes[0], &live, DeliveryTarget::Group("room".into()), &[], 2).await;
     assert_received(&all, &[], 2);
 
     assert!(nodes[1].client.connection_call(owner, addr, call(&conn, join())).await.unwrap().found);
     let leave_all = Action::RemoveFromAllGroups(RemoveFromAllGroups {});
     assert!(nodes[1].client.connection_call(owner, addr, call(&conn, leave_all)).await.unwrap().found);
-    send(&nodes[0], &live, Target::Group("room".into()), &[], 3).await;
+    send(&nodes[0], &live, DeliveryTarget::Group("room".into()), &[], 3).await;
     assert_received(&all, &[], 3);
 
     // The owner's own client applies locally.
     assert!(nodes[2].client.connection_call(owner, addr, call(&conn, join())).await.unwrap().found);
-    send(&nodes[0], &live, Target::Group("room".into()), &[], 4).await;
+    send(&nodes[0], &live, DeliveryTarget::Group("room".into()), &[], 4).await;
     assert_received(&all, &[&conn], 4);
 
     let close = Action::Close(Close { reason: "bye".into() });
@@ -323,7 +323,7 @@ async fn a_wrong_cluster_secret_is_refused() {
     let conn = nodes[1].connect(HUB, None, Protocol::Json);
     let wrong = ClusterSecret::new("not-the-secret").unwrap();
     let outsider = FanoutClient::new(9, Arc::new(Registry::default()), &wrong, config());
-    let d = delivery(Target::All(Broadcast {}), &[], 1);
+    let d = delivery(DeliveryTarget::All(Broadcast {}), &[], 1);
     let error = outsider.deliver(2, &nodes[1].addr, d).await.unwrap_err();
     assert!(matches!(error, FanoutError::Refused { node: 2, .. }), "{error:?}");
     assert!(error.to_string().contains("wrong cluster secret"), "{error}");
@@ -340,30 +340,31 @@ async fn a_dead_peer_is_unreachable_while_the_others_get_their_deliveries_and_a_
     let conns: Vec<_> = nodes.iter().map(|n| n.connect(HUB, None, Protocol::Json)).collect();
     let all: Vec<_> = conns.iter().collect();
     // Streams to nodes 2 and 3 are open.
-    send(&nodes[0], &live, Target::All(Broadcast {}), &[], 1).await;
+    send(&nodes[0], &live, DeliveryTarget::All(Broadcast {}), &[], 1).await;
     assert_received(&all, &all, 1);
 
     let addr = nodes[1].addr.clone();
     nodes[1].stop().await;
-    let route = Router::route(&Target::All(Broadcast {}), &live);
+    let route = Router::route(&DeliveryTarget::All(Broadcast {}), &live);
     let started = Instant::now();
     // A dead node holds no live clients: the fan-out skips it and succeeds for the others.
     nodes[0]
         .client
-        .deliver_all(&route, delivery(Target::All(Broadcast {}), &[], 2))
+        .deliver_all(&route, delivery(DeliveryTarget::All(Broadcast {}), &[], 2))
         .await
         .expect("an unreachable node does not fail a fan-out");
     assert!(started.elapsed() < config().timeout, "took {:?}", started.elapsed());
     assert_received(&all, &[&conns[0], &conns[2]], 2);
     // Still unreachable on the next send (no stale stream), still bounded.
-    let error = nodes[0].client.deliver(2, &addr, delivery(Target::All(Broadcast {}), &[], 3)).await.unwrap_err();
+    let error =
+        nodes[0].client.deliver(2, &addr, delivery(DeliveryTarget::All(Broadcast {}), &[], 3)).await.unwrap_err();
     assert!(matches!(error, FanoutError::Unreachable { node: 2, .. }), "{error:?}");
 
     // Node 2 comes back on the same address: the next delivery opens a new stream.
     let listener = TcpListener::bind(&addr).await.expect("rebind the same port");
     let registry = nodes[1].registry.clone();
     nodes[1] = Node::start_on(2, listener, registry).await;
-    send(&nodes[0], &live, Target::All(Broadcast {}), &[], 4).await;
+    send(&nodes[0], &live, DeliveryTarget::All(Broadcast {}), &[], 4).await;
     assert_received(&all, &all, 4);
 }
 
@@ -379,7 +380,7 @@ async fn a_silent_peer_times_out_within_the_bound_while_the_others_get_their_del
     let client = FanoutClient::new(1, nodes[0].registry.clone(), &secret, FanoutConfig { timeout, ..config() });
     let route = [(7, silent_addr.as_str()), (3, nodes[2].addr.as_str())];
     let started = Instant::now();
-    let error = client.deliver_all(&route, delivery(Target::All(Broadcast {}), &[], 1)).await.unwrap_err();
+    let error = client.deliver_all(&route, delivery(DeliveryTarget::All(Broadcast {}), &[], 1)).await.unwrap_err();
     let elapsed = started.elapsed();
     assert_eq!(error, FanoutError::Timeout { node: 7, timeout });
     assert!(elapsed >= timeout && elapsed < timeout + Duration::from_secs(2), "failed after {elapsed:?}");
@@ -394,7 +395,7 @@ async fn an_invalid_batch_ends_the_stream_before_any_of_it_is_applied() {
     let secret = ClusterSecret::new(SECRET).unwrap();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", nodes[1].addr)).unwrap().connect_lazy();
     let mut raw = RawClient::with_interceptor(channel, secret.client());
-    let valid = delivery(Target::All(Broadcast {}), &[], 1);
+    let valid = delivery(DeliveryTarget::All(Broadcast {}), &[], 1);
     let invalid = Delivery { target: None, ..valid.clone() };
     let batches = vec![
         DeliveryBatch { batch_id: 1, deliveries: vec![valid.clone()] },
@@ -415,7 +416,7 @@ async fn an_invalid_batch_ends_the_stream_before_any_of_it_is_applied() {
     assert!(matches!(error, FanoutError::Invalid(_)), "{error:?}");
     let huge = Delivery {
         json: Bytes::from(vec![b'x'; switchboard_fanout::MAX_DELIVERY_BYTES + 1]),
-        ..delivery(Target::All(Broadcast {}), &[], 1)
+        ..delivery(DeliveryTarget::All(Broadcast {}), &[], 1)
     };
     let error = nodes[0].client.deliver(2, &nodes[1].addr, huge).await.unwrap_err();
     assert!(matches!(error, FanoutError::Invalid(_)), "{error:?}");
@@ -460,7 +461,7 @@ async fn a_peer_that_stops_acknowledging_times_out_within_the_bound() {
     let client = FanoutClient::new(1, Arc::new(Registry::default()), &secret, FanoutConfig { timeout, ..config() });
     for n in 0..2 {
         let started = Instant::now();
-        let error = client.deliver(5, &addr, delivery(Target::All(Broadcast {}), &[], n)).await.unwrap_err();
+        let error = client.deliver(5, &addr, delivery(DeliveryTarget::All(Broadcast {}), &[], n)).await.unwrap_err();
         assert_eq!(error, FanoutError::Timeout { node: 5, timeout });
         assert!(started.elapsed() < timeout + Duration::from_secs(2), "failed after {:?}", started.elapsed());
     }

@@ -3,6 +3,7 @@
 //! All state sits behind one `RwLock`: sends take the read lock and push shared frames into
 //! outboxes (which never block), membership changes take the write lock briefly.
 
+use crate::call::{Call, Target};
 use crate::connection::Connection;
 use crate::frames::Frames;
 use crate::interest::InterestKind;
@@ -95,6 +96,45 @@ impl Hub {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    // ------------------------------------------------------------------------ calls
+
+    /// Applies a REST call to this node's connections: the one applier behind the single
+    /// node, the fan-out receiver and an engine's own node. Returns whether anything the call
+    /// names was live here (the connection, a connection of the user, a group member; for a
+    /// send, a connection that got the message).
+    pub fn apply(&self, call: &Call) -> bool {
+        match call {
+            Call::Send { target, excluded, frames } => match target {
+                Target::All => self.broadcast(frames, excluded) > 0,
+                Target::User(user) => self.send_to_user(user, frames) > 0,
+                Target::Group(group) => self.send_to_group(group, frames, excluded) > 0,
+                Target::Connection(id) => self.send_to_connection(id, frames),
+            },
+            Call::Close { target, excluded, reason } => {
+                let request = CloseRequest { error: reason.clone(), allow_reconnect: false };
+                match target {
+                    Target::All => self.close_all(excluded, &request),
+                    Target::User(user) => self.close_user(user, excluded, &request),
+                    Target::Group(group) => self.close_group(group, excluded, &request),
+                    Target::Connection(id) => return self.close_connection(id, request),
+                }
+                true
+            }
+            Call::Exists(target) => match target {
+                Target::All => self.connection_count() > 0,
+                Target::User(user) => self.user_exists(user),
+                Target::Group(group) => self.group_exists(group),
+                Target::Connection(id) => self.connection(id).is_some(),
+            },
+            Call::AddToGroup { connection, group } => self.add_to_group(connection, group),
+            Call::RemoveFromGroup { connection, group } => self.remove_from_group(connection, group),
+            Call::RemoveFromAllGroups { connection } => self.remove_from_all_groups(connection),
+            Call::UserJoinGroup { user, group } => self.add_user_connections_to_group(user, group),
+            Call::UserLeaveGroup { user, group } => self.remove_user_connections_from_group(user, group),
+            Call::UserLeaveAllGroups { user } => self.remove_user_connections_from_all_groups(user),
+        }
     }
 
     // ----------------------------------------------------------------- connections
@@ -243,49 +283,58 @@ impl Hub {
         true
     }
 
-    /// Removes a connection from a group (absent is fine).
-    pub fn remove_from_group(&self, id: &str, group: &str) {
+    /// Removes a connection from a group (absent is fine); `false` when the connection is not here.
+    pub fn remove_from_group(&self, id: &str, group: &str) -> bool {
         let mut state = self.state.write();
-        let Some(conn) = state.connections.get(id).cloned() else { return };
+        let Some(conn) = state.connections.get(id).cloned() else { return false };
         self.leave(&mut state, &conn, group);
+        true
     }
 
-    /// Removes a connection from all its connection-level groups.
-    pub fn remove_from_all_groups(&self, id: &str) {
+    /// Removes a connection from all its connection-level groups; `false` when it is not here.
+    pub fn remove_from_all_groups(&self, id: &str) -> bool {
         let mut state = self.state.write();
-        let Some(conn) = state.connections.get(id).cloned() else { return };
+        let Some(conn) = state.connections.get(id).cloned() else { return false };
         let groups = conn.groups.lock().clone();
         for group in groups {
             self.leave(&mut state, &conn, &group);
         }
+        true
     }
 
     /// `PUT users/{user}/groups/{group}?ttl=0`: the user's current connections join the group
     /// (connection-level; persistent memberships go through a [`crate::UserGroupWriter`]).
-    pub fn add_user_connections_to_group(&self, user: &str, group: &str) {
+    /// Returns whether the user has connections here.
+    pub fn add_user_connections_to_group(&self, user: &str, group: &str) -> bool {
         let mut state = self.state.write();
-        for conn in state.users.get(user).cloned().unwrap_or_default() {
-            self.join(&mut state, &conn, group);
+        let connections = state.users.get(user).cloned().unwrap_or_default();
+        for conn in &connections {
+            self.join(&mut state, conn, group);
         }
+        !connections.is_empty()
     }
 
     /// The user's current connections leave the group (after its membership was removed).
-    pub fn remove_user_connections_from_group(&self, user: &str, group: &str) {
+    pub fn remove_user_connections_from_group(&self, user: &str, group: &str) -> bool {
         let mut state = self.state.write();
-        for conn in state.users.get(user).cloned().unwrap_or_default() {
-            self.leave(&mut state, &conn, group);
+        let connections = state.users.get(user).cloned().unwrap_or_default();
+        for conn in &connections {
+            self.leave(&mut state, conn, group);
         }
+        !connections.is_empty()
     }
 
     /// The user's current connections leave every connection-level group.
-    pub fn remove_user_connections_from_all_groups(&self, user: &str) {
+    pub fn remove_user_connections_from_all_groups(&self, user: &str) -> bool {
         let mut state = self.state.write();
-        for conn in state.users.get(user).cloned().unwrap_or_default() {
+        let connections = state.users.get(user).cloned().unwrap_or_default();
+        for conn in &connections {
             let groups = conn.groups.lock().clone();
             for group in groups {
-                self.leave(&mut state, &conn, &group);
+                self.leave(&mut state, conn, &group);
             }
         }
+        !connections.is_empty()
     }
 
     /// Whether the user belongs to the group, persistently or through a live connection.

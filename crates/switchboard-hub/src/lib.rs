@@ -14,6 +14,7 @@
 //! Nothing here touches a socket: transports (the edge crate) own the I/O and drain
 //! [`Outbox`]es; REST handlers and the fan-out call [`Hub`] methods.
 
+mod call;
 mod connection;
 mod frames;
 mod hub;
@@ -24,15 +25,16 @@ mod outbox;
 mod registry;
 mod user_groups;
 
+pub use call::{Call, Target};
 pub use connection::{Connection, ConnectionInfo, new_connection_id, owner_of};
 pub use frames::Frames;
 pub use hub::{Hub, is_valid_group_name, is_valid_hub_name};
 pub use interest::{InterestKind, InterestSink, Settled};
-pub use membership::{LocalUserGroups, MembershipFuture, UserGroupReader, UserGroupWriter};
+pub use membership::{LocalUserGroups, UserGroupReader};
 pub use metrics::{ConnectFailure, Disconnect, Route, Transport};
 pub use outbox::{CloseRequest, Outbox, PushError};
 pub use registry::{HubConfig, Registry, Stats};
-pub use user_groups::{DEFAULT_TTL_SECS, MAX_TTL_LESS_GROUPS, UserGroups};
+pub use user_groups::{DEFAULT_TTL_SECS, MAX_TTL_LESS_GROUPS, Membership, UserGroups};
 
 /// Seconds since the Unix epoch; user-group TTLs are kept in wall-clock time so they can be
 /// persisted and replicated.

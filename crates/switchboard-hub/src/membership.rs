@@ -1,16 +1,11 @@
-//! Persistent user-group membership as the hub sees it: read on every group send, written by
-//! the REST API. The durable, replicated store (the control plane) implements these traits;
+//! Persistent user-group membership as the hub sees it: read on every group send. An engine's
+//! membership store implements [`UserGroupReader`] (and the writes, in the engine crate);
 //! [`LocalUserGroups`] keeps memberships in memory for tests and tools.
 
 use crate::unix_now;
 use crate::user_groups::UserGroups;
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-
-/// A membership change completes asynchronously (it may wait for consensus).
-pub type MembershipFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Reads of user-group membership. Calls must be cheap: they run under the hub's lock.
 pub trait UserGroupReader: Send + Sync {
@@ -23,20 +18,12 @@ pub trait UserGroupReader: Send + Sync {
     fn member_count(&self, hub: &str, group: &str) -> usize;
 }
 
-/// Writes of user-group membership. A returned future that resolved `Ok` means every later
-/// read (on any node) sees the change.
-pub trait UserGroupWriter: Send + Sync {
-    /// Adds or refreshes a membership; `ttl_secs: None` is the default year (and counts
-    /// against the 100-group cap). `ttl = 0` never reaches here: it is connection-level.
-    fn add(&self, hub: &str, user: &str, group: &str, ttl_secs: Option<u64>) -> MembershipFuture;
-    fn remove(&self, hub: &str, user: &str, group: &str) -> MembershipFuture;
-    fn remove_user(&self, hub: &str, user: &str) -> MembershipFuture;
-}
-
 /// In-memory memberships of one process.
 #[derive(Default)]
 pub struct LocalUserGroups {
     hubs: RwLock<HashMap<String, UserGroups>>,
+    /// The update order of the TTL-less cap.
+    updates: std::sync::atomic::AtomicU64,
 }
 
 impl UserGroupReader for LocalUserGroups {
@@ -46,7 +33,7 @@ impl UserGroupReader for LocalUserGroups {
 
     fn for_each_user_in(&self, hub: &str, group: &str, now: u64, f: &mut dyn FnMut(&str)) {
         if let Some(ug) = self.hubs.read().get(hub) {
-            ug.users_in(group, now).for_each(|user| f(user));
+            ug.users_in(group, now).for_each(f);
         }
     }
 
@@ -55,23 +42,23 @@ impl UserGroupReader for LocalUserGroups {
     }
 }
 
-impl UserGroupWriter for LocalUserGroups {
-    fn add(&self, hub: &str, user: &str, group: &str, ttl_secs: Option<u64>) -> MembershipFuture {
-        self.hubs.write().entry(hub.to_owned()).or_default().add(user, group, ttl_secs, unix_now());
-        Box::pin(std::future::ready(Ok(())))
+impl LocalUserGroups {
+    /// Adds or refreshes a membership (see `MembershipStore::add` in the engine crate).
+    pub fn add_now(&self, hub: &str, user: &str, group: &str, ttl_secs: Option<u64>) {
+        let (now, order) = (unix_now(), self.updates.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let expires_at = ttl_secs.map(|ttl| now.saturating_add(ttl));
+        self.hubs.write().entry(hub.to_owned()).or_default().add(user, group, expires_at, now, order);
     }
 
-    fn remove(&self, hub: &str, user: &str, group: &str) -> MembershipFuture {
+    pub fn remove_now(&self, hub: &str, user: &str, group: &str) {
         if let Some(ug) = self.hubs.write().get_mut(hub) {
             ug.remove(user, group);
         }
-        Box::pin(std::future::ready(Ok(())))
     }
 
-    fn remove_user(&self, hub: &str, user: &str) -> MembershipFuture {
+    pub fn remove_user_now(&self, hub: &str, user: &str) {
         if let Some(ug) = self.hubs.write().get_mut(hub) {
             ug.remove_user(user);
         }
-        Box::pin(std::future::ready(Ok(())))
     }
 }

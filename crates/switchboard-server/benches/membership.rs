@@ -1,6 +1,6 @@
 //! Membership write throughput and latency, through raft, in one run:
 //!
-//! - `raft`: concurrent `UserGroupWriter::add` calls on the nodes' control planes (what a REST
+//! - `raft`: concurrent `MembershipStore::add` calls on the nodes' control planes (what a REST
 //!   membership call does after parsing and auth): batching, commit on a quorum, apply barrier.
 //! - `rest`: the same writes as `PUT /api/hubs/{hub}/users/{user}/groups/{group}` over HTTP/1.1
 //!   keep-alive connections, spread over the nodes.
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_auth::mint_server_token;
-use switchboard_hub::UserGroupWriter;
+use switchboard_engine::MembershipStore;
 use switchboard_server::local::LocalNode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

@@ -4,7 +4,6 @@
 use crate::Exit;
 use crate::cli::{ClusterCommand, StatusArgs};
 use crate::config::DEFAULT_DATA_DIR;
-use crate::control::ControlPlane;
 use crate::serve::read_or_create_key;
 use anyhow::Context;
 use axum::extract::{Request, State};
@@ -16,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_api::ApiError;
 use switchboard_auth::{Verifier, mint_server_token};
+use switchboard_control::ControlPlane;
 use switchboard_proto::admin::v1::{NodeState, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -86,7 +86,8 @@ pub async fn remove_node_endpoint(
     match state.control.remove_member(node).await {
         Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json!({"removed": node}).to_string())
             .into_response(),
-        Err(error) => ApiError::bad_request(error).into_response(),
+        Err(switchboard_control::RemoveError::Engine(error)) => ApiError::from(error).into_response(),
+        Err(error) => ApiError::bad_request(error.to_string()).into_response(),
     }
 }
 

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use switchboard_control::ClusterSettings;
 use switchboard_upstream::{Pattern, Template};
 use url::Url;
 
@@ -54,22 +55,6 @@ pub struct FileConfig {
 pub enum NodeIdValue {
     Number(u64),
     Text(String),
-}
-
-/// How this node takes part in a cluster (absent: the embedded single node).
-#[derive(Debug, Clone)]
-pub struct ClusterSettings {
-    pub grpc_listen: SocketAddr,
-    pub advertise: String,
-    /// Where other nodes forward this node's client connections; `None`: derived once listening.
-    pub advertise_http: Option<String>,
-    /// Initial voters, id → gRPC address.
-    pub voters: std::collections::BTreeMap<u64, String>,
-    /// Nodes to join through, tried in turn (empty: start from the initial voters).
-    pub join: Vec<String>,
-    pub control: bool,
-    pub edge: bool,
-    pub secret: String,
 }
 
 /// Log output format.

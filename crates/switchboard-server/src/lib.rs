@@ -4,9 +4,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
-pub mod control;
-pub mod dispatch;
-pub mod interest;
+pub mod engine;
 pub mod local;
 pub mod metrics;
 pub mod serve;

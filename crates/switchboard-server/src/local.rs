@@ -19,7 +19,7 @@ pub struct LocalNode {
     /// `/metrics`, `/healthz`, `/readyz`, when `internal_listen` was set (any port: `127.0.0.1:0`).
     pub internal: Option<SocketAddr>,
     /// The node's control plane, for tools that write memberships directly.
-    pub control: crate::control::ControlPlane,
+    pub control: switchboard_control::ControlPlane,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     data_dir: PathBuf,
 }

@@ -2,7 +2,6 @@
 //! (the node joined its cluster and applied its state; not while draining), on a port of its
 //! own so probes and scrapes never share the public one.
 
-use crate::control::ControlPlane;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -13,6 +12,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
+use switchboard_control::ControlPlane;
 use switchboard_fanout::FanoutStats;
 use switchboard_hub::metrics::{ConnectFailure, Disconnect, Histogram, Route, Transport, write_header};
 use switchboard_hub::{Registry, Stats};
@@ -114,7 +114,7 @@ pub async fn count_rest(State(observability): State<Arc<Observability>>, request
     let route = if path == crate::cluster::STATUS_PATH {
         "cluster_status"
     } else {
-        switchboard_api::parse_route(request.method(), path, None).map_or("unmatched", |r| r.target.kind())
+        switchboard_api::parse_route(request.method(), path, None).map_or("unmatched", |r| r.operation.kind())
     };
     let started = Instant::now();
     let response = next.run(request).await;

@@ -6,9 +6,7 @@
 use crate::Exit;
 use crate::cli::ServeArgs;
 use crate::config::{LogFormat, Settings};
-use crate::control::ControlPlane;
-use crate::dispatch::ClusterDispatch;
-use crate::interest::InterestReporter;
+use crate::engine::Engine;
 use crate::metrics::{Observability, Readiness};
 use anyhow::Context;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -20,11 +18,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_api::{ApiError, ApiState};
-use switchboard_api::{Dispatch, LocalDispatch};
 use switchboard_auth::{AccessKeys, Audience, ConnectionTokens, Verifier, generate_access_key};
+use switchboard_control::ControlPlane;
 use switchboard_edge::{EdgeConfig, EdgeState};
-use switchboard_fanout::{FanoutClient, FanoutConfig, FanoutService};
-use switchboard_hub::{CloseRequest, HubConfig, Registry, Stats};
+use switchboard_hub::{CloseRequest, Registry, Stats};
 use switchboard_upstream::{Upstream, UpstreamConfig};
 use tokio::net::TcpListener;
 use url::Url;
@@ -104,7 +101,7 @@ pub struct Node {
     /// The accepted keys; replacing them (a reload) reaches every component.
     pub keys: AccessKeys,
     edge: Arc<EdgeState>,
-    control: ControlPlane,
+    engine: Engine,
     app: axum::Router,
     observability: Arc<Observability>,
 }
@@ -115,9 +112,9 @@ impl Node {
         self.observability.clone()
     }
 
-    /// The node's control plane (membership writes and reads, cluster state).
+    /// The node's raft group (membership writes and reads, cluster state).
     pub fn control(&self) -> &ControlPlane {
-        &self.control
+        &self.engine.control
     }
 
     /// Builds the node for a bound `listener` (its address becomes the default endpoint) and
@@ -140,32 +137,8 @@ impl Node {
         };
         let connection_string =
             format!("Endpoint={};AccessKey={};Version=1.0;", endpoint.as_str().trim_end_matches('/'), keys.primary());
-        let hub_config = HubConfig { max_queued_bytes: settings.max_queued_bytes };
-        let mut fanout_client = None;
-        let (control, registry, dispatch): (ControlPlane, Arc<Registry>, Arc<dyn Dispatch>) = match &settings.cluster {
-            None => {
-                let control = ControlPlane::start_single(&settings.data_dir, &bound.to_string()).await?;
-                let registry = Arc::new(Registry::with_user_groups(hub_config, Arc::new(control.clone())));
-                let dispatch = Arc::new(LocalDispatch { registry: registry.clone() });
-                (control, registry, dispatch)
-            }
-            Some(cluster) => {
-                let control = ControlPlane::open_cluster(&settings.data_dir, settings.node_id, cluster).await?;
-                let (interest, interest_queue) = InterestReporter::new();
-                let registry = Registry::with_user_groups(hub_config, Arc::new(control.clone()))
-                    .reporting_interest(interest.clone());
-                let registry = Arc::new(registry);
-                let secret = switchboard_proto::ClusterSecret::new(&cluster.secret)
-                    .map_err(|_| Exit::Usage("--cluster-secret must be visible ASCII".into()))?;
-                let fanout = FanoutClient::new(settings.node_id, registry.clone(), &secret, FanoutConfig::default());
-                fanout_client = Some(fanout.clone());
-                let http = cluster.advertise_http.clone().unwrap_or_else(|| http_address(bound, &cluster.advertise));
-                control.join_cluster(cluster, http, FanoutService::new(registry.clone())).await?;
-                tokio::spawn(interest.run(interest_queue, control.clone(), registry.clone()));
-                let dispatch = Arc::new(ClusterDispatch { fanout, control: control.clone() });
-                (control, registry, dispatch)
-            }
-        };
+        let engine = Engine::start(settings, bound).await?;
+        let registry = engine.registry.clone();
         let verifier = Arc::new(Verifier::new(keys.clone(), Audience::new([&endpoint]), 30));
         let node_secret: [u8; 32] = rand::rng().random();
         let edge_config = EdgeConfig {
@@ -187,22 +160,23 @@ impl Node {
         observability.attach(crate::metrics::Parts {
             registry: registry.clone(),
             upstream: upstream.clone(),
-            fanout: fanout_client,
-            control: control.clone(),
+            fanout: engine.fanout.clone(),
+            control: engine.control.clone(),
         });
         let mut edge = EdgeState::new(edge_config, registry.clone(), verifier.clone(), tokens, upstream);
         if settings.cluster.is_some() {
-            let directory = control.clone();
-            edge = edge.with_peers(Arc::new(move |node| directory.http_address(node)));
+            let bus = engine.bus.clone();
+            edge = edge.with_peers(Arc::new(move |node| bus.http_address(node)));
         }
         let edge = Arc::new(edge);
         let api = Arc::new(ApiState {
             registry: registry.clone(),
             verifier: verifier.clone(),
-            user_groups: Arc::new(control.clone()),
-            dispatch,
+            store: engine.store.clone(),
+            bus: engine.bus.clone(),
         });
-        let status = Arc::new(crate::cluster::StatusState { control: control.clone(), verifier: verifier.clone() });
+        let status =
+            Arc::new(crate::cluster::StatusState { control: engine.control.clone(), verifier: verifier.clone() });
         let status_route = axum::Router::new()
             .route(crate::cluster::STATUS_PATH, axum::routing::get(crate::cluster::status_endpoint))
             .route(
@@ -215,15 +189,15 @@ impl Node {
             .merge(switchboard_api::router(api))
             .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") })
             .layer(axum::middleware::from_fn_with_state(observability.clone(), crate::metrics::count_rest));
-        Ok(Node { endpoint, connection_string, registry, keys, edge, control, app, observability })
+        Ok(Node { endpoint, connection_string, registry, keys, edge, engine, app, observability })
     }
 
     /// Serves until `shutdown` resolves, then closes every client (with `allowReconnect`) and
     /// waits for them to leave within `grace`.
     pub async fn serve(self, listener: TcpListener, grace: Duration, shutdown: impl Future<Output = ()>) {
-        let Node { registry, edge, control, app, observability, .. } = self;
+        let Node { registry, edge, engine, app, observability, .. } = self;
         observability.set_readiness(Readiness::Ready);
-        let purge = tokio::spawn(control.clone().purge_expired_forever());
+        let purge = tokio::spawn(engine.control.clone().purge_expired_forever());
         tokio::spawn(switchboard_edge::reclaim_abandoned(edge));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -257,7 +231,7 @@ impl Node {
         observability.set_readiness(Readiness::Draining);
         drain(&registry, grace).await;
         purge.abort();
-        control.shutdown().await;
+        engine.shutdown().await;
     }
 }
 
@@ -332,20 +306,8 @@ pub fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// Requested depth of the accept queue.
 const ACCEPT_BACKLOG: u32 = 4096;
 
-/// Where other nodes reach this node's client endpoint: the listen address, or with a
-/// wildcard listen address, the advertised gRPC host with the listen port.
-fn http_address(bound: SocketAddr, advertise: &str) -> String {
-    if !bound.ip().is_unspecified() {
-        return bound.to_string();
-    }
-    match advertise.rsplit_once(':') {
-        Some((host, _)) => format!("{host}:{}", bound.port()),
-        None => reachable(bound),
-    }
-}
-
 /// The address clients can reach when listening on every interface.
-fn reachable(addr: SocketAddr) -> String {
+pub(crate) fn reachable(addr: SocketAddr) -> String {
     match addr {
         SocketAddr::V4(v4) if v4.ip().is_unspecified() => format!("127.0.0.1:{}", v4.port()),
         SocketAddr::V6(v6) if v6.ip().is_unspecified() => format!("[::1]:{}", v6.port()),

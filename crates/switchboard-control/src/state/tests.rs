@@ -1,4 +1,5 @@
 use super::*;
+use switchboard_hub::{DEFAULT_TTL_SECS, MAX_TTL_LESS_GROUPS};
 
 fn add(hub: &str, user: &str, group: &str, expires_at: Option<u64>, at: u64) -> Command {
     Command::AddUserToGroup { hub: hub.into(), user: user.into(), group: group.into(), expires_at, at }

@@ -67,29 +67,17 @@ fn with_store() -> (Arc<crate::LocalUserGroups>, Arc<Hub>) {
     (store, registry.get_or_create("h"))
 }
 
-fn now<F: std::future::Future>(future: F) -> F::Output {
-    // The local store completes at once; no runtime is needed to see the result.
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    let mut future = std::pin::pin!(future);
-    match future.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(out) => out,
-        std::task::Poll::Pending => panic!("the local store completes at once"),
-    }
-}
-
 #[test]
 fn user_groups_reach_later_connections() {
-    use crate::UserGroupWriter;
     let (store, hub) = with_store();
-    now(store.add("h", "alice", "g", None)).unwrap();
+    store.add_now("h", "alice", "g", None);
     assert!(hub.user_in_group("alice", "g"));
     assert!(!hub.group_exists("g"), "no live connection yet");
     let a = connect(&hub, "a", Some("alice"), Protocol::Json);
     assert_eq!(hub.send_to_group("g", &frames(), &[]), 1);
     hub.add_to_group("a", "g");
     assert_eq!(hub.send_to_group("g", &frames(), &[]), 1, "no duplicate delivery");
-    now(store.remove("h", "alice", "g")).unwrap();
+    store.remove_now("h", "alice", "g");
     hub.remove_user_connections_from_group("alice", "g");
     assert_eq!(hub.send_to_group("g", &frames(), &[]), 0);
     assert_eq!(received(&a), 2);
@@ -99,13 +87,12 @@ fn user_groups_reach_later_connections() {
 /// with fewer from its members. Both reach exactly the connected members, once each.
 #[test]
 fn user_groups_resolve_from_the_smaller_side() {
-    use crate::UserGroupWriter;
     let (store, hub) = with_store();
     for i in 0..50 {
-        now(store.add("h", &format!("u{i}"), "big", None)).unwrap();
+        store.add_now("h", &format!("u{i}"), "big", None);
     }
-    now(store.add("h", "u1", "small", None)).unwrap();
-    now(store.add("h", "u2", "small", None)).unwrap();
+    store.add_now("h", "u1", "small", None);
+    store.add_now("h", "u2", "small", None);
     // Four users here, two connections for u1; u1 and u3 are members of "big", x4 and u60 of nothing.
     let conns: Vec<_> = [("a", "u1"), ("b", "u1"), ("c", "u3"), ("d", "x4"), ("e", "u60")]
         .iter()
@@ -116,7 +103,7 @@ fn user_groups_resolve_from_the_smaller_side() {
     assert_eq!(hub.send_to_group("small", &frames(), &[]), 2, "u1's two connections");
     let counts: Vec<usize> = conns.iter().map(|c| received(c)).collect();
     assert_eq!(counts, [2, 1, 1, 0, 0]);
-    now(store.remove("h", "u3", "big")).unwrap();
+    store.remove_now("h", "u3", "big");
     assert_eq!(hub.send_to_group("big", &frames(), &[]), 3, "a, b and c (c joined directly)");
 }
 

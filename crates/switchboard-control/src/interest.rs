@@ -1,4 +1,5 @@
-//! Reports this node's routing interest to the control plane, batched.
+//! [`InterestReporter`]: reports this node's routing interest to the raft group, batched (the
+//! raft engine's side of the hub's [`InterestSink`]).
 //!
 //! Hubs report changes (in order, never blocking) into a queue; one task proposes what queued
 //! up as one `Interest` command through [`ControlPlane::write`], whose apply barrier means that
@@ -9,13 +10,13 @@
 //! If the cluster forgot this node (its lease ran out while it was cut off), the task registers
 //! it again and reports its whole interest anew.
 
-use crate::control::ControlPlane;
+use crate::plane::ControlPlane;
+use crate::{Command, InterestChange};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use switchboard_control::{Command, InterestChange};
 use switchboard_hub::{InterestKind, InterestSink, Registry, Settled};
 use tokio::sync::{mpsc, watch};
 
@@ -72,6 +73,7 @@ impl InterestReporter {
                 let command = Command::Interest { node: control.node_id(), changes: changes.clone() };
                 match control.write(command).await {
                     Ok(()) => break,
+                    Err(switchboard_engine::EngineError::ShuttingDown) => return,
                     Err(error) => {
                         tracing::warn!(%error, "could not report routing interest; retrying");
                         tokio::time::sleep(delay).await;
@@ -104,8 +106,8 @@ fn coalesce(changes: impl Iterator<Item = Change>) -> Vec<InterestChange> {
                 let (hub, kind, name) = new.key().clone();
                 new.insert(out.len());
                 let kind = match kind {
-                    InterestKind::User => switchboard_control::InterestKind::User,
-                    InterestKind::Group => switchboard_control::InterestKind::Group,
+                    InterestKind::User => crate::InterestKind::User,
+                    InterestKind::Group => crate::InterestKind::Group,
                 };
                 out.push(InterestChange { hub, kind, name, present });
             }
@@ -147,6 +149,6 @@ mod tests {
         );
         let summary: Vec<(&str, bool)> = out.iter().map(|c| (c.name.as_str(), c.present)).collect();
         assert_eq!(summary, [("a", true), ("b", true), ("a", true)]);
-        assert_eq!(out[2].kind, switchboard_control::InterestKind::Group);
+        assert_eq!(out[2].kind, crate::InterestKind::Group);
     }
 }

@@ -1,30 +1,65 @@
-//! The node's control plane: a raft log and state machine kept in `<data dir>/raft`, so
-//! user-group memberships survive restarts (G6).
+//! [`ControlPlane`]: a node's handle on the raft group, and the raft engine's membership store
+//! and directory. The raft log and state machine live in `<data dir>/raft`, so user-group
+//! memberships survive restarts (G6).
 //!
 //! - Embedded single node: one voter, no network.
 //! - Cluster: raft over authenticated gRPC (`--grpc-listen`), initial voters from `--voter`,
 //!   other nodes join through `--join`. A write proposed on a follower is forwarded to the
-//!   leader. Once committed, a write waits until every member node has applied it (an apply
-//!   barrier through `WaitApplied`), so every later send on any node sees it (G3).
+//!   leader. Concurrent writes are batched into one raft entry. Once committed, a write waits
+//!   until every live member node has applied it (an apply barrier through `WaitApplied`), so
+//!   every later send on any node sees it (G3).
+//! - Leases (G7): every node renews a 6 s lease every 2 s; the leader removes nodes whose lease
+//!   ran out, with their routing interest, and drops expired edge-only learners from the raft
+//!   membership.
+//! - Drain (G9): a stopping leader hands leadership over before it leaves.
 
-use crate::config::ClusterSettings;
+use crate::grpc::{AdminService, LEADER_ADDRESS_HEADER, admin_server, raft_server};
+use crate::network::NoPeers;
+use crate::network::grpc::GrpcNetwork;
+use crate::{Command, NodeId, Raft, Roles, SharedState, open_store};
 use anyhow::Context;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_control::grpc::{AdminService, LEADER_ADDRESS_HEADER, admin_server, raft_server};
-use switchboard_control::network::NoPeers;
-use switchboard_control::network::grpc::GrpcNetwork;
-use switchboard_control::{Command, NodeId, Raft, Roles, SharedState, open_store};
-use switchboard_hub::{MembershipFuture, UserGroupReader, UserGroupWriter, unix_now};
+use switchboard_engine::{Directory, EngineError, EngineFuture, MembershipStore};
+use switchboard_hub::{UserGroupReader, unix_now};
 use switchboard_proto::ClusterSecret;
 use switchboard_proto::admin::v1::admin_client::AdminClient;
 use switchboard_proto::admin::v1::{ClusterStatusReply, JoinRequest, ProposeRequest, Role, WaitAppliedRequest};
 use tonic::transport::Endpoint;
-use tonic::transport::server::TcpIncoming;
+
+/// How this node takes part in a cluster (absent: the embedded single node).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub grpc_listen: SocketAddr,
+    pub advertise: String,
+    /// Where other nodes forward this node's client connections; `None`: derived once listening.
+    pub advertise_http: Option<String>,
+    /// Initial voters, id → gRPC address.
+    pub voters: BTreeMap<u64, String>,
+    /// Nodes to join through, tried in turn (empty: start from the initial voters).
+    pub join: Vec<String>,
+    pub control: bool,
+    pub edge: bool,
+    pub secret: String,
+}
+
+/// Why an operator's request to remove a node was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoveError {
+    #[error("a node cannot remove itself; ask another node")]
+    Itself,
+    #[error("node {0} is not in the cluster")]
+    Unknown(NodeId),
+    #[error("the leader did not remove the node: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
 
 /// The node id of the embedded single node.
 const NODE_ID: u64 = 1;
@@ -66,14 +101,15 @@ pub struct RaftNumbers {
 }
 
 /// A command and who waits for its answer.
-type Proposal = (Command, tokio::sync::oneshot::Sender<Result<(), String>>);
+type Proposal = (Command, tokio::sync::oneshot::Sender<Result<(), EngineError>>);
 
 /// Most commands in one raft entry.
 const MAX_BATCH: usize = 512;
 
 impl ControlPlane {
     /// Builds the handle and starts its proposal batcher.
-    fn assemble(id: NodeId, raft: Raft, state: SharedState, secret: Option<ClusterSecret>) -> ControlPlane {
+    fn assemble(opened: OpenRaft, secret: Option<ClusterSecret>) -> ControlPlane {
+        let OpenRaft { id, raft, state } = opened;
         let (proposals, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
         let plane = ControlPlane {
             id,
@@ -115,14 +151,16 @@ impl ControlPlane {
 
     /// Opens (or creates) the raft data under `data_dir` and waits until this node leads.
     pub async fn start_single(data_dir: &Path, advertise: &str) -> anyhow::Result<ControlPlane> {
-        let (raft, state) = open_raft(data_dir, NODE_ID, NoPeers, 300).await?;
+        let opened = open_raft(data_dir, NODE_ID, NoPeers, 300).await?;
         // Already initialized on a restart: the error is expected then.
-        let _ = raft.initialize(BTreeMap::from([(NODE_ID, BasicNode::new(advertise))])).await;
-        raft.wait(Some(Duration::from_secs(10)))
+        let _ = opened.raft.initialize(BTreeMap::from([(NODE_ID, BasicNode::new(advertise))])).await;
+        opened
+            .raft
+            .wait(Some(Duration::from_secs(10)))
             .metrics(|m| m.current_leader == Some(NODE_ID), "the node leads its raft group")
             .await
             .context("raft elected no leader")?;
-        Ok(ControlPlane::assemble(NODE_ID, raft, state, None))
+        Ok(ControlPlane::assemble(opened, None))
     }
 
     /// Opens the raft store and state of a cluster node (no network yet: see [`Self::join_cluster`]).
@@ -132,35 +170,26 @@ impl ControlPlane {
         cluster: &ClusterSettings,
     ) -> anyhow::Result<ControlPlane> {
         let secret = ClusterSecret::new(&cluster.secret).map_err(|_| anyhow::anyhow!("invalid cluster secret"))?;
-        let (raft, state) = open_raft(data_dir, node_id, GrpcNetwork::new(node_id, &secret), 400).await?;
-        Ok(ControlPlane::assemble(node_id, raft, state, Some(secret)))
+        let opened = open_raft(data_dir, node_id, GrpcNetwork::new(node_id, &secret), 400).await?;
+        Ok(ControlPlane::assemble(opened, Some(secret)))
     }
 
-    /// Serves raft, admin and fan-out on the gRPC address, then initializes the initial voters
-    /// (the lowest id does it) or joins through `--join`, waits for a leader, registers the
-    /// node and keeps its lease.
-    pub async fn join_cluster(
-        &self,
-        cluster: &ClusterSettings,
-        http: String,
-        fanout: switchboard_fanout::FanoutService,
-    ) -> anyhow::Result<()> {
-        let secret = self.secret.clone().context("not a cluster node")?;
-        let (node_id, raft, state) = (self.id, self.raft.clone(), self.state.clone());
-        let listener = tokio::net::TcpListener::bind(cluster.grpc_listen)
-            .await
-            .with_context(|| format!("cannot listen for gRPC on {}", cluster.grpc_listen))?;
+    /// The gRPC services peers call on this node (raft and admin), each checking the cluster
+    /// secret first; the caller serves them (with the fan-out service) on `--grpc-listen`
+    /// before [`Self::join_cluster`].
+    pub fn grpc_services(&self) -> tonic::service::Routes {
+        let secret = self.secret.clone().expect("grpc_services is only called on a cluster node");
         let auth = secret.server();
-        let admin = AdminService::new(node_id, raft.clone(), state).refusing_writes_while(self.handing_off.clone());
-        let router = tonic::transport::Server::builder()
-            .add_service(raft_server(raft, auth.clone()))
-            .add_service(admin_server(admin, auth.clone()))
-            .add_service(switchboard_fanout::fanout_server(fanout, auth));
-        tokio::spawn(async move {
-            if let Err(error) = router.serve_with_incoming(TcpIncoming::from(listener)).await {
-                tracing::error!(%error, "the gRPC server stopped");
-            }
-        });
+        let admin = AdminService::new(self.id, self.raft.clone(), self.state.clone())
+            .refusing_writes_while(self.handing_off.clone());
+        tonic::service::Routes::new(raft_server(self.raft.clone(), auth.clone())).add_service(admin_server(admin, auth))
+    }
+
+    /// Initializes the initial voters (the lowest id does it) or joins through `--join`, waits
+    /// for a leader, registers the node and keeps its lease. The node's gRPC services
+    /// ([`Self::grpc_services`]) must be served already.
+    pub async fn join_cluster(&self, cluster: &ClusterSettings, http: String) -> anyhow::Result<()> {
+        let node_id = self.id;
         let plane = self.clone();
         let first_voter = cluster.voters.keys().next() == Some(&node_id);
         if first_voter {
@@ -187,7 +216,7 @@ impl ControlPlane {
             http,
         };
         *plane.registration.lock() = Some(register.clone());
-        plane.write(register).await.map_err(|e| anyhow::anyhow!("cannot register the node: {e}"))?;
+        plane.write(register).await.context("cannot register the node")?;
         tokio::spawn(plane.keep_lease());
         Ok(())
     }
@@ -312,8 +341,10 @@ impl ControlPlane {
         let mut tick = tokio::time::interval(LEASE_RENEWAL);
         loop {
             tick.tick().await;
-            if let Err(error) = self.write(Command::RenewLease { node: self.id, lease_until: lease_until() }).await {
-                tracing::warn!(%error, "lease renewal failed");
+            match self.write(Command::RenewLease { node: self.id, lease_until: lease_until() }).await {
+                Err(EngineError::ShuttingDown) => return,
+                Err(error) => tracing::warn!(%error, "lease renewal failed"),
+                Ok(()) => {}
             }
             if self.raft.metrics().borrow().current_leader == Some(self.id) {
                 let expired = self.state.read().expired_nodes(now_ms());
@@ -343,14 +374,14 @@ impl ControlPlane {
     /// Removes a node from the cluster for good (operators, after stopping it): out of the raft
     /// membership (a voter stops counting toward the quorum) and out of the routing table. The
     /// request goes to the leader wherever it is asked.
-    pub async fn remove_member(&self, node: NodeId) -> Result<(), String> {
+    pub async fn remove_member(&self, node: NodeId) -> Result<(), RemoveError> {
         if node == self.id {
-            return Err("a node cannot remove itself; ask another node".into());
+            return Err(RemoveError::Itself);
         }
         let known = self.raft.metrics().borrow().membership_config.membership().get_node(&node).is_some()
             || self.state.read().nodes().contains_key(&node);
         if !known {
-            return Err(format!("node {node} is not in the cluster"));
+            return Err(RemoveError::Unknown(node));
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -372,12 +403,12 @@ impl ControlPlane {
             };
             match attempt {
                 Ok(()) => break,
-                Err(error) if tokio::time::Instant::now() > deadline => return Err(error),
+                Err(error) if tokio::time::Instant::now() > deadline => return Err(RemoveError::Refused(error)),
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
         tracing::info!(node, "node removed from the cluster");
-        self.write(Command::RemoveNode { node }).await
+        Ok(self.write(Command::RemoveNode { node }).await?)
     }
 
     /// The cluster as this node sees it.
@@ -387,11 +418,11 @@ impl ControlPlane {
 
     /// Proposes a command (forwarded to the leader from a follower) and, in a cluster, waits
     /// until every member node has applied it.
-    pub async fn write(&self, command: Command) -> Result<(), String> {
+    pub async fn write(&self, command: Command) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
         let (answer, answered) = tokio::sync::oneshot::channel();
-        self.proposals.send((command, answer)).await.map_err(|_| "the control plane stopped".to_owned())?;
-        let result = answered.await.map_err(|_| "the control plane stopped".to_owned())?;
+        self.proposals.send((command, answer)).await.map_err(|_| EngineError::ShuttingDown)?;
+        let result = answered.await.map_err(|_| EngineError::ShuttingDown)?;
         self.proposal_latency.observe(started.elapsed());
         result
     }
@@ -425,7 +456,7 @@ impl ControlPlane {
     }
 
     /// Proposes one raft entry here or, from a follower, on the leader; returns its index.
-    async fn propose(&self, command: Command) -> Result<u64, String> {
+    async fn propose(&self, command: Command) -> Result<u64, EngineError> {
         // A node that just joined may know who leads before it knows where: retry briefly.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let index = loop {
@@ -433,7 +464,7 @@ impl ControlPlane {
             if leading && self.handing_off.load(std::sync::atomic::Ordering::SeqCst) {
                 // Our own log stays still while leadership moves; retry once someone else leads.
                 if tokio::time::Instant::now() > deadline {
-                    return Err("leadership is being handed off".to_owned());
+                    return Err(EngineError::NoQuorum("leadership is being handed off".to_owned()));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -452,12 +483,15 @@ impl ControlPlane {
                     };
                     match forwarded {
                         Ok(index) => break index,
-                        Err(error) if tokio::time::Instant::now() > deadline => return Err(error),
+                        Err(error) if tokio::time::Instant::now() > deadline => {
+                            return Err(EngineError::NoQuorum(error));
+                        }
                         Err(_) => {}
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(error) => return Err(error.to_string()),
+                Err(RaftError::Fatal(_)) => return Err(EngineError::ShuttingDown),
+                Err(error) => return Err(EngineError::NoQuorum(error.to_string())),
             }
         };
         Ok(index)
@@ -575,8 +609,10 @@ impl ControlPlane {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
         loop {
             tick.tick().await;
-            if let Err(error) = self.write(Command::PurgeExpired { now: unix_now() }).await {
-                tracing::warn!(%error, "purging expired memberships failed");
+            match self.write(Command::PurgeExpired { now: unix_now() }).await {
+                Err(EngineError::ShuttingDown) => return,
+                Err(error) => tracing::warn!(%error, "purging expired memberships failed"),
+                Ok(()) => {}
             }
         }
     }
@@ -584,9 +620,16 @@ impl ControlPlane {
 
 /// Opens the raft log and state machine in `<data dir>/raft` and starts raft over `network`;
 /// elections time out after `election_ms` to twice that, heartbeats go every 100 ms.
-async fn open_raft<N>(data_dir: &Path, id: NodeId, network: N, election_ms: u64) -> anyhow::Result<(Raft, SharedState)>
+/// A started raft node and its state.
+struct OpenRaft {
+    id: NodeId,
+    raft: Raft,
+    state: SharedState,
+}
+
+async fn open_raft<N>(data_dir: &Path, id: NodeId, network: N, election_ms: u64) -> anyhow::Result<OpenRaft>
 where
-    N: openraft::RaftNetworkFactory<switchboard_control::TypeConfig>,
+    N: openraft::RaftNetworkFactory<crate::TypeConfig>,
 {
     let config = Config {
         cluster_name: "switchboard".into(),
@@ -603,7 +646,7 @@ where
     let state = state_machine.state();
     let raft =
         Raft::new(id, Arc::new(config), network, log_store, state_machine).await.context("raft did not start")?;
-    Ok((raft, state))
+    Ok(OpenRaft { id, raft, state })
 }
 
 fn now_ms() -> u64 {
@@ -628,8 +671,8 @@ impl UserGroupReader for ControlPlane {
     }
 }
 
-impl UserGroupWriter for ControlPlane {
-    fn add(&self, hub: &str, user: &str, group: &str, ttl_secs: Option<u64>) -> MembershipFuture {
+impl MembershipStore for ControlPlane {
+    fn add(&self, hub: &str, user: &str, group: &str, ttl_secs: Option<u64>) -> EngineFuture<()> {
         let at = unix_now();
         let command = Command::AddUserToGroup {
             hub: hub.into(),
@@ -642,15 +685,35 @@ impl UserGroupWriter for ControlPlane {
         Box::pin(async move { this.write(command).await })
     }
 
-    fn remove(&self, hub: &str, user: &str, group: &str) -> MembershipFuture {
+    fn remove(&self, hub: &str, user: &str, group: &str) -> EngineFuture<()> {
         let command = Command::RemoveUserFromGroup { hub: hub.into(), user: user.into(), group: group.into() };
         let this = self.clone();
         Box::pin(async move { this.write(command).await })
     }
 
-    fn remove_user(&self, hub: &str, user: &str) -> MembershipFuture {
+    fn remove_user(&self, hub: &str, user: &str) -> EngineFuture<()> {
         let command = Command::RemoveUserFromAllGroups { hub: hub.into(), user: user.into() };
         let this = self.clone();
         Box::pin(async move { this.write(command).await })
+    }
+}
+
+/// The routing table as the fan-out bus reads it: live edge nodes (leases not expired) and
+/// their routing interest.
+impl Directory for ControlPlane {
+    fn live_nodes(&self) -> Vec<(u64, String)> {
+        self.edge_nodes()
+    }
+
+    fn nodes_for_user(&self, hub: &str, user: &str) -> Vec<(u64, String)> {
+        self.edge_nodes_for_user(hub, user)
+    }
+
+    fn nodes_for_group(&self, hub: &str, group: &str) -> Vec<(u64, String)> {
+        self.edge_nodes_for_group(hub, group)
+    }
+
+    fn http_address(&self, node: u64) -> Option<String> {
+        ControlPlane::http_address(self, node)
     }
 }

@@ -1,0 +1,154 @@
+//! [`Call`]s on the wire: sends and target-wide closes ride the ordered `Deliver` stream as a
+//! [`Delivery`]; every other call is one unary [`ConnectionRequest`]. Both directions live here,
+//! so a call means the same after the trip ([`Hub::apply`](switchboard_hub::Hub::apply) runs it
+//! on each side).
+
+use bytes::Bytes;
+use switchboard_engine::{Call, Target};
+use switchboard_hub::{Frames, is_valid_group_name};
+use switchboard_proto::fanout::v1::connection_request::Action;
+use switchboard_proto::fanout::v1::delivery::Target as WireTarget;
+use switchboard_proto::fanout::v1::{
+    Broadcast, Close, ConnectionRequest, Delivery, Exists, GroupChange, GroupExists, RemoveFromAllGroups, UserExists,
+    UserGroupChange,
+};
+use switchboard_protocol::Protocol;
+
+/// How a call travels.
+pub(crate) enum Wire {
+    /// On the ordered delivery stream of every target node.
+    Delivery(Delivery),
+    /// As a unary call to each asked node.
+    Request(ConnectionRequest),
+}
+
+/// Encodes `call` on `hub` for the wire. A send carries the frame of every protocol the
+/// message can be expressed in, so target nodes only copy bytes.
+pub(crate) fn encode(hub: &str, call: Call) -> Wire {
+    let request = |connection_id: String, action: Action| {
+        Wire::Request(ConnectionRequest { hub: hub.to_owned(), connection_id, action: Some(action) })
+    };
+    let node_wide = |action: Action| request(String::new(), action);
+    match call {
+        Call::Send { target, excluded, frames } => {
+            Wire::Delivery(crate::encode_delivery(hub, wire_target(target), excluded, &frames))
+        }
+        Call::Close { target: Target::Connection(id), reason, .. } => {
+            request(id, Action::Close(Close { reason: reason.unwrap_or_default() }))
+        }
+        Call::Close { target, excluded, reason } => {
+            Wire::Delivery(crate::encode_close(hub, wire_target(target), excluded, reason))
+        }
+        Call::Exists(Target::Connection(id)) => request(id, Action::Exists(Exists {})),
+        Call::Exists(Target::User(user)) => node_wide(Action::UserExists(UserExists { user })),
+        Call::Exists(Target::Group(group)) => node_wide(Action::GroupExists(GroupExists { group })),
+        Call::Exists(Target::All) => node_wide(Action::HubHasConnections(Exists {})),
+        Call::AddToGroup { connection, group } => request(connection, Action::AddToGroup(GroupChange { group })),
+        Call::RemoveFromGroup { connection, group } => {
+            request(connection, Action::RemoveFromGroup(GroupChange { group }))
+        }
+        Call::RemoveFromAllGroups { connection } => {
+            request(connection, Action::RemoveFromAllGroups(RemoveFromAllGroups {}))
+        }
+        Call::UserJoinGroup { user, group } => node_wide(Action::UserJoinGroup(UserGroupChange { user, group })),
+        Call::UserLeaveGroup { user, group } => node_wide(Action::UserLeaveGroup(UserGroupChange { user, group })),
+        Call::UserLeaveAllGroups { user } => node_wide(Action::UserLeaveAllGroups(UserExists { user })),
+    }
+}
+
+fn wire_target(target: Target) -> WireTarget {
+    match target {
+        Target::All => WireTarget::All(Broadcast {}),
+        Target::User(user) => WireTarget::User(user),
+        Target::Group(group) => WireTarget::Group(group),
+        Target::Connection(id) => WireTarget::ConnectionId(id),
+    }
+}
+
+/// Builds the delivery of one message for `hub`, with the frame of each protocol taken from
+/// `frames`: the entry node serializes once per protocol and every target node only copies
+/// bytes. A protocol the message cannot be expressed in is left empty. `hub` is the name as the
+/// [`Registry`](switchboard_hub::Registry) keys it (already lower-cased): target nodes look it up
+/// verbatim.
+pub fn encode_delivery(hub: &str, target: WireTarget, excluded: Vec<String>, frames: &Frames) -> Delivery {
+    Delivery {
+        hub: hub.to_owned(),
+        target: Some(target),
+        excluded,
+        json: frames.get(Protocol::Json).cloned().unwrap_or_default(),
+        messagepack: frames.get(Protocol::MessagePack).cloned().unwrap_or_default(),
+        ..Delivery::default()
+    }
+}
+
+/// A delivery that closes the targets instead of sending to them.
+pub fn encode_close(hub: &str, target: WireTarget, excluded: Vec<String>, reason: Option<String>) -> Delivery {
+    Delivery {
+        hub: hub.to_owned(),
+        target: Some(target),
+        excluded,
+        close: true,
+        close_reason: reason.unwrap_or_default(),
+        ..Delivery::default()
+    }
+}
+
+/// Why `delivery` cannot be applied, if it cannot.
+pub(crate) fn check_delivery(delivery: &Delivery) -> Result<(), &'static str> {
+    match &delivery.target {
+        None => Err("no target"),
+        Some(WireTarget::Group(group)) if !is_valid_group_name(group) => Err("invalid group name"),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The call a delivery carries (`None` without a target). An empty protocol field is absent:
+/// [`Frames`] converts it from the other protocol for connections of that protocol, exactly as
+/// a local send of prebuilt frames would.
+pub(crate) fn decode_delivery(delivery: &Delivery) -> Option<Call> {
+    let target = match delivery.target.as_ref()? {
+        WireTarget::All(_) => Target::All,
+        WireTarget::User(user) => Target::User(user.clone()),
+        WireTarget::Group(group) => Target::Group(group.clone()),
+        WireTarget::ConnectionId(id) => Target::Connection(id.clone()),
+    };
+    let excluded = delivery.excluded.clone();
+    if delivery.close {
+        let reason = (!delivery.close_reason.is_empty()).then(|| delivery.close_reason.clone());
+        return Some(Call::Close { target, excluded, reason });
+    }
+    let frames = Frames::prebuilt(non_empty(&delivery.json), non_empty(&delivery.messagepack));
+    Some(Call::Send { target, excluded, frames })
+}
+
+fn non_empty(bytes: &Bytes) -> Option<Bytes> {
+    (!bytes.is_empty()).then(|| bytes.clone())
+}
+
+/// The call a connection request carries; a request without an action, or with an invalid
+/// group name, is refused.
+pub(crate) fn decode_request(request: &ConnectionRequest) -> Result<Call, &'static str> {
+    let id = || request.connection_id.clone();
+    let call = match request.action.as_ref().ok_or("connection call without an action")? {
+        Action::Exists(_) => Call::Exists(Target::Connection(id())),
+        Action::AddToGroup(change) => Call::AddToGroup { connection: id(), group: change.group.clone() },
+        Action::RemoveFromGroup(change) => Call::RemoveFromGroup { connection: id(), group: change.group.clone() },
+        Action::RemoveFromAllGroups(_) => Call::RemoveFromAllGroups { connection: id() },
+        Action::Close(close) => {
+            let reason = (!close.reason.is_empty()).then(|| close.reason.clone());
+            Call::Close { target: Target::Connection(id()), excluded: Vec::new(), reason }
+        }
+        Action::UserExists(question) => Call::Exists(Target::User(question.user.clone())),
+        Action::GroupExists(question) => Call::Exists(Target::Group(question.group.clone())),
+        Action::HubHasConnections(_) => Call::Exists(Target::All),
+        Action::UserJoinGroup(change) => Call::UserJoinGroup { user: change.user.clone(), group: change.group.clone() },
+        Action::UserLeaveGroup(change) => {
+            Call::UserLeaveGroup { user: change.user.clone(), group: change.group.clone() }
+        }
+        Action::UserLeaveAllGroups(question) => Call::UserLeaveAllGroups { user: question.user.clone() },
+    };
+    if call.group().is_some_and(|group| !is_valid_group_name(group)) {
+        return Err("invalid group name");
+    }
+    Ok(call)
+}
