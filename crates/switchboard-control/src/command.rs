@@ -6,6 +6,7 @@
 //! rename.
 
 use serde::{Deserialize, Serialize};
+use switchboard_hub::InterestKind;
 
 /// A change to the replicated control state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,15 +75,6 @@ pub struct Roles {
     pub control: bool,
     /// Serves clients and REST, so it receives fan-out.
     pub edge: bool,
-}
-
-/// What a routing interest entry names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum InterestKind {
-    /// The node holds at least one live connection of the user.
-    User,
-    /// The node holds at least one live connection in the group.
-    Group,
 }
 
 /// One node's interest in a user or group appearing (`present`) or disappearing.

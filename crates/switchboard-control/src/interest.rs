@@ -105,10 +105,6 @@ fn coalesce(changes: impl Iterator<Item = Change>) -> Vec<InterestChange> {
             Entry::Vacant(new) => {
                 let (hub, kind, name) = new.key().clone();
                 new.insert(out.len());
-                let kind = match kind {
-                    InterestKind::User => crate::InterestKind::User,
-                    InterestKind::Group => crate::InterestKind::Group,
-                };
                 out.push(InterestChange { hub, kind, name, present });
             }
         }
@@ -149,6 +145,6 @@ mod tests {
         );
         let summary: Vec<(&str, bool)> = out.iter().map(|c| (c.name.as_str(), c.present)).collect();
         assert_eq!(summary, [("a", true), ("b", true), ("a", true)]);
-        assert_eq!(out[2].kind, crate::InterestKind::Group);
+        assert_eq!(out[2].kind, InterestKind::Group);
     }
 }

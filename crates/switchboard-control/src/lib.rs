@@ -8,7 +8,7 @@
 //! configuration, the commands, the state they build, the redb-backed storage openraft needs and
 //! the gRPC network between nodes.
 //! It knows nothing about HTTP or SignalR transports; it depends on the engine contract, the hub
-//! (for the interest it reports) and `switchboard-proto` (the gRPC contracts).
+//! (for the interest it reports) and `switchboard-grpc` (the gRPC contracts).
 //!
 //! ```text
 //!   REST / edge code ──(batched Command)──> Raft::client_write ──> leader log
@@ -62,11 +62,11 @@
 //! milliseconds and must not stall the async workers. Each storage call is one short transaction.
 //!
 //! # Between nodes
-//! Raft RPCs travel over gRPC (`switchboard.raft.v1`, generated in `switchboard-proto`):
+//! Raft RPCs travel over gRPC (`switchboard.raft.v1`, generated in `switchboard-grpc`):
 //! [`network::grpc::GrpcNetwork`] is openraft's client side, [`grpc::RaftService`] the server
 //! side, [`grpc::AdminService`] answers cluster status, join and leave. The openraft messages
 //! are MessagePack bytes inside the protobuf envelope (see [`grpc`] for why), and every call
-//! carries the cluster secret and protocol version, checked by `switchboard_proto::ServerAuth`
+//! carries the cluster secret and protocol version, checked by `switchboard_grpc::ServerAuth`
 //! before any handler runs. A single-node cluster uses [`network::NoPeers`] and needs no server.
 //!
 //! # Encoding
@@ -88,13 +88,13 @@ pub mod store;
 
 use std::sync::Arc;
 
-pub use command::{Command, InterestChange, InterestKind, Response, Roles};
+pub use command::{Command, InterestChange, Response, Roles};
 pub use error::{Error, Result};
 pub use interest::InterestReporter;
 pub use plane::{ClusterSettings, ControlPlane, RaftNumbers, RemoveError};
 pub use state::{ControlState, NodeInfo};
 pub use store::{LogStore, StateMachineStore, open_store};
-pub use switchboard_hub::{DEFAULT_TTL_SECS, MAX_TTL_LESS_GROUPS, Membership};
+pub use switchboard_hub::{DEFAULT_TTL_SECS, InterestKind, MAX_TTL_LESS_GROUPS, Membership};
 
 /// Raft node ids (one per Switchboard node).
 pub type NodeId = u64;

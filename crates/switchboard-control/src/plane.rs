@@ -26,10 +26,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_engine::{Directory, EngineError, EngineFuture, MembershipStore};
+use switchboard_grpc::ClusterSecret;
+use switchboard_grpc::admin::v1::admin_client::AdminClient;
+use switchboard_grpc::admin::v1::{ClusterStatusReply, JoinRequest, ProposeRequest, Role, WaitAppliedRequest};
 use switchboard_hub::{UserGroupReader, unix_now};
-use switchboard_proto::ClusterSecret;
-use switchboard_proto::admin::v1::admin_client::AdminClient;
-use switchboard_proto::admin::v1::{ClusterStatusReply, JoinRequest, ProposeRequest, Role, WaitAppliedRequest};
 use tonic::transport::Endpoint;
 
 /// How this node takes part in a cluster (absent: the embedded single node).
@@ -314,7 +314,7 @@ impl ControlPlane {
         address: &str,
     ) -> Result<
         AdminClient<
-            tonic::service::interceptor::InterceptedService<tonic::transport::Channel, switchboard_proto::ClientAuth>,
+            tonic::service::interceptor::InterceptedService<tonic::transport::Channel, switchboard_grpc::ClientAuth>,
         >,
         String,
     > {
@@ -394,7 +394,7 @@ impl ControlPlane {
                 None => Err("no leader is known right now".to_owned()),
                 Some(address) => match self.admin(&address).await {
                     Ok(mut client) => client
-                        .leave(switchboard_proto::admin::v1::LeaveRequest { node_id: node })
+                        .leave(switchboard_grpc::admin::v1::LeaveRequest { node_id: node })
                         .await
                         .map(|_| ())
                         .map_err(|status| status.message().to_owned()),

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, InterestChange, InterestKind, Roles};
-use switchboard_hub::{Membership, UserGroups};
+use crate::command::{Command, InterestChange, Roles};
+use switchboard_hub::{InterestKind, Membership, UserGroups};
 
 /// A registered node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,8 +18,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use switchboard_fanout::{
     DeliveryTarget, FanoutClient, FanoutConfig, FanoutService, FanoutStats, encode_delivery, fanout_server,
 };
+use switchboard_grpc::ClusterSecret;
 use switchboard_hub::{Connection, ConnectionInfo, Frames, Registry, new_connection_id};
-use switchboard_proto::ClusterSecret;
 use switchboard_protocol::Protocol;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;

@@ -14,7 +14,7 @@ use crate::codec::{Wire, encode};
 use crate::{FanoutClient, FanoutError, Router};
 use std::sync::Arc;
 use switchboard_engine::{Call, Directory, EngineError, EngineFuture, NodeBus, Target};
-use switchboard_proto::fanout::v1::ConnectionRequest;
+use switchboard_grpc::fanout::v1::ConnectionRequest;
 
 /// See the module docs.
 pub struct ClusterBus {

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use prost::Message;
+use switchboard_grpc::auth::WARN_INTERVAL;
+use switchboard_grpc::fanout::v1::fanout_client::FanoutClient as GrpcFanoutClient;
+use switchboard_grpc::fanout::v1::{ConnectionReply, ConnectionRequest, Delivery, DeliveryBatch};
+use switchboard_grpc::{ClientAuth, ClusterSecret, MAX_MESSAGE_BYTES, WarnThrottle};
 use switchboard_hub::Registry;
-use switchboard_proto::auth::WARN_INTERVAL;
-use switchboard_proto::fanout::v1::fanout_client::FanoutClient as GrpcFanoutClient;
-use switchboard_proto::fanout::v1::{ConnectionReply, ConnectionRequest, Delivery, DeliveryBatch};
-use switchboard_proto::{ClientAuth, ClusterSecret, MAX_MESSAGE_BYTES, WarnThrottle};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;

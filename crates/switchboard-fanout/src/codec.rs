@@ -5,13 +5,13 @@
 
 use bytes::Bytes;
 use switchboard_engine::{Call, Target};
-use switchboard_hub::{Frames, is_valid_group_name};
-use switchboard_proto::fanout::v1::connection_request::Action;
-use switchboard_proto::fanout::v1::delivery::Target as WireTarget;
-use switchboard_proto::fanout::v1::{
+use switchboard_grpc::fanout::v1::connection_request::Action;
+use switchboard_grpc::fanout::v1::delivery::Target as WireTarget;
+use switchboard_grpc::fanout::v1::{
     Broadcast, Close, ConnectionRequest, Delivery, Exists, GroupChange, GroupExists, RemoveFromAllGroups, UserExists,
     UserGroupChange,
 };
+use switchboard_hub::{Frames, is_valid_group_name};
 use switchboard_protocol::Protocol;
 
 /// How a call travels.

@@ -49,7 +49,7 @@
 //! # Batching
 //! A per-peer task takes the first queued delivery plus everything already queued, up to
 //! [`FanoutConfig::max_batch`] (64) deliveries or [`FanoutConfig::max_batch_bytes`] (1 MiB), as
-//! one [`DeliveryBatch`](switchboard_proto::fanout::v1::DeliveryBatch), and sends it without
+//! one [`DeliveryBatch`](switchboard_grpc::fanout::v1::DeliveryBatch), and sends it without
 //! waiting for earlier acks (up to [`FanoutConfig::window`] batches in flight). It never waits
 //! for more deliveries to fill a batch: on an idle stream a delivery leaves at once, and under
 //! load deliveries pile up while earlier batches are in flight, so batches fill by themselves.
@@ -64,8 +64,8 @@
 //! for connection-scoped calls. Nodes without matching connections are never asked.
 //!
 //! # Security
-//! Every RPC carries the cluster secret and protocol version ([`switchboard_proto::ClientAuth`]);
-//! [`fanout_server`] wraps the service in [`switchboard_proto::ServerAuth`], so an outsider is
+//! Every RPC carries the cluster secret and protocol version ([`switchboard_grpc::ClientAuth`]);
+//! [`fanout_server`] wraps the service in [`switchboard_grpc::ServerAuth`], so an outsider is
 //! refused before any handler runs.
 //!
 //! # Shutdown
@@ -90,8 +90,8 @@ pub use codec::{encode_close, encode_delivery};
 pub use error::FanoutError;
 pub use router::Router;
 pub use service::{FanoutService, apply_connection_request, apply_delivery, fanout_server};
-pub use switchboard_proto::fanout::v1::delivery::Target as DeliveryTarget;
-pub use switchboard_proto::fanout::v1::{
+pub use switchboard_grpc::fanout::v1::delivery::Target as DeliveryTarget;
+pub use switchboard_grpc::fanout::v1::{
     Broadcast, Close, ConnectionReply, ConnectionRequest, Delivery, Exists, GroupChange, GroupExists,
     RemoveFromAllGroups, UserExists, UserGroupChange, connection_request::Action,
 };

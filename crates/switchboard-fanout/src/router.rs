@@ -1,7 +1,7 @@
 //! [`Router`]: which nodes a send must reach.
 
+use switchboard_grpc::fanout::v1::delivery::Target;
 use switchboard_hub::owner_of;
-use switchboard_proto::fanout::v1::delivery::Target;
 
 /// Resolves a send's target to the nodes that must get it.
 ///
@@ -40,8 +40,8 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_grpc::fanout::v1::Broadcast;
     use switchboard_hub::new_connection_id;
-    use switchboard_proto::fanout::v1::Broadcast;
 
     fn nodes() -> Vec<(u64, String)> {
         vec![(1, "a:1".into()), (2, "b:2".into()), (3, "c:3".into())]

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use crate::codec::{check_delivery, decode_delivery, decode_request};
+use switchboard_grpc::fanout::v1::fanout_server::{Fanout, FanoutServer};
+use switchboard_grpc::fanout::v1::{ConnectionReply, ConnectionRequest, Delivery, DeliveryAck, DeliveryBatch};
+use switchboard_grpc::{MAX_MESSAGE_BYTES, ServerAuth};
 use switchboard_hub::Registry;
-use switchboard_proto::fanout::v1::fanout_server::{Fanout, FanoutServer};
-use switchboard_proto::fanout::v1::{ConnectionReply, ConnectionRequest, Delivery, DeliveryAck, DeliveryBatch};
-use switchboard_proto::{MAX_MESSAGE_BYTES, ServerAuth};
 use tokio::sync::{mpsc, watch};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;

@@ -16,11 +16,11 @@ use switchboard_fanout::{
     Action, Broadcast, Close, ConnectionRequest, Delivery, DeliveryTarget, Exists, FanoutClient, FanoutConfig,
     FanoutError, FanoutService, FanoutStats, GroupChange, RemoveFromAllGroups, Router, encode_delivery, fanout_server,
 };
+use switchboard_grpc::fanout::v1::fanout_client::FanoutClient as RawClient;
+use switchboard_grpc::fanout::v1::fanout_server::{Fanout, FanoutServer};
+use switchboard_grpc::fanout::v1::{ConnectionReply, DeliveryAck, DeliveryBatch};
+use switchboard_grpc::{ClusterSecret, ServerAuth};
 use switchboard_hub::{Connection, ConnectionInfo, Frames, Registry, new_connection_id};
-use switchboard_proto::fanout::v1::fanout_client::FanoutClient as RawClient;
-use switchboard_proto::fanout::v1::fanout_server::{Fanout, FanoutServer};
-use switchboard_proto::fanout::v1::{ConnectionReply, DeliveryAck, DeliveryBatch};
-use switchboard_proto::{ClusterSecret, ServerAuth};
 use switchboard_protocol::Protocol;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};

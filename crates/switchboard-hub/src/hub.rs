@@ -8,7 +8,7 @@ use crate::connection::Connection;
 use crate::frames::Frames;
 use crate::interest::InterestKind;
 use crate::membership::UserGroupReader;
-use crate::metrics::Route;
+use crate::metrics::SendKind;
 use crate::outbox::{CloseRequest, PushError};
 use crate::registry::Shared;
 #[cfg(test)]
@@ -228,7 +228,7 @@ impl Hub {
         }
     }
 
-    fn count(&self, route: Route, delivered: u64) -> u64 {
+    fn count(&self, route: SendKind, delivered: u64) -> u64 {
         self.shared.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
         self.shared.stats.messages_out.add(route as usize, delivered);
         delivered
@@ -243,21 +243,21 @@ impl Hub {
                 delivered += 1;
             }
         }
-        self.count(Route::Broadcast, delivered)
+        self.count(SendKind::Broadcast, delivered)
     }
 
     /// Sends to every connection of `user`.
     pub fn send_to_user(&self, user: &str, frames: &Frames) -> u64 {
         let state = self.state.read();
         let delivered = state.users.get(user).into_iter().flatten().filter(|c| self.deliver(c, frames)).count();
-        self.count(Route::User, delivered as u64)
+        self.count(SendKind::User, delivered as u64)
     }
 
     /// Sends to one connection; `false` when it is not here.
     pub fn send_to_connection(&self, id: &str, frames: &Frames) -> bool {
         let state = self.state.read();
         let delivered = state.connections.get(id).is_some_and(|c| self.deliver(c, frames));
-        self.count(Route::Connection, delivered as u64);
+        self.count(SendKind::Connection, delivered as u64);
         delivered
     }
 
@@ -270,7 +270,7 @@ impl Hub {
                 delivered += 1;
             }
         });
-        self.count(Route::Group, delivered)
+        self.count(SendKind::Group, delivered)
     }
 
     // ------------------------------------------------------------------ membership

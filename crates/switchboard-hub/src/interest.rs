@@ -6,10 +6,12 @@
 use std::future::Future;
 use std::pin::Pin;
 
-/// What an interest entry names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What an interest entry names. Replicated in the raft log by variant name: never rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum InterestKind {
+    /// The node holds at least one live connection of the user.
     User,
+    /// The node holds at least one live connection in the group.
     Group,
 }
 

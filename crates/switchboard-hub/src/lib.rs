@@ -31,7 +31,7 @@ pub use frames::Frames;
 pub use hub::{Hub, is_valid_group_name, is_valid_hub_name};
 pub use interest::{InterestKind, InterestSink, Settled};
 pub use membership::{LocalUserGroups, UserGroupReader};
-pub use metrics::{ConnectFailure, Disconnect, Route, Transport};
+pub use metrics::{ConnectFailure, Disconnect, SendKind, Transport};
 pub use outbox::{CloseRequest, Outbox, PushError};
 pub use registry::{HubConfig, Registry, Stats};
 pub use user_groups::{DEFAULT_TTL_SECS, MAX_TTL_LESS_GROUPS, Membership, UserGroups};

@@ -32,8 +32,8 @@ label_enum!(
 );
 
 label_enum!(
-    /// What kind of send a delivered message came from.
-    Route {
+    /// What kind of send a delivered message came from (the `route` label).
+    SendKind {
         Broadcast => "broadcast",
         User => "user",
         Group => "group",

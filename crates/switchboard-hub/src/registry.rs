@@ -39,7 +39,7 @@ pub struct Stats {
     pub disconnects: Counters<4>,
     /// Connection attempts refused, by [`ConnectFailure`] reason.
     pub connect_failures: Counters<4>,
-    /// Frames handed to outboxes, by [`Route`].
+    /// Frames handed to outboxes, by [`SendKind`](crate::SendKind).
     pub messages_out: Counters<4>,
     /// Hub messages received from clients.
     pub messages_in: AtomicU64,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use switchboard_api::ApiError;
 use switchboard_auth::{Verifier, mint_server_token};
 use switchboard_control::ControlPlane;
-use switchboard_proto::admin::v1::{NodeState, Role};
+use switchboard_grpc::admin::v1::{NodeState, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The path of the status endpoint.

@@ -248,7 +248,7 @@ fn cluster_settings(
     let secret = secret.filter(|s| !s.is_empty()).ok_or_else(|| {
         usage("cluster mode (--grpc-listen) needs --cluster-secret or SWITCHBOARD_CLUSTER_SECRET".into())
     })?;
-    if switchboard_proto::ClusterSecret::new(&secret).is_err() {
+    if switchboard_grpc::ClusterSecret::new(&secret).is_err() {
         return Err(usage("--cluster-secret must be visible ASCII".into()));
     }
     let join: Vec<String> = join.into_iter().map(|j| j.trim().to_owned()).filter(|j| !j.is_empty()).collect();

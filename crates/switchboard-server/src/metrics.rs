@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 use switchboard_control::ControlPlane;
 use switchboard_fanout::FanoutStats;
-use switchboard_hub::metrics::{ConnectFailure, Disconnect, Histogram, Route, Transport, write_header};
+use switchboard_hub::metrics::{ConnectFailure, Disconnect, Histogram, SendKind, Transport, write_header};
 use switchboard_hub::{Registry, Stats};
 use switchboard_upstream::{OUTCOMES, Upstream};
 
@@ -182,7 +182,7 @@ fn write_hub(out: &mut String, stats: &Stats, registry: &Registry) {
     let failures = ConnectFailure::ALL.iter().map(|r| (r.label(), stats.connect_failures.get(*r as usize)));
     let help = "Connection attempts refused, by reason.";
     write_counters(out, "switchboard_connect_failures_total", help, "reason", failures);
-    let sent = Route::ALL.iter().map(|r| (r.label(), stats.messages_out.get(*r as usize)));
+    let sent = SendKind::ALL.iter().map(|r| (r.label(), stats.messages_out.get(*r as usize)));
     let help = "Messages queued to clients, by kind of send.";
     write_counters(out, "switchboard_messages_out_total", help, "route", sent);
     let simple = [

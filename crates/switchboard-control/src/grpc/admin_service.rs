@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
-use switchboard_proto::ServerAuth;
-use switchboard_proto::admin::v1::admin_server::{Admin, AdminServer};
-use switchboard_proto::admin::v1::{
+use switchboard_grpc::ServerAuth;
+use switchboard_grpc::admin::v1::admin_server::{Admin, AdminServer};
+use switchboard_grpc::admin::v1::{
     ClusterStatusReply, Empty, JoinReply, JoinRequest, LeaveReply, LeaveRequest, NodeState, NodeStatus, ProposeReply,
     ProposeRequest, Role, WaitAppliedReply, WaitAppliedRequest,
 };

@@ -2,10 +2,10 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use switchboard_proto::raft::v1::raft_reply::Result as ReplyResult;
-use switchboard_proto::raft::v1::raft_server::{Raft as RaftRpc, RaftServer};
-use switchboard_proto::raft::v1::{RaftReply, RaftRequest};
-use switchboard_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerAuth, is_supported_version};
+use switchboard_grpc::raft::v1::raft_reply::Result as ReplyResult;
+use switchboard_grpc::raft::v1::raft_server::{Raft as RaftRpc, RaftServer};
+use switchboard_grpc::raft::v1::{RaftReply, RaftRequest};
+use switchboard_grpc::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerAuth, is_supported_version};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 

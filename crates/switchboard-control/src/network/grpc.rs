@@ -33,11 +33,11 @@ use openraft::raft::{
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use switchboard_proto::auth::WARN_INTERVAL;
-use switchboard_proto::raft::v1::raft_client::RaftClient;
-use switchboard_proto::raft::v1::raft_reply::Result as ReplyResult;
-use switchboard_proto::raft::v1::{RaftReply, RaftRequest};
-use switchboard_proto::{
+use switchboard_grpc::auth::WARN_INTERVAL;
+use switchboard_grpc::raft::v1::raft_client::RaftClient;
+use switchboard_grpc::raft::v1::raft_reply::Result as ReplyResult;
+use switchboard_grpc::raft::v1::{RaftReply, RaftRequest};
+use switchboard_grpc::{
     ClientAuth, ClusterSecret, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, WarnThrottle, is_supported_version,
 };
 use tonic::service::interceptor::InterceptedService;
