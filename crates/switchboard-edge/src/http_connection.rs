@@ -2,9 +2,9 @@
 //! one socket: client bytes arrive in POST bodies, server bytes leave through the SSE stream or
 //! the pending poll. The same sans-io [`Session`] and hub [`Connection`] serve all transports.
 
-use crate::EdgeState;
 use crate::session::{Output, Session};
 use crate::upstream_link;
+use crate::{EdgeState, outbox_ready};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -280,12 +280,5 @@ impl HttpConnection {
     /// The protocol once the handshake is done (for keep-alive pings).
     pub(crate) fn protocol(&self) -> Option<Protocol> {
         self.state.lock().session.protocol()
-    }
-}
-
-async fn outbox_ready(conn: &Option<Arc<Connection>>) {
-    match conn {
-        Some(conn) => conn.outbox.ready().await,
-        None => std::future::pending().await,
     }
 }

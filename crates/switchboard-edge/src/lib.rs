@@ -144,3 +144,12 @@ async fn count_refusals(
     }
     response
 }
+
+/// Resolves when the connection's outbox may hold frames or a close request; never before the
+/// handshake made a connection.
+async fn outbox_ready(conn: &Option<Arc<switchboard_hub::Connection>>) {
+    match conn {
+        Some(conn) => conn.outbox.ready().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,431 @@
+//! The task of one WebSocket connection. It owns the raw socket and waits on three things: the
+//! socket becoming readable (read into a stack buffer, unframe, feed the [`Session`]), the
+//! connection's outbox (drain everything queued into one WebSocket message), and a timer
+//! (keep-alive Ping when nothing was sent for 15 s, close when nothing was received for 30 s,
+//! handshake timeout, stateful-reconnect Acks).
+
+use super::parking::Parked;
+use super::write::{linger, opcode_for, write_data, write_out};
+use crate::session::{Output, Session};
+use crate::stateful::{ReplayBuffer, encode_ack};
+use crate::{EdgeState, outbox_ready, upstream_link};
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_auth::ClientIdentity;
+use switchboard_hub::{ConnectFailure, Connection, ConnectionInfo, Disconnect, Hub};
+use switchboard_protocol::websocket::{self, OpCode, WsEvent, WsReader};
+use switchboard_protocol::{Protocol, handshake};
+use switchboard_upstream::UpstreamQueue;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// How long after receiving a trackable message its Ack is sent (as ASP.NET and JS do).
+const ACK_DELAY: Duration = Duration::from_secs(1);
+
+pub(super) struct ConnectionTask {
+    state: Arc<EdgeState>,
+    hub: Arc<Hub>,
+    connection_id: Arc<str>,
+    user_id: Option<String>,
+    handshake_timeout_secs: Option<u64>,
+    info: Option<Box<ConnectionInfo>>,
+    token_expiry: u64,
+    /// The parked state of a stateful connection this socket resumes.
+    resume: Option<Box<Resume>>,
+}
+
+/// What a resumed socket takes over from its parked connection.
+struct Resume {
+    session: Session,
+    replay: ReplayBuffer,
+    conn: Arc<Connection>,
+    upstream: Option<UpstreamQueue>,
+}
+
+/// Per-connection I/O state that is not the socket.
+struct Io {
+    reader: WsReader,
+    session: Session,
+    conn: Option<Arc<Connection>>,
+    /// Sent trackable messages awaiting the client's Ack (stateful reconnect only).
+    replay: Option<Box<ReplayBuffer>>,
+    /// When to send the next Ack, if one is due.
+    ack_at: Option<Instant>,
+    /// Highest received id already acknowledged.
+    acked: u64,
+    /// The connection's upstream queue, when upstream is configured.
+    upstream: Option<UpstreamQueue>,
+    /// Why the connection ended, reported to upstream as the `disconnected` error.
+    end_error: Option<String>,
+    /// Bytes to write at the end of this turn; empty between turns.
+    out: Vec<u8>,
+    outputs: Vec<Output>,
+    stop: bool,
+    /// Who ended the connection, for metrics; the client when nothing else did.
+    ended_by: Option<Disconnect>,
+    /// Set when this connection made the node interested in its user: the handshake answer
+    /// waits for it, so sends from any node reach the client once it is connected.
+    settle: Option<switchboard_hub::Settled>,
+}
+
+impl ConnectionTask {
+    /// The task of a new connection, once its request was authenticated.
+    pub(super) fn new(
+        state: Arc<EdgeState>,
+        hub: Arc<Hub>,
+        connection_id: String,
+        identity: ClientIdentity,
+        query: String,
+        token_expiry: u64,
+    ) -> Self {
+        let info = ConnectionInfo { claims: identity.claims, query };
+        Self {
+            state,
+            hub,
+            connection_id: Arc::from(connection_id),
+            user_id: identity.user_id,
+            handshake_timeout_secs: identity.handshake_timeout_secs,
+            info: Some(Box::new(info)),
+            token_expiry,
+            resume: None,
+        }
+    }
+
+    pub(super) fn resumed(state: Arc<EdgeState>, parked: Parked) -> Self {
+        Self {
+            state,
+            hub: parked.hub,
+            connection_id: parked.conn.id.clone(),
+            user_id: parked.user_id,
+            handshake_timeout_secs: None,
+            info: None,
+            token_expiry: parked.token_expiry,
+            resume: Some(Box::new(Resume {
+                session: parked.session,
+                replay: parked.replay,
+                conn: parked.conn,
+                upstream: parked.upstream,
+            })),
+        }
+    }
+
+    /// Waits for the upgrade to complete, takes the raw socket back and runs the connection.
+    pub(super) async fn run_after(self, upgrade: fastwebsockets::upgrade::UpgradeFut) {
+        let raw = match upgrade.await {
+            Ok(ws) => ws.into_inner().into_inner().downcast::<TokioIo<TcpStream>>(),
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return self.finish(None, false);
+            }
+        };
+        match raw {
+            // A task of its own, so the long-lived task holds only the connection loop.
+            Ok(parts) => {
+                tokio::spawn(self.run(parts.io.into_inner(), parts.read_buf));
+            }
+            Err(_) => {
+                tracing::error!("websocket upgrade did not yield a TCP stream");
+                self.finish(None, false);
+            }
+        }
+    }
+
+    async fn run(mut self, stream: TcpStream, leftover: Bytes) {
+        let state = self.state.clone();
+        let config = &state.config;
+        let mut io = Io {
+            reader: WsReader::new(config.max_message_size),
+            session: Session::new(config.max_message_size, true, config.stateful_reconnect),
+            conn: None,
+            replay: None,
+            ack_at: None,
+            acked: 0,
+            upstream: None,
+            end_error: None,
+            out: Vec::new(),
+            outputs: Vec::new(),
+            stop: false,
+            ended_by: None,
+            settle: None,
+        };
+        if let Some(resume) = self.resume.take() {
+            let Resume { mut session, replay, conn, upstream } = *resume;
+            session.resume();
+            io.upstream = upstream;
+            let mut resend = Vec::new();
+            replay.resend(conn.protocol, &mut resend);
+            write_data(&mut io.out, Some(conn.protocol), &resend);
+            // The Ack of what arrived on the lost socket may never have been sent: ack now.
+            if session.received() > 0 {
+                let mut ack = Vec::new();
+                encode_ack(conn.protocol, session.received(), &mut ack);
+                write_data(&mut io.out, Some(conn.protocol), &ack);
+            }
+            io.acked = session.received();
+            io.session = session;
+            io.replay = Some(Box::new(replay));
+            io.conn = Some(conn);
+            tracing::debug!(connection_id = %self.connection_id, "stateful connection resumed");
+        }
+        let started = Instant::now();
+        let handshake_timeout = self
+            .handshake_timeout_secs
+            .map(|s| Duration::from_secs(s.clamp(1, 30)))
+            .unwrap_or(config.handshake_timeout);
+        let mut last_received = started;
+        let mut last_sent = started;
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut lost = false;
+        if !leftover.is_empty() {
+            self.on_bytes(&mut io, &mut leftover.to_vec());
+        }
+        // Even when empty, these bytes can hold hyper's whole read buffer alive.
+        drop(leftover);
+        while !io.stop {
+            if io.out.is_empty() {
+                let deadline = match &io.conn {
+                    None => started + handshake_timeout,
+                    Some(_) => {
+                        let keep_alive = (last_sent + config.keep_alive).min(last_received + config.client_timeout);
+                        io.ack_at.map_or(keep_alive, |ack| ack.min(keep_alive))
+                    }
+                };
+                let replay_full = io.replay.as_ref().is_some_and(|r| r.is_full());
+                tokio::select! {
+                    biased;
+                    _ = outbox_ready(&io.conn), if !replay_full => {
+                        self.on_outbox(&mut io, &mut batch);
+                    }
+                    readable = stream.readable() => {
+                        if readable.is_err() || !self.on_readable(&mut io, &stream) {
+                            lost = true;
+                            break;
+                        }
+                        last_received = Instant::now();
+                        if io.session.received() > io.acked && io.ack_at.is_none() {
+                            io.ack_at = Some(last_received + ACK_DELAY);
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        self.on_timer(&mut io, last_sent, last_received);
+                    }
+                }
+            }
+            if let Some(settle) = io.settle.take() {
+                settle.await;
+            }
+            if !io.out.is_empty() {
+                let written = write_out(&stream, &io.out, config.client_timeout).await;
+                state.registry.stats().sent(io.out.len());
+                io.out = Vec::new();
+                if !written {
+                    lost = true;
+                    break;
+                }
+                last_sent = Instant::now();
+            }
+        }
+        let Io { session, conn, replay, upstream, end_error, ended_by: io_ended_by, .. } = io;
+        match (lost, replay, conn) {
+            (true, Some(replay), Some(conn)) if !conn.outbox.is_closing() => {
+                let parked = Parked {
+                    session,
+                    replay: *replay,
+                    conn,
+                    upstream,
+                    hub: self.hub.clone(),
+                    user_id: self.user_id.clone(),
+                    token_expiry: self.token_expiry,
+                    generation: 0,
+                };
+                tracing::debug!(connection_id = %self.connection_id, "socket lost; waiting for a stateful reconnect");
+                self.state.park(parked);
+            }
+            (_, _, conn) => {
+                if conn.is_some() {
+                    let reason = if lost { Disconnect::Lost } else { io_ended_by.unwrap_or(Disconnect::ClientClosed) };
+                    self.state.registry.stats().disconnected(reason);
+                }
+                let error = if lost { Some("The connection was lost.".to_owned()) } else { end_error };
+                if let Some(upstream) = upstream {
+                    upstream.disconnected(error);
+                }
+                self.finish(conn, true);
+            }
+        }
+        // Boxed: it runs once, at the end, and would otherwise enlarge every connection's task.
+        Box::pin(linger(stream, lost)).await;
+    }
+
+    /// The connection is over: it leaves the hub and its id cannot be reused.
+    fn finish(&self, conn: Option<Arc<Connection>>, registered: bool) {
+        if registered && conn.is_some() {
+            self.hub.remove_connection(&self.connection_id);
+            tracing::debug!(connection_id = %self.connection_id, hub = self.hub.name(), "disconnected");
+        }
+        self.state.remember_ended(self.connection_id.clone(), self.token_expiry);
+    }
+
+    /// Reads what the socket has (without waiting) and handles it; `false` when it is gone.
+    fn on_readable(&mut self, io: &mut Io, stream: &TcpStream) -> bool {
+        let mut buffer = [0u8; 4096];
+        match stream.try_read(&mut buffer) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.state.registry.stats().received(n);
+                self.on_bytes(io, &mut buffer[..n]);
+                true
+            }
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        }
+    }
+
+    fn on_bytes(&mut self, io: &mut Io, bytes: &mut [u8]) {
+        let Io { reader, session, outputs, out, .. } = io;
+        let mut client_closed = false;
+        let result = reader.feed(bytes, &mut |event| {
+            match event {
+                WsEvent::Message { payload, .. } => session.feed(payload, outputs),
+                WsEvent::Ping(payload) => websocket::write_frame(OpCode::Pong, payload, out),
+                WsEvent::Pong => {}
+                WsEvent::Close { .. } => client_closed = true,
+            }
+            Ok(())
+        });
+        let outputs = std::mem::take(&mut io.outputs);
+        for output in outputs {
+            self.on_output(io, output);
+        }
+        if let Err(error) = result {
+            websocket::write_close(error.close_code(), &error.to_string(), &mut io.out);
+            io.stop = true;
+            io.ended_by = Some(Disconnect::ServerClosed);
+        } else if client_closed && !io.stop {
+            websocket::write_close(1000, "", &mut io.out);
+            io.stop = true;
+        }
+    }
+
+    fn on_output(&mut self, io: &mut Io, output: Output) {
+        if io.stop {
+            return;
+        }
+        let protocol = io.session.protocol();
+        match output {
+            Output::Opened(protocol) => {
+                let info = self.info.take().map(|info| *info).unwrap_or_default();
+                let conn =
+                    Arc::new(Connection::new(self.connection_id.clone(), self.user_id.as_deref(), protocol, info));
+                if self.hub.add_connection(conn.clone()) {
+                    io.settle = Some(self.state.registry.interest_settled());
+                }
+                tracing::debug!(connection_id = %self.connection_id, hub = self.hub.name(), protocol = protocol.name(), "connected");
+                io.upstream = upstream_link::open(&self.state, self.hub.name(), &conn);
+                io.conn = Some(conn);
+                if io.session.is_stateful() {
+                    io.replay = Some(Box::new(ReplayBuffer::new(self.state.config.replay_buffer_bytes)));
+                }
+                write_data(&mut io.out, Some(protocol), handshake::RESPONSE_OK);
+            }
+            Output::Reply(bytes) => send_message(io, protocol, Bytes::from(bytes)),
+            Output::Invocation { invocation_id, target, body } => {
+                self.state.registry.stats().messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(protocol) = protocol else { return };
+                if let Some(reply) = upstream_link::invoke(io.upstream.as_ref(), protocol, invocation_id, target, body)
+                {
+                    send_message(io, Some(protocol), Bytes::from(reply));
+                }
+            }
+            Output::Acked(sequence_id) => {
+                if let Some(replay) = &mut io.replay {
+                    replay.ack(sequence_id);
+                }
+            }
+            Output::Close(bytes) => {
+                if io.conn.is_none() {
+                    self.state.registry.stats().connect_failed(ConnectFailure::Handshake);
+                }
+                io.ended_by = Some(Disconnect::ServerClosed);
+                close_with(io, bytes, protocol);
+            }
+            Output::ClientClosed => {
+                websocket::write_close(1000, "", &mut io.out);
+                io.stop = true;
+            }
+        }
+    }
+
+    fn on_outbox(&mut self, io: &mut Io, batch: &mut Vec<Bytes>) {
+        let Some(conn) = &io.conn else { return };
+        let (count, close) = conn.outbox.drain(batch);
+        let protocol = conn.protocol;
+        if count > 0 {
+            // One WebSocket message carrying every queued frame, copied once into the output.
+            let total: usize = batch.iter().map(Bytes::len).sum();
+            io.out.reserve(total + 10);
+            websocket::write_frame_header(opcode_for(Some(protocol)), total, &mut io.out);
+            for frame in batch.drain(..) {
+                io.out.extend_from_slice(&frame);
+                if let Some(replay) = &mut io.replay {
+                    replay.record(frame);
+                }
+            }
+        }
+        *batch = Vec::new();
+        if let Some(close) = close {
+            let mut bytes = Vec::new();
+            protocol.encode_close(close.error.as_deref(), close.allow_reconnect, &mut bytes);
+            io.ended_by = Some(Disconnect::ServerClosed);
+            close_with(io, Some(bytes), Some(protocol));
+        }
+    }
+
+    fn on_timer(&mut self, io: &mut Io, last_sent: Instant, last_received: Instant) {
+        let now = Instant::now();
+        let config = &self.state.config;
+        let Some(protocol) = io.session.protocol() else {
+            self.state.registry.stats().connect_failed(ConnectFailure::Handshake);
+            close_with(io, Some(handshake::error_response(handshake::HANDSHAKE_CANCELED)), None);
+            return;
+        };
+        if now >= last_received + config.client_timeout {
+            let mut close = Vec::new();
+            let error = "Connection closed with an error. The client sent nothing within the client timeout.";
+            protocol.encode_close(Some(error), false, &mut close);
+            io.end_error = Some(error.to_owned());
+            io.ended_by = Some(Disconnect::Timeout);
+            close_with(io, Some(close), Some(protocol));
+            return;
+        }
+        if io.ack_at.is_some_and(|at| now >= at) {
+            let received = io.session.received();
+            let mut ack = Vec::new();
+            encode_ack(protocol, received, &mut ack);
+            write_data(&mut io.out, Some(protocol), &ack);
+            io.acked = received;
+            io.ack_at = None;
+        }
+        if now >= last_sent + config.keep_alive && io.out.is_empty() {
+            write_data(&mut io.out, Some(protocol), protocol.ping());
+        }
+    }
+}
+
+/// Writes one trackable hub message, keeping it for replay when stateful.
+fn send_message(io: &mut Io, protocol: Option<Protocol>, message: Bytes) {
+    write_data(&mut io.out, protocol, &message);
+    if let Some(replay) = &mut io.replay {
+        replay.record(message);
+    }
+}
+
+/// Writes the final hub bytes (a Close message or handshake error), then a normal WebSocket close.
+fn close_with(io: &mut Io, bytes: Option<Vec<u8>>, protocol: Option<Protocol>) {
+    if let Some(bytes) = bytes {
+        write_data(&mut io.out, protocol, &bytes);
+    }
+    websocket::write_close(1000, "", &mut io.out);
+    io.stop = true;
+}
