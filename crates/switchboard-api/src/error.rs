@@ -1,3 +1,6 @@
+//! [`ApiError`]: REST errors in Azure's `ErrorDetail` shape with `x-ms-error-code`, and the one
+//! mapping of engine failures to status codes.
+
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use switchboard_engine::EngineError;

@@ -1,3 +1,6 @@
+//! Azure SignalR connection strings (`Endpoint=…;AccessKey=…;Version=1.0;`), parsed with the
+//! service's leniencies.
+
 use crate::AuthError;
 use std::collections::HashMap;
 use url::Url;

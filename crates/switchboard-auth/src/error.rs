@@ -1,3 +1,5 @@
+//! [`AuthError`]: why a token or a connection string was refused, in words a caller can act on.
+
 use thiserror::Error;
 
 /// Why a token or connection string was refused. The text is shown to callers (401 bodies,

@@ -1,3 +1,6 @@
+//! Access keys: the set a node accepts (the first signs, every key verifies, replaced whole on a
+//! reload), generating a key, and the upstream signature made with them.
+
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;

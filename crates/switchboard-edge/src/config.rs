@@ -1,3 +1,5 @@
+//! [`EdgeConfig`]: the client endpoint's settings and their defaults.
+
 use std::time::Duration;
 
 /// Client-endpoint settings. Defaults are those of ASP.NET Core SignalR and Azure.

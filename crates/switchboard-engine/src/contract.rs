@@ -37,6 +37,9 @@ pub trait Deployment {
     fn members(&self) -> Vec<Member>;
     /// Stops every node and starts them again on the same data (G6). Connections do not survive.
     fn restart(&mut self) -> impl Future<Output = ()>;
+    /// Stops node `index` of [`Deployment::members`] for good, as an operator's stop does (G7).
+    /// Called last, and only on deployments of distinct nodes.
+    fn stop(&mut self, index: usize) -> impl Future<Output = ()>;
 }
 
 /// Runs every check in turn.
@@ -53,6 +56,10 @@ pub async fn run(deployment: &mut impl Deployment) {
     closes_reach_every_node(&members).await;
     user_group_rules_hold_everywhere(&members).await;
     memberships_survive_a_restart(deployment).await;
+    let distinct: std::collections::BTreeSet<u64> = members.iter().map(|m| m.id).collect();
+    if distinct.len() == members.len() {
+        a_stopped_node_costs_only_its_own_clients(deployment).await;
+    }
 }
 
 // ------------------------------------------------------------------------------ helpers
@@ -338,4 +345,32 @@ pub async fn memberships_survive_a_restart(deployment: &mut impl Deployment) {
     }
     send(&members[2], hub, Target::Group("durable".into()), 9).await;
     assert_eq!(client.received(), [9], "G6: a group send after the restart reaches a member");
+}
+
+/// G7: once a node stopped, sends through the others still succeed and reach every client
+/// left, and its connections are gone for existence questions (not an error).
+pub async fn a_stopped_node_costs_only_its_own_clients(deployment: &mut impl Deployment) {
+    let hub = "contract_g7";
+    let members = deployment.members();
+    let last = members.len() - 1;
+    let mut clients = Vec::new();
+    for (i, member) in members.iter().enumerate() {
+        let client = Client::connect(member, hub, Some(&format!("stay{i}"))).await;
+        ask(member, hub, Call::AddToGroup { connection: client.id(), group: "all".into() }).await;
+        clients.push(client);
+    }
+    let gone = clients.pop().expect("a client on the last node").id();
+    deployment.stop(last).await;
+    let members = &members[..last];
+    for (n, entry) in members.iter().enumerate() {
+        let base = 10 * n as u64;
+        send(entry, hub, Target::All, base).await;
+        send(entry, hub, Target::Group("all".into()), base + 1).await;
+        send(entry, hub, Target::User("stay0".into()), base + 2).await;
+        assert!(!ask(entry, hub, Call::Exists(Target::Connection(gone.clone()))).await, "a stopped node's connection");
+        for (k, client) in clients.iter().enumerate() {
+            let expected = if k == 0 { vec![base, base + 1, base + 2] } else { vec![base, base + 1] };
+            assert_eq!(client.received(), expected, "G7: client on node {k} after node {} stopped", last);
+        }
+    }
 }

@@ -1,3 +1,5 @@
+//! [`SdkError`]: why an SDK call failed, keeping what the service answered.
+
 use switchboard_auth::AuthError;
 use thiserror::Error;
 

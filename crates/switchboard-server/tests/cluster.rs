@@ -30,12 +30,14 @@ static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Cluster {
     fn new(nodes: u64, voters: u64) -> Cluster {
+        // A test that failed while holding the lock leaves it poisoned; the next one may go on.
+        let alone = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Ports are chosen once the cluster runs alone: chosen earlier, a waiting test's ports could
+        // be taken meanwhile as source ports of the running cluster's connections.
         let dir = std::env::temp_dir().join(format!("switchboard-cluster-{}-{}", std::process::id(), free_port()));
         let specs = (1..=nodes)
             .map(|id| NodeSpec { id, http: free_port(), grpc: free_port(), internal: free_port(), voter: id <= voters })
             .collect();
-        // A test that failed while holding the lock leaves it poisoned; the next one may go on.
-        let alone = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut cluster = Cluster { dir, specs, children: Vec::new(), _alone: alone };
         cluster.children = (0..nodes).map(|_| None).collect();
         cluster
@@ -272,7 +274,7 @@ async fn connect_client(port: u16, user: &str) -> (support::WsClient, String) {
     );
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let query = format!("hub=chat&id={connection_token}&access_token={client_token}");
-    let mut ws = support::websocket_at(addr, &query).await.expect("upgrade");
+    let mut ws = support::WsClient::open(addr, &query).await.expect("upgrade");
     ws.send(1, b"{\"protocol\":\"json\",\"version\":1}\x1e").await;
     assert_eq!(ws.next_data().await, b"{}\x1e");
     (ws, id)
@@ -456,7 +458,7 @@ async fn transport_requests_may_land_on_any_node() {
     // WebSockets: negotiated on node 1, connected through node 2, reached through node 3.
     let (id, token, client_token) = negotiate_on(cluster.http(1), "ws-user").await;
     let addr = format!("127.0.0.1:{}", cluster.http(2)).parse().unwrap();
-    let mut ws = support::websocket_at(addr, &format!("hub=chat&id={token}&access_token={client_token}"))
+    let mut ws = support::WsClient::open(addr, &format!("hub=chat&id={token}&access_token={client_token}"))
         .await
         .expect("upgrade through another node");
     ws.send(1, b"{\"protocol\":\"json\",\"version\":1}\x1e").await;

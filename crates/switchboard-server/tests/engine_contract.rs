@@ -8,6 +8,7 @@ use switchboard_engine::contract::{self, Deployment, Member};
 use switchboard_server::cli::ServeArgs;
 use switchboard_server::config::Settings;
 use switchboard_server::engine::Engine;
+use switchboard_testkit::free_port;
 
 const SECRET: &str = "contract-test-secret";
 
@@ -17,10 +18,6 @@ struct RaftDeployment {
     /// Entry points per engine (the single node is seen through three).
     views: usize,
     _data: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl RaftDeployment {
@@ -107,6 +104,11 @@ impl Deployment for RaftDeployment {
             engine.shutdown().await;
         }
         self.engines = start_all(&self.settings).await;
+    }
+
+    async fn stop(&mut self, index: usize) {
+        self.engines.remove(index).shutdown().await;
+        self.settings.remove(index);
     }
 }
 

@@ -93,7 +93,7 @@ async fn connect(port: u16, key: &str) -> support::WsClient {
     let token =
         mint_client_token(&format!("http://127.0.0.1:{port}/client/?hub=chat"), None, Duration::from_secs(60), key);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut ws = support::websocket_at(addr, &format!("hub=chat&access_token={token}")).await.expect("upgrade");
+    let mut ws = support::WsClient::open(addr, &format!("hub=chat&access_token={token}")).await.expect("upgrade");
     ws.send(1, b"{\"protocol\":\"json\",\"version\":1}\x1e").await;
     assert_eq!(ws.next_data().await, b"{}\x1e");
     ws
@@ -132,7 +132,7 @@ async fn metrics_follow_the_load() {
     let token =
         mint_client_token(&format!("http://127.0.0.1:{http}/client/?hub=chat"), None, Duration::from_secs(60), "x");
     let addr = format!("127.0.0.1:{http}").parse().unwrap();
-    assert_eq!(support::websocket_at(addr, &format!("hub=chat&access_token={token}")).await.err(), Some(401));
+    assert_eq!(support::WsClient::open(addr, &format!("hub=chat&access_token={token}")).await.err(), Some(401));
     // One client leaves with a close frame.
     let mut leaving = clients.pop().unwrap();
     leaving.send(8, &[0x03, 0xe8]).await;

@@ -1,5 +1,5 @@
-//! An in-process node on a free port and a minimal raw WebSocket client, so tests can send
-//! exactly the bytes they mean (including bad ones).
+//! An in-process node on a free port, request helpers, and the shared test kit's raw WebSocket
+//! client, so tests can send exactly the bytes they mean (including bad ones).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -7,6 +7,8 @@ use std::time::Duration;
 use switchboard_auth::{mint_client_token, mint_server_token};
 use switchboard_server::cli::ServeArgs;
 use switchboard_server::local::LocalNode;
+#[allow(unused_imports)] // each test file uses a part
+pub use switchboard_testkit::{Frame, WsClient, free_port, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -65,7 +67,7 @@ impl TestNode {
 
     /// Opens a WebSocket to `/client/?{query}`; returns the client or the refusal status.
     pub async fn websocket(&self, query: &str) -> Result<WsClient, u16> {
-        websocket_at(self.addr, query).await
+        WsClient::open(self.addr, query).await
     }
 
     pub async fn connect_json(&self, hub: &str, user: Option<&str>) -> WsClient {
@@ -75,111 +77,6 @@ impl TestNode {
         assert_eq!(ws.next_message().await, Frame::Data(b"{}\x1e".to_vec()));
         ws
     }
-}
-
-/// Opens a WebSocket to `/client/?{query}` on `addr`; returns the client or the refusal status.
-pub async fn websocket_at(addr: std::net::SocketAddr, query: &str) -> Result<WsClient, u16> {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET /client/?{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        addr
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        if stream.read(&mut byte).await.unwrap() == 0 {
-            break;
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let status: u16 = head.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
-    if status == 101 { Ok(WsClient { stream, buffer: Vec::new() }) } else { Err(status) }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Frame {
-    Data(Vec<u8>),
-    Close(u16),
-    Ping,
-}
-
-pub struct WsClient {
-    pub stream: TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl WsClient {
-    /// Sends one masked frame (mask key 0, which leaves the payload as is).
-    pub async fn send(&mut self, opcode: u8, payload: &[u8]) {
-        let mut frame = vec![0x80 | opcode];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n < 65536 => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&[0, 0, 0, 0]);
-        frame.extend_from_slice(payload);
-        let _ = self.stream.write_all(&frame).await;
-    }
-
-    /// Reads the next server frame (server frames are unmasked); `Close(1006)` on EOF.
-    pub async fn next_message(&mut self) -> Frame {
-        tokio::time::timeout(WAIT, self.read_frame()).await.expect("a frame within the wait")
-    }
-
-    async fn read_frame(&mut self) -> Frame {
-        loop {
-            if let Some((frame, used)) = parse_server_frame(&self.buffer) {
-                self.buffer.drain(..used);
-                return frame;
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return Frame::Close(1006),
-                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    /// Reads frames until a data frame arrives (skipping pings).
-    pub async fn next_data(&mut self) -> Vec<u8> {
-        loop {
-            match self.next_message().await {
-                Frame::Data(data) => return data,
-                Frame::Ping => continue,
-                Frame::Close(code) => panic!("closed with {code} while waiting for data"),
-            }
-        }
-    }
-}
-
-fn parse_server_frame(buf: &[u8]) -> Option<(Frame, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let opcode = buf[0] & 0x0f;
-    let (len, mut at) = match buf[1] & 0x7f {
-        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
-        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
-        n => (n as usize, 2),
-    };
-    let payload = buf.get(at..at + len)?;
-    at += len;
-    let frame = match opcode {
-        8 => Frame::Close(payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]])).unwrap_or(1005)),
-        9 => Frame::Ping,
-        _ => Frame::Data(payload.to_vec()),
-    };
-    Some((frame, at))
 }
 
 /// Spawns a `switchboard serve` process with stdout piped; the receiver gets its first stdout
@@ -196,19 +93,4 @@ pub fn spawn_node(command: &mut std::process::Command) -> (std::process::Child, 
         }
     });
     (child, ready_rx)
-}
-
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Polls `check` until it holds, failing the test after `limit`; returns how long it took.
-pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let started = std::time::Instant::now();
-    while !check() {
-        assert!(started.elapsed() < limit, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    started.elapsed()
 }
