@@ -13,7 +13,8 @@ mod payload;
 mod route;
 
 pub use error::ApiError;
-pub use route::{Family, Operation, Route, parse_route};
+pub use payload::MAX_ARGUMENTS_DEPTH;
+pub use route::{Family, MAX_USER_ID_CHARS, Operation, Route, parse_route};
 
 use axum::Router;
 use axum::routing::any;

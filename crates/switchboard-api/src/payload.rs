@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use switchboard_hub::Frames;
+use switchboard_protocol::Protocol;
 
 /// Builds the frames to deliver from a request body.
 pub(crate) fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Frames, ApiError> {
@@ -27,22 +28,75 @@ fn parse_json(body: &[u8]) -> Result<Frames, ApiError> {
     };
     let arguments = match field("arguments") {
         None => RawValue::from_string("[]".into()).expect("valid JSON"),
-        Some(raw) if raw.get().starts_with('[') => compact(raw),
+        Some(raw) if raw.get().starts_with('[') => {
+            check_arguments(raw.get()).map_err(ApiError::bad_request)?;
+            compact(raw)
+        }
         Some(raw) if raw.get() == "null" => RawValue::from_string("[]".into()).expect("valid JSON"),
         Some(_) => return Err(ApiError::bad_request("'arguments' must be an array")),
     };
     Ok(Frames::invocation(target, arguments))
 }
 
+/// Deepest nesting of arrays and objects a REST payload's arguments may have (the arguments
+/// array itself counts as one), as ASP.NET Core SignalR's System.Text.Json allows: deeper
+/// payloads could not be delivered to every client, so they are refused before the 202.
+pub const MAX_ARGUMENTS_DEPTH: usize = 64;
+
+/// Checks, in one pass over the raw JSON, what every protocol needs of the arguments: nesting
+/// within [`MAX_ARGUMENTS_DEPTH`], and numbers a MessagePack client can receive (finite).
+fn check_arguments(text: &str) -> Result<(), String> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut at) = (0usize, 0usize);
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => {
+                at += 1;
+                while at < bytes.len() && bytes[at] != b'"' {
+                    at += if bytes[at] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_ARGUMENTS_DEPTH {
+                    return Err(format!("'arguments' are nested deeper than {MAX_ARGUMENTS_DEPTH} levels"));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let end = bytes[at..]
+                    .iter()
+                    .position(|b| !matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                    .map_or(bytes.len(), |n| at + n);
+                let number = &text[at..end];
+                if !number.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(format!("'arguments' hold a number out of range: {}", clip(number)));
+                }
+                at = end;
+                continue;
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    Ok(())
+}
+
+fn clip(text: &str) -> &str {
+    text.get(..40).unwrap_or(text)
+}
+
 /// Arguments are forwarded verbatim unless they contain line breaks, which text transports
-/// must never carry inside a message.
+/// must never carry inside a message. Checked arguments ([`check_arguments`]) always re-encode.
 fn compact(raw: &RawValue) -> Box<RawValue> {
     let text = raw.get();
     if !text.contains(['\n', '\r']) {
         return raw.to_owned();
     }
-    let value: serde_json::Value = serde_json::from_str(text).expect("RawValue holds valid JSON");
-    serde_json::value::to_raw_value(&value).expect("serializing a Value cannot fail")
+    match serde_json::from_str::<serde_json::Value>(text).and_then(|v| serde_json::value::to_raw_value(&v)) {
+        Ok(compacted) => compacted,
+        Err(_) => raw.to_owned(),
+    }
 }
 
 fn parse_binary(body: &[u8]) -> Result<Frames, ApiError> {
@@ -62,7 +116,18 @@ fn parse_binary(body: &[u8]) -> Result<Frames, ApiError> {
     if json.is_none() && messagepack.is_none() {
         return Err(ApiError::bad_request("the binary payload has neither a 'json' nor a 'messagepack' frame"));
     }
-    Ok(Frames::prebuilt(json, messagepack))
+    // A missing protocol is converted from the other; one that cannot be is refused here,
+    // before the 202, instead of silently reaching no client of that protocol.
+    let frames = Frames::prebuilt(json, messagepack);
+    for protocol in [Protocol::Json, Protocol::MessagePack] {
+        if frames.get(protocol).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "the binary payload's frame cannot be converted for {} clients",
+                protocol.name()
+            )));
+        }
+    }
+    Ok(frames)
 }
 
 #[cfg(test)]
@@ -97,6 +162,50 @@ mod tests {
         }
         assert!(parse(Some("application/octet-stream"), b"\x80").is_err());
         assert!(parse(Some("application/octet-stream"), b"garbage").is_err());
+    }
+
+    /// D1 (a panic) and D2 (a silent drop for MessagePack clients): deep arguments, with or
+    /// without a line break, are refused with a 400 before anything is sent.
+    #[test]
+    fn arguments_nested_too_deep_are_refused() {
+        let nested = |depth: usize, line_break: bool| {
+            let inner = format!("{}1{}", "[".repeat(depth - 1), "]".repeat(depth - 1));
+            let sep = if line_break { "\n" } else { "" };
+            format!("{{\"target\":\"t\",\"arguments\":[{sep}{inner}]}}")
+        };
+        for depth in [MAX_ARGUMENTS_DEPTH + 1, 127, 128, 200, 5000] {
+            for line_break in [false, true] {
+                let error = parse(None, nested(depth, line_break).as_bytes()).err().expect("refused");
+                assert_eq!(error.status, http::StatusCode::BAD_REQUEST);
+                assert!(error.message.contains("nested deeper than 64"), "{}", error.message);
+            }
+        }
+        // At the limit both protocols are built.
+        let frames = parse(None, nested(MAX_ARGUMENTS_DEPTH, true).as_bytes()).unwrap();
+        assert!(frames.get(Protocol::MessagePack).is_some() && frames.get(Protocol::Json).is_some());
+        // Brackets inside strings do not count.
+        let text = format!("{{\"target\":\"t\",\"arguments\":[\"{}\\\"\"]}}", "[".repeat(500));
+        assert!(parse(None, text.as_bytes()).is_ok());
+    }
+
+    /// Numbers no MessagePack client could receive are refused rather than dropped for them.
+    #[test]
+    fn numbers_out_of_range_are_refused() {
+        for bad in ["1e400", "-1e400", &"9".repeat(400)] {
+            let body = format!("{{\"target\":\"t\",\"arguments\":[{bad}]}}");
+            assert!(parse(None, body.as_bytes()).is_err(), "{bad}");
+        }
+        let frames = parse(None, br#"{"target":"t","arguments":[1e300,-0.5,18446744073709551615,"1e400"]}"#).unwrap();
+        assert!(frames.get(Protocol::MessagePack).is_some());
+    }
+
+    /// A binary payload whose one frame cannot be converted for the other protocol is refused.
+    #[test]
+    fn an_unconvertible_binary_frame_is_refused() {
+        let map = rmpv::Value::Map(vec![(rmpv::Value::from("json"), rmpv::Value::Binary(b"not a frame".to_vec()))]);
+        let mut body = Vec::new();
+        rmpv::encode::write_value(&mut body, &map).unwrap();
+        assert!(parse(Some("application/octet-stream"), &body).is_err());
     }
 
     #[test]

@@ -77,11 +77,14 @@ pub struct Route {
 /// Matches `method` and the raw (still percent-encoded) `path`. `application` is the
 /// `application` query value, if any.
 pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Result<Route, ApiError> {
+    // A segment that is not UTF-8 once decoded is refused: decoded lossily, `%FF` and `%FE`
+    // would name the same group.
     let segments: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
+        .map(|s| percent_decode_str(s).decode_utf8().map(|d| d.into_owned()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| ApiError::bad_request("the path holds percent-encoded bytes that are not UTF-8"))?;
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let (family, rest) = match segments.as_slice() {
         ["api", "v1", rest @ ..] => (Family::V1, rest),
@@ -105,12 +108,12 @@ pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Re
     let operation = match rest {
         [] | [":send"] if post => Operation::Broadcast,
         [":closeConnections"] if post => Operation::CloseAll,
-        ["users", u] | ["users", u, ":send"] if post => Operation::SendUser(s(u)),
-        ["users", u] if read => Operation::UserExists(s(u)),
-        ["users", u, ":closeConnections"] if post => Operation::CloseUser(s(u)),
-        ["users", u, "groups"] if delete => Operation::RemoveUserFromAllGroups(s(u)),
+        ["users", u] | ["users", u, ":send"] if post => Operation::SendUser(user_id(u)?),
+        ["users", u] if read => Operation::UserExists(user_id(u)?),
+        ["users", u, ":closeConnections"] if post => Operation::CloseUser(user_id(u)?),
+        ["users", u, "groups"] if delete => Operation::RemoveUserFromAllGroups(user_id(u)?),
         ["users", u, "groups", g] | ["groups", g, "users", u] => {
-            let (user, group) = (s(u), group_name(g)?);
+            let (user, group) = (user_id(u)?, group_name(g)?);
             match *method {
                 Method::PUT => Operation::AddUserToGroup { user, group },
                 Method::DELETE => Operation::RemoveUserFromGroup { user, group },
@@ -159,6 +162,17 @@ fn internal_hub(hub: &str, application: Option<&str>) -> Result<String, ApiError
         None | Some("") => Ok(hub.to_ascii_lowercase()),
         Some(app) if is_valid_hub_name(app) => Ok(format!("{}_{}", app.to_ascii_lowercase(), hub.to_ascii_lowercase())),
         Some(app) => Err(ApiError::bad_request(format!("invalid application name '{}'", clip(app)))),
+    }
+}
+
+/// Azure's bound on user ids.
+pub const MAX_USER_ID_CHARS: usize = 1024;
+
+fn user_id(user: &str) -> Result<String, ApiError> {
+    if user.chars().count() <= MAX_USER_ID_CHARS {
+        Ok(user.to_owned())
+    } else {
+        Err(ApiError::bad_request(format!("invalid user id: 1 to {MAX_USER_ID_CHARS} characters")))
     }
 }
 
@@ -237,5 +251,34 @@ mod tests {
         );
         assert_eq!(route(Method::POST, "/api/hubs/chat/nothing/x/y/z").unwrap_err().status, StatusCode::NOT_FOUND);
         assert_eq!(route(Method::PATCH, "/api/hubs/chat/users/u").unwrap_err().status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    /// W6: bytes that are not UTF-8 name no group (lossy decoding made `%FF` and `%FE` equal).
+    #[test]
+    fn segments_that_are_not_utf8_are_refused() {
+        for path in ["/api/v1/hubs/chat/groups/%FF", "/api/hubs/chat/groups/%FE/:send", "/api/v1/hubs/chat/users/%C3"] {
+            let error = route(Method::POST, path).err().expect("refused");
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{path}");
+        }
+        assert!(route(Method::POST, "/api/v1/hubs/chat/groups/%C3%A9").is_ok(), "é is UTF-8");
+    }
+
+    /// W2: user ids are 1 to 1,024 characters, on every user route.
+    #[test]
+    fn user_ids_longer_than_1024_characters_are_refused() {
+        let long = "u".repeat(MAX_USER_ID_CHARS + 1);
+        let ok = "é".repeat(MAX_USER_ID_CHARS);
+        for (method, path) in [
+            (Method::POST, "/api/v1/hubs/chat/users/{u}"),
+            (Method::HEAD, "/api/hubs/chat/users/{u}"),
+            (Method::POST, "/api/hubs/chat/users/{u}/:closeConnections"),
+            (Method::PUT, "/api/v1/hubs/chat/users/{u}/groups/g"),
+            (Method::DELETE, "/api/v1/hubs/chat/groups/g/users/{u}"),
+            (Method::DELETE, "/api/hubs/chat/users/{u}/groups"),
+        ] {
+            let error = route(method.clone(), &path.replace("{u}", &long)).err().expect("refused");
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{path}");
+            assert!(route(method, &path.replace("{u}", &ok)).is_ok(), "{path}");
+        }
     }
 }

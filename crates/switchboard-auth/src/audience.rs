@@ -13,15 +13,18 @@ use url::Url;
 #[derive(Debug, Clone)]
 pub struct Audience {
     hosts: Vec<String>,
+    /// `{endpoint path}/client` of each endpoint, normalized: the one path a client audience names.
+    client_paths: Vec<String>,
 }
 
 impl Audience {
     /// Accepts audiences naming any of `endpoints`' hosts. Loopback endpoints also accept the
     /// other loopback spellings (`localhost`, `127.0.0.1`, `[::1]`), which local tools mix freely.
     pub fn new<'a>(endpoints: impl IntoIterator<Item = &'a Url>) -> Self {
-        let mut hosts = Vec::new();
+        let (mut hosts, mut client_paths) = (Vec::new(), Vec::new());
         for url in endpoints {
             let Some(host) = url.host_str() else { continue };
+            client_paths.push(format!("{}/client", normalize_path(url.path())));
             let host = host.to_ascii_lowercase();
             if is_loopback(&host) {
                 hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
@@ -30,14 +33,16 @@ impl Audience {
         }
         hosts.sort();
         hosts.dedup();
-        Self { hosts }
+        client_paths.sort();
+        client_paths.dedup();
+        Self { hosts, client_paths }
     }
 
-    /// Whether `aud` is a client audience for `hub`: `{endpoint}/client/?hub={hub}`.
+    /// Whether `aud` is a client audience for `hub`: exactly `{endpoint}/client/?hub={hub}`, with
+    /// the leniencies of every audience (port, case, trailing `/`, other query values).
     pub fn matches_client(&self, aud: &str, hub: &str) -> bool {
         let Some(url) = self.parse_with_known_host(aud) else { return false };
-        let path = url.path().trim_end_matches('/');
-        if !path.to_ascii_lowercase().ends_with("client") {
+        if !self.client_paths.contains(&normalize_path(url.path())) {
             return false;
         }
         url.query_pairs().any(|(k, v)| k == "hub" && v.eq_ignore_ascii_case(hub))
@@ -100,6 +105,19 @@ mod tests {
         assert!(!a.matches_client("https://svc.example.com/client/", "chat"));
         assert!(!a.matches_client("https://svc.example.com/api/v1/hubs/chat", "chat"));
         assert!(!a.matches_client("https://other.example.com/client/?hub=chat", "chat"));
+        // W1: a path that merely ends in "client" is another resource.
+        for other in
+            ["/api/v1/hubs/xclient?hub=chat", "/xclient/?hub=chat", "/a/client/?hub=chat", "/clients/?hub=chat"]
+        {
+            assert!(!a.matches_client(&format!("https://svc.example.com{other}"), "chat"), "{other}");
+        }
+    }
+
+    #[test]
+    fn an_endpoint_with_a_path_names_its_own_client_path() {
+        let a = Audience::new([&Url::parse("https://svc.example.com/signalr").unwrap()]);
+        assert!(a.matches_client("https://svc.example.com/signalr/client/?hub=chat", "chat"));
+        assert!(!a.matches_client("https://svc.example.com/client/?hub=chat", "chat"));
     }
 
     #[test]

@@ -96,6 +96,10 @@ fn create(
         return Err(refuse(StatusCode::FORBIDDEN, format!("the access token does not allow {}", kind.name())));
     }
     let hub = state.registry.get_or_create(&hub_name);
+    let handshake_timeout = identity
+        .handshake_timeout_secs
+        .map(|secs| Duration::from_secs(secs.clamp(1, 30)))
+        .unwrap_or(state.config.handshake_timeout);
     let info = ConnectionInfo { claims: identity.claims, query: query.without_token() };
     let connection = Arc::new(HttpConnection::new(
         Arc::from(connection_id),
@@ -111,6 +115,14 @@ fn create(
         return Err(refuse(StatusCode::CONFLICT, "the connection is already active"));
     }
     map.insert(connection.id.clone(), connection.clone());
+    drop(map);
+    let (pending, timer_state) = (Arc::downgrade(&connection), state.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(handshake_timeout).await;
+        if let Some(connection) = pending.upgrade() {
+            connection.cancel_handshake_if_pending(&timer_state);
+        }
+    });
     Ok(connection)
 }
 

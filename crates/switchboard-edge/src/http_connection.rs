@@ -158,6 +158,20 @@ impl HttpConnection {
         settle
     }
 
+    /// Ends the connection with Azure's handshake-canceled answer if the client has not
+    /// completed its handshake (the same timeout as on WebSockets).
+    pub(crate) fn cancel_handshake_if_pending(&self, state: &EdgeState) {
+        {
+            let mut guard = self.state.lock();
+            if guard.ended || guard.conn.is_some() {
+                return;
+            }
+            guard.replies.extend_from_slice(&handshake::error_response(handshake::HANDSHAKE_CANCELED));
+        }
+        state.registry.stats().connect_failed(ConnectFailure::Handshake);
+        self.end(state, Disconnect::ServerClosed);
+    }
+
     /// Lets the held handshake answer (and what follows it) go out.
     pub(crate) fn settled(&self) {
         self.state.lock().settling = false;

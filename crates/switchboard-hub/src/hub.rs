@@ -126,7 +126,7 @@ impl Hub {
                 Target::All => self.connection_count() > 0,
                 Target::User(user) => self.user_exists(user),
                 Target::Group(group) => self.group_exists(group),
-                Target::Connection(id) => self.connection(id).is_some(),
+                Target::Connection(id) => self.connection(id).is_some_and(|c| is_live(&c)),
             },
             Call::AddToGroup { connection, group } => self.add_to_group(connection, group),
             Call::RemoveFromGroup { connection, group } => self.remove_from_group(connection, group),
@@ -203,14 +203,14 @@ impl Hub {
 
     /// Whether the user has at least one live connection.
     pub fn user_exists(&self, user: &str) -> bool {
-        self.state.read().users.contains_key(user)
+        self.state.read().users.get(user).is_some_and(|connections| connections.iter().any(|c| is_live(c)))
     }
 
     /// Whether at least one live connection is in the group.
     pub fn group_exists(&self, group: &str) -> bool {
         let state = self.state.read();
         let mut found = false;
-        state.for_each_in_group(&self.name, &*self.shared.user_groups, group, |_| found = true);
+        state.for_each_in_group(&self.name, &*self.shared.user_groups, group, |c| found |= is_live(c));
         found
     }
 
@@ -275,10 +275,10 @@ impl Hub {
 
     // ------------------------------------------------------------------ membership
 
-    /// Adds a connection to a group; `false` when the connection is not here.
+    /// Adds a connection to a group; `false` when the connection is not here (or closing).
     pub fn add_to_group(&self, id: &str, group: &str) -> bool {
         let mut state = self.state.write();
-        let Some(conn) = state.connections.get(id).cloned() else { return false };
+        let Some(conn) = state.connections.get(id).filter(|c| is_live(c)).cloned() else { return false };
         self.join(&mut state, &conn, group);
         true
     }
@@ -428,6 +428,12 @@ fn protocol_index(protocol: switchboard_protocol::Protocol) -> usize {
         switchboard_protocol::Protocol::Json => 0,
         switchboard_protocol::Protocol::MessagePack => 1,
     }
+}
+
+/// A connection that is closing (asked to, or a slow consumer whose queue overflowed) is gone
+/// for REST at once, though its transport may take until its write times out to end it.
+fn is_live(conn: &Connection) -> bool {
+    !conn.outbox.is_closing()
 }
 
 fn is_excluded(id: &str, excluded: &[String]) -> bool {

@@ -212,3 +212,80 @@ async fn cors_echoes_the_origin_with_credentials_and_enforces_the_allow_list() {
         "non-browser callers send no Origin"
     );
 }
+
+/// W5: Server-Sent Events and Long Polling apply the handshake timeout WebSockets apply: a
+/// client that never sends its handshake gets Azure's handshake-canceled answer and the
+/// connection ends.
+#[tokio::test]
+async fn sse_and_long_polling_apply_the_handshake_timeout() {
+    let node = start_node(|args| args.handshake_timeout = Some(1)).await;
+    let token = node.client_token("chat", None);
+    let auth = format!("Bearer {token}");
+    let negotiate = || async {
+        let (status, _, body) = node
+            .raw_http("POST", "/client/negotiate?hub=chat&negotiateVersion=1", &[("Authorization", &auth)], b"")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        answer["connectionToken"].as_str().unwrap().to_owned()
+    };
+    let canceled = "{\"error\":\"Handshake was canceled.\"}\u{1e}";
+
+    let id = negotiate().await;
+    let started = std::time::Instant::now();
+    let target = format!("/client/?hub=chat&id={id}&access_token={token}");
+    let (status, _, body) = node.raw_http("GET", &target, &[("Accept", "text/event-stream")], b"").await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&format!("data: {canceled}")), "SSE stream: {body:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "ended after {:?}", started.elapsed());
+
+    let id = negotiate().await;
+    let target = format!("/client/?hub=chat&id={id}&access_token={token}");
+    let (status, _, body) = node.raw_http("GET", &target, &[], b"").await;
+    assert_eq!((status, body.as_str()), (200, ""), "the first poll opens the connection");
+    let (status, _, body) = node.raw_http("GET", &target, &[], b"").await;
+    assert_eq!((status, body.as_str()), (200, canceled), "the next poll carries the answer");
+    let (status, _, _) = node.raw_http("GET", &target, &[], b"").await;
+    assert_eq!(status, 204, "then the connection is gone");
+}
+
+/// The hostile inputs of the hardening campaign, each through the real HTTP path: a clear 4xx
+/// with an ErrorDetail body, the node unharmed, a client still served.
+#[tokio::test]
+async fn hostile_rest_and_token_inputs_get_clear_errors() {
+    let node = start_node(|_| {}).await;
+    let mut ws = node.connect_json("chat", None).await;
+    let error_code = |head: &str| {
+        head.lines().find_map(|l| l.strip_prefix("x-ms-error-code: ").map(str::to_owned)).unwrap_or_default()
+    };
+    // D1 and D2: arguments nested 127 levels (with and without a line break) and an
+    // out-of-range number: refused before the 202, no panic, no silent drop.
+    let deep = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+    for arguments in [format!("[{deep}]"), format!("[\n{deep}]"), "[1e400]".to_owned()] {
+        let body = format!("{{\"target\":\"t\",\"arguments\":{arguments}}}");
+        let (status, head, text) = node.rest("POST", "/api/v1/hubs/chat", body.as_bytes()).await;
+        assert_eq!(status, 400, "{text}");
+        assert_eq!(error_code(&head), "Error.Request.Invalid");
+        assert!(text.contains("\"code\""), "ErrorDetail body: {text}");
+    }
+    // W2: a 1,025-character user id.
+    let long = "u".repeat(1025);
+    for (method, path) in [
+        ("PUT", format!("/api/v1/hubs/chat/users/{long}/groups/g")),
+        ("POST", format!("/api/hubs/chat/users/{long}/:closeConnections?api-version=2024-12-01")),
+    ] {
+        assert_eq!(node.rest(method, &path, b"").await.0, 400, "{method} {}", &path[..40]);
+    }
+    // W6: group names that are not UTF-8.
+    assert_eq!(node.rest("PUT", "/api/v1/hubs/chat/groups/%FF/users/u", b"").await.0, 400);
+    // W1: a client token for another resource whose path ends in "client".
+    let aud = format!("{}/api/v1/hubs/xclient?hub=chat", node.endpoint);
+    let token = switchboard_auth::mint_client_token(&aud, None, std::time::Duration::from_secs(60), KEY);
+    let auth = format!("Bearer {token}");
+    let (status, _, _) = node.raw_http("POST", "/client/negotiate?hub=chat", &[("Authorization", &auth)], b"").await;
+    assert_eq!(status, 401);
+    // The node is unharmed and the client still served.
+    let (status, _, _) = node.rest("POST", "/api/v1/hubs/chat", br#"{"target":"t","arguments":["after"]}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(ws.next_data().await, b"{\"type\":1,\"target\":\"t\",\"arguments\":[\"after\"]}\x1e");
+}

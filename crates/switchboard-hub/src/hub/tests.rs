@@ -1,5 +1,5 @@
 use super::*;
-use crate::{ConnectionInfo, Registry};
+use crate::{Call, ConnectionInfo, Registry, Target};
 use bytes::Bytes;
 use switchboard_protocol::Protocol;
 
@@ -143,4 +143,23 @@ fn slow_consumers_are_closed_and_counted() {
     }
     assert!(a.outbox.is_closing());
     assert_eq!(Stats::get(&registry.stats().slow_consumer_closes), 1);
+}
+
+/// W4: a slow consumer whose queue overflowed is gone for REST at once, though its transport
+/// has not ended it yet.
+#[test]
+fn an_overflowed_connection_is_gone_for_rest_at_once() {
+    let registry = Registry::new(crate::HubConfig { max_queued_bytes: 200 });
+    let hub = registry.get_or_create("h");
+    let slow = connect(&hub, "slow", Some("u"), Protocol::Json);
+    hub.add_to_group("slow", "g");
+    let exists = |target: Target| hub.apply(&Call::Exists(target));
+    assert!(exists(Target::Connection("slow".into())) && exists(Target::User("u".into())));
+    assert!(exists(Target::Group("g".into())));
+    while hub.send_to_connection("slow", &frames()) {}
+    assert!(slow.outbox.is_closing());
+    assert!(!exists(Target::Connection("slow".into())), "HEAD connection: 404");
+    assert!(!exists(Target::User("u".into())), "HEAD user: 404");
+    assert!(!exists(Target::Group("g".into())), "HEAD group: 404");
+    assert!(!hub.add_to_group("slow", "other"), "adding it to a group: 404");
 }
