@@ -175,7 +175,7 @@ mod tests {
         };
         for depth in [MAX_ARGUMENTS_DEPTH + 1, 127, 128, 200, 5000] {
             for line_break in [false, true] {
-                let error = parse(None, nested(depth, line_break).as_bytes()).err().expect("refused");
+                let error = parse(None, nested(depth, line_break).as_bytes()).expect_err("refused");
                 assert_eq!(error.status, http::StatusCode::BAD_REQUEST);
                 assert!(error.message.contains("nested deeper than 64"), "{}", error.message);
             }

@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn segments_that_are_not_utf8_are_refused() {
         for path in ["/api/v1/hubs/chat/groups/%FF", "/api/hubs/chat/groups/%FE/:send", "/api/v1/hubs/chat/users/%C3"] {
-            let error = route(Method::POST, path).err().expect("refused");
+            let error = route(Method::POST, path).expect_err("refused");
             assert_eq!(error.status, StatusCode::BAD_REQUEST, "{path}");
         }
         assert!(route(Method::POST, "/api/v1/hubs/chat/groups/%C3%A9").is_ok(), "é is UTF-8");
@@ -276,7 +276,7 @@ mod tests {
             (Method::DELETE, "/api/v1/hubs/chat/groups/g/users/{u}"),
             (Method::DELETE, "/api/hubs/chat/users/{u}/groups"),
         ] {
-            let error = route(method.clone(), &path.replace("{u}", &long)).err().expect("refused");
+            let error = route(method.clone(), &path.replace("{u}", &long)).expect_err("refused");
             assert_eq!(error.status, StatusCode::BAD_REQUEST, "{path}");
             assert!(route(method, &path.replace("{u}", &ok)).is_ok(), "{path}");
         }
