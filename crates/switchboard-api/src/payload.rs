@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use switchboard_hub::Frames;
 use switchboard_protocol::Protocol;
 
-/// Builds the frames to deliver from a request body.
-pub(crate) fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Frames, ApiError> {
+/// Builds the frames to deliver from a send's body (`content_type` picks JSON or the binary
+/// multi-protocol payload); a 400 when it cannot be delivered to clients of every protocol.
+pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Frames, ApiError> {
     let binary = content_type
         .map(|ct| ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
         .is_some_and(|ct| ct == "application/octet-stream" || ct == "application/x-msgpack");
