@@ -54,7 +54,13 @@ fn check_arguments(text: &str) -> Result<(), String> {
             b'"' => {
                 at += 1;
                 while at < bytes.len() && bytes[at] != b'"' {
-                    at += if bytes[at] == b'\\' { 2 } else { 1 };
+                    if bytes[at] != b'\\' {
+                        at += 1;
+                    } else if bytes.get(at + 1) == Some(&b'u') {
+                        at = check_unicode_escape(bytes, at)?;
+                    } else {
+                        at += 2;
+                    }
                 }
             }
             b'[' | b'{' => {
@@ -81,6 +87,25 @@ fn check_arguments(text: &str) -> Result<(), String> {
         at += 1;
     }
     Ok(())
+}
+
+/// Checks the `\\uXXXX` escape at `at` (and the low half a high surrogate needs); returns where
+/// the text goes on. JSON's syntax allows a lone surrogate, but it is no character: MessagePack
+/// clients could not receive it.
+fn check_unicode_escape(bytes: &[u8], at: usize) -> Result<usize, String> {
+    let unit = |at: usize| {
+        let hex = bytes.get(at + 2..at + 6).filter(|_| bytes[at..].starts_with(b"\\u"))?;
+        u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let lone = || Err("'arguments' hold a \\u escape of half a surrogate pair".to_owned());
+    match unit(at) {
+        Some(0xD800..=0xDBFF) => match unit(at + 6) {
+            Some(0xDC00..=0xDFFF) => Ok(at + 12),
+            _ => lone(),
+        },
+        Some(0xDC00..=0xDFFF) => lone(),
+        _ => Ok(at + 6),
+    }
 }
 
 fn clip(text: &str) -> &str {
@@ -198,6 +223,19 @@ mod tests {
         }
         let frames = parse(None, br#"{"target":"t","arguments":[1e300,-0.5,18446744073709551615,"1e400"]}"#).unwrap();
         assert!(frames.get(Protocol::MessagePack).is_some());
+    }
+
+    /// A lone surrogate escape is valid JSON syntax but no string: it reaches no client either way.
+    #[test]
+    fn lone_surrogates_in_arguments_are_refused_or_delivered_everywhere() {
+        for text in [r#"["\ud800"]"#, r#"["\udc00x"]"#, r#"[{"\ud800":1}]"#, r#"["\ud83d\ude00"]"#] {
+            let body = format!("{{\"target\":\"t\",\"arguments\":{text}}}");
+            if let Ok(frames) = parse(None, body.as_bytes()) {
+                assert!(frames.get(Protocol::MessagePack).is_some(), "{text} accepted but not convertible");
+            }
+        }
+        assert!(parse(None, br#"{"target":"t","arguments":["\ud800"]}"#).is_err());
+        assert!(parse(None, br#"{"target":"t","arguments":["\ud83d\ude00 \u00e9"]}"#).is_ok());
     }
 
     /// A binary payload whose one frame cannot be converted for the other protocol is refused.
