@@ -19,6 +19,7 @@
 // at most once per request, so boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+mod admission;
 mod client_requests;
 mod config;
 mod cors;
@@ -31,6 +32,7 @@ mod stateful;
 mod upstream_link;
 mod websocket;
 
+pub use admission::{Admission, Refusal, Ticket};
 pub use client_requests::reclaim_abandoned;
 pub use config::EdgeConfig;
 pub use forward::PeerDirectory;

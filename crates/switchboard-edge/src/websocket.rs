@@ -6,9 +6,9 @@ mod parking;
 mod task;
 mod write;
 
-use crate::EdgeState;
 use crate::negotiate::allowed;
 use crate::request::{ClientQuery, authenticate, refuse};
+use crate::{EdgeState, Ticket};
 use axum::extract::Request;
 use axum::response::Response;
 use http::StatusCode;
@@ -41,6 +41,8 @@ pub(crate) fn resolve_id(state: &EdgeState, id: &str, hub: &str) -> Option<Resol
 /// `GET /client/?hub=&id=` with a WebSocket upgrade.
 pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request) -> Response {
     let query = ClientQuery::parse(request.uri().query());
+    // The socket's admission ticket goes with it into the connection task.
+    let ticket = request.extensions().get::<Ticket>().cloned();
     let hub_name = query.get("hub").unwrap_or_default().to_ascii_lowercase();
     // A stateful connection coming back: its secret id is the credential (access tokens gate
     // establishment only).
@@ -50,7 +52,7 @@ pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request) -> Resp
     {
         return match fastwebsockets::upgrade::upgrade(&mut request) {
             Ok((response, upgrade)) => {
-                let task = ConnectionTask::resumed(state, parked);
+                let task = ConnectionTask::resumed(state, parked, ticket);
                 tokio::spawn(task.run_after(upgrade));
                 response.map(|_| axum::body::Body::empty())
             }
@@ -90,7 +92,8 @@ pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request) -> Resp
         Ok(ok) => ok,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("invalid WebSocket upgrade: {e}")),
     };
-    let task = ConnectionTask::new(state, hub, connection_id, identity, query.without_token(), resolved.expires_at);
+    let task =
+        ConnectionTask::new(state, hub, connection_id, identity, query.without_token(), resolved.expires_at, ticket);
     tokio::spawn(task.run_after(upgrade));
     response.map(|_| axum::body::Body::empty())
 }

@@ -98,6 +98,14 @@ pub struct ServeArgs {
     /// Bytes queued for one connection before it is closed as a slow consumer [default: 1048576].
     #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_BYTES")]
     pub max_queued_bytes: Option<usize>,
+    /// Sockets the public port holds at most; past it a new one is answered 503 and closed
+    /// [default: the open-file limit less 512, kept for health, metrics, raft and upstream; 0: no cap].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Sockets one source address may hold; past it a new one is answered 429 and closed
+    /// [default: 0, no cap].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
     /// Upstream URL template for client invocations and connection events, matching every hub,
     /// category and event (repeatable; `{hub}`, `{category}`, `{event}` are filled in).
     #[arg(long = "upstream", env = "SWITCHBOARD_UPSTREAM", value_delimiter = ' ')]

@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub allowed_origins: Option<Vec<String>>,
     pub max_message_size: Option<usize>,
     pub max_queued_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
     pub shutdown_grace: Option<u64>,
     pub node_id: Option<NodeIdValue>,
     pub grpc_listen: Option<String>,
@@ -80,6 +82,11 @@ pub struct Settings {
     pub allowed_origins: Option<Vec<String>>,
     pub max_message_size: usize,
     pub max_queued_bytes: usize,
+    /// Sockets the public port holds at most (0: no cap); by default the open-file limit less
+    /// [`RESERVED_FILES`].
+    pub max_connections: usize,
+    /// Sockets one source address may hold (0: no cap).
+    pub max_connections_per_ip: usize,
     pub shutdown_grace: Duration,
     /// Upstream templates, in order: the file's first, then the flags' catch-all ones.
     pub upstream: Vec<Template>,
@@ -93,6 +100,22 @@ pub struct Settings {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Open files kept back from client sockets: the internal endpoint, raft, fan-out, upstream
+/// calls and the data files need some even while clients hold every socket they may.
+pub const RESERVED_FILES: usize = 512;
+
+/// The process's open-file limit less [`RESERVED_FILES`] (at least 64); no cap when the limit
+/// cannot be read.
+fn default_max_connections() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|value| value.parse::<usize>().ok());
+    soft.map_or(0, |files| files.saturating_sub(RESERVED_FILES).max(64))
+}
 pub const DEFAULT_DATA_DIR: &str = "switchboard-data";
 
 impl Settings {
@@ -211,6 +234,8 @@ impl Settings {
             allowed_origins: (!allowed.is_empty()).then_some(allowed),
             max_message_size,
             max_queued_bytes,
+            max_connections: args.max_connections.or(file.max_connections).unwrap_or_else(default_max_connections),
+            max_connections_per_ip: args.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(0),
             shutdown_grace: Duration::from_secs(args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10)),
             log_format,
         })

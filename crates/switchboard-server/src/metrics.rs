@@ -39,6 +39,7 @@ pub struct Observability {
 /// The running node's components, set once they exist.
 #[derive(Clone)]
 pub struct Parts {
+    pub admission: Arc<switchboard_edge::Admission>,
     pub registry: Arc<Registry>,
     pub upstream: Arc<Upstream>,
     pub fanout: Option<switchboard_fanout::FanoutClient>,
@@ -77,6 +78,7 @@ impl Observability {
         let parts = self.parts.lock().clone();
         if let Some(parts) = &parts {
             write_hub(&mut out, parts.registry.stats(), &parts.registry);
+            write_admission(&mut out, &parts.admission);
             write_upstream(&mut out, &parts.upstream);
             if let Some(fanout) = &parts.fanout {
                 write_fanout(&mut out, fanout.stats());
@@ -246,6 +248,24 @@ fn write_fanout(out: &mut String, stats: &FanoutStats) {
     let name = "switchboard_fanout_batch_duration_seconds";
     write_header(out, name, "histogram", "Time until another node acknowledged a delivery batch.");
     stats.batch_latency.write(out, name, "");
+}
+
+fn write_admission(out: &mut String, admission: &switchboard_edge::Admission) {
+    write_header(out, "switchboard_sockets_open", "gauge", "Sockets the public port holds.");
+    let _ = writeln!(out, "switchboard_sockets_open {}", admission.held());
+    write_header(out, "switchboard_sockets_max", "gauge", "Most sockets the public port holds (0: no cap).");
+    let _ = writeln!(out, "switchboard_sockets_max {}", admission.max_total());
+    let refused = [
+        ("node_limit", admission.refused_node_limit.load(Ordering::Relaxed)),
+        ("address_limit", admission.refused_address_limit.load(Ordering::Relaxed)),
+    ];
+    write_counters(
+        out,
+        "switchboard_sockets_refused_total",
+        "Sockets refused at a connection cap.",
+        "reason",
+        refused.into_iter(),
+    );
 }
 
 fn write_raft(out: &mut String, control: &ControlPlane) {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use switchboard_api::{ApiError, ApiState};
 use switchboard_auth::{AccessKeys, Audience, ConnectionTokens, Verifier, generate_access_key};
 use switchboard_control::ControlPlane;
-use switchboard_edge::{EdgeConfig, EdgeState};
+use switchboard_edge::{Admission, EdgeConfig, EdgeState, Refusal, Ticket};
 use switchboard_hub::{CloseRequest, Registry, Stats};
 use switchboard_upstream::{Upstream, UpstreamConfig};
 use tokio::net::TcpListener;
@@ -104,6 +104,7 @@ pub struct Node {
     engine: Engine,
     app: axum::Router,
     observability: Arc<Observability>,
+    admission: Arc<Admission>,
 }
 
 impl Node {
@@ -157,7 +158,9 @@ impl Node {
             ..UpstreamConfig::default()
         };
         let upstream = Arc::new(Upstream::new(upstream_config, verifier.keys().clone(), settings.max_queued_bytes));
+        let admission = Admission::new(settings.max_connections, settings.max_connections_per_ip);
         observability.attach(crate::metrics::Parts {
+            admission: admission.clone(),
             registry: registry.clone(),
             upstream: upstream.clone(),
             fanout: engine.fanout.clone(),
@@ -189,13 +192,14 @@ impl Node {
             .merge(switchboard_api::router(api))
             .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") })
             .layer(axum::middleware::from_fn_with_state(observability.clone(), crate::metrics::count_rest));
-        Ok(Node { endpoint, connection_string, registry, keys, edge, engine, app, observability })
+        Ok(Node { endpoint, connection_string, registry, keys, edge, engine, app, observability, admission })
     }
 
     /// Serves until `shutdown` resolves, then closes every client (with `allowReconnect`) and
     /// waits for them to leave within `grace`.
     pub async fn serve(self, listener: TcpListener, grace: Duration, shutdown: impl Future<Output = ()>) {
-        let Node { registry, edge, engine, app, observability, .. } = self;
+        let Node { registry, edge, engine, app, observability, admission, .. } = self;
+        let mut refusals = Refusals::default();
         observability.set_readiness(Readiness::Ready);
         let purge = tokio::spawn(engine.control.clone().purge_expired_forever());
         tokio::spawn(switchboard_edge::reclaim_abandoned(edge));
@@ -203,9 +207,16 @@ impl Node {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
+                        let ticket = match admission.admit(peer.ip()) {
+                            Ok(ticket) => ticket,
+                            Err(refusal) => {
+                                refusals.refuse(stream, refusal, &admission);
+                                continue;
+                            }
+                        };
                         let _ = stream.set_nodelay(true);
-                        let service = TowerToHyperService::new(app.clone());
+                        let service = TowerToHyperService::new(Admitted { app: app.clone(), ticket });
                         tokio::spawn(async move {
                             let connection = hyper::server::conn::http1::Builder::new()
                                 .timer(TokioTimer::new())
@@ -232,6 +243,62 @@ impl Node {
         drain(&registry, grace).await;
         purge.abort();
         engine.shutdown().await;
+    }
+}
+
+/// The application for one admitted socket: every request carries the socket's [`Ticket`], so
+/// a WebSocket task that takes the socket over keeps it counted.
+#[derive(Clone)]
+struct Admitted {
+    app: axum::Router,
+    ticket: Ticket,
+}
+
+impl<B> tower::Service<http::Request<B>> for Admitted
+where
+    axum::Router: tower::Service<http::Request<B>>,
+{
+    type Response = <axum::Router as tower::Service<http::Request<B>>>::Response;
+    type Error = <axum::Router as tower::Service<http::Request<B>>>::Error;
+    type Future = <axum::Router as tower::Service<http::Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<B>>::poll_ready(&mut self.app, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.ticket.clone());
+        self.app.call(request)
+    }
+}
+
+/// Answers sockets over a cap and closes them, saying so in the log at most every 10 s.
+#[derive(Default)]
+struct Refusals {
+    last_log: Option<tokio::time::Instant>,
+    since_log: u64,
+}
+
+impl Refusals {
+    fn refuse(&mut self, stream: tokio::net::TcpStream, refusal: Refusal, admission: &Admission) {
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut stream = stream;
+            let answer = refusal.http_response();
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&answer)).await;
+        });
+        self.since_log += 1;
+        if self.last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+            tracing::warn!(
+                ?refusal,
+                refused = self.since_log,
+                held = admission.held(),
+                max = admission.max_total(),
+                "refusing new sockets: a connection cap is reached"
+            );
+            self.last_log = Some(tokio::time::Instant::now());
+            self.since_log = 0;
+        }
     }
 }
 

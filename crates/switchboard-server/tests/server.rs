@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::time::Duration;
 use support::{Frame, KEY, start_node};
 
 #[tokio::test]
@@ -63,7 +64,7 @@ async fn bad_tokens_are_refused_with_401() {
     let wrong_key = switchboard_auth::mint_client_token(
         &format!("{}/client/?hub=chat", node.endpoint),
         None,
-        std::time::Duration::from_secs(60),
+        Duration::from_secs(60),
         "not-the-key",
     );
     for token in [other_hub.as_str(), wrong_key.as_str(), "garbage", ""] {
@@ -237,7 +238,7 @@ async fn sse_and_long_polling_apply_the_handshake_timeout() {
     let (status, _, body) = node.raw_http("GET", &target, &[("Accept", "text/event-stream")], b"").await;
     assert_eq!(status, 200);
     assert!(body.contains(&format!("data: {canceled}")), "SSE stream: {body:?}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "ended after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(5), "ended after {:?}", started.elapsed());
 
     let id = negotiate().await;
     let target = format!("/client/?hub=chat&id={id}&access_token={token}");
@@ -280,7 +281,7 @@ async fn hostile_rest_and_token_inputs_get_clear_errors() {
     assert_eq!(node.rest("PUT", "/api/v1/hubs/chat/groups/%FF/users/u", b"").await.0, 400);
     // W1: a client token for another resource whose path ends in "client".
     let aud = format!("{}/api/v1/hubs/xclient?hub=chat", node.endpoint);
-    let token = switchboard_auth::mint_client_token(&aud, None, std::time::Duration::from_secs(60), KEY);
+    let token = switchboard_auth::mint_client_token(&aud, None, Duration::from_secs(60), KEY);
     let auth = format!("Bearer {token}");
     let (status, _, _) = node.raw_http("POST", "/client/negotiate?hub=chat", &[("Authorization", &auth)], b"").await;
     assert_eq!(status, 401);
@@ -288,4 +289,84 @@ async fn hostile_rest_and_token_inputs_get_clear_errors() {
     let (status, _, _) = node.rest("POST", "/api/v1/hubs/chat", br#"{"target":"t","arguments":["after"]}"#).await;
     assert_eq!(status, 202);
     assert_eq!(ws.next_data().await, b"{\"type\":1,\"target\":\"t\",\"arguments\":[\"after\"]}\x1e");
+}
+
+/// W3: sockets past `--max-connections` are answered 503 and closed at once, past
+/// `--max-connections-per-ip` 429, with ErrorDetail bodies, counted in the metrics; a WebSocket
+/// keeps its socket counted after the upgrade; a freed socket admits the next one; the
+/// internal endpoint stays reachable throughout.
+#[tokio::test]
+async fn connection_caps_refuse_sockets_clearly_and_free_them() {
+    use tokio::io::AsyncReadExt;
+    let node = start_node(|args| {
+        args.max_connections = Some(4);
+        args.max_connections_per_ip = Some(2);
+        args.internal_listen = Some("127.0.0.1:0".into());
+    })
+    .await;
+    let from = |source: &'static str| {
+        let addr = node.addr;
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+            socket.connect(addr).await.unwrap()
+        }
+    };
+    let refusal = |mut stream: tokio::net::TcpStream| async move {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+        String::from_utf8(answer).unwrap()
+    };
+    let metrics = || async {
+        let internal = node.internal.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(internal).await.unwrap();
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {internal}\r\nConnection: close\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
+        refusal(stream).await
+    };
+    let gauge = |text: &str, name: &str| -> u64 {
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX)
+    };
+
+    // A WebSocket from 127.0.0.1 and one idle socket: that address's two.
+    let mut ws = node.connect_json("chat", None).await;
+    let _idle = from("127.0.0.1").await;
+    let answer = refusal(from("127.0.0.1").await).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("x-ms-error-code: Error.Connection.AddressLimit") && answer.contains("\"code\""));
+    // Two from another address fill the node.
+    let _b1 = from("127.0.0.2").await;
+    let b2 = from("127.0.0.2").await;
+    let answer = refusal(from("127.0.0.3").await).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("x-ms-error-code: Error.Connection.NodeLimit"));
+    let text = metrics().await;
+    assert_eq!(gauge(&text, "switchboard_sockets_open"), 4, "the upgraded WebSocket still counts");
+    assert_eq!(gauge(&text, "switchboard_sockets_refused_total{reason=\"node_limit\"}"), 1);
+    assert_eq!(gauge(&text, "switchboard_sockets_refused_total{reason=\"address_limit\"}"), 1);
+
+    // A freed socket admits the next one, once the node saw it close.
+    let open_becomes = |want: u64| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let open = gauge(&metrics().await, "switchboard_sockets_open");
+            if open == want {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "sockets open: {open}, expected {want}");
+            tokio::task::yield_now().await;
+        }
+    };
+    drop(b2);
+    open_becomes(3).await;
+    let _c1 = from("127.0.0.3").await;
+    open_becomes(4).await;
+    let text = metrics().await;
+    assert_eq!(gauge(&text, "switchboard_sockets_refused_total{reason=\"node_limit\"}"), 1, "admitted, not refused");
+    // Below the caps again, REST and the WebSocket are served as before.
+    drop(_idle);
+    open_becomes(3).await;
+    let (status, _, _) = node.rest("POST", "/api/v1/hubs/chat", br#"{"target":"t","arguments":[1]}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(ws.next_data().await, b"{\"type\":1,\"target\":\"t\",\"arguments\":[1]}\x1e");
 }

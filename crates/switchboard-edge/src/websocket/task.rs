@@ -8,7 +8,7 @@ use super::parking::Parked;
 use super::write::{linger, opcode_for, write_data, write_out};
 use crate::session::{Output, Session};
 use crate::stateful::{ReplayBuffer, encode_ack};
-use crate::{EdgeState, outbox_ready, upstream_link};
+use crate::{EdgeState, Ticket, outbox_ready, upstream_link};
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -34,6 +34,8 @@ pub(super) struct ConnectionTask {
     token_expiry: u64,
     /// The parked state of a stateful connection this socket resumes.
     resume: Option<Box<Resume>>,
+    /// Keeps the socket counted against the connection caps while this task holds it.
+    _ticket: Option<Ticket>,
 }
 
 /// What a resumed socket takes over from its parked connection.
@@ -79,6 +81,7 @@ impl ConnectionTask {
         identity: ClientIdentity,
         query: String,
         token_expiry: u64,
+        ticket: Option<Ticket>,
     ) -> Self {
         let info = ConnectionInfo { claims: identity.claims, query };
         Self {
@@ -90,10 +93,11 @@ impl ConnectionTask {
             info: Some(Box::new(info)),
             token_expiry,
             resume: None,
+            _ticket: ticket,
         }
     }
 
-    pub(super) fn resumed(state: Arc<EdgeState>, parked: Parked) -> Self {
+    pub(super) fn resumed(state: Arc<EdgeState>, parked: Parked, ticket: Option<Ticket>) -> Self {
         Self {
             state,
             hub: parked.hub,
@@ -108,6 +112,7 @@ impl ConnectionTask {
                 conn: parked.conn,
                 upstream: parked.upstream,
             })),
+            _ticket: ticket,
         }
     }
 

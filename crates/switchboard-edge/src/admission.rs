@@ -1,0 +1,168 @@
+//! [`Admission`]: caps on the TCP connections the public port holds, in total and per source
+//! address, so a flood of idle sockets cannot take every file descriptor: the internal endpoint
+//! (health, metrics), raft, fan-out and upstream calls keep the descriptors left over.
+//!
+//! A [`Ticket`] stands for one admitted socket; the socket is counted until every holder of its
+//! ticket is gone (the HTTP connection, and a WebSocket task that took the socket over).
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// See the module docs. `0` turns a cap off.
+#[derive(Debug, Default)]
+pub struct Admission {
+    max_total: usize,
+    max_per_address: usize,
+    total: AtomicUsize,
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// Sockets refused because the node held `max_total`.
+    pub refused_node_limit: AtomicU64,
+    /// Sockets refused because their address held `max_per_address`.
+    pub refused_address_limit: AtomicU64,
+}
+
+/// Why a socket was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NodeLimit,
+    AddressLimit,
+}
+
+impl Refusal {
+    /// The answer written to a refused socket before it is closed: Azure's `ErrorDetail` shape.
+    pub fn http_response(self) -> Vec<u8> {
+        let (status, code, message) = match self {
+            Refusal::NodeLimit => {
+                ("503 Service Unavailable", "Error.Connection.NodeLimit", "the node holds its maximum of connections")
+            }
+            Refusal::AddressLimit => (
+                "429 Too Many Requests",
+                "Error.Connection.AddressLimit",
+                "this address holds its maximum of connections",
+            ),
+        };
+        let body = format!(r#"{{"code":"{code}","message":"{message}","target":null,"details":[]}}"#);
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nx-ms-error-code: {code}\r\nRetry-After: 1\r\n\
+             Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+/// One admitted socket; cloned into whatever holds the socket (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    _held: Arc<Admitted>,
+}
+
+#[derive(Debug)]
+struct Admitted {
+    admission: Arc<Admission>,
+    address: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let admission = &self.admission;
+        admission.total.fetch_sub(1, Ordering::Relaxed);
+        if admission.max_per_address > 0 {
+            let mut counts = admission.per_address.lock();
+            if let Some(count) = counts.get_mut(&self.address) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&self.address);
+                }
+            }
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Self> {
+        Arc::new(Admission { max_total, max_per_address, ..Admission::default() })
+    }
+
+    /// Admits a socket from `address`, or says which cap it hit.
+    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Ticket, Refusal> {
+        let total = self.total.fetch_add(1, Ordering::Relaxed);
+        if self.max_total > 0 && total >= self.max_total {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            self.refused_node_limit.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::NodeLimit);
+        }
+        if self.max_per_address > 0 {
+            let mut counts = self.per_address.lock();
+            let count = counts.entry(address).or_default();
+            if *count >= self.max_per_address {
+                drop(counts);
+                self.total.fetch_sub(1, Ordering::Relaxed);
+                self.refused_address_limit.fetch_add(1, Ordering::Relaxed);
+                return Err(Refusal::AddressLimit);
+            }
+            *count += 1;
+        }
+        Ok(Ticket { _held: Arc::new(Admitted { admission: self.clone(), address }) })
+    }
+
+    /// Sockets held now.
+    pub fn held(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    pub fn max_total(&self) -> usize {
+        self.max_total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_in_total_and_per_address_and_frees_on_drop() {
+        let admission = Admission::new(3, 2);
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        let a1 = admission.admit(a).unwrap();
+        let a2 = admission.admit(a).unwrap();
+        assert_eq!(admission.admit(a).unwrap_err(), Refusal::AddressLimit);
+        let b1 = admission.admit(b).unwrap();
+        assert_eq!(admission.admit(b).unwrap_err(), Refusal::NodeLimit);
+        assert_eq!(admission.held(), 3);
+        let shared = a1.clone();
+        drop(a1);
+        assert_eq!(admission.held(), 3, "a clone still holds the socket");
+        drop(shared);
+        assert!(admission.admit(a).is_ok(), "freed once every holder is gone");
+        drop((a2, b1));
+        assert_eq!(admission.refused_address_limit.load(Ordering::Relaxed), 1);
+        assert_eq!(admission.refused_node_limit.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn refusals_carry_an_error_detail_body_of_the_declared_length() {
+        for refusal in [Refusal::NodeLimit, Refusal::AddressLimit] {
+            let response = refusal.http_response();
+            let text = std::str::from_utf8(&response).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            let declared: usize =
+                head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+            assert_eq!(declared, body.len(), "{head}");
+            let detail: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert!(detail["code"].as_str().unwrap().starts_with("Error.Connection."));
+        }
+    }
+
+    #[test]
+    fn zero_turns_caps_off() {
+        let admission = Admission::new(0, 0);
+        let tickets: Vec<Ticket> = (0..100).map(|_| admission.admit("::1".parse().unwrap()).unwrap()).collect();
+        assert_eq!(admission.held(), 100);
+        drop(tickets);
+        assert_eq!(admission.held(), 0);
+    }
+}
