@@ -279,6 +279,8 @@ async fn hostile_rest_and_token_inputs_get_clear_errors() {
     }
     // W6: group names that are not UTF-8.
     assert_eq!(node.rest("PUT", "/api/v1/hubs/chat/groups/%FF/users/u", b"").await.0, 400);
+    // An api-version that is not a date.
+    assert_eq!(node.rest("POST", "/api/hubs/chat/:send?api-version=banana", br#"{"target":"t"}"#).await.0, 400);
     // W1: a client token for another resource whose path ends in "client".
     let aud = format!("{}/api/v1/hubs/xclient?hub=chat", node.endpoint);
     let token = switchboard_auth::mint_client_token(&aud, None, Duration::from_secs(60), KEY);
