@@ -228,6 +228,11 @@ fn write_upstream(out: &mut String, upstream: &Upstream) {
     let stats = upstream.stats();
     let outcomes = OUTCOMES.iter().enumerate().map(|(slot, status)| (*status, stats.outcomes.get(slot)));
     write_counters(out, "switchboard_upstream_calls_total", "Upstream calls by outcome.", "status", outcomes);
+    write_header(out, "switchboard_upstream_event_retries_total", "counter", "Connection events sent again.");
+    let _ = writeln!(out, "switchboard_upstream_event_retries_total {}", stats.event_retries.load(Ordering::Relaxed));
+    let help = "Connection events given up (retries spent, or too many waiting).";
+    write_header(out, "switchboard_upstream_events_dropped_total", "counter", help);
+    let _ = writeln!(out, "switchboard_upstream_events_dropped_total {}", stats.dropped_events.load(Ordering::Relaxed));
     let name = "switchboard_upstream_call_duration_seconds";
     write_header(out, name, "histogram", "Upstream call latency.");
     stats.duration.write(out, name, "");

@@ -170,9 +170,38 @@ fn parse_server_frame(buf: &[u8]) -> Option<(Frame, usize)> {
     Some((frame, at + len))
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and no other call in this process returned.
+///
+/// Chosen below the kernel's ephemeral range: a port the kernel handed out (and took back)
+/// would be handed out again as the source port of some outgoing connection, and a node started
+/// a moment later (its peers already dialling each other) could then not bind it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let seed = u64::from(std::process::id()) << 32
+        | u64::from(std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.subsec_nanos()));
+    let _ = STATE.compare_exchange(0, seed | 1, Ordering::Relaxed, Ordering::Relaxed);
+    let mut taken = TAKEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..10_000 {
+        // xorshift: a different sequence per process, no dependency.
+        let mut x = STATE.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        STATE.store(x, Ordering::Relaxed);
+        let port = low + (x % u64::from(high - low)) as u16;
+        if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.push(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port below {high}");
 }
 
 /// Polls `check` until it holds, failing the test after `limit`; returns how long it took.

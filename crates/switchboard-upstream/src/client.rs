@@ -29,6 +29,15 @@ pub struct UpstreamConfig {
     /// Events waiting per connection; a client invoking faster than its upstream answers gets
     /// errors instead of unbounded memory.
     pub queue_depth: usize,
+    /// Retries of a `connected` or `disconnected` event the upstream could not take (no
+    /// connection, or a 5xx / 429 answer), after [`UpstreamConfig::retry_delay`] doubling each
+    /// time. Invocations are never retried: that could run them twice or out of order. A
+    /// timed-out event is not retried either (the upstream may have taken it).
+    pub event_retries: u32,
+    pub retry_delay: Duration,
+    /// Connection events waiting for room in full per-connection queues, node-wide; past it
+    /// they are dropped and counted.
+    pub max_pending_events: usize,
 }
 
 impl Default for UpstreamConfig {
@@ -39,6 +48,9 @@ impl Default for UpstreamConfig {
             max_concurrency: 256,
             max_reply_bytes: 1 << 20,
             queue_depth: 32,
+            event_retries: 3,
+            retry_delay: Duration::from_millis(200),
+            max_pending_events: 65_536,
         }
     }
 }
@@ -55,6 +67,10 @@ pub struct Stats {
     /// Calls by outcome: 2xx, 4xx, 5xx (and other statuses), no answer (transport error or timeout).
     pub outcomes: switchboard_hub::metrics::Counters<4>,
     pub duration: switchboard_hub::metrics::Histogram,
+    /// Connection events sent again after a failure.
+    pub event_retries: AtomicU64,
+    /// Connection events given up: retries spent, or more than `max_pending_events` waiting.
+    pub dropped_events: AtomicU64,
 }
 
 /// Label values of [`Stats::outcomes`], in order.
@@ -87,6 +103,8 @@ pub struct Upstream {
     slots: Semaphore,
     max_queued_bytes: usize,
     stats: Stats,
+    /// Connection events waiting for room in a full queue (see [`UpstreamConfig::max_pending_events`]).
+    pending_events: std::sync::atomic::AtomicUsize,
 }
 
 impl Upstream {
@@ -97,7 +115,15 @@ impl Upstream {
         connector.set_connect_timeout(Some(config.timeout));
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
         let slots = Semaphore::new(config.max_concurrency.max(1));
-        Self { config, keys, client, slots, max_queued_bytes, stats: Stats::default() }
+        Self {
+            config,
+            keys,
+            client,
+            slots,
+            max_queued_bytes,
+            stats: Stats::default(),
+            pending_events: Default::default(),
+        }
     }
 
     /// Whether any template is configured.
@@ -148,11 +174,33 @@ impl Upstream {
         }
     }
 
+    /// Sends a connection event, retrying (bounded, with backoff) what the upstream could not take.
     async fn event(&self, context: &ConnectionContext, event: &str, body: Vec<u8>) {
         let Some(url) = first_match(&self.config.templates, &context.hub, "connections", event) else { return };
-        if let Err(error) = self.post(&url, context, "connections", event, "application/json", Bytes::from(body)).await
-        {
-            tracing::warn!(connection_id = %context.connection_id, event, %error, "upstream event failed");
+        let body = Bytes::from(body);
+        let mut delay = self.config.retry_delay;
+        for attempt in 0..=self.config.event_retries {
+            let failure = match self.post(&url, context, "connections", event, "application/json", body.clone()).await {
+                Ok((status, _)) if status >= 500 || status == 429 => Some(format!("status code {status}")),
+                Ok((status, _)) if !(200..300).contains(&status) => {
+                    tracing::warn!(connection_id = %context.connection_id, event, status, "upstream refused an event");
+                    return;
+                }
+                Ok(_) => return,
+                Err(PostError::TimedOut(error)) => {
+                    tracing::warn!(connection_id = %context.connection_id, event, %error, "upstream event failed");
+                    return;
+                }
+                Err(PostError::Failed(error)) => Some(error),
+            };
+            if attempt == self.config.event_retries {
+                self.stats.dropped_events.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(connection_id = %context.connection_id, event, error = failure.unwrap_or_default(), attempts = attempt + 1, "upstream event failed; giving up");
+                return;
+            }
+            self.stats.event_retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(delay).await;
+            delay *= 2;
         }
     }
 
@@ -169,7 +217,9 @@ impl Upstream {
             Ok((200, body)) if !body.is_empty() => Reply::Body(body),
             Ok((200 | 204, _)) => Reply::Empty,
             Ok((status, _)) => Reply::Failed(format!("Invocation failed, status code {status}")),
-            Err(error) => Reply::Failed(format!("Invocation failed, error: {error}")),
+            Err(PostError::Failed(error) | PostError::TimedOut(error)) => {
+                Reply::Failed(format!("Invocation failed, error: {error}"))
+            }
         }
     }
 
@@ -182,7 +232,7 @@ impl Upstream {
         event: &str,
         content_type: &'static str,
         body: Bytes,
-    ) -> Result<(u16, Bytes), String> {
+    ) -> Result<(u16, Bytes), PostError> {
         let call = async {
             let _slot = self.slots.acquire().await.map_err(|_| "upstream is shutting down".to_owned())?;
             let mut request = http::Request::post(url)
@@ -220,8 +270,8 @@ impl Upstream {
         };
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(self.config.timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("timed out after {} s", self.config.timeout.as_secs())),
+            Ok(result) => result.map_err(PostError::Failed),
+            Err(_) => Err(PostError::TimedOut(format!("timed out after {} s", self.config.timeout.as_secs()))),
         };
         let counter = match &result {
             Ok((status, _)) if (200..300).contains(status) => &self.stats.succeeded,
@@ -238,6 +288,14 @@ impl Upstream {
         self.stats.duration.observe(started.elapsed());
         result
     }
+}
+
+/// Why a call brought no answer.
+enum PostError {
+    /// No connection, a broken one, or an unreadable reply: the upstream did not take it.
+    Failed(String),
+    /// No answer within the timeout: the upstream may have taken it.
+    TimedOut(String),
 }
 
 /// A connection's handle on its upstream queue. Dropping it lets the worker finish what is
@@ -269,10 +327,18 @@ impl UpstreamQueue {
 
     fn push(&self, job: Job) {
         if let Err(mpsc::error::TrySendError::Full(job)) = self.sender.try_send(job) {
-            // Connection events are never dropped: wait for room off the caller's path.
+            // Connection events wait for room off the caller's path, a bounded number of them
+            // node-wide: past it they are dropped and counted rather than piling up.
+            let upstream = self.upstream.clone();
+            if upstream.pending_events.fetch_add(1, Ordering::Relaxed) >= upstream.config.max_pending_events {
+                upstream.pending_events.fetch_sub(1, Ordering::Relaxed);
+                upstream.stats.dropped_events.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             let sender = self.sender.clone();
             tokio::spawn(async move {
                 let _ = sender.send(job).await;
+                upstream.pending_events.fetch_sub(1, Ordering::Relaxed);
             });
         }
     }

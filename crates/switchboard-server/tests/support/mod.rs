@@ -88,7 +88,8 @@ pub fn spawn_node(command: &mut std::process::Command) -> (std::process::Child, 
     let (ready, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
-        if std::io::BufReader::new(stdout).read_line(&mut line).is_ok() {
+        // A node that exits before serving prints nothing: the receiver then sees the sender gone.
+        if std::io::BufReader::new(stdout).read_line(&mut line).is_ok_and(|read| read > 0) {
             let _ = ready.send(line);
         }
     });

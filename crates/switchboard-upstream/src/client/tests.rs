@@ -34,6 +34,11 @@ async fn upstream(
         p if p.ends_with("/nocontent") => (StatusCode::NO_CONTENT, Vec::new()),
         p if p.ends_with("/fail") => (StatusCode::INTERNAL_SERVER_ERROR, b"boom".to_vec()),
         p if p.ends_with("/garbage") => (StatusCode::OK, b"not a hub message".to_vec()),
+        p if p.contains("/flaky") => {
+            // The first two calls of each event fail as an overloaded upstream would.
+            let calls = log.lock().await.iter().filter(|r| r.path == path).count();
+            if calls <= 2 { (StatusCode::SERVICE_UNAVAILABLE, Vec::new()) } else { (StatusCode::OK, Vec::new()) }
+        }
         p if p.ends_with("/slow") => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             (StatusCode::OK, Vec::new())
@@ -190,4 +195,55 @@ async fn sends_without_an_id_get_no_completion_and_unmatched_ones_are_counted() 
     queue.invoke(Some("1".into()), "empty".into(), invocation("1", "empty")).unwrap();
     assert_eq!(next_frame(&conn).await, "{\"type\":3,\"invocationId\":\"1\"}\u{1e}");
     assert_eq!(upstream.stats().dropped_sends.load(Ordering::Relaxed), 1);
+}
+
+/// Connection events the upstream could not take are sent again with backoff; invocations
+/// never are.
+#[tokio::test]
+async fn connection_events_are_retried_and_invocations_are_not() {
+    let (base, log) = start_upstream().await;
+    let templates = vec![Template {
+        url: format!("{base}/flaky/{{category}}/{{event}}"),
+        hub: Pattern::Any,
+        category: Pattern::Any,
+        event: Pattern::Any,
+    }];
+    let config = UpstreamConfig { templates, retry_delay: Duration::from_millis(10), ..UpstreamConfig::default() };
+    let upstream = Arc::new(Upstream::new(config, AccessKeys::new(["k1"]).unwrap(), 1 << 20));
+    let conn = Arc::new(Connection::new("flaky.1", None, Protocol::Json, ConnectionInfo::default()));
+    let context = ConnectionContext {
+        connection_id: conn.id.clone(),
+        hub: "chat".into(),
+        user_id: None,
+        claims: Vec::new(),
+        query: String::new(),
+        protocol: Protocol::Json,
+    };
+    let queue = upstream.open(context, conn.clone());
+    queue.invoke(Some("0".into()), "once".into(), invocation("0", "once")).unwrap();
+    assert!(next_frame(&conn).await.contains("Invocation failed, status code 503"), "not retried");
+    queue.disconnected(None);
+    let log = loop {
+        let log = log.lock().await.clone();
+        if log.iter().filter(|r| r.path.ends_with("/disconnected")).count() == 3 {
+            break log;
+        }
+        tokio::task::yield_now().await;
+    };
+    let paths: Vec<&str> = log.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/flaky/connections/connected",
+            "/flaky/connections/connected",
+            "/flaky/connections/connected",
+            "/flaky/messages/once",
+            "/flaky/connections/disconnected",
+            "/flaky/connections/disconnected",
+            "/flaky/connections/disconnected",
+        ],
+        "connected retried until taken, before the invocation; the invocation sent once"
+    );
+    assert_eq!(upstream.stats().event_retries.load(Ordering::Relaxed), 4);
+    assert_eq!(upstream.stats().dropped_events.load(Ordering::Relaxed), 0);
 }
