@@ -20,7 +20,7 @@ use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_hub::{ConnectionInfo, Disconnect, owner_of, unix_now};
+use switchboard_hub::{ConnectFailure, ConnectionInfo, Disconnect, Hub, owner_of, unix_now};
 use switchboard_protocol::negotiate::TransportKind;
 
 /// How long a Long Polling request is held before an empty 200 recycles it.
@@ -96,6 +96,9 @@ fn create(
         return Err(refuse(StatusCode::FORBIDDEN, format!("the access token does not allow {}", kind.name())));
     }
     let hub = state.registry.get_or_create(&hub_name);
+    if let Some(refused) = user_limit(state, &hub, identity.user_id.as_deref()) {
+        return Err(refused);
+    }
     let handshake_timeout = identity
         .handshake_timeout_secs
         .map(|secs| Duration::from_secs(secs.clamp(1, 30)))
@@ -108,7 +111,7 @@ fn create(
         identity.user_id,
         info,
         token_expiry,
-        state.config.max_message_size,
+        &state.config,
     ));
     let mut map = state.http_connections.lock();
     if map.contains_key(&connection.id) {
@@ -323,4 +326,15 @@ pub async fn reclaim_abandoned(state: Arc<EdgeState>) {
             state.http_connections.lock().remove(&connection.id);
         }
     }
+}
+
+/// A 429 when `user` already holds `--max-connections-per-user` connections on this node.
+pub(crate) fn user_limit(state: &EdgeState, hub: &Hub, user: Option<&str>) -> Option<Response> {
+    let max = state.config.max_connections_per_user;
+    let user = user.filter(|_| max > 0)?;
+    if hub.user_connection_count(user) < max {
+        return None;
+    }
+    state.registry.stats().connect_failed(ConnectFailure::UserLimit);
+    Some(refuse(StatusCode::TOO_MANY_REQUESTS, format!("the user holds its maximum of {max} connections on this node")))
 }

@@ -7,6 +7,11 @@ use std::time::Duration;
 pub struct EdgeConfig {
     /// This node's id, encoded in every connection id it creates.
     pub node_id: u64,
+    /// Connections one user may hold on this node; another is refused with 429 (0: no cap).
+    pub max_connections_per_user: usize,
+    /// Hub messages a connection may send per second (bursts up to as many); past it the
+    /// connection is closed with an error saying so (0: no cap).
+    pub max_messages_per_second: u32,
     /// Send a Ping when nothing was sent for this long.
     pub keep_alive: Duration,
     /// Close a connection that sent nothing for this long.
@@ -30,6 +35,8 @@ pub struct EdgeConfig {
 impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
+            max_connections_per_user: 0,
+            max_messages_per_second: 0,
             node_id: 1,
             keep_alive: Duration::from_secs(15),
             client_timeout: Duration::from_secs(30),

@@ -2,6 +2,7 @@
 //! one socket: client bytes arrive in POST bodies, server bytes leave through the SSE stream or
 //! the pending poll. The same sans-io [`Session`] and hub [`Connection`] serve all transports.
 
+use crate::rate::{MessageRate, RATE_EXCEEDED};
 use crate::session::{Output, Session};
 use crate::upstream_link;
 use crate::{EdgeState, outbox_ready};
@@ -50,6 +51,8 @@ struct State {
     poll_generation: u64,
     polling: bool,
     last_poll_end: Instant,
+    /// The cap on messages per second, when one is set.
+    rate: Option<Box<MessageRate>>,
 }
 
 /// See the module docs.
@@ -72,7 +75,7 @@ impl HttpConnection {
         user_id: Option<String>,
         info: ConnectionInfo,
         token_expiry: u64,
-        max_message_size: usize,
+        config: &crate::EdgeConfig,
     ) -> Self {
         let binary_allowed = transport == HttpTransport::LongPolling;
         Self {
@@ -82,7 +85,7 @@ impl HttpConnection {
             user_id,
             token_expiry,
             state: Mutex::new(State {
-                session: Session::new(max_message_size, binary_allowed, false),
+                session: Session::new(config.max_message_size, binary_allowed, false),
                 conn: None,
                 upstream: None,
                 info: Some(info),
@@ -92,6 +95,7 @@ impl HttpConnection {
                 poll_generation: 0,
                 polling: false,
                 last_poll_end: Instant::now(),
+                rate: MessageRate::new(config.max_messages_per_second),
             }),
             changed: Notify::new(),
         }
@@ -135,6 +139,15 @@ impl HttpConnection {
                 Output::Invocation { invocation_id, target, body } => {
                     state.registry.stats().messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(protocol) = protocol else { continue };
+                    if end.is_some() {
+                        continue;
+                    }
+                    if guard.rate.as_mut().is_some_and(|rate| !rate.allow(Instant::now())) {
+                        state.registry.stats().rate_limited_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        protocol.encode_close(Some(RATE_EXCEEDED), false, &mut guard.replies);
+                        end = Some(Disconnect::ServerClosed);
+                        continue;
+                    }
                     let queue = guard.upstream.as_ref();
                     if let Some(reply) = upstream_link::invoke(queue, protocol, invocation_id, target, body) {
                         guard.replies.extend_from_slice(&reply);

@@ -26,6 +26,7 @@ mod cors;
 mod forward;
 mod http_connection;
 mod negotiate;
+mod rate;
 mod request;
 mod session;
 mod stateful;

@@ -81,6 +81,9 @@ pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request) -> Resp
         },
     };
     let hub = state.registry.get_or_create(&hub_name);
+    if let Some(refused) = crate::client_requests::user_limit(&state, &hub, identity.user_id.as_deref()) {
+        return refused;
+    }
     let connection_id = resolved.connection_id;
     if hub.connection(&connection_id).is_some() || state.http_connections.lock().contains_key(connection_id.as_str()) {
         return refuse(StatusCode::CONFLICT, "the connection already has an active transport");

@@ -201,6 +201,11 @@ impl Hub {
         self.state.read().connections.len()
     }
 
+    /// Connections of the user on this node.
+    pub fn user_connection_count(&self, user: &str) -> usize {
+        self.state.read().users.get(user).map_or(0, Vec::len)
+    }
+
     /// Whether the user has at least one live connection.
     pub fn user_exists(&self, user: &str) -> bool {
         self.state.read().users.get(user).is_some_and(|connections| connections.iter().any(|c| is_live(c)))

@@ -66,6 +66,8 @@ label_enum!(
         Conflict => "conflict",
         /// The handshake was invalid or did not arrive in time.
         Handshake => "handshake",
+        /// The user already holds its maximum of connections on this node (429).
+        UserLimit => "user_limit",
     }
 );
 

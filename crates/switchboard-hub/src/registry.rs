@@ -38,11 +38,13 @@ pub struct Stats {
     /// Connections ended, by [`Disconnect`] reason.
     pub disconnects: Counters<4>,
     /// Connection attempts refused, by [`ConnectFailure`] reason.
-    pub connect_failures: Counters<4>,
+    pub connect_failures: Counters<5>,
     /// Frames handed to outboxes, by [`SendKind`](crate::SendKind).
     pub messages_out: Counters<4>,
     /// Hub messages received from clients.
     pub messages_in: AtomicU64,
+    /// Connections closed for sending more messages per second than allowed.
+    pub rate_limited_closes: AtomicU64,
     /// Bytes read from clients (frames and bodies, after transport framing).
     pub bytes_in: AtomicU64,
     /// Bytes written to clients.

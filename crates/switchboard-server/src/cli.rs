@@ -106,6 +106,13 @@ pub struct ServeArgs {
     /// [default: 0, no cap].
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
+    /// Connections one user may hold on this node; another is refused with 429 [default: 0, no cap].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
+    /// Hub messages one connection may send per second (bursts up to as many); past it the
+    /// connection is closed with an error saying so [default: 0, no cap].
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGES_PER_SECOND")]
+    pub max_messages_per_second: Option<u32>,
     /// Upstream URL template for client invocations and connection events, matching every hub,
     /// category and event (repeatable; `{hub}`, `{category}`, `{event}` are filled in).
     #[arg(long = "upstream", env = "SWITCHBOARD_UPSTREAM", value_delimiter = ' ')]

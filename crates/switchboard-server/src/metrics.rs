@@ -195,6 +195,12 @@ fn write_hub(out: &mut String, stats: &Stats, registry: &Registry) {
             value(&stats.messages_in),
         ),
         ("switchboard_bytes_in_total", "counter", "Bytes received from clients.", value(&stats.bytes_in)),
+        (
+            "switchboard_rate_limited_closes_total",
+            "counter",
+            "Connections closed for sending more messages per second than allowed.",
+            value(&stats.rate_limited_closes),
+        ),
         ("switchboard_bytes_out_total", "counter", "Bytes written to clients.", value(&stats.bytes_out)),
         (
             "switchboard_slow_consumer_closes_total",

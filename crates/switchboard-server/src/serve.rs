@@ -149,6 +149,8 @@ impl Node {
             keep_alive: settings.keep_alive,
             client_timeout: settings.client_timeout,
             handshake_timeout: settings.handshake_timeout,
+            max_connections_per_user: settings.max_connections_per_user,
+            max_messages_per_second: settings.max_messages_per_second,
             ..EdgeConfig::default()
         };
         let tokens = ConnectionTokens::new(node_secret);

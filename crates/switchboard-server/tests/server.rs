@@ -372,3 +372,34 @@ async fn connection_caps_refuse_sockets_clearly_and_free_them() {
     assert_eq!(status, 202);
     assert_eq!(ws.next_data().await, b"{\"type\":1,\"target\":\"t\",\"arguments\":[1]}\x1e");
 }
+
+/// `--max-connections-per-user` refuses a user's next connection with 429;
+/// `--max-messages-per-second` closes a connection sending faster with a Close saying why;
+/// other connections carry on.
+#[tokio::test]
+async fn per_user_connections_and_message_rates_are_capped() {
+    let node = start_node(|args| {
+        args.max_connections_per_user = Some(1);
+        args.max_messages_per_second = Some(5);
+    })
+    .await;
+    let mut fast = node.connect_json("chat", Some("u")).await;
+    let token = node.client_token("chat", Some("u"));
+    assert_eq!(node.websocket(&format!("hub=chat&access_token={token}")).await.err(), Some(429), "u's second");
+    let mut calm = node.connect_json("chat", Some("v")).await;
+    for i in 0..20 {
+        fast.send(1, format!("{{\"type\":1,\"target\":\"x\",\"arguments\":[{i}]}}\x1e").as_bytes()).await;
+    }
+    let close = String::from_utf8(fast.next_data().await).unwrap();
+    assert!(close.contains("\"type\":7") && close.contains("more messages per second than allowed"), "{close}");
+    assert_eq!(fast.next_message().await, Frame::Close(1000));
+    let (status, _, _) = node.rest("POST", "/api/v1/hubs/chat/users/v", br#"{"target":"t","arguments":[1]}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(calm.next_data().await, b"{\"type\":1,\"target\":\"t\",\"arguments\":[1]}\x1e");
+    // Once u's connection is gone, u may connect again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while node.websocket(&format!("hub=chat&access_token={token}")).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "u connects again after its connection closed");
+        tokio::task::yield_now().await;
+    }
+}

@@ -6,6 +6,7 @@
 
 use super::parking::Parked;
 use super::write::{linger, opcode_for, write_data, write_out};
+use crate::rate::{MessageRate, RATE_EXCEEDED};
 use crate::session::{Output, Session};
 use crate::stateful::{ReplayBuffer, encode_ack};
 use crate::{EdgeState, Ticket, outbox_ready, upstream_link};
@@ -70,6 +71,8 @@ struct Io {
     /// Set when this connection made the node interested in its user: the handshake answer
     /// waits for it, so sends from any node reach the client once it is connected.
     settle: Option<switchboard_hub::Settled>,
+    /// The cap on messages per second, when one is set.
+    rate: Option<Box<MessageRate>>,
 }
 
 impl ConnectionTask {
@@ -154,6 +157,7 @@ impl ConnectionTask {
             stop: false,
             ended_by: None,
             settle: None,
+            rate: MessageRate::new(config.max_messages_per_second),
         };
         if let Some(resume) = self.resume.take() {
             let Resume { mut session, replay, conn, upstream } = *resume;
@@ -336,8 +340,18 @@ impl ConnectionTask {
             }
             Output::Reply(bytes) => send_message(io, protocol, Bytes::from(bytes)),
             Output::Invocation { invocation_id, target, body } => {
-                self.state.registry.stats().messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let stats = self.state.registry.stats();
+                stats.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(protocol) = protocol else { return };
+                if io.rate.as_mut().is_some_and(|rate| !rate.allow(Instant::now())) {
+                    stats.rate_limited_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut close = Vec::new();
+                    protocol.encode_close(Some(RATE_EXCEEDED), false, &mut close);
+                    io.end_error = Some(RATE_EXCEEDED.to_owned());
+                    io.ended_by = Some(Disconnect::ServerClosed);
+                    close_with(io, Some(close), Some(protocol));
+                    return;
+                }
                 if let Some(reply) = upstream_link::invoke(io.upstream.as_ref(), protocol, invocation_id, target, body)
                 {
                     send_message(io, Some(protocol), Bytes::from(reply));
