@@ -19,11 +19,21 @@ struct Query {
     reason: Option<String>,
     ttl: Option<String>,
     api_version: Option<String>,
+    user_id: Option<String>,
+    minutes_to_expire: Option<String>,
 }
 
 impl Query {
     fn parse(raw: Option<&str>) -> Self {
-        let mut q = Query { application: None, excluded: Vec::new(), reason: None, ttl: None, api_version: None };
+        let mut q = Query {
+            application: None,
+            excluded: Vec::new(),
+            reason: None,
+            ttl: None,
+            api_version: None,
+            user_id: None,
+            minutes_to_expire: None,
+        };
         for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
             match key.as_ref() {
                 "application" => q.application = Some(value.into_owned()),
@@ -31,6 +41,8 @@ impl Query {
                 "reason" => q.reason = Some(value.into_owned()),
                 "ttl" => q.ttl = Some(value.into_owned()),
                 "api-version" => q.api_version = Some(value.into_owned()),
+                "userId" => q.user_id = Some(value.into_owned()),
+                "minutesToExpire" => q.minutes_to_expire = Some(value.into_owned()),
                 _ => {}
             }
         }
@@ -52,17 +64,23 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
     if route.operation == Operation::Health {
         return Ok(StatusCode::OK.into_response());
     }
-    if let Some(version) = &query.api_version {
-        check_api_version(version)?;
+    match &query.api_version {
+        Some(version) => check_api_version(version)?,
+        // The dated family's swagger requires it on every hub operation.
+        None if route.family == Family::Dated => {
+            return Err(ApiError::bad_request("the 'api-version' query parameter is required"));
+        }
+        None => {}
     }
     authenticate(state, &parts.headers, parts.uri.path())?;
     let body = read_body(&parts.headers, body).await?;
     let family = route.family;
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let Query { excluded, reason, ttl, .. } = query;
+    let Query { excluded, reason, ttl, user_id, minutes_to_expire, .. } = query;
     let bus = |call: Call| state.bus.call(&route.hub, call);
     let status = match route.operation {
         Operation::Health => StatusCode::OK,
+        Operation::GenerateToken => return generate_token(state, &route.hub, user_id, minutes_to_expire),
         Operation::Broadcast | Operation::SendUser(_) | Operation::SendGroup(_) | Operation::SendConnection(_) => {
             let frames = payload::parse(content_type, &body)?;
             let target = match route.operation {
@@ -133,6 +151,33 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
         }
     };
     Ok(status.into_response())
+}
+
+/// `:generateToken`: a client token for the hub (audience `{endpoint}/client/?hub={hub}`),
+/// signed with the primary key, valid `minutesToExpire` minutes (default 60, at least 1).
+fn generate_token(
+    state: &ApiState,
+    hub: &str,
+    user_id: Option<String>,
+    minutes: Option<String>,
+) -> Result<Response, ApiError> {
+    let minutes =
+        match minutes.as_deref() {
+            None | Some("") => 60,
+            Some(text) => text.parse::<u32>().ok().filter(|minutes| *minutes >= 1).ok_or_else(|| {
+                ApiError::bad_request("'minutesToExpire' must be a whole number of minutes, 1 or more")
+            })?,
+        };
+    if user_id.as_ref().is_some_and(|user| user.chars().count() > crate::MAX_USER_ID_CHARS) {
+        return Err(ApiError::bad_request("invalid user id: 1 to 1024 characters"));
+    }
+    let audience = format!("{}/client/?hub={hub}", state.endpoint.as_str().trim_end_matches('/'));
+    let lifetime = std::time::Duration::from_secs(u64::from(minutes) * 60);
+    let key = state.verifier.keys().primary();
+    let token =
+        switchboard_auth::mint_client_token(&audience, user_id.as_deref().filter(|u| !u.is_empty()), lifetime, &key);
+    let body = serde_json::json!({ "token": token }).to_string();
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 fn by_family(family: Family, v1: StatusCode, dated: StatusCode) -> StatusCode {

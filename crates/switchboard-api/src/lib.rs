@@ -30,6 +30,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct ApiState {
     pub registry: Arc<Registry>,
     pub verifier: Arc<Verifier>,
+    /// The public endpoint: the audience of the client tokens `:generateToken` mints.
+    pub endpoint: url::Url,
     /// Where persistent user-group memberships are kept (the engine's store).
     pub store: Arc<dyn MembershipStore>,
     /// Where sends and connection calls go (the engine's bus: this node, or the cluster).

@@ -18,20 +18,37 @@ pub enum Family {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
     Health,
+    /// `POST /api/hubs/{hub}/:generateToken`: a client token for the hub.
+    GenerateToken,
     Broadcast,
     CloseAll,
     SendUser(String),
     CloseUser(String),
     UserExists(String),
     RemoveUserFromAllGroups(String),
-    AddUserToGroup { user: String, group: String },
-    RemoveUserFromGroup { user: String, group: String },
-    UserInGroup { user: String, group: String },
+    AddUserToGroup {
+        user: String,
+        group: String,
+    },
+    RemoveUserFromGroup {
+        user: String,
+        group: String,
+    },
+    UserInGroup {
+        user: String,
+        group: String,
+    },
     SendGroup(String),
     CloseGroup(String),
     GroupExists(String),
-    AddConnectionToGroup { connection: String, group: String },
-    RemoveConnectionFromGroup { connection: String, group: String },
+    AddConnectionToGroup {
+        connection: String,
+        group: String,
+    },
+    RemoveConnectionFromGroup {
+        connection: String,
+        group: String,
+    },
     RemoveConnectionFromAllGroups(String),
     SendConnection(String),
     ConnectionExists(String),
@@ -43,6 +60,7 @@ impl Operation {
     pub fn kind(&self) -> &'static str {
         match self {
             Operation::Health => "health",
+            Operation::GenerateToken => "generate_token",
             Operation::Broadcast => "broadcast",
             Operation::CloseAll => "close_all",
             Operation::SendUser(_) => "send_user",
@@ -107,6 +125,7 @@ pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Re
     let s = |v: &str| v.to_owned();
     let operation = match rest {
         [] | [":send"] if post => Operation::Broadcast,
+        [":generateToken"] if post && family == Family::Dated => Operation::GenerateToken,
         [":closeConnections"] if post => Operation::CloseAll,
         ["users", u] | ["users", u, ":send"] if post => Operation::SendUser(user_id(u)?),
         ["users", u] if read => Operation::UserExists(user_id(u)?),
@@ -145,9 +164,11 @@ pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Re
 fn known_shape(rest: &[&str]) -> bool {
     matches!(
         rest,
-        [] | [":send" | ":closeConnections"]
+        [] | [":send" | ":closeConnections" | ":generateToken"]
             | ["users" | "groups" | "connections", _]
-            | ["users" | "groups" | "connections", _, _]
+            | ["users", _, ":send" | ":closeConnections" | "groups"]
+            | ["groups", _, ":send" | ":closeConnections"]
+            | ["connections", _, ":send" | "groups"]
             | ["users", _, "groups", _]
             | ["groups", _, "users" | "connections", _]
             | ["connections", _, "groups", _]
@@ -280,5 +301,18 @@ mod tests {
             assert_eq!(error.status, StatusCode::BAD_REQUEST, "{path}");
             assert!(route(method, &path.replace("{u}", &ok)).is_ok(), "{path}");
         }
+    }
+
+    /// Paths of no route are 404; 405 only where the path exists for another method.
+    #[test]
+    fn unknown_routes_are_404_and_wrong_methods_405() {
+        for path in ["/api/v1/hubs/chat/groups/g/unknown", "/api/hubs/chat/users/u/nothing", "/api/hubs/chat/:nothing"]
+        {
+            assert_eq!(route(Method::POST, path).expect_err("refused").status, StatusCode::NOT_FOUND, "{path}");
+        }
+        for (method, path) in [(Method::GET, "/api/hubs/chat/groups/g/:send"), (Method::PUT, "/api/v1/hubs/chat")] {
+            assert_eq!(route(method, path).expect_err("refused").status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        }
+        assert_eq!(target(Method::POST, "/api/hubs/chat/:generateToken"), Operation::GenerateToken);
     }
 }

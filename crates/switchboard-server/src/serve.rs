@@ -177,6 +177,7 @@ impl Node {
         let api = Arc::new(ApiState {
             registry: registry.clone(),
             verifier: verifier.clone(),
+            endpoint: endpoint.clone(),
             store: engine.store.clone(),
             bus: engine.bus.clone(),
         });

@@ -403,3 +403,40 @@ async fn per_user_connections_and_message_rates_are_capped() {
         tokio::task::yield_now().await;
     }
 }
+
+/// `POST /api/hubs/{hub}/:generateToken` mints a client token the node accepts (as the user
+/// asked for, for the minutes asked for); the dated family requires `api-version`.
+#[tokio::test]
+async fn generate_token_mints_a_client_token_and_dated_routes_need_an_api_version() {
+    let node = start_node(|_| {}).await;
+    let path = "/api/hubs/chat/:generateToken?userId=user1&minutesToExpire=5&api-version=2024-12-01";
+    let (status, head, body) = node.rest("POST", path, b"").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/json"));
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_owned();
+    let auth = format!("Bearer {token}");
+    let (status, _, body) =
+        node.raw_http("POST", "/client/negotiate?hub=chat&negotiateVersion=1", &[("Authorization", &auth)], b"").await;
+    assert_eq!(status, 200, "the minted token negotiates: {body}");
+    let mut ws = node.websocket(&format!("hub=chat&access_token={token}")).await.expect("it connects");
+    ws.send(1, b"{\"protocol\":\"json\",\"version\":1}\x1e").await;
+    assert_eq!(ws.next_data().await, b"{}\x1e");
+    let (status, _, _) =
+        node.rest("POST", "/api/hubs/chat/users/user1/:send?api-version=2024-12-01", br#"{"target":"t"}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(ws.next_data().await, b"{\"type\":1,\"target\":\"t\",\"arguments\":[]}\x1e", "connected as user1");
+    // The claims: five minutes, no more.
+    let claims = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 300);
+    for bad in ["minutesToExpire=0", "minutesToExpire=-1", "minutesToExpire=soon"] {
+        let path = format!("/api/hubs/chat/:generateToken?{bad}&api-version=2024-12-01");
+        assert_eq!(node.rest("POST", &path, b"").await.0, 400, "{bad}");
+    }
+    assert_eq!(node.rest("POST", "/api/hubs/chat/:generateToken", b"").await.0, 400, "no api-version");
+    assert_eq!(node.rest("POST", "/api/hubs/chat/:send", br#"{"target":"t"}"#).await.0, 400, "no api-version");
+    assert_eq!(node.rest("POST", "/api/v1/hubs/chat", br#"{"target":"t"}"#).await.0, 202, "v1 needs none");
+}
