@@ -21,6 +21,9 @@ struct Query {
     api_version: Option<String>,
     user_id: Option<String>,
     minutes_to_expire: Option<String>,
+    max_page_size: Option<String>,
+    top: Option<String>,
+    continuation: Option<String>,
 }
 
 impl Query {
@@ -33,6 +36,9 @@ impl Query {
             api_version: None,
             user_id: None,
             minutes_to_expire: None,
+            max_page_size: None,
+            top: None,
+            continuation: None,
         };
         for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
             match key.as_ref() {
@@ -43,6 +49,9 @@ impl Query {
                 "api-version" => q.api_version = Some(value.into_owned()),
                 "userId" => q.user_id = Some(value.into_owned()),
                 "minutesToExpire" => q.minutes_to_expire = Some(value.into_owned()),
+                "maxpagesize" => q.max_page_size = Some(value.into_owned()),
+                "top" => q.top = Some(value.into_owned()),
+                "continuationToken" => q.continuation = Some(value.into_owned()),
                 _ => {}
             }
         }
@@ -76,11 +85,22 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
     let body = read_body(&parts.headers, body).await?;
     let family = route.family;
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if let Operation::List(target) = route.operation {
+        let page = Page::from_query(&query)?;
+        let listed = state.bus.list(&route.hub, target).await?;
+        return Ok(page.answer(&listed, &state.endpoint, parts.uri.path(), &query));
+    }
     let Query { excluded, reason, ttl, user_id, minutes_to_expire, .. } = query;
     let bus = |call: Call| state.bus.call(&route.hub, call);
     let status = match route.operation {
         Operation::Health => StatusCode::OK,
         Operation::GenerateToken => return generate_token(state, &route.hub, user_id, minutes_to_expire),
+        Operation::List(_) => unreachable!("answered above"),
+        Operation::Count(target) => {
+            let count = state.bus.list(&route.hub, target).await?.len();
+            let body = serde_json::json!({ "count": count }).to_string();
+            return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response());
+        }
         Operation::Broadcast | Operation::SendUser(_) | Operation::SendGroup(_) | Operation::SendConnection(_) => {
             let frames = payload::parse(content_type, &body)?;
             let target = match route.operation {
@@ -151,6 +171,90 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
         }
     };
     Ok(status.into_response())
+}
+
+/// One page of a connection listing: `maxpagesize` (1 to 200, default 200), `top` (at most this
+/// many over every page; absent: all) and `continuationToken` (opaque: the last connection id of
+/// the previous page). Listings are sorted by connection id, so a page never repeats or skips a
+/// connection that stayed connected.
+struct Page {
+    size: usize,
+    top: Option<usize>,
+    after: Option<String>,
+}
+
+impl Page {
+    const MAX_SIZE: usize = 200;
+
+    fn from_query(query: &Query) -> Result<Page, ApiError> {
+        let number = |text: &Option<String>, name: &str, range: std::ops::RangeInclusive<usize>| match text.as_deref() {
+            None | Some("") => Ok(None),
+            Some(text) => text.parse::<usize>().ok().filter(|n| range.contains(n)).map(Some).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "'{name}' must be a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ))
+            }),
+        };
+        let size = number(&query.max_page_size, "maxpagesize", 1..=Self::MAX_SIZE)?.unwrap_or(Self::MAX_SIZE);
+        let top = number(&query.top, "top", 1..=usize::MAX)?;
+        let after = match query.continuation.as_deref() {
+            None | Some("") => None,
+            Some(token) => Some(
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, token)
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .ok_or_else(|| ApiError::bad_request("'continuationToken' is not one this service issued"))?,
+            ),
+        };
+        Ok(Page { size, top, after })
+    }
+
+    /// `{"value":[{"connectionId","userId"}],"nextLink"}`; `nextLink` (absolute) only when more follow.
+    fn answer(
+        &self,
+        listed: &[switchboard_engine::Listed],
+        endpoint: &url::Url,
+        path: &str,
+        query: &Query,
+    ) -> Response {
+        let start = self.after.as_ref().map_or(0, |after| listed.partition_point(|l| l.connection_id <= *after));
+        let take = self.top.map_or(self.size, |top| top.min(self.size));
+        let page = &listed[start..(start + take).min(listed.len())];
+        let value: Vec<serde_json::Value> = page
+            .iter()
+            .map(|l| match &l.user_id {
+                Some(user) => serde_json::json!({ "connectionId": l.connection_id, "userId": user }),
+                None => serde_json::json!({ "connectionId": l.connection_id }),
+            })
+            .collect();
+        let left_in_top = self.top.map(|top| top - page.len());
+        let more = start + page.len() < listed.len() && left_in_top != Some(0);
+        let mut body = serde_json::json!({ "value": value });
+        if let (true, Some(last)) = (more, page.last()) {
+            let mut next = endpoint.clone();
+            next.set_path(path);
+            {
+                let mut pairs = next.query_pairs_mut();
+                pairs.append_pair("maxpagesize", &self.size.to_string());
+                if let Some(left) = left_in_top {
+                    pairs.append_pair("top", &left.to_string());
+                }
+                let token =
+                    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &last.connection_id);
+                pairs.append_pair("continuationToken", &token);
+                if let Some(application) = &query.application {
+                    pairs.append_pair("application", application);
+                }
+                if let Some(version) = &query.api_version {
+                    pairs.append_pair("api-version", version);
+                }
+            }
+            body["nextLink"] = serde_json::Value::String(next.to_string());
+        }
+        (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
 }
 
 /// `:generateToken`: a client token for the hub (audience `{endpoint}/client/?hub={hub}`),

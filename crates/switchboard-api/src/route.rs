@@ -3,7 +3,7 @@
 use crate::ApiError;
 use http::{Method, StatusCode};
 use percent_encoding::percent_decode_str;
-use switchboard_hub::{is_valid_group_name, is_valid_hub_name};
+use switchboard_hub::{Target, is_valid_group_name, is_valid_hub_name};
 
 /// Which route family a request used; a few status codes differ between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,11 @@ pub enum Operation {
     Health,
     /// `POST /api/hubs/{hub}/:generateToken`: a client token for the hub.
     GenerateToken,
+    /// `GET …/groups/{group}/connections` (Azure), and the extensions `GET …/users/{user}/connections`
+    /// and `GET …/connections`: the live connections, paged.
+    List(Target),
+    /// Extensions: `GET …/:count`, `…/groups/{group}/:count`, `…/users/{user}/:count`.
+    Count(Target),
     Broadcast,
     CloseAll,
     SendUser(String),
@@ -61,6 +66,8 @@ impl Operation {
         match self {
             Operation::Health => "health",
             Operation::GenerateToken => "generate_token",
+            Operation::List(_) => "list_connections",
+            Operation::Count(_) => "count_connections",
             Operation::Broadcast => "broadcast",
             Operation::CloseAll => "close_all",
             Operation::SendUser(_) => "send_user",
@@ -126,6 +133,12 @@ pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Re
     let operation = match rest {
         [] | [":send"] if post => Operation::Broadcast,
         [":generateToken"] if post && family == Family::Dated => Operation::GenerateToken,
+        ["connections"] if read => Operation::List(Target::All),
+        ["groups", g, "connections"] if read => Operation::List(Target::Group(group_name(g)?)),
+        ["users", u, "connections"] if read => Operation::List(Target::User(user_id(u)?)),
+        [":count"] if read => Operation::Count(Target::All),
+        ["groups", g, ":count"] if read => Operation::Count(Target::Group(group_name(g)?)),
+        ["users", u, ":count"] if read => Operation::Count(Target::User(user_id(u)?)),
         [":closeConnections"] if post => Operation::CloseAll,
         ["users", u] | ["users", u, ":send"] if post => Operation::SendUser(user_id(u)?),
         ["users", u] if read => Operation::UserExists(user_id(u)?),
@@ -164,10 +177,11 @@ pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Re
 fn known_shape(rest: &[&str]) -> bool {
     matches!(
         rest,
-        [] | [":send" | ":closeConnections" | ":generateToken"]
+        [] | [":send" | ":closeConnections" | ":generateToken" | ":count"]
+            | ["connections"]
             | ["users" | "groups" | "connections", _]
-            | ["users", _, ":send" | ":closeConnections" | "groups"]
-            | ["groups", _, ":send" | ":closeConnections"]
+            | ["users", _, ":send" | ":closeConnections" | "groups" | "connections" | ":count"]
+            | ["groups", _, ":send" | ":closeConnections" | "connections" | ":count"]
             | ["connections", _, ":send" | "groups"]
             | ["users", _, "groups", _]
             | ["groups", _, "users" | "connections", _]

@@ -10,7 +10,7 @@
 //!
 //! A failed check panics naming the guarantee and the nodes involved.
 
-use crate::{Call, EngineError, MembershipStore, NodeBus, Target};
+use crate::{Call, EngineError, Listed, MembershipStore, NodeBus, Target};
 use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
@@ -54,6 +54,7 @@ pub async fn run(deployment: &mut impl Deployment) {
     existence_is_answered_cluster_wide(&members).await;
     user_connection_changes_reach_every_node(&members).await;
     closes_reach_every_node(&members).await;
+    listings_are_cluster_wide(&members).await;
     user_group_rules_hold_everywhere(&members).await;
     memberships_survive_a_restart(deployment).await;
     let distinct: std::collections::BTreeSet<u64> = members.iter().map(|m| m.id).collect();
@@ -301,6 +302,39 @@ pub async fn closes_reach_every_node(members: &[Member]) {
     let call = Call::Close { target: Target::Connection(other.id()), excluded: vec![], reason: Some("bye".into()) };
     assert!(ask(&members[0], hub, call).await, "the owner found the connection");
     assert!(other.is_closing());
+}
+
+/// A group's, a user's and a hub's connections are listed through every node, wherever they
+/// are, sorted by id, each once, with its user.
+pub async fn listings_are_cluster_wide(members: &[Member]) {
+    let hub = "contract_list";
+    let mut clients = Vec::new();
+    for (i, member) in members.iter().enumerate() {
+        let user = if i % 2 == 0 { "even".to_owned() } else { format!("odd{i}") };
+        let client = Client::connect(member, hub, Some(&user)).await;
+        ask(member, hub, Call::AddToGroup { connection: client.id(), group: "listed".into() }).await;
+        clients.push((client.id(), user));
+    }
+    let anonymous = Client::connect(&members[0], hub, None).await;
+    let mut everyone: Vec<Listed> =
+        clients.iter().map(|(id, user)| Listed { connection_id: id.clone(), user_id: Some(user.clone()) }).collect();
+    everyone.sort();
+    let evens: Vec<Listed> = everyone.iter().filter(|l| l.user_id.as_deref() == Some("even")).cloned().collect();
+    let mut whole_hub = everyone.clone();
+    whole_hub.push(Listed { connection_id: anonymous.id(), user_id: None });
+    whole_hub.sort();
+    for member in members {
+        let list = |target: Target| {
+            let what = format!("list {target:?} through node {}", member.id);
+            async move { bounded(&what, member.bus.list(hub, target)).await }
+        };
+        assert_eq!(list(Target::Group("listed".into())).await, everyone, "group, through node {}", member.id);
+        assert_eq!(list(Target::User("even".into())).await, evens, "user, through node {}", member.id);
+        assert_eq!(list(Target::All).await, whole_hub, "hub, through node {}", member.id);
+        let one = list(Target::Connection(clients[1].0.clone())).await;
+        assert_eq!(one.len(), 1, "one connection, through node {}", member.id);
+        assert!(list(Target::Group("nobody".into())).await.is_empty());
+    }
 }
 
 /// Azure's user-group rules, read on every node: TTLs, the 100 TTL-less groups per user

@@ -44,7 +44,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use local::LocalBus;
-pub use switchboard_hub::{Call, Target, UserGroupReader};
+pub use switchboard_hub::{Call, Listed, Target, UserGroupReader};
 
 /// A call into an engine completes asynchronously (it may wait for consensus or for other nodes).
 pub type EngineFuture<T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send>>;
@@ -107,6 +107,10 @@ pub trait NodeBus: Send + Sync {
     /// each of them applied it (a group add: once the group routes there) with whether any
     /// found what the call names ([`Hub::apply`](switchboard_hub::Hub::apply)).
     fn call(&self, hub: &str, call: Call) -> EngineFuture<bool>;
+
+    /// The live connections `target` names in `hub` on every node that may hold them (a group's
+    /// through its member users too), sorted by connection id. Presence and group listings.
+    fn list(&self, hub: &str, target: Target) -> EngineFuture<Vec<Listed>>;
 
     /// The client and REST address of `node`, where transport requests for its connections are
     /// forwarded (`None`: unknown, dead, or this is the only node).

@@ -2,7 +2,7 @@
 //! single node) and [`LocalUserGroups`] as a [`MembershipStore`] (memberships in memory, for unit
 //! tests and tools).
 
-use crate::{Call, EngineFuture, MembershipStore, NodeBus};
+use crate::{Call, EngineFuture, Listed, MembershipStore, NodeBus, Target};
 use std::sync::Arc;
 use switchboard_hub::{LocalUserGroups, Registry};
 
@@ -28,6 +28,12 @@ impl NodeBus for LocalBus {
             }
             Ok(found)
         })
+    }
+
+    fn list(&self, hub: &str, target: Target) -> EngineFuture<Vec<Listed>> {
+        let mut listed = self.registry.get(hub).map(|hub| hub.list(&target)).unwrap_or_default();
+        listed.sort();
+        Box::pin(std::future::ready(Ok(listed)))
     }
 
     fn http_address(&self, _node: u64) -> Option<String> {

@@ -10,10 +10,10 @@
 //!
 //! This node is among the nodes it routes to; the [`FanoutClient`] applies calls for it locally.
 
-use crate::codec::{Wire, encode};
+use crate::codec::{Wire, decode_listed, encode, encode_list};
 use crate::{FanoutClient, FanoutError, Router};
 use std::sync::Arc;
-use switchboard_engine::{Call, Directory, EngineError, EngineFuture, NodeBus, Target};
+use switchboard_engine::{Call, Directory, EngineError, EngineFuture, Listed, NodeBus, Target};
 use switchboard_grpc::fanout::v1::ConnectionRequest;
 
 /// See the module docs.
@@ -94,6 +94,37 @@ impl NodeBus for ClusterBus {
             }
             (Wire::Request(request), None) => self.ask_each(nodes, request, stop_at_found),
         }
+    }
+
+    fn list(&self, hub: &str, target: Target) -> EngineFuture<Vec<Listed>> {
+        let nodes = match &target {
+            Target::All => self.directory.live_nodes(),
+            Target::User(user) => self.directory.nodes_for_user(hub, user),
+            Target::Group(group) => self.directory.nodes_for_group(hub, group),
+            Target::Connection(id) => {
+                let live = self.directory.live_nodes();
+                Router::owner(id, &live).map(|(n, a)| vec![(n, a.to_owned())]).unwrap_or_default()
+            }
+        };
+        let request = encode_list(hub, target);
+        let mut calls = tokio::task::JoinSet::new();
+        for (node, address) in nodes {
+            let (fanout, request) = (self.fanout.clone(), request.clone());
+            calls.spawn(async move { fanout.connection_call(node, &address, request).await });
+        }
+        Box::pin(async move {
+            let mut listed = Vec::new();
+            while let Some(answer) = calls.join_next().await {
+                match answer {
+                    Ok(Ok(reply)) => listed.extend(reply.listed.into_iter().map(decode_listed)),
+                    Ok(Err(error)) => return Err(error.into()),
+                    Err(error) => return Err(EngineError::Invalid(error.to_string())),
+                }
+            }
+            listed.sort();
+            listed.dedup();
+            Ok(listed)
+        })
     }
 
     fn http_address(&self, node: u64) -> Option<String> {

@@ -7,10 +7,12 @@ use bytes::Bytes;
 use switchboard_engine::{Call, Target};
 use switchboard_grpc::fanout::v1::connection_request::Action;
 use switchboard_grpc::fanout::v1::delivery::Target as WireTarget;
+use switchboard_grpc::fanout::v1::list_connections::Target as ListTarget;
 use switchboard_grpc::fanout::v1::{
-    Broadcast, Close, ConnectionRequest, Delivery, Exists, GroupChange, GroupExists, RemoveFromAllGroups, UserExists,
-    UserGroupChange,
+    Broadcast, Close, ConnectionRequest, Delivery, Exists, GroupChange, GroupExists, ListConnections, ListedConnection,
+    RemoveFromAllGroups, UserExists, UserGroupChange,
 };
+use switchboard_hub::Listed;
 use switchboard_hub::{Frames, is_valid_group_name};
 use switchboard_protocol::Protocol;
 
@@ -146,9 +148,42 @@ pub(crate) fn decode_request(request: &ConnectionRequest) -> Result<Call, &'stat
             Call::UserLeaveGroup { user: change.user.clone(), group: change.group.clone() }
         }
         Action::UserLeaveAllGroups(question) => Call::UserLeaveAllGroups { user: question.user.clone() },
+        Action::ListConnections(_) => return Err("a listing is not a call"),
     };
     if call.group().is_some_and(|group| !is_valid_group_name(group)) {
         return Err("invalid group name");
     }
     Ok(call)
+}
+
+/// A listing of what `target` names on `hub`, as a node-wide connection request.
+pub(crate) fn encode_list(hub: &str, target: Target) -> ConnectionRequest {
+    let target = match target {
+        Target::All => ListTarget::All(Broadcast {}),
+        Target::User(user) => ListTarget::User(user),
+        Target::Group(group) => ListTarget::Group(group),
+        Target::Connection(id) => ListTarget::ConnectionId(id),
+    };
+    let list = ListConnections { target: Some(target) };
+    ConnectionRequest { hub: hub.to_owned(), connection_id: String::new(), action: Some(Action::ListConnections(list)) }
+}
+
+/// What a listing request names; refused without a target or with an invalid group name.
+pub(crate) fn decode_list(list: &ListConnections) -> Result<Target, &'static str> {
+    let target = match list.target.as_ref().ok_or("a listing without a target")? {
+        ListTarget::All(_) => Target::All,
+        ListTarget::User(user) => Target::User(user.clone()),
+        ListTarget::Group(group) if !is_valid_group_name(group) => return Err("invalid group name"),
+        ListTarget::Group(group) => Target::Group(group.clone()),
+        ListTarget::ConnectionId(id) => Target::Connection(id.clone()),
+    };
+    Ok(target)
+}
+
+pub(crate) fn encode_listed(listed: Listed) -> ListedConnection {
+    ListedConnection { connection_id: listed.connection_id, user_id: listed.user_id.unwrap_or_default() }
+}
+
+pub(crate) fn decode_listed(listed: ListedConnection) -> Listed {
+    Listed { connection_id: listed.connection_id, user_id: (!listed.user_id.is_empty()).then_some(listed.user_id) }
 }

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::codec::{check_delivery, decode_delivery, decode_request};
+use crate::codec::{check_delivery, decode_delivery, decode_list, decode_request, encode_listed};
+use switchboard_grpc::fanout::v1::connection_request::Action;
 use switchboard_grpc::fanout::v1::fanout_server::{Fanout, FanoutServer};
 use switchboard_grpc::fanout::v1::{ConnectionReply, ConnectionRequest, Delivery, DeliveryAck, DeliveryBatch};
 use switchboard_grpc::{MAX_MESSAGE_BYTES, ServerAuth};
@@ -163,11 +164,19 @@ pub async fn apply_connection_request(
     registry: &Registry,
     request: &ConnectionRequest,
 ) -> Result<ConnectionReply, Status> {
+    if let Some(Action::ListConnections(list)) = &request.action {
+        let target = decode_list(list).map_err(Status::invalid_argument)?;
+        let listed = registry.get(&request.hub).map(|hub| hub.list(&target)).unwrap_or_default();
+        return Ok(ConnectionReply {
+            found: !listed.is_empty(),
+            listed: listed.into_iter().map(encode_listed).collect(),
+        });
+    }
     let call = decode_request(request).map_err(Status::invalid_argument)?;
-    let Some(hub) = registry.get(&request.hub) else { return Ok(ConnectionReply { found: false }) };
+    let Some(hub) = registry.get(&request.hub) else { return Ok(ConnectionReply::default()) };
     let found = hub.apply(&call);
     if found && call.adds_interest() {
         registry.interest_settled().await;
     }
-    Ok(ConnectionReply { found })
+    Ok(ConnectionReply { found, listed: Vec::new() })
 }

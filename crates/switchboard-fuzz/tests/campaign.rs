@@ -119,6 +119,7 @@ fn check_payload(input: &[u8]) -> Result<(), String> {
 /// An accepted route names users and groups of 1 to 1,024 characters (Azure's bounds).
 fn check_route(input: &[u8]) -> Result<(), String> {
     use switchboard_api::Operation as Op;
+    use switchboard_hub::Target;
     let (method, path) = input.split_first().map_or((0, &input[..0]), |(m, rest)| (*m, rest));
     let method = [http::Method::GET, http::Method::HEAD, http::Method::POST, http::Method::PUT, http::Method::DELETE]
         [usize::from(method) % 5]
@@ -132,6 +133,8 @@ fn check_route(input: &[u8]) -> Result<(), String> {
         | Op::UserInGroup { user, group } => (Some(user), Some(group)),
         Op::SendGroup(g) | Op::CloseGroup(g) | Op::GroupExists(g) => (None, Some(g)),
         Op::AddConnectionToGroup { group, .. } | Op::RemoveConnectionFromGroup { group, .. } => (None, Some(group)),
+        Op::List(Target::User(u)) | Op::Count(Target::User(u)) => (Some(u), None),
+        Op::List(Target::Group(g)) | Op::Count(Target::Group(g)) => (None, Some(g)),
         _ => (None, None),
     };
     for name in user.into_iter().chain(group) {

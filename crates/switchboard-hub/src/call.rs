@@ -43,6 +43,13 @@ pub enum Call {
     UserLeaveAllGroups { user: String },
 }
 
+/// One live connection as a listing names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listed {
+    pub connection_id: String,
+    pub user_id: Option<String>,
+}
+
 impl Call {
     /// The connection a connection-scoped call is about; its owner node answers it alone.
     pub fn connection(&self) -> Option<&str> {

@@ -3,7 +3,7 @@
 //! All state sits behind one `RwLock`: sends take the read lock and push shared frames into
 //! outboxes (which never block), membership changes take the write lock briefly.
 
-use crate::call::{Call, Target};
+use crate::call::{Call, Listed, Target};
 use crate::connection::Connection;
 use crate::frames::Frames;
 use crate::interest::InterestKind;
@@ -135,6 +135,30 @@ impl Hub {
             Call::UserLeaveGroup { user, group } => self.remove_user_connections_from_group(user, group),
             Call::UserLeaveAllGroups { user } => self.remove_user_connections_from_all_groups(user),
         }
+    }
+
+    /// The live connections `target` names here (`All`: every one of the hub), each with its
+    /// user, in no particular order. Closing connections are left out (see [`is_live`]).
+    pub fn list(&self, target: &Target) -> Vec<Listed> {
+        let listed = |conn: &Arc<Connection>| Listed {
+            connection_id: conn.id.to_string(),
+            user_id: conn.user_id.as_deref().map(str::to_owned),
+        };
+        let state = self.state.read();
+        let mut out = Vec::new();
+        match target {
+            Target::All => out.extend(state.connections.values().filter(|c| is_live(c)).map(listed)),
+            Target::User(user) => {
+                out.extend(state.users.get(user.as_str()).into_iter().flatten().filter(|c| is_live(c)).map(listed))
+            }
+            Target::Group(group) => state.for_each_in_group(&self.name, &*self.shared.user_groups, group, |conn| {
+                if is_live(conn) {
+                    out.push(listed(conn));
+                }
+            }),
+            Target::Connection(id) => out.extend(state.connections.get(id.as_str()).filter(|c| is_live(c)).map(listed)),
+        }
+        out
     }
 
     // ----------------------------------------------------------------- connections

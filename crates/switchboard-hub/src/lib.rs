@@ -25,7 +25,7 @@ mod outbox;
 mod registry;
 mod user_groups;
 
-pub use call::{Call, Target};
+pub use call::{Call, Listed, Target};
 pub use connection::{Connection, ConnectionInfo, new_connection_id, owner_of};
 pub use frames::Frames;
 pub use hub::{Hub, is_valid_group_name, is_valid_hub_name};

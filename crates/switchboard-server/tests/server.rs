@@ -440,3 +440,75 @@ async fn generate_token_mints_a_client_token_and_dated_routes_need_an_api_versio
     assert_eq!(node.rest("POST", "/api/hubs/chat/:send", br#"{"target":"t"}"#).await.0, 400, "no api-version");
     assert_eq!(node.rest("POST", "/api/v1/hubs/chat", br#"{"target":"t"}"#).await.0, 202, "v1 needs none");
 }
+
+/// Listing connections (Azure's `GET …/groups/{group}/connections`, and the presence and count
+/// extensions): 1,000 connections paged 200 at a time by following `nextLink`, each once in id
+/// order; `top`; a group through its member users; a user's; counts; bad paging parameters.
+#[tokio::test]
+async fn connections_are_listed_page_by_page_and_counted() {
+    let node = start_node(|_| {}).await;
+    let version = "api-version=2024-12-01";
+    let mut clients = Vec::new();
+    for i in 0..1000 {
+        clients.push(node.connect_json("listing", Some(&format!("u{}", i % 7))).await);
+    }
+    for user in ["u0", "u1"] {
+        let path = format!("/api/hubs/listing/users/{user}/groups/pair?{version}");
+        assert_eq!(node.rest("PUT", &path, b"").await.0, 200);
+    }
+    let node = &node;
+    let get = |path_and_query: String| async move {
+        let (status, _, body) = node.rest("GET", &path_and_query, b"").await;
+        assert_eq!(status, 200, "{path_and_query}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["value"].as_array().unwrap().iter().map(|c| c["connectionId"].as_str().unwrap().to_owned()).collect()
+    };
+    // Every connection once, in order, five pages of 200.
+    let mut next = format!("/api/hubs/listing/connections?maxpagesize=200&{version}");
+    let (mut seen, mut pages) = (Vec::new(), 0);
+    loop {
+        let page = get(next.clone()).await;
+        pages += 1;
+        seen.extend(ids(&page));
+        match page["nextLink"].as_str() {
+            Some(link) => {
+                assert!(link.starts_with(&node.endpoint), "absolute: {link}");
+                next = link.trim_start_matches(&node.endpoint).to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!((pages, seen.len()), (5, 1000));
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, seen, "sorted by id, no repeats");
+    // `top` caps the whole listing.
+    let first = get(format!("/api/hubs/listing/connections?maxpagesize=200&top=250&{version}")).await;
+    assert_eq!(ids(&first).len(), 200);
+    let link = first["nextLink"].as_str().unwrap().trim_start_matches(&node.endpoint).to_owned();
+    let second = get(link).await;
+    assert_eq!(ids(&second).len(), 50);
+    assert!(second.get("nextLink").is_none(), "no nextLink on the last page");
+    // A group through its member users, a user's connections, counts.
+    let pair = get(format!("/api/hubs/listing/groups/pair/connections?{version}")).await;
+    let expected = (0..1000).filter(|i| i % 7 < 2).count();
+    assert_eq!(ids(&pair).len(), 200, "the default page size is the largest, 200");
+    assert!(pair["nextLink"].is_string(), "{expected} members: a second page");
+    assert!(pair["value"].as_array().unwrap().iter().all(|c| c["userId"] == "u0" || c["userId"] == "u1"));
+    let three = get(format!("/api/hubs/listing/users/u3/connections?{version}")).await;
+    assert_eq!(ids(&three).len(), (0..1000).filter(|i| i % 7 == 3).count());
+    assert_eq!(get(format!("/api/hubs/listing/:count?{version}")).await["count"], 1000);
+    assert_eq!(get(format!("/api/hubs/listing/groups/pair/:count?{version}")).await["count"], expected);
+    assert_eq!(
+        get(format!("/api/hubs/listing/groups/empty/connections?{version}")).await["value"],
+        serde_json::json!([])
+    );
+    for bad in ["maxpagesize=0", "maxpagesize=201", "top=0", "continuationToken=%21%21"] {
+        let path = format!("/api/hubs/listing/connections?{bad}&{version}");
+        assert_eq!(node.rest("GET", &path, b"").await.0, 400, "{bad}");
+    }
+    drop(clients);
+}
