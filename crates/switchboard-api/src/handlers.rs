@@ -73,6 +73,15 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
     if route.operation == Operation::Health {
         return Ok(StatusCode::OK.into_response());
     }
+    if route.operation == Operation::EntraAccessKey {
+        // The SDK asks here with a Microsoft Entra ID token for a temporary access key. Entra ID
+        // tokens cannot be checked without reaching Microsoft's issuer, so this is refused plainly.
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Error.Auth.EntraIdNotSupported",
+            "Microsoft Entra ID credentials are not supported: use a connection string with an AccessKey",
+        ));
+    }
     match &query.api_version {
         Some(version) => check_api_version(version)?,
         // The dated family's swagger requires it on every hub operation.
@@ -95,7 +104,7 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
     let status = match route.operation {
         Operation::Health => StatusCode::OK,
         Operation::GenerateToken => return generate_token(state, &route.hub, user_id, minutes_to_expire),
-        Operation::List(_) => unreachable!("answered above"),
+        Operation::List(_) | Operation::EntraAccessKey => unreachable!("answered above"),
         Operation::Count(target) => {
             let count = state.bus.list(&route.hub, target).await?.len();
             let body = serde_json::json!({ "count": count }).to_string();

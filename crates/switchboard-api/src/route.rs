@@ -18,6 +18,9 @@ pub enum Family {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
     Health,
+    /// `GET /api/auth/accessKey` (and `/api/v1/…`): Microsoft Entra ID's temporary keys, which
+    /// Switchboard does not issue.
+    EntraAccessKey,
     /// `POST /api/hubs/{hub}/:generateToken`: a client token for the hub.
     GenerateToken,
     /// `GET …/groups/{group}/connections` (Azure), and the extensions `GET …/users/{user}/connections`
@@ -65,6 +68,7 @@ impl Operation {
     pub fn kind(&self) -> &'static str {
         match self {
             Operation::Health => "health",
+            Operation::EntraAccessKey => "entra_access_key",
             Operation::GenerateToken => "generate_token",
             Operation::List(_) => "list_connections",
             Operation::Count(_) => "count_connections",
@@ -117,6 +121,13 @@ pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Re
         _ => return Err(not_found()),
     };
     let read = matches!(*method, Method::GET | Method::HEAD);
+    if rest == ["auth", "accessKey"] {
+        return if read {
+            Ok(Route { family, hub: String::new(), operation: Operation::EntraAccessKey })
+        } else {
+            Err(method_not_allowed())
+        };
+    }
     if rest == ["health"] {
         return if read {
             Ok(Route { family, hub: String::new(), operation: Operation::Health })
@@ -328,5 +339,12 @@ mod tests {
             assert_eq!(route(method, path).expect_err("refused").status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
         }
         assert_eq!(target(Method::POST, "/api/hubs/chat/:generateToken"), Operation::GenerateToken);
+    }
+
+    #[test]
+    fn the_entra_access_key_route_is_known_on_both_families() {
+        assert_eq!(target(Method::GET, "/api/auth/accessKey"), Operation::EntraAccessKey);
+        assert_eq!(target(Method::GET, "/api/v1/auth/accessKey"), Operation::EntraAccessKey);
+        assert_eq!(route(Method::POST, "/api/auth/accessKey").expect_err("405").status, StatusCode::METHOD_NOT_ALLOWED);
     }
 }

@@ -439,6 +439,15 @@ async fn generate_token_mints_a_client_token_and_dated_routes_need_an_api_versio
     assert_eq!(node.rest("POST", "/api/hubs/chat/:generateToken", b"").await.0, 400, "no api-version");
     assert_eq!(node.rest("POST", "/api/hubs/chat/:send", br#"{"target":"t"}"#).await.0, 400, "no api-version");
     assert_eq!(node.rest("POST", "/api/v1/hubs/chat", br#"{"target":"t"}"#).await.0, 202, "v1 needs none");
+    // Entra ID's temporary keys: refused plainly, as documented.
+    for path in ["/api/v1/auth/accessKey", "/api/auth/accessKey?api-version=2024-12-01"] {
+        let (status, head, body) = node.raw_http("GET", path, &[("Authorization", "Bearer entra-token")], b"").await;
+        assert_eq!(status, 401, "{path}");
+        assert!(
+            head.contains("x-ms-error-code: Error.Auth.EntraIdNotSupported") && body.contains("AccessKey"),
+            "{body}"
+        );
+    }
 }
 
 /// Listing connections (Azure's `GET …/groups/{group}/connections`, and the presence and count
