@@ -10,6 +10,7 @@ use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use switchboard_engine::{Call, Target};
+use switchboard_hub::Filter;
 use switchboard_hub::unix_now;
 
 /// Query parameters the data plane reads.
@@ -24,6 +25,7 @@ struct Query {
     max_page_size: Option<String>,
     top: Option<String>,
     continuation: Option<String>,
+    filter: Option<String>,
 }
 
 impl Query {
@@ -39,6 +41,7 @@ impl Query {
             max_page_size: None,
             top: None,
             continuation: None,
+            filter: None,
         };
         for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
             match key.as_ref() {
@@ -52,6 +55,7 @@ impl Query {
                 "maxpagesize" => q.max_page_size = Some(value.into_owned()),
                 "top" => q.top = Some(value.into_owned()),
                 "continuationToken" => q.continuation = Some(value.into_owned()),
+                "filter" => q.filter = Some(value.into_owned()),
                 _ => {}
             }
         }
@@ -99,12 +103,19 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
         let listed = state.bus.list(&route.hub, target).await?;
         return Ok(page.answer(&listed, &state.endpoint, parts.uri.path(), &query));
     }
-    let Query { excluded, reason, ttl, user_id, minutes_to_expire, .. } = query;
+    let Query { excluded, reason, ttl, user_id, minutes_to_expire, filter, .. } = query;
     let bus = |call: Call| state.bus.call(&route.hub, call);
     let status = match route.operation {
         Operation::Health => StatusCode::OK,
         Operation::GenerateToken => return generate_token(state, &route.hub, user_id, minutes_to_expire),
         Operation::List(_) | Operation::EntraAccessKey => unreachable!("answered above"),
+        Operation::Execute => {
+            let filter = Filter::parse(filter.as_deref().filter(|f| !f.trim().is_empty()).unwrap_or("true"))
+                .map_err(|error| ApiError::bad_request(error.to_string()))?;
+            let commands = payload::parse_commands(&body)?;
+            bus(Call::Execute { filter, commands }).await?;
+            StatusCode::ACCEPTED
+        }
         Operation::Count(target) => {
             let count = state.bus.list(&route.hub, target).await?.len();
             let body = serde_json::json!({ "count": count }).to_string();

@@ -13,7 +13,7 @@ mod payload;
 mod route;
 
 pub use error::ApiError;
-pub use payload::{MAX_ARGUMENTS_DEPTH, parse as parse_payload};
+pub use payload::{MAX_ARGUMENTS_DEPTH, MAX_EXECUTE_COMMANDS, parse as parse_payload, parse_commands};
 pub use route::{Family, MAX_USER_ID_CHARS, Operation, Route, parse_route};
 
 use axum::Router;

@@ -6,7 +6,7 @@ use crate::ApiError;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
-use switchboard_hub::Frames;
+use switchboard_hub::{Command, Frames, is_valid_group_name};
 use switchboard_protocol::Protocol;
 
 /// Builds the frames to deliver from a send's body (`content_type` picks JSON or the binary
@@ -154,6 +154,43 @@ fn parse_binary(body: &[u8]) -> Result<Frames, ApiError> {
         }
     }
     Ok(frames)
+}
+
+/// Most commands one `:execute` may carry.
+pub const MAX_EXECUTE_COMMANDS: usize = 100;
+
+/// The body of `:execute`: a JSON array of Azure's `SignalRCommand`s
+/// (`{"type":"SendMessage","message":{"target":…,"arguments":[…]}}`, `JoinGroup` / `LeaveGroup`
+/// with `group`, `CloseConnection` with an optional `reason`).
+pub fn parse_commands(body: &[u8]) -> Result<Vec<Command>, ApiError> {
+    let items: Vec<HashMap<String, Box<RawValue>>> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body must be a JSON array of commands: {e}")))?;
+    if items.is_empty() || items.len() > MAX_EXECUTE_COMMANDS {
+        return Err(ApiError::bad_request(format!("1 to {MAX_EXECUTE_COMMANDS} commands are allowed")));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, fields)| {
+            let field = |name: &str| fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.get());
+            let text = |name: &str| field(name).and_then(|raw| serde_json::from_str::<String>(raw).ok());
+            let bad = |what: &str| ApiError::bad_request(format!("command {index}: {what}"));
+            match text("type").as_deref() {
+                Some("SendMessage") => {
+                    let message = field("message").ok_or_else(|| bad("'message' is required"))?;
+                    parse_json(message.as_bytes()).map(Command::SendMessage).map_err(|e| bad(&e.message))
+                }
+                Some(kind @ ("JoinGroup" | "LeaveGroup")) => {
+                    let group = text("group")
+                        .filter(|g| is_valid_group_name(g))
+                        .ok_or_else(|| bad("'group' must be 1 to 1024 characters, not only whitespace"))?;
+                    Ok(if kind == "JoinGroup" { Command::JoinGroup(group) } else { Command::LeaveGroup(group) })
+                }
+                Some("CloseConnection") => Ok(Command::CloseConnection(text("reason"))),
+                _ => Err(bad("'type' must be SendMessage, JoinGroup, LeaveGroup or CloseConnection")),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub enum Operation {
     List(Target),
     /// Extensions: `GET …/:count`, `…/groups/{group}/:count`, `…/users/{user}/:count`.
     Count(Target),
+    /// `POST /api/hubs/{hub}/:execute?filter=`: commands on every connection the filter matches.
+    Execute,
     Broadcast,
     CloseAll,
     SendUser(String),
@@ -72,6 +74,7 @@ impl Operation {
             Operation::GenerateToken => "generate_token",
             Operation::List(_) => "list_connections",
             Operation::Count(_) => "count_connections",
+            Operation::Execute => "execute",
             Operation::Broadcast => "broadcast",
             Operation::CloseAll => "close_all",
             Operation::SendUser(_) => "send_user",
@@ -144,6 +147,7 @@ pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Re
     let operation = match rest {
         [] | [":send"] if post => Operation::Broadcast,
         [":generateToken"] if post && family == Family::Dated => Operation::GenerateToken,
+        [":execute"] if post && family == Family::Dated => Operation::Execute,
         ["connections"] if read => Operation::List(Target::All),
         ["groups", g, "connections"] if read => Operation::List(Target::Group(group_name(g)?)),
         ["users", u, "connections"] if read => Operation::List(Target::User(user_id(u)?)),
@@ -188,7 +192,7 @@ pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Re
 fn known_shape(rest: &[&str]) -> bool {
     matches!(
         rest,
-        [] | [":send" | ":closeConnections" | ":generateToken" | ":count"]
+        [] | [":send" | ":closeConnections" | ":generateToken" | ":count" | ":execute"]
             | ["connections"]
             | ["users" | "groups" | "connections", _]
             | ["users", _, ":send" | ":closeConnections" | "groups" | "connections" | ":count"]

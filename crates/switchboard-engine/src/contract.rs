@@ -15,6 +15,7 @@ use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_hub::{Command, Filter};
 use switchboard_hub::{Connection, ConnectionInfo, Frames, Registry, new_connection_id, unix_now};
 use switchboard_protocol::Protocol;
 
@@ -55,6 +56,7 @@ pub async fn run(deployment: &mut impl Deployment) {
     user_connection_changes_reach_every_node(&members).await;
     closes_reach_every_node(&members).await;
     listings_are_cluster_wide(&members).await;
+    execute_reaches_what_its_filter_matches(&members).await;
     user_group_rules_hold_everywhere(&members).await;
     memberships_survive_a_restart(deployment).await;
     let distinct: std::collections::BTreeSet<u64> = members.iter().map(|m| m.id).collect();
@@ -334,6 +336,31 @@ pub async fn listings_are_cluster_wide(members: &[Member]) {
         let one = list(Target::Connection(clients[1].0.clone())).await;
         assert_eq!(one.len(), 1, "one connection, through node {}", member.id);
         assert!(list(Target::Group("nobody".into())).await.is_empty());
+    }
+}
+
+/// `:execute` runs its commands on the connections its filter matches, on every node, and
+/// only on those; a group it joins them to is seen by the next group send (G3).
+pub async fn execute_reaches_what_its_filter_matches(members: &[Member]) {
+    let hub = "contract_execute";
+    let (mut picked, mut others) = (Vec::new(), Vec::new());
+    for (i, member) in members.iter().enumerate() {
+        picked.push(Client::connect(member, hub, Some(&format!("x-{i}"))).await);
+        others.push(Client::connect(member, hub, Some(&format!("y-{i}"))).await);
+    }
+    for (entry, sender) in [(0, 1), (2, 0)] {
+        let filter = Filter::parse("startswith(userId, 'x-')").expect("a valid filter");
+        let commands = vec![Command::JoinGroup("xs".into()), Command::SendMessage(message(1))];
+        assert!(ask(&members[entry], hub, Call::Execute { filter, commands }).await, "some matched");
+        send(&members[sender], hub, Target::Group("xs".into()), 2).await;
+        for client in &picked {
+            assert_eq!(client.received(), [1, 2], "matched: the message, then the group send");
+        }
+        for client in &others {
+            assert_eq!(client.received(), Vec::<u64>::new(), "not matched: nothing");
+        }
+        let filter = Filter::parse("'xs' in groups").expect("a valid filter");
+        ask(&members[sender], hub, Call::Execute { filter, commands: vec![Command::LeaveGroup("xs".into())] }).await;
     }
 }
 

@@ -7,12 +7,14 @@ use bytes::Bytes;
 use switchboard_engine::{Call, Target};
 use switchboard_grpc::fanout::v1::connection_request::Action;
 use switchboard_grpc::fanout::v1::delivery::Target as WireTarget;
+use switchboard_grpc::fanout::v1::execute_command::Command as WireCommand;
 use switchboard_grpc::fanout::v1::list_connections::Target as ListTarget;
 use switchboard_grpc::fanout::v1::{
     Broadcast, Close, ConnectionRequest, Delivery, Exists, GroupChange, GroupExists, ListConnections, ListedConnection,
     RemoveFromAllGroups, UserExists, UserGroupChange,
 };
-use switchboard_hub::Listed;
+use switchboard_grpc::fanout::v1::{Execute, ExecuteCommand, SendFrames};
+use switchboard_hub::{Command, Filter, Listed};
 use switchboard_hub::{Frames, is_valid_group_name};
 use switchboard_protocol::Protocol;
 
@@ -55,6 +57,10 @@ pub(crate) fn encode(hub: &str, call: Call) -> Wire {
         Call::UserJoinGroup { user, group } => node_wide(Action::UserJoinGroup(UserGroupChange { user, group })),
         Call::UserLeaveGroup { user, group } => node_wide(Action::UserLeaveGroup(UserGroupChange { user, group })),
         Call::UserLeaveAllGroups { user } => node_wide(Action::UserLeaveAllGroups(UserExists { user })),
+        Call::Execute { filter, commands } => {
+            let commands = commands.into_iter().map(encode_command).collect();
+            node_wide(Action::Execute(Execute { filter: filter.text().to_owned(), commands }))
+        }
     }
 }
 
@@ -149,8 +155,13 @@ pub(crate) fn decode_request(request: &ConnectionRequest) -> Result<Call, &'stat
         }
         Action::UserLeaveAllGroups(question) => Call::UserLeaveAllGroups { user: question.user.clone() },
         Action::ListConnections(_) => return Err("a listing is not a call"),
+        Action::Execute(execute) => {
+            let filter = Filter::parse(&execute.filter).map_err(|_| "an invalid filter")?;
+            let commands = execute.commands.iter().map(decode_command).collect::<Result<_, _>>()?;
+            Call::Execute { filter, commands }
+        }
     };
-    if call.group().is_some_and(|group| !is_valid_group_name(group)) {
+    if call.groups().iter().any(|group| !is_valid_group_name(group)) {
         return Err("invalid group name");
     }
     Ok(call)
@@ -186,4 +197,28 @@ pub(crate) fn encode_listed(listed: Listed) -> ListedConnection {
 
 pub(crate) fn decode_listed(listed: ListedConnection) -> Listed {
     Listed { connection_id: listed.connection_id, user_id: (!listed.user_id.is_empty()).then_some(listed.user_id) }
+}
+
+fn encode_command(command: Command) -> ExecuteCommand {
+    let command = match command {
+        Command::SendMessage(frames) => WireCommand::Send(SendFrames {
+            json: frames.get(Protocol::Json).cloned().unwrap_or_default(),
+            messagepack: frames.get(Protocol::MessagePack).cloned().unwrap_or_default(),
+        }),
+        Command::JoinGroup(group) => WireCommand::JoinGroup(group),
+        Command::LeaveGroup(group) => WireCommand::LeaveGroup(group),
+        Command::CloseConnection(reason) => WireCommand::Close(Close { reason: reason.unwrap_or_default() }),
+    };
+    ExecuteCommand { command: Some(command) }
+}
+
+fn decode_command(command: &ExecuteCommand) -> Result<Command, &'static str> {
+    Ok(match command.command.as_ref().ok_or("an execute command without a kind")? {
+        WireCommand::Send(frames) => {
+            Command::SendMessage(Frames::prebuilt(non_empty(&frames.json), non_empty(&frames.messagepack)))
+        }
+        WireCommand::JoinGroup(group) => Command::JoinGroup(group.clone()),
+        WireCommand::LeaveGroup(group) => Command::LeaveGroup(group.clone()),
+        WireCommand::Close(close) => Command::CloseConnection((!close.reason.is_empty()).then(|| close.reason.clone())),
+    })
 }

@@ -49,6 +49,16 @@ const TOKENS: &[&[u8]] = &[
     b"connections",
     b":send",
     b"\\ud800",
+    b" eq ",
+    b" and ",
+    b" or ",
+    b"not ",
+    b" in groups",
+    b"userId",
+    b"startswith(",
+    b"substring(",
+    b"length(",
+    b"''",
     b"\\udc00",
     b"\\u00e9",
     b"\x80",
@@ -72,6 +82,7 @@ fn targets() -> Vec<(&'static str, Check)> {
         ("payload", check_payload),
         ("route", check_route),
         ("token", check_token),
+        ("filter", check_filter),
     ]
 }
 
@@ -99,6 +110,20 @@ fn check_msgpack(input: &[u8]) -> Result<(), String> {
 fn check_websocket(input: &[u8]) -> Result<(), String> {
     let mut bytes = input.to_vec();
     let _ = WsReader::new(1024).feed(&mut bytes, &mut |_| Ok(()));
+    Ok(())
+}
+
+/// `:execute`'s OData filter and commands: parsing never panics, nor does evaluating an
+/// accepted filter on connections of every shape.
+fn check_filter(input: &[u8]) -> Result<(), String> {
+    let text = String::from_utf8_lossy(input);
+    if let Ok(filter) = switchboard_hub::Filter::parse(&text) {
+        for (user, groups) in [(None, &[][..]), (Some("listener-1"), &["g1", "g'2"][..]), (Some(""), &[""][..])] {
+            let subject = switchboard_hub::Subject { connection_id: "c.1", user_id: user, groups };
+            let _ = filter.matches(&subject);
+        }
+    }
+    let _ = switchboard_api::parse_commands(input);
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! holds its targets; each of those applies it to its own hub. The single node applies it to
 //! its own hub directly. So a call means the same thing wherever it lands.
 
+use crate::filter::Filter;
 use crate::frames::Frames;
 
 /// Whom a send or a close reaches.
@@ -41,6 +42,18 @@ pub enum Call {
     UserLeaveGroup { user: String, group: String },
     /// The user's current connections leave every group they joined.
     UserLeaveAllGroups { user: String },
+    /// `:execute`: every command, in order, on every connection the filter matches (chosen once,
+    /// before the first command).
+    Execute { filter: Filter, commands: Vec<Command> },
+}
+
+/// One command of `:execute` (Azure's `SignalRCommand`).
+#[derive(Debug)]
+pub enum Command {
+    SendMessage(Frames),
+    JoinGroup(String),
+    LeaveGroup(String),
+    CloseConnection(Option<String>),
 }
 
 /// One live connection as a listing names it.
@@ -78,9 +91,24 @@ impl Call {
         }
     }
 
+    /// Every group name the call carries (checked before anything is applied).
+    pub fn groups(&self) -> Vec<&str> {
+        match self {
+            Call::Execute { commands, .. } => commands
+                .iter()
+                .filter_map(|command| match command {
+                    Command::JoinGroup(group) | Command::LeaveGroup(group) => Some(group.as_str()),
+                    _ => None,
+                })
+                .collect(),
+            other => other.group().into_iter().collect(),
+        }
+    }
+
     /// Whether answering the call must wait until every node routes the group here: a group
     /// add answers only once a send from any node will find the new member (G3).
     pub fn adds_interest(&self) -> bool {
         matches!(self, Call::AddToGroup { .. } | Call::UserJoinGroup { .. })
+            || matches!(self, Call::Execute { commands, .. } if commands.iter().any(|c| matches!(c, Command::JoinGroup(_))))
     }
 }

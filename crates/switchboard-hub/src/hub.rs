@@ -3,8 +3,9 @@
 //! All state sits behind one `RwLock`: sends take the read lock and push shared frames into
 //! outboxes (which never block), membership changes take the write lock briefly.
 
-use crate::call::{Call, Listed, Target};
+use crate::call::{Call, Command, Listed, Target};
 use crate::connection::Connection;
+use crate::filter::{Filter, Subject};
 use crate::frames::Frames;
 use crate::interest::InterestKind;
 use crate::membership::UserGroupReader;
@@ -134,7 +135,45 @@ impl Hub {
             Call::UserJoinGroup { user, group } => self.add_user_connections_to_group(user, group),
             Call::UserLeaveGroup { user, group } => self.remove_user_connections_from_group(user, group),
             Call::UserLeaveAllGroups { user } => self.remove_user_connections_from_all_groups(user),
+            Call::Execute { filter, commands } => self.execute(filter, commands),
         }
+    }
+
+    /// `:execute`: the connections `filter` matches are chosen first, then every command runs on
+    /// each of them in order. Returns whether any matched.
+    fn execute(&self, filter: &Filter, commands: &[Command]) -> bool {
+        let matching: Vec<Arc<Connection>> = {
+            let state = self.state.read();
+            state
+                .connections
+                .values()
+                .filter(|conn| is_live(conn))
+                .filter(|conn| {
+                    let groups = conn.groups.lock();
+                    let groups: Vec<&str> = groups.iter().map(|g| &**g).collect();
+                    let subject =
+                        Subject { connection_id: &conn.id, user_id: conn.user_id.as_deref(), groups: &groups };
+                    filter.matches(&subject)
+                })
+                .cloned()
+                .collect()
+        };
+        for command in commands {
+            match command {
+                Command::SendMessage(frames) => {
+                    let delivered = matching.iter().filter(|conn| self.deliver(conn, frames)).count();
+                    self.count(SendKind::Connection, delivered as u64);
+                }
+                Command::JoinGroup(group) => matching.iter().for_each(|conn| _ = self.add_to_group(&conn.id, group)),
+                Command::LeaveGroup(group) => {
+                    matching.iter().for_each(|conn| _ = self.remove_from_group(&conn.id, group))
+                }
+                Command::CloseConnection(reason) => matching
+                    .iter()
+                    .for_each(|conn| conn.outbox.close(CloseRequest { error: reason.clone(), allow_reconnect: false })),
+            }
+        }
+        !matching.is_empty()
     }
 
     /// The live connections `target` names here (`All`: every one of the hub), each with its

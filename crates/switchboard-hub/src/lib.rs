@@ -16,6 +16,7 @@
 
 mod call;
 mod connection;
+mod filter;
 mod frames;
 mod hub;
 mod interest;
@@ -25,8 +26,9 @@ mod outbox;
 mod registry;
 mod user_groups;
 
-pub use call::{Call, Listed, Target};
+pub use call::{Call, Command, Listed, Target};
 pub use connection::{Connection, ConnectionInfo, new_connection_id, owner_of};
+pub use filter::{Filter, FilterError, MAX_FILTER_BYTES, Subject};
 pub use frames::Frames;
 pub use hub::{Hub, is_valid_group_name, is_valid_hub_name};
 pub use interest::{InterestKind, InterestSink, Settled};

@@ -521,3 +521,39 @@ async fn connections_are_listed_page_by_page_and_counted() {
     }
     drop(clients);
 }
+
+/// `POST /api/hubs/{hub}/:execute?filter=`: the commands reach the connections the OData filter
+/// matches and no others; a bad filter is a 400 naming the position, bad commands a 400.
+#[tokio::test]
+async fn execute_applies_commands_to_what_the_filter_matches() {
+    let node = start_node(|_| {}).await;
+    let mut listener = node.connect_json("chat", Some("listener-1")).await;
+    let mut other = node.connect_json("chat", Some("other")).await;
+    let filter = "startswith(userId%2C%20%27listener-%27)";
+    let body =
+        br#"[{"type":"JoinGroup","group":"ears"},{"type":"SendMessage","message":{"target":"t","arguments":["hi"]}}]"#;
+    let path = format!("/api/hubs/chat/:execute?filter={filter}&api-version=2024-12-01");
+    let (status, _, text) = node.rest("POST", &path, body).await;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(listener.next_data().await, b"{\"type\":1,\"target\":\"t\",\"arguments\":[\"hi\"]}\x1e");
+    let (status, _, _) =
+        node.rest("POST", "/api/hubs/chat/groups/ears/:send?api-version=2024-12-01", br#"{"target":"g"}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(listener.next_data().await, b"{\"type\":1,\"target\":\"g\",\"arguments\":[]}\x1e");
+    let (status, _, _) =
+        node.rest("POST", "/api/hubs/chat/users/other/:send?api-version=2024-12-01", br#"{"target":"marker"}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        other.next_data().await,
+        b"{\"type\":1,\"target\":\"marker\",\"arguments\":[]}\x1e",
+        "nothing before the marker"
+    );
+    let (status, _, text) =
+        node.rest("POST", "/api/hubs/chat/:execute?filter=userId%20eq&api-version=2024-12-01", body).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("position 9"), "{text}");
+    for bad in [&b"[]"[..], br#"[{"type":"Explode"}]"#, br#"[{"type":"JoinGroup","group":"   "}]"#, b"{}"] {
+        let (status, _, _) = node.rest("POST", "/api/hubs/chat/:execute?api-version=2024-12-01", bad).await;
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(bad));
+    }
+}
