@@ -47,6 +47,7 @@ pub struct FileConfig {
     pub voters: Option<Vec<String>>,
     pub join: Option<Vec<String>>,
     pub role: Option<String>,
+    pub cluster_secret: Option<String>,
     pub keep_alive_interval: Option<u64>,
     pub client_timeout: Option<u64>,
     pub handshake_timeout: Option<u64>,
@@ -220,7 +221,7 @@ impl Settings {
                 &voters,
                 join,
                 args.role.or(file.role).as_deref(),
-                args.cluster_secret,
+                args.cluster_secret.or(file.cluster_secret),
             )?),
         };
         Ok(Settings {
@@ -279,7 +280,7 @@ fn cluster_settings(
         voter_map.insert(id, addr.to_owned());
     }
     let secret = secret.filter(|s| !s.is_empty()).ok_or_else(|| {
-        usage("cluster mode (--grpc-listen) needs --cluster-secret or SWITCHBOARD_CLUSTER_SECRET".into())
+        usage("cluster mode (--grpc-listen) needs --cluster-secret, SWITCHBOARD_CLUSTER_SECRET or cluster_secret in the file".into())
     })?;
     if switchboard_grpc::ClusterSecret::new(&secret).is_err() {
         return Err(usage("--cluster-secret must be visible ASCII".into()));
@@ -459,7 +460,21 @@ mod tests {
         assert_eq!(s.access_keys, vec!["file-key".to_string()]);
         assert_eq!(s.log_format, LogFormat::Json);
         std::fs::write(&path, "unknown_key = 1\n").unwrap();
-        assert!(resolve(ServeArgs { config: Some(path), ..Default::default() }).is_err());
+        assert!(resolve(ServeArgs { config: Some(path.clone()), ..Default::default() }).is_err());
+        // The cluster secret, like every setting, may come from the file; the flag beats it.
+        let cluster =
+            "grpc_listen = \"127.0.0.1:7001\"\nvoters = [\"1=127.0.0.1:7001\"]\ncluster_secret = \"from-file\"\n";
+        std::fs::write(&path, cluster).unwrap();
+        let s = resolve(ServeArgs { config: Some(path.clone()), access_keys: vec!["k".into()], ..Default::default() })
+            .unwrap();
+        assert_eq!(s.cluster.unwrap().secret, "from-file");
+        let flag = ServeArgs {
+            config: Some(path),
+            access_keys: vec!["k".into()],
+            cluster_secret: Some("from-flag".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(flag).unwrap().cluster.unwrap().secret, "from-flag");
     }
 
     #[test]

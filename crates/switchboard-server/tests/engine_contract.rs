@@ -112,9 +112,8 @@ impl Deployment for RaftDeployment {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_raft_voters_keep_the_engine_contract() {
-    let mut deployment = RaftDeployment::three_voters().await;
+/// Runs the suite, then stops what is left of the deployment.
+async fn run_then_stop(mut deployment: RaftDeployment) {
     contract::run(&mut deployment).await;
     for engine in deployment.engines.drain(..) {
         engine.shutdown().await;
@@ -122,10 +121,11 @@ async fn three_raft_voters_keep_the_engine_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_raft_voters_keep_the_engine_contract() {
+    run_then_stop(RaftDeployment::three_voters().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_single_node_keeps_the_engine_contract() {
-    let mut deployment = RaftDeployment::single_node().await;
-    contract::run(&mut deployment).await;
-    for engine in deployment.engines.drain(..) {
-        engine.shutdown().await;
-    }
+    run_then_stop(RaftDeployment::single_node().await).await;
 }

@@ -86,6 +86,23 @@ fn setup(base: &str, timeout: Duration) -> (Arc<Upstream>, Arc<Connection>, Upst
     (upstream, conn, queue)
 }
 
+/// An anonymous JSON connection of hub `chat`.
+fn anonymous(id: &str) -> Arc<Connection> {
+    Arc::new(Connection::new(id, None, Protocol::Json, ConnectionInfo::default()))
+}
+
+/// What upstream is told about an anonymous connection of hub `chat`.
+fn context_of(conn: &Connection) -> ConnectionContext {
+    ConnectionContext {
+        connection_id: conn.id.clone(),
+        hub: "chat".into(),
+        user_id: None,
+        claims: Vec::new(),
+        query: String::new(),
+        protocol: Protocol::Json,
+    }
+}
+
 /// The next `n` frames queued for the client.
 async fn frames(conn: &Connection, n: usize) -> Vec<String> {
     let mut out = Vec::new();
@@ -165,16 +182,8 @@ async fn a_hanging_upstream_times_out_without_blocking_other_connections() {
     let (base, _log) = start_upstream().await;
     let (upstream, slow_conn, slow_queue) = setup(&base, Duration::from_millis(500));
     slow_queue.invoke(Some("0".into()), "slow".into(), invocation("0", "slow")).unwrap();
-    let other_conn = Arc::new(Connection::new("other.1", None, Protocol::Json, ConnectionInfo::default()));
-    let context = ConnectionContext {
-        connection_id: other_conn.id.clone(),
-        hub: "chat".into(),
-        user_id: None,
-        claims: Vec::new(),
-        query: String::new(),
-        protocol: Protocol::Json,
-    };
-    let other = upstream.open(context, other_conn.clone());
+    let other_conn = anonymous("other.1");
+    let other = upstream.open(context_of(&other_conn), other_conn.clone());
     other.invoke(Some("9".into()), "empty".into(), invocation("9", "empty")).unwrap();
     assert_eq!(next_frame(&other_conn).await, "{\"type\":3,\"invocationId\":\"9\"}\u{1e}");
     assert!(next_frame(&slow_conn).await.contains("Invocation failed, error: timed out"));
@@ -210,16 +219,8 @@ async fn connection_events_are_retried_and_invocations_are_not() {
     }];
     let config = UpstreamConfig { templates, retry_delay: Duration::from_millis(10), ..UpstreamConfig::default() };
     let upstream = Arc::new(Upstream::new(config, AccessKeys::new(["k1"]).unwrap(), 1 << 20));
-    let conn = Arc::new(Connection::new("flaky.1", None, Protocol::Json, ConnectionInfo::default()));
-    let context = ConnectionContext {
-        connection_id: conn.id.clone(),
-        hub: "chat".into(),
-        user_id: None,
-        claims: Vec::new(),
-        query: String::new(),
-        protocol: Protocol::Json,
-    };
-    let queue = upstream.open(context, conn.clone());
+    let conn = anonymous("flaky.1");
+    let queue = upstream.open(context_of(&conn), conn.clone());
     queue.invoke(Some("0".into()), "once".into(), invocation("0", "once")).unwrap();
     assert!(next_frame(&conn).await.contains("Invocation failed, status code 503"), "not retried");
     queue.disconnected(None);
