@@ -4,7 +4,7 @@
 use crate::Exit;
 use crate::cli::{ClusterCommand, StatusArgs};
 use crate::config::DEFAULT_DATA_DIR;
-use crate::serve::read_or_create_key;
+use crate::serve::node_key;
 use anyhow::Context;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -133,7 +133,7 @@ fn call(args: &StatusArgs, method: &str, path: &str) -> Result<String, Exit> {
         key.clone()
     } else {
         let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        read_or_create_key(&data_dir)?
+        node_key(&data_dir)?
     };
     let endpoint = args.endpoint.trim_end_matches('/').to_owned();
     let authority = endpoint

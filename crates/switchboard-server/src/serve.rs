@@ -334,18 +334,37 @@ fn load_or_create_keys(settings: &Settings) -> Result<AccessKeys, Exit> {
 
 /// Reads the key of a data directory, creating directory and key when absent.
 pub fn read_or_create_key(data_dir: &Path) -> Result<String, Exit> {
-    let path = data_dir.join(ACCESS_KEY_FILE);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let key = text.trim().to_owned();
-        if key.is_empty() {
-            return Err(Exit::Usage(format!("{} is empty", path.display())));
-        }
+    if let Some(key) = read_key(data_dir)? {
         return Ok(key);
     }
+    let path = data_dir.join(ACCESS_KEY_FILE);
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let key = generate_access_key();
     write_private(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(key)
+}
+
+/// The key a node generated in `data_dir`, if it did.
+pub fn read_key(data_dir: &Path) -> Result<Option<String>, Exit> {
+    let path = data_dir.join(ACCESS_KEY_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let key = text.trim().to_owned();
+    if key.is_empty() {
+        return Err(Exit::Usage(format!("{} is empty", path.display())));
+    }
+    Ok(Some(key))
+}
+
+/// The key of the node whose data directory is `data_dir`, for the tools that sign for it
+/// (`token`, `cluster`): never made up, since tokens signed with a key no node holds are refused.
+pub fn node_key(data_dir: &Path) -> Result<String, Exit> {
+    read_key(data_dir)?.ok_or_else(|| {
+        Exit::Usage(format!(
+            "no access key in {}: start the node with this data directory first (switchboard serve), \
+             or pass its key (token: --connection-string; cluster: --access-key)",
+            data_dir.join(ACCESS_KEY_FILE).display()
+        ))
+    })
 }
 
 #[cfg(unix)]

@@ -5,7 +5,7 @@
 use crate::Exit;
 use crate::cli::TokenArgs;
 use crate::config::{DEFAULT_DATA_DIR, parse_endpoint};
-use crate::serve::read_or_create_key;
+use crate::serve::node_key;
 use std::path::PathBuf;
 use std::time::Duration;
 use switchboard_auth::{AuthError, ConnectionString, mint_client_token, mint_server_token};
@@ -21,7 +21,7 @@ pub fn main(args: TokenArgs) -> Result<(), Exit> {
         None => {
             let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
             let endpoint = parse_endpoint(args.endpoint.as_deref().unwrap_or("http://127.0.0.1:8080"))?;
-            (endpoint.as_str().trim_end_matches('/').to_owned(), read_or_create_key(&data_dir)?)
+            (endpoint.as_str().trim_end_matches('/').to_owned(), node_key(&data_dir)?)
         }
     };
     let lifetime = Duration::from_secs(args.lifetime);

@@ -557,3 +557,20 @@ async fn execute_applies_commands_to_what_the_filter_matches() {
         assert_eq!(status, 400, "{}", String::from_utf8_lossy(bad));
     }
 }
+
+/// `switchboard token` never makes a key up: without a node's key in the data directory it
+/// exits 64 naming where it looked, and creates nothing there.
+#[test]
+fn token_refuses_to_mint_without_a_nodes_key() {
+    let dir = std::env::temp_dir().join(format!("switchboard-token-{}", std::process::id()));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["token", "--hub", "chat", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&dir.join("access-key").display().to_string()), "{stderr}");
+    assert!(!dir.exists(), "nothing created");
+    assert!(output.stdout.is_empty(), "no token printed");
+}
