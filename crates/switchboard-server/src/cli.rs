@@ -24,6 +24,15 @@ pub enum Command {
     /// Inspect a cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a commented configuration file with every setting and its default.
+    Example,
 }
 
 #[derive(Debug, Subcommand)]

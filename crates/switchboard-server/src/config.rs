@@ -20,6 +20,9 @@ pub struct FileUpstream {
     pub event_pattern: Option<String>,
 }
 
+/// `switchboard config example`: every setting of [`FileConfig`], commented out, with its default.
+pub const EXAMPLE: &str = include_str!("example.toml");
+
 /// The config file: the same settings as the flags, all optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -530,5 +533,33 @@ mod tests {
             ..Default::default()
         };
         assert!(resolve(bad).is_err());
+    }
+
+    /// The example names every setting the file takes, each exactly once, and is a valid file
+    /// once uncommented.
+    #[test]
+    fn the_example_covers_every_setting() {
+        let uncommented: String = EXAMPLE
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.contains(" = ") || line.starts_with("[["))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let file: toml::Table = toml::from_str(&uncommented).expect("the uncommented example parses");
+        if let Err(error) = toml::from_str::<FileConfig>(&uncommented) {
+            panic!("only known settings: {error}");
+        }
+        let source = include_str!("config.rs");
+        let block = &source[source.find("pub struct FileConfig {").unwrap()..];
+        let block = &block[..block.find('}').unwrap()];
+        let fields: Vec<&str> = block
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("pub ")?.split(':').next())
+            .filter(|name| !name.starts_with("struct"))
+            .collect();
+        assert!(fields.len() > 25, "{fields:?}");
+        for field in fields {
+            assert!(file.contains_key(field), "the example lacks '{field}'");
+        }
     }
 }

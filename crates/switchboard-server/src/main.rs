@@ -17,6 +17,10 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => switchboard_server::serve::main(*args),
         Command::Token(args) => switchboard_server::token::main(args),
         Command::Cluster(command) => switchboard_server::cluster::main(command),
+        Command::Config(switchboard_server::cli::ConfigCommand::Example) => {
+            print!("{}", switchboard_server::config::EXAMPLE);
+            Ok(())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
