@@ -507,8 +507,9 @@ fn call(function: Function, args: Vec<Value>) -> Result<Value, String> {
                 Some(t) => {
                     let chars: Vec<char> = t.chars().collect();
                     let start = start.clamp(0, chars.len() as i64) as usize;
-                    let end =
-                        length.map_or(chars.len(), |n| (start as i64 + n.max(0)).min(chars.len() as i64) as usize);
+                    let end = length.map_or(chars.len(), |n| {
+                        (start as i64).saturating_add(n.max(0)).min(chars.len() as i64) as usize
+                    });
                     Value::Text(chars[start..end.max(start)].iter().collect())
                 }
             }
@@ -554,6 +555,8 @@ mod tests {
             ("indexof(userId, 'zzz') eq -1", true),
             ("substring(userId, 9) eq '7'", true),
             ("substring(userId, 0, 4) eq 'list'", true),
+            ("substring(userId, 1, 9223372036854775807) eq 'istener-7'", true),
+            ("substring(userId, -9223372036854775808, -5) eq ''", true),
             ("userId eq null", false),
             ("userId ne null", true),
             ("true", true),
