@@ -763,3 +763,51 @@ fn stopped_nodes_are_removed_by_an_admin_command() {
     assert!(response.starts_with("HTTP/1.1 401"), "{response}");
     assert_eq!(nodes(cluster.http(2)).len(), 2, "nothing else removed");
 }
+
+/// The 2024-12-01 listing and 2023-07-01 `:execute` over a real cluster: a group's connections
+/// on three nodes listed through any node, counted, and an OData filter applied through another
+/// node reaching the matching clients wherever they are, and no others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_and_execute_span_the_cluster() {
+    let mut cluster = Cluster::new(3, 3);
+    tokio::task::block_in_place(|| cluster.start_all());
+    let version = "api-version=2024-12-01";
+    let mut clients = Vec::new();
+    for (node, user) in [(1, "x-ann"), (2, "bob"), (3, "x-cy")] {
+        let (ws, id) = connect_client(cluster.http(node), user).await;
+        let path = format!("/api/hubs/chat/groups/crew/connections/{id}?{version}");
+        assert_eq!(tokio::task::block_in_place(|| rest(cluster.http(node % 3 + 1), "PUT", &path)).0, 200);
+        clients.push((ws, id, user));
+    }
+    let mut ids: Vec<&str> = clients.iter().map(|(_, id, _)| id.as_str()).collect();
+    ids.sort();
+    for node in 1..=3 {
+        let (code, body) = tokio::task::block_in_place(|| {
+            rest(cluster.http(node), "GET", &format!("/api/hubs/chat/groups/crew/connections?{version}"))
+        });
+        assert_eq!(code, 200, "{body}");
+        let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let listed: Vec<&str> =
+            listed["value"].as_array().unwrap().iter().map(|c| c["connectionId"].as_str().unwrap()).collect();
+        assert_eq!(listed, ids, "the whole group, sorted, through node {node}");
+        let (_, body) = tokio::task::block_in_place(|| {
+            rest(cluster.http(node), "GET", &format!("/api/hubs/chat/:count?{version}"))
+        });
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["count"], 3);
+    }
+    let filter = "startswith(userId%2C%27x-%27)";
+    let body = r#"[{"type":"SendMessage","message":{"target":"m","arguments":["picked"]}}]"#;
+    assert_eq!(post(cluster.http(2), &format!("/api/hubs/chat/:execute?filter={filter}&{version}"), body).await, 202);
+    let marker = r#"{"target":"m","arguments":["marker"]}"#;
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat", marker).await, 202);
+    for (ws, _, user) in &mut clients {
+        let mut pending = Vec::new();
+        let first = next_messages(ws, &mut pending).await;
+        if user.starts_with("x-") {
+            assert_eq!(first, invocation("picked"), "{user} matched");
+            assert_eq!(next_messages(ws, &mut pending).await, invocation("marker"));
+        } else {
+            assert_eq!(first, invocation("marker"), "{user} did not match: the marker comes first");
+        }
+    }
+}
