@@ -11,17 +11,27 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::rate::MessageRate;
+
+/// Addresses whose connect rate is remembered before idle ones are forgotten.
+const MAX_REMEMBERED_ADDRESSES: usize = 65_536;
+
 /// See the module docs. `0` turns a cap off.
 #[derive(Debug, Default)]
 pub struct Admission {
     max_total: usize,
     max_per_address: usize,
+    /// New sockets one address may open per second (0: no cap).
+    max_rate_per_address: u32,
+    rates: Mutex<HashMap<IpAddr, MessageRate>>,
     total: AtomicUsize,
     per_address: Mutex<HashMap<IpAddr, usize>>,
     /// Sockets refused because the node held `max_total`.
     pub refused_node_limit: AtomicU64,
     /// Sockets refused because their address held `max_per_address`.
     pub refused_address_limit: AtomicU64,
+    /// Sockets refused because their address opened more than `max_rate_per_address` a second.
+    pub refused_rate_limit: AtomicU64,
 }
 
 /// Why a socket was not admitted.
@@ -29,6 +39,7 @@ pub struct Admission {
 pub enum Refusal {
     NodeLimit,
     AddressLimit,
+    RateLimit,
 }
 
 impl Refusal {
@@ -43,6 +54,9 @@ impl Refusal {
                 "Error.Connection.AddressLimit",
                 "this address holds its maximum of connections",
             ),
+            Refusal::RateLimit => {
+                ("429 Too Many Requests", "Error.Connection.RateLimit", "this address opens connections too fast")
+            }
         };
         let body = format!(r#"{{"code":"{code}","message":"{message}","target":null,"details":[]}}"#);
         format!(
@@ -87,8 +101,31 @@ impl Admission {
         Arc::new(Admission { max_total, max_per_address, ..Admission::default() })
     }
 
+    /// Also caps how many sockets one address may open per second (0: no cap).
+    pub fn with_rate_per_address(max_total: usize, max_per_address: usize, per_second: u32) -> Arc<Self> {
+        Arc::new(Admission { max_total, max_per_address, max_rate_per_address: per_second, ..Admission::default() })
+    }
+
+    /// Takes one from `address`'s bucket; `false` when it opens sockets too fast. Full buckets
+    /// are forgotten once many addresses are remembered, so the table stays bounded.
+    fn within_rate(&self, address: IpAddr) -> bool {
+        if self.max_rate_per_address == 0 {
+            return true;
+        }
+        let now = tokio::time::Instant::now();
+        let mut rates = self.rates.lock();
+        if rates.len() >= MAX_REMEMBERED_ADDRESSES {
+            rates.retain(|_, bucket| !bucket.is_full(now));
+        }
+        rates.entry(address).or_insert_with(|| MessageRate::full(self.max_rate_per_address)).allow(now)
+    }
+
     /// Admits a socket from `address`, or says which cap it hit.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Ticket, Refusal> {
+        if !self.within_rate(address) {
+            self.refused_rate_limit.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::RateLimit);
+        }
         let total = self.total.fetch_add(1, Ordering::Relaxed);
         if self.max_total > 0 && total >= self.max_total {
             self.total.fetch_sub(1, Ordering::Relaxed);
@@ -145,7 +182,7 @@ mod tests {
 
     #[test]
     fn refusals_carry_an_error_detail_body_of_the_declared_length() {
-        for refusal in [Refusal::NodeLimit, Refusal::AddressLimit] {
+        for refusal in [Refusal::NodeLimit, Refusal::AddressLimit, Refusal::RateLimit] {
             let response = refusal.http_response();
             let text = std::str::from_utf8(&response).unwrap();
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
@@ -164,5 +201,16 @@ mod tests {
         assert_eq!(admission.held(), 100);
         drop(tickets);
         assert_eq!(admission.held(), 0);
+    }
+
+    #[test]
+    fn caps_the_connect_rate_per_address() {
+        let admission = Admission::with_rate_per_address(0, 0, 3);
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        let tickets: Vec<Ticket> = (0..3).map(|_| admission.admit(a).unwrap()).collect();
+        assert_eq!(admission.admit(a).unwrap_err(), Refusal::RateLimit, "a burst of 3, then refused");
+        assert!(admission.admit(b).is_ok(), "another address has its own bucket");
+        assert_eq!(admission.refused_rate_limit.load(Ordering::Relaxed), 1);
+        drop(tickets);
     }
 }

@@ -1,5 +1,6 @@
-//! [`MessageRate`]: how many hub messages a connection may send per second, as a token bucket
-//! (bursts up to the per-second count), shared by every transport.
+//! [`MessageRate`]: a token bucket (bursts up to the per-second count): how many hub messages a
+//! connection may send per second on every transport, and how many sockets one address may
+//! open per second (see [`crate::Admission`]).
 
 use tokio::time::Instant;
 
@@ -18,10 +19,17 @@ pub(crate) struct MessageRate {
 impl MessageRate {
     /// A full bucket, or `None` when `per_second` is 0 (no cap).
     pub(crate) fn new(per_second: u32) -> Option<Box<MessageRate>> {
-        (per_second > 0).then(|| {
-            let per_second = f64::from(per_second);
-            Box::new(MessageRate { per_second, tokens: per_second, last: Instant::now() })
-        })
+        (per_second > 0).then(|| Box::new(MessageRate::full(per_second)))
+    }
+
+    pub(crate) fn full(per_second: u32) -> MessageRate {
+        let per_second = f64::from(per_second.max(1));
+        MessageRate { per_second, tokens: per_second, last: Instant::now() }
+    }
+
+    /// Whether the bucket would be full at `now` (nothing to remember about it).
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
+        self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * self.per_second >= self.per_second
     }
 
     /// Takes one message at `now`; `false` when the connection is over its rate.

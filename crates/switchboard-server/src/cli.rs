@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// connection is closed with an error saying so [default: 0, no cap].
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGES_PER_SECOND")]
     pub max_messages_per_second: Option<u32>,
+    /// New sockets one source address may open per second (bursts up to as many); past it a new
+    /// one is answered 429 and closed [default: 0, no cap].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECT_RATE_PER_IP")]
+    pub max_connect_rate_per_ip: Option<u32>,
     /// Upstream URL template for client invocations and connection events, matching every hub,
     /// category and event (repeatable; `{hub}`, `{category}`, `{event}` are filled in).
     #[arg(long = "upstream", env = "SWITCHBOARD_UPSTREAM", value_delimiter = ' ')]

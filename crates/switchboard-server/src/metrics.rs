@@ -269,6 +269,7 @@ fn write_admission(out: &mut String, admission: &switchboard_edge::Admission) {
     let refused = [
         ("node_limit", admission.refused_node_limit.load(Ordering::Relaxed)),
         ("address_limit", admission.refused_address_limit.load(Ordering::Relaxed)),
+        ("rate_limit", admission.refused_rate_limit.load(Ordering::Relaxed)),
     ];
     write_counters(
         out,

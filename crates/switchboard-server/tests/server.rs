@@ -574,3 +574,28 @@ fn token_refuses_to_mint_without_a_nodes_key() {
     assert!(!dir.exists(), "nothing created");
     assert!(output.stdout.is_empty(), "no token printed");
 }
+
+/// `--max-connect-rate-per-ip`: an address opening sockets faster is answered 429 and closed;
+/// other addresses are not affected.
+#[tokio::test]
+async fn sockets_opened_too_fast_from_one_address_are_refused() {
+    use tokio::io::AsyncReadExt;
+    let node = start_node(|args| args.max_connect_rate_per_ip = Some(2)).await;
+    let from = |source: &'static str| {
+        let addr = node.addr;
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+            socket.connect(addr).await.unwrap()
+        }
+    };
+    let _first = from("127.0.0.7").await;
+    let _second = from("127.0.0.7").await;
+    let mut third = from("127.0.0.7").await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429") && answer.contains("Error.Connection.RateLimit"), "{answer}");
+    let (status, _, _) = node.rest("POST", "/api/v1/hubs/chat", br#"{"target":"t"}"#).await;
+    assert_eq!(status, 202, "127.0.0.1 has its own budget");
+}
