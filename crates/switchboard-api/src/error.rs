@@ -72,6 +72,11 @@ impl From<EngineError> for ApiError {
                 )
             }
             EngineError::Invalid(_) => ApiError::bad_request(error.to_string()),
+            EngineError::GroupLimit => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Error.Connection.GroupLimit",
+                "the connection is in its maximum of groups (--max-groups-per-connection)",
+            ),
         }
     }
 }

@@ -44,7 +44,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use local::LocalBus;
-pub use switchboard_hub::{Call, Listed, Target, UserGroupReader};
+pub use switchboard_hub::{Applied, Call, Listed, Target, UserGroupReader};
 
 /// A call into an engine completes asynchronously (it may wait for consensus or for other nodes).
 pub type EngineFuture<T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send>>;
@@ -75,12 +75,18 @@ pub enum EngineError {
     /// The call cannot be carried as given (too large, an invalid name); nothing was sent.
     #[error("invalid call: {0}")]
     Invalid(String),
+    /// The connection is already in its maximum of groups; nothing changed.
+    #[error("the connection is in its maximum of groups")]
+    GroupLimit,
 }
 
 impl EngineError {
     /// Whether nothing can have been applied (so a retry cannot duplicate anything).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, EngineError::NoQuorum(_) | EngineError::ShuttingDown | EngineError::Invalid(_))
+        matches!(
+            self,
+            EngineError::NoQuorum(_) | EngineError::ShuttingDown | EngineError::Invalid(_) | EngineError::GroupLimit
+        )
     }
 }
 

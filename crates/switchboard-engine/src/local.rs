@@ -2,7 +2,7 @@
 //! single node) and [`LocalUserGroups`] as a [`MembershipStore`] (memberships in memory, for unit
 //! tests and tools).
 
-use crate::{Call, EngineFuture, Listed, MembershipStore, NodeBus, Target};
+use crate::{Applied, Call, EngineError, EngineFuture, Listed, MembershipStore, NodeBus, Target};
 use std::sync::Arc;
 use switchboard_hub::{LocalUserGroups, Registry};
 
@@ -20,13 +20,16 @@ impl LocalBus {
 impl NodeBus for LocalBus {
     fn call(&self, hub: &str, call: Call) -> EngineFuture<bool> {
         // A hub nobody connected to has no connections to apply anything to.
-        let found = self.registry.get(hub).is_some_and(|hub| hub.apply(&call));
-        let settled = (found && call.adds_interest()).then(|| self.registry.interest_settled());
+        let applied = self.registry.get(hub).map_or(Applied::NotFound, |hub| hub.apply(&call));
+        let settled = (applied.found() && call.adds_interest()).then(|| self.registry.interest_settled());
         Box::pin(async move {
             if let Some(settled) = settled {
                 settled.await;
             }
-            Ok(found)
+            match applied {
+                Applied::GroupLimit => Err(EngineError::GroupLimit),
+                applied => Ok(applied.found()),
+            }
         })
     }
 

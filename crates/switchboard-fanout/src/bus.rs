@@ -90,7 +90,13 @@ impl NodeBus for ClusterBus {
                     return Box::pin(std::future::ready(Ok(false)));
                 };
                 let fanout = self.fanout.clone();
-                Box::pin(async move { Ok(fanout.connection_call(owner, &address, request).await?.found) })
+                Box::pin(async move {
+                    let reply = fanout.connection_call(owner, &address, request).await?;
+                    if reply.group_limit {
+                        return Err(EngineError::GroupLimit);
+                    }
+                    Ok(reply.found)
+                })
             }
             (Wire::Request(request), None) => self.ask_each(nodes, request, stop_at_found),
         }

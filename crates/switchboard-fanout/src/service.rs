@@ -8,7 +8,7 @@ use switchboard_grpc::fanout::v1::connection_request::Action;
 use switchboard_grpc::fanout::v1::fanout_server::{Fanout, FanoutServer};
 use switchboard_grpc::fanout::v1::{ConnectionReply, ConnectionRequest, Delivery, DeliveryAck, DeliveryBatch};
 use switchboard_grpc::{MAX_MESSAGE_BYTES, ServerAuth};
-use switchboard_hub::Registry;
+use switchboard_hub::{Applied, Registry};
 use tokio::sync::{mpsc, watch};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
@@ -153,7 +153,7 @@ fn apply_batch(registry: &Registry, batch: &DeliveryBatch) -> Result<(), Status>
 /// when the sender filled both protocols (see [`crate::encode_delivery`]).
 pub fn apply_delivery(registry: &Registry, delivery: &Delivery) -> bool {
     let Some(hub) = registry.get(&delivery.hub) else { return false };
-    decode_delivery(delivery).is_some_and(|call| hub.apply(&call))
+    decode_delivery(delivery).is_some_and(|call| hub.apply(&call).found())
 }
 
 /// Runs one connection-scoped or node-wide call against the local hubs. `found` is whether what
@@ -167,16 +167,14 @@ pub async fn apply_connection_request(
     if let Some(Action::ListConnections(list)) = &request.action {
         let target = decode_list(list).map_err(Status::invalid_argument)?;
         let listed = registry.get(&request.hub).map(|hub| hub.list(&target)).unwrap_or_default();
-        return Ok(ConnectionReply {
-            found: !listed.is_empty(),
-            listed: listed.into_iter().map(encode_listed).collect(),
-        });
+        let listed: Vec<_> = listed.into_iter().map(encode_listed).collect();
+        return Ok(ConnectionReply { found: !listed.is_empty(), listed, group_limit: false });
     }
     let call = decode_request(request).map_err(Status::invalid_argument)?;
     let Some(hub) = registry.get(&request.hub) else { return Ok(ConnectionReply::default()) };
-    let found = hub.apply(&call);
-    if found && call.adds_interest() {
+    let applied = hub.apply(&call);
+    if applied.found() && call.adds_interest() {
         registry.interest_settled().await;
     }
-    Ok(ConnectionReply { found, listed: Vec::new() })
+    Ok(ConnectionReply { found: applied.found(), listed: Vec::new(), group_limit: applied == Applied::GroupLimit })
 }

@@ -16,7 +16,7 @@ use switchboard_protocol::websocket::{self, OpCode};
 const CONNECTIONS: usize = 10_000;
 
 fn setup(msgpack_share: usize) -> (Registry, Vec<Arc<Connection>>) {
-    let registry = Registry::new(HubConfig { max_queued_bytes: 1 << 20 });
+    let registry = Registry::new(HubConfig { max_queued_bytes: 1 << 20, ..HubConfig::default() });
     let hub = registry.get_or_create("bench");
     let connections = (0..CONNECTIONS)
         .map(|i| {

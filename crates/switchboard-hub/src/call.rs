@@ -56,6 +56,28 @@ pub enum Command {
     CloseConnection(Option<String>),
 }
 
+/// What applying a call found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// What the call names was live here (the connection, a connection of the user, a member).
+    Found,
+    NotFound,
+    /// The connection is already in `--max-groups-per-connection` groups; nothing changed.
+    GroupLimit,
+}
+
+impl Applied {
+    pub fn found(self) -> bool {
+        self == Applied::Found
+    }
+}
+
+impl From<bool> for Applied {
+    fn from(found: bool) -> Self {
+        if found { Applied::Found } else { Applied::NotFound }
+    }
+}
+
 /// One live connection as a listing names it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Listed {

@@ -3,7 +3,7 @@
 //! All state sits behind one `RwLock`: sends take the read lock and push shared frames into
 //! outboxes (which never block), membership changes take the write lock briefly.
 
-use crate::call::{Call, Command, Listed, Target};
+use crate::call::{Applied, Call, Command, Listed, Target};
 use crate::connection::Connection;
 use crate::filter::{Filter, Subject};
 use crate::frames::Frames;
@@ -102,10 +102,17 @@ impl Hub {
     // ------------------------------------------------------------------------ calls
 
     /// Applies a REST call to this node's connections: the one applier behind the single
-    /// node, the fan-out receiver and an engine's own node. Returns whether anything the call
+    /// node, the fan-out receiver and an engine's own node. Says whether anything the call
     /// names was live here (the connection, a connection of the user, a group member; for a
-    /// send, a connection that got the message).
-    pub fn apply(&self, call: &Call) -> bool {
+    /// send, a connection that got the message), or which limit refused it.
+    pub fn apply(&self, call: &Call) -> Applied {
+        if let Call::AddToGroup { connection, group } = call {
+            return self.try_add_to_group(connection, group);
+        }
+        Applied::from(self.apply_found(call))
+    }
+
+    fn apply_found(&self, call: &Call) -> bool {
         match call {
             Call::Send { target, excluded, frames } => match target {
                 Target::All => self.broadcast(frames, excluded) > 0,
@@ -164,7 +171,9 @@ impl Hub {
                     let delivered = matching.iter().filter(|conn| self.deliver(conn, frames)).count();
                     self.count(SendKind::Connection, delivered as u64);
                 }
-                Command::JoinGroup(group) => matching.iter().for_each(|conn| _ = self.add_to_group(&conn.id, group)),
+                Command::JoinGroup(group) => {
+                    matching.iter().for_each(|conn| _ = self.try_add_to_group(&conn.id, group))
+                }
                 Command::LeaveGroup(group) => {
                     matching.iter().for_each(|conn| _ = self.remove_from_group(&conn.id, group))
                 }
@@ -343,12 +352,27 @@ impl Hub {
 
     // ------------------------------------------------------------------ membership
 
-    /// Adds a connection to a group; `false` when the connection is not here (or closing).
+    /// Adds a connection to a group; `false` when the connection is not here (or closing) or
+    /// already in its maximum of groups.
     pub fn add_to_group(&self, id: &str, group: &str) -> bool {
+        self.try_add_to_group(id, group).found()
+    }
+
+    fn try_add_to_group(&self, id: &str, group: &str) -> Applied {
         let mut state = self.state.write();
-        let Some(conn) = state.connections.get(id).filter(|c| is_live(c)).cloned() else { return false };
+        let Some(conn) = state.connections.get(id).filter(|c| is_live(c)).cloned() else { return Applied::NotFound };
+        if !self.may_join(&conn, group) {
+            return Applied::GroupLimit;
+        }
         self.join(&mut state, &conn, group);
-        true
+        Applied::Found
+    }
+
+    /// Whether `conn` may join `group` under `max_groups_per_connection` (one it is in, always).
+    fn may_join(&self, conn: &Connection, group: &str) -> bool {
+        let max = self.shared.config.max_groups_per_connection;
+        let groups = conn.groups.lock();
+        max == 0 || groups.len() < max || groups.iter().any(|g| &**g == group)
     }
 
     /// Removes a connection from a group (absent is fine); `false` when the connection is not here.
@@ -376,7 +400,7 @@ impl Hub {
     pub fn add_user_connections_to_group(&self, user: &str, group: &str) -> bool {
         let mut state = self.state.write();
         let connections = state.users.get(user).cloned().unwrap_or_default();
-        for conn in &connections {
+        for conn in connections.iter().filter(|conn| self.may_join(conn, group)) {
             self.join(&mut state, conn, group);
         }
         !connections.is_empty()

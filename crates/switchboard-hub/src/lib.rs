@@ -26,7 +26,7 @@ mod outbox;
 mod registry;
 mod user_groups;
 
-pub use call::{Call, Command, Listed, Target};
+pub use call::{Applied, Call, Command, Listed, Target};
 pub use connection::{Connection, ConnectionInfo, new_connection_id, owner_of};
 pub use filter::{Filter, FilterError, MAX_FILTER_BYTES, Subject};
 pub use frames::Frames;

@@ -14,11 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct HubConfig {
     /// Bytes an outbox may hold before its connection is closed as a slow consumer.
     pub max_queued_bytes: usize,
+    /// Groups one connection may be in (0: no cap).
+    pub max_groups_per_connection: usize,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { max_queued_bytes: 1 << 20 }
+        Self { max_queued_bytes: 1 << 20, max_groups_per_connection: 0 }
     }
 }
 

@@ -126,6 +126,10 @@ pub struct ServeArgs {
     /// one is answered 429 and closed [default: 0, no cap].
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECT_RATE_PER_IP")]
     pub max_connect_rate_per_ip: Option<u32>,
+    /// Groups one connection may be in; adding it to one more is refused with 429
+    /// [default: 0, no cap].
+    #[arg(long, env = "SWITCHBOARD_MAX_GROUPS_PER_CONNECTION")]
+    pub max_groups_per_connection: Option<usize>,
     /// Upstream URL template for client invocations and connection events, matching every hub,
     /// category and event (repeatable; `{hub}`, `{category}`, `{event}` are filled in).
     #[arg(long = "upstream", env = "SWITCHBOARD_UPSTREAM", value_delimiter = ' ')]

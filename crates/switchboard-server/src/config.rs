@@ -44,6 +44,7 @@ pub struct FileConfig {
     pub max_connections_per_user: Option<usize>,
     pub max_messages_per_second: Option<u32>,
     pub max_connect_rate_per_ip: Option<u32>,
+    pub max_groups_per_connection: Option<usize>,
     pub shutdown_grace: Option<u64>,
     pub node_id: Option<NodeIdValue>,
     pub grpc_listen: Option<String>,
@@ -100,6 +101,8 @@ pub struct Settings {
     pub max_messages_per_second: u32,
     /// New sockets one source address may open per second (0: no cap).
     pub max_connect_rate_per_ip: u32,
+    /// Groups one connection may be in (0: no cap).
+    pub max_groups_per_connection: usize,
     pub shutdown_grace: Duration,
     /// Upstream templates, in order: the file's first, then the flags' catch-all ones.
     pub upstream: Vec<Template>,
@@ -252,6 +255,7 @@ impl Settings {
             max_connections_per_user: args.max_connections_per_user.or(file.max_connections_per_user).unwrap_or(0),
             max_messages_per_second: args.max_messages_per_second.or(file.max_messages_per_second).unwrap_or(0),
             max_connect_rate_per_ip: args.max_connect_rate_per_ip.or(file.max_connect_rate_per_ip).unwrap_or(0),
+            max_groups_per_connection: args.max_groups_per_connection.or(file.max_groups_per_connection).unwrap_or(0),
             shutdown_grace: Duration::from_secs(args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10)),
             log_format,
         })

@@ -44,7 +44,10 @@ impl Engine {
     /// Starts the engine `settings` describe. `bound` is the public listener's address (what
     /// other nodes forward client requests to when no `--advertise-http` is set).
     pub async fn start(settings: &Settings, bound: SocketAddr) -> Result<Engine, Exit> {
-        let hub_config = HubConfig { max_queued_bytes: settings.max_queued_bytes };
+        let hub_config = HubConfig {
+            max_queued_bytes: settings.max_queued_bytes,
+            max_groups_per_connection: settings.max_groups_per_connection,
+        };
         let Some(cluster) = &settings.cluster else {
             let control = ControlPlane::start_single(&settings.data_dir, &bound.to_string()).await?;
             let registry = Arc::new(Registry::with_user_groups(hub_config, Arc::new(control.clone())));

@@ -599,3 +599,35 @@ async fn sockets_opened_too_fast_from_one_address_are_refused() {
     let (status, _, _) = node.rest("POST", "/api/v1/hubs/chat", br#"{"target":"t"}"#).await;
     assert_eq!(status, 202, "127.0.0.1 has its own budget");
 }
+
+/// `--max-groups-per-connection`: one group more is refused with 429 and an ErrorDetail code;
+/// a group the connection is already in, and other connections, are not affected.
+#[tokio::test]
+async fn the_groups_of_a_connection_are_capped() {
+    let node = start_node(|args| args.max_groups_per_connection = Some(2)).await;
+    let token = node.client_token("chat", None);
+    let auth = format!("Bearer {token}");
+    let (status, _, body) =
+        node.raw_http("POST", "/client/negotiate?hub=chat&negotiateVersion=1", &[("Authorization", &auth)], b"").await;
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (id, connection_token) =
+        (answer["connectionId"].as_str().unwrap().to_owned(), answer["connectionToken"].as_str().unwrap().to_owned());
+    let mut ws = node.websocket(&format!("hub=chat&id={connection_token}&access_token={token}")).await.unwrap();
+    ws.send(1, b"{\"protocol\":\"json\",\"version\":1}\x1e").await;
+    assert_eq!(ws.next_data().await, b"{}\x1e");
+    let node = &node;
+    let put = |group: &'static str| {
+        let path = format!("/api/v1/hubs/chat/groups/{group}/connections/{id}");
+        async move { node.rest("PUT", &path, b"").await }
+    };
+    assert_eq!(put("g1").await.0, 200);
+    assert_eq!(put("g2").await.0, 200);
+    let (status, head, body) = put("g3").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(head.contains("x-ms-error-code: Error.Connection.GroupLimit"), "{head}");
+    assert_eq!(put("g1").await.0, 200, "a group it is in is no new group");
+    let (status, _, _) = node.rest("POST", "/api/v1/hubs/chat/groups/g2", br#"{"target":"t"}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(ws.next_data().await, b"{\"type\":1,\"target\":\"t\",\"arguments\":[]}\x1e");
+}

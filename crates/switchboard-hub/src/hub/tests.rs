@@ -133,7 +133,7 @@ fn close_requests_reach_outboxes() {
 
 #[test]
 fn slow_consumers_are_closed_and_counted() {
-    let registry = Registry::new(crate::HubConfig { max_queued_bytes: 200 });
+    let registry = Registry::new(crate::HubConfig { max_queued_bytes: 200, ..Default::default() });
     let hub = registry.get_or_create("h");
     let a = connect(&hub, "a", None, Protocol::Json);
     let mut sent = 0;
@@ -149,11 +149,11 @@ fn slow_consumers_are_closed_and_counted() {
 /// has not ended it yet.
 #[test]
 fn an_overflowed_connection_is_gone_for_rest_at_once() {
-    let registry = Registry::new(crate::HubConfig { max_queued_bytes: 200 });
+    let registry = Registry::new(crate::HubConfig { max_queued_bytes: 200, ..Default::default() });
     let hub = registry.get_or_create("h");
     let slow = connect(&hub, "slow", Some("u"), Protocol::Json);
     hub.add_to_group("slow", "g");
-    let exists = |target: Target| hub.apply(&Call::Exists(target));
+    let exists = |target: Target| hub.apply(&Call::Exists(target)).found();
     assert!(exists(Target::Connection("slow".into())) && exists(Target::User("u".into())));
     assert!(exists(Target::Group("g".into())));
     while hub.send_to_connection("slow", &frames()) {}
@@ -162,4 +162,19 @@ fn an_overflowed_connection_is_gone_for_rest_at_once() {
     assert!(!exists(Target::User("u".into())), "HEAD user: 404");
     assert!(!exists(Target::Group("g".into())), "HEAD group: 404");
     assert!(!hub.add_to_group("slow", "other"), "adding it to a group: 404");
+}
+
+#[test]
+fn the_groups_of_a_connection_are_capped() {
+    let registry = Registry::new(crate::HubConfig { max_groups_per_connection: 2, ..Default::default() });
+    let hub = registry.get_or_create("h");
+    connect(&hub, "a", Some("u"), Protocol::Json);
+    let add = |group: &str| hub.apply(&Call::AddToGroup { connection: "a".into(), group: group.into() });
+    assert_eq!((add("g1"), add("g2")), (crate::Applied::Found, crate::Applied::Found));
+    assert_eq!(add("g3"), crate::Applied::GroupLimit);
+    assert_eq!(add("g1"), crate::Applied::Found, "a group it is in is no new group");
+    assert!(hub.remove_from_group("a", "g1"));
+    assert_eq!(add("g3"), crate::Applied::Found, "room again after leaving one");
+    hub.add_user_connections_to_group("u", "g4");
+    assert_eq!(hub.send_to_group("g4", &frames(), &[]), 0, "ttl=0 joins respect the cap too");
 }
