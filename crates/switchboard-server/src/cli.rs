@@ -56,9 +56,10 @@ pub enum ClusterCommand {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Client/REST address of any node to ask, e.g. http://127.0.0.1:8080.
+    /// Client/REST address of any node to ask, e.g. http://127.0.0.1:8080 [default: this node's,
+    /// from the config file's `listen`, else http://127.0.0.1:8080].
     #[arg(long)]
-    pub endpoint: String,
+    pub endpoint: Option<String>,
     /// Access key [default: from --access-key-file, the config file, or the key in --data-dir].
     #[arg(long, env = "SWITCHBOARD_ACCESS_KEY", value_delimiter = ',')]
     pub access_key: Vec<String>,

@@ -60,6 +60,7 @@ pub async fn status_endpoint(State(state): State<Arc<StatusState>>, request: Req
                 "id": n.id,
                 "roles": roles,
                 "address": n.advertised_address,
+                "client_url": (!n.http_address.is_empty()).then(|| format!("http://{}", n.http_address)),
                 "state": node_state,
                 "lease_expires_at_ms": n.lease_expires_at_ms,
                 "applied_index": n.applied_index,
@@ -135,7 +136,11 @@ fn call(args: &StatusArgs, method: &str, path: &str) -> Result<String, Exit> {
         let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         node_key(&data_dir)?
     };
-    let endpoint = args.endpoint.trim_end_matches('/').to_owned();
+    let asked = match &args.endpoint {
+        Some(endpoint) => endpoint.clone(),
+        None => format!("http://{}", local_address(file.listen.as_deref())),
+    };
+    let endpoint = asked.trim_end_matches('/').to_owned();
     let authority = endpoint
         .strip_prefix("http://")
         .ok_or_else(|| Exit::Usage(format!("--endpoint '{endpoint}' must be http://host:port")))?
@@ -147,33 +152,55 @@ fn call(args: &StatusArgs, method: &str, path: &str) -> Result<String, Exit> {
     };
     let token = mint_server_token(&audience, Duration::from_secs(300), &key);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("no runtime")?;
-    let (status, body) = runtime.block_on(request(method, &authority, path, &token))?;
+    let (status, body) = runtime
+        .block_on(request(method, &authority, path, &token))
+        .with_context(|| format!("could not reach {url}"))?;
     if status != 200 {
         return Err(Exit::Failed(anyhow::anyhow!("{method} {url} answered {status}: {}", body.trim())));
     }
     Ok(body)
 }
 
-/// Prints the status answer as a table.
+/// Where this node listens, for asking it: the config file's `listen` (a wildcard address
+/// asked on loopback), else the default.
+fn local_address(listen: Option<&str>) -> String {
+    let listen = listen.unwrap_or(crate::config::DEFAULT_LISTEN);
+    match listen.rsplit_once(':') {
+        Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+        Some(("[::]", port)) => format!("[::1]:{port}"),
+        _ => listen.to_owned(),
+    }
+}
+
+/// Prints the status answer as a table, columns aligned. A node whose lease ran out (or that
+/// never registered) is shown as down, whatever its place in the raft membership.
 fn print_status(body: &str) -> Result<(), Exit> {
     let value: Value = serde_json::from_str(body).context("the status is not JSON")?;
     println!("leader: {}  term: {}  (answered by node {})", value["leader"], value["term"], value["answered_by"]);
-    println!("{:<6} {:<13} {:<22} {:<11} {:<16} applied", "id", "roles", "address", "state", "lease (ms left)");
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let mut rows = vec![["id", "roles", "address", "state", "lease (ms left)", "applied", "client"].map(String::from)];
     for node in value["nodes"].as_array().into_iter().flatten() {
         let roles: Vec<&str> = node["roles"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        let lease = node["lease_expires_at_ms"].as_i64().map_or("-".to_owned(), |at| (at - now).to_string());
-        let applied = node["applied_index"].as_u64().map_or("-".to_owned(), |i| i.to_string());
-        println!(
-            "{:<6} {:<13} {:<22} {:<11} {:<16} {}",
-            node["id"],
-            roles.join(","),
-            node["address"].as_str().unwrap_or(""),
-            node["state"].as_str().unwrap_or(""),
-            lease,
-            applied
-        );
+        let lease = node["lease_expires_at_ms"].as_i64().map(|at| at - now);
+        let state = match lease {
+            Some(left) if left > 0 => node["state"].as_str().unwrap_or("").to_owned(),
+            _ => "down".to_owned(),
+        };
+        rows.push([
+            node["id"].to_string(),
+            if roles.is_empty() { "-".to_owned() } else { roles.join(",") },
+            node["address"].as_str().unwrap_or("-").to_owned(),
+            state,
+            lease.map_or("-".to_owned(), |left| left.max(0).to_string()),
+            node["applied_index"].as_u64().map_or("-".to_owned(), |i| i.to_string()),
+            node["client_url"].as_str().unwrap_or("-").to_owned(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7).map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0)).collect();
+    for row in &rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
     }
     Ok(())
 }

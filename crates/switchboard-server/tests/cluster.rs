@@ -811,3 +811,47 @@ async fn listings_and_execute_span_the_cluster() {
         }
     }
 }
+
+/// `switchboard cluster status` aligns its columns, shows a stopped node as down once its lease
+/// ran out, lists each node's client URL, and names the URL it could not reach.
+#[test]
+fn cluster_status_shows_down_nodes_client_urls_and_unreachable_urls() {
+    let mut cluster = Cluster::new(3, 3);
+    cluster.start_all();
+    cluster.kill(3);
+    wait_for("node 3's lease runs out", Duration::from_secs(20), || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        status(cluster.http(1))["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == 3 && n["lease_expires_at_ms"].as_u64().is_none_or(|at| at <= now))
+    });
+    let run = |endpoint: String| {
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["cluster", "status", "--access-key", KEY, "--endpoint", &endpoint])
+            .env_remove("SWITCHBOARD_CONFIG")
+            .output()
+            .expect("the binary runs")
+    };
+    let out = run(format!("http://127.0.0.1:{}", cluster.http(1)));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let address_at = lines[1].find("address").expect("a header row");
+    for line in &lines[2..] {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(line.find(cells[2]), Some(address_at), "aligned: {text}");
+        match cells[0] {
+            "3" => assert_eq!(cells[3], "down", "{text}"),
+            id => {
+                let port = cluster.http(id.parse().unwrap());
+                assert!(line.ends_with(&format!("http://127.0.0.1:{port}")), "client URL: {text}");
+            }
+        }
+    }
+    let gone = format!("http://127.0.0.1:{}", cluster.http(3));
+    let out = run(gone.clone());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&gone), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -87,6 +87,7 @@ impl AdminService {
                     state: state as i32,
                     lease_expires_at_ms: info.map(|i| i.lease_until),
                     applied_index,
+                    http_address: info.map(|i| i.http.clone()).unwrap_or_default(),
                 }
             })
             .collect();
