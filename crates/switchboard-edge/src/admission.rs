@@ -97,12 +97,8 @@ impl Drop for Admitted {
 }
 
 impl Admission {
-    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Self> {
-        Arc::new(Admission { max_total, max_per_address, ..Admission::default() })
-    }
-
-    /// Also caps how many sockets one address may open per second (0: no cap).
-    pub fn with_rate_per_address(max_total: usize, max_per_address: usize, per_second: u32) -> Arc<Self> {
+    /// Caps on sockets held in total and per address, and opened per second per address.
+    pub fn new(max_total: usize, max_per_address: usize, per_second: u32) -> Arc<Self> {
         Arc::new(Admission { max_total, max_per_address, max_rate_per_address: per_second, ..Admission::default() })
     }
 
@@ -162,7 +158,7 @@ mod tests {
 
     #[test]
     fn caps_in_total_and_per_address_and_frees_on_drop() {
-        let admission = Admission::new(3, 2);
+        let admission = Admission::new(3, 2, 0);
         let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
         let a1 = admission.admit(a).unwrap();
         let a2 = admission.admit(a).unwrap();
@@ -196,7 +192,7 @@ mod tests {
 
     #[test]
     fn zero_turns_caps_off() {
-        let admission = Admission::new(0, 0);
+        let admission = Admission::new(0, 0, 0);
         let tickets: Vec<Ticket> = (0..100).map(|_| admission.admit("::1".parse().unwrap()).unwrap()).collect();
         assert_eq!(admission.held(), 100);
         drop(tickets);
@@ -205,7 +201,7 @@ mod tests {
 
     #[test]
     fn caps_the_connect_rate_per_address() {
-        let admission = Admission::with_rate_per_address(0, 0, 3);
+        let admission = Admission::new(0, 0, 3);
         let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
         let tickets: Vec<Ticket> = (0..3).map(|_| admission.admit(a).unwrap()).collect();
         assert_eq!(admission.admit(a).unwrap_err(), Refusal::RateLimit, "a burst of 3, then refused");

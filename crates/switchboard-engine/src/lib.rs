@@ -80,16 +80,6 @@ pub enum EngineError {
     GroupLimit,
 }
 
-impl EngineError {
-    /// Whether nothing can have been applied (so a retry cannot duplicate anything).
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            EngineError::NoQuorum(_) | EngineError::ShuttingDown | EngineError::Invalid(_) | EngineError::GroupLimit
-        )
-    }
-}
-
 /// Persistent user-group memberships (`PUT/DELETE …/users/{user}/groups/{group}`) with Azure's
 /// rules, shared by every node. Reads (through [`UserGroupReader`]) are cheap and local: they run
 /// under a hub's lock on every group send. See the crate docs for the guarantees (G3, G6).

@@ -99,8 +99,8 @@ impl Call {
         }
     }
 
-    /// The group name the call carries, if any (checked before anything is applied).
-    pub fn group(&self) -> Option<&str> {
+    /// Every group name the call carries (checked before anything is applied).
+    pub fn groups(&self) -> Vec<&str> {
         match self {
             Call::Send { target: Target::Group(group), .. }
             | Call::Close { target: Target::Group(group), .. }
@@ -108,14 +108,7 @@ impl Call {
             | Call::AddToGroup { group, .. }
             | Call::RemoveFromGroup { group, .. }
             | Call::UserJoinGroup { group, .. }
-            | Call::UserLeaveGroup { group, .. } => Some(group),
-            _ => None,
-        }
-    }
-
-    /// Every group name the call carries (checked before anything is applied).
-    pub fn groups(&self) -> Vec<&str> {
-        match self {
+            | Call::UserLeaveGroup { group, .. } => vec![group],
             Call::Execute { commands, .. } => commands
                 .iter()
                 .filter_map(|command| match command {
@@ -123,7 +116,7 @@ impl Call {
                     _ => None,
                 })
                 .collect(),
-            other => other.group().into_iter().collect(),
+            _ => Vec::new(),
         }
     }
 

@@ -106,14 +106,7 @@ impl Hub {
     /// names was live here (the connection, a connection of the user, a group member; for a
     /// send, a connection that got the message), or which limit refused it.
     pub fn apply(&self, call: &Call) -> Applied {
-        if let Call::AddToGroup { connection, group } = call {
-            return self.try_add_to_group(connection, group);
-        }
-        Applied::from(self.apply_found(call))
-    }
-
-    fn apply_found(&self, call: &Call) -> bool {
-        match call {
+        let found = match call {
             Call::Send { target, excluded, frames } => match target {
                 Target::All => self.broadcast(frames, excluded) > 0,
                 Target::User(user) => self.send_to_user(user, frames) > 0,
@@ -126,7 +119,7 @@ impl Hub {
                     Target::All => self.close_all(excluded, &request),
                     Target::User(user) => self.close_user(user, excluded, &request),
                     Target::Group(group) => self.close_group(group, excluded, &request),
-                    Target::Connection(id) => return self.close_connection(id, request),
+                    Target::Connection(id) => return Applied::from(self.close_connection(id, request)),
                 }
                 true
             }
@@ -136,14 +129,15 @@ impl Hub {
                 Target::Group(group) => self.group_exists(group),
                 Target::Connection(id) => self.connection(id).is_some_and(|c| is_live(&c)),
             },
-            Call::AddToGroup { connection, group } => self.add_to_group(connection, group),
+            Call::AddToGroup { connection, group } => return self.try_add_to_group(connection, group),
             Call::RemoveFromGroup { connection, group } => self.remove_from_group(connection, group),
             Call::RemoveFromAllGroups { connection } => self.remove_from_all_groups(connection),
             Call::UserJoinGroup { user, group } => self.add_user_connections_to_group(user, group),
             Call::UserLeaveGroup { user, group } => self.remove_user_connections_from_group(user, group),
             Call::UserLeaveAllGroups { user } => self.remove_user_connections_from_all_groups(user),
             Call::Execute { filter, commands } => self.execute(filter, commands),
-        }
+        };
+        Applied::from(found)
     }
 
     /// `:execute`: the connections `filter` matches are chosen first, then every command runs on

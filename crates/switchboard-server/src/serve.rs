@@ -160,11 +160,8 @@ impl Node {
             ..UpstreamConfig::default()
         };
         let upstream = Arc::new(Upstream::new(upstream_config, verifier.keys().clone(), settings.max_queued_bytes));
-        let admission = Admission::with_rate_per_address(
-            settings.max_connections,
-            settings.max_connections_per_ip,
-            settings.max_connect_rate_per_ip,
-        );
+        let admission =
+            Admission::new(settings.max_connections, settings.max_connections_per_ip, settings.max_connect_rate_per_ip);
         observability.attach(crate::metrics::Parts {
             admission: admission.clone(),
             registry: registry.clone(),

@@ -3,7 +3,7 @@
 mod support;
 
 use std::time::Duration;
-use support::{Frame, KEY, start_node};
+use support::{Frame, KEY, read_to_close, start_node};
 
 #[tokio::test]
 async fn rest_broadcast_reaches_a_websocket_client() {
@@ -299,26 +299,14 @@ async fn hostile_rest_and_token_inputs_get_clear_errors() {
 /// internal endpoint stays reachable throughout.
 #[tokio::test]
 async fn connection_caps_refuse_sockets_clearly_and_free_them() {
-    use tokio::io::AsyncReadExt;
     let node = start_node(|args| {
         args.max_connections = Some(4);
         args.max_connections_per_ip = Some(2);
         args.internal_listen = Some("127.0.0.1:0".into());
     })
     .await;
-    let from = |source: &'static str| {
-        let addr = node.addr;
-        async move {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-            socket.connect(addr).await.unwrap()
-        }
-    };
-    let refusal = |mut stream: tokio::net::TcpStream| async move {
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
-        String::from_utf8(answer).unwrap()
-    };
+    let from = |source: &'static str| node.socket_from(source);
+    let refusal = read_to_close;
     let metrics = || async {
         let internal = node.internal.unwrap();
         let mut stream = tokio::net::TcpStream::connect(internal).await.unwrap();
@@ -579,22 +567,10 @@ fn token_refuses_to_mint_without_a_nodes_key() {
 /// other addresses are not affected.
 #[tokio::test]
 async fn sockets_opened_too_fast_from_one_address_are_refused() {
-    use tokio::io::AsyncReadExt;
     let node = start_node(|args| args.max_connect_rate_per_ip = Some(2)).await;
-    let from = |source: &'static str| {
-        let addr = node.addr;
-        async move {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-            socket.connect(addr).await.unwrap()
-        }
-    };
-    let _first = from("127.0.0.7").await;
-    let _second = from("127.0.0.7").await;
-    let mut third = from("127.0.0.7").await;
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer)).await.unwrap().unwrap();
-    let answer = String::from_utf8(answer).unwrap();
+    let _first = node.socket_from("127.0.0.7").await;
+    let _second = node.socket_from("127.0.0.7").await;
+    let answer = read_to_close(node.socket_from("127.0.0.7").await).await;
     assert!(answer.starts_with("HTTP/1.1 429") && answer.contains("Error.Connection.RateLimit"), "{answer}");
     let (status, _, _) = node.rest("POST", "/api/v1/hubs/chat", br#"{"target":"t"}"#).await;
     assert_eq!(status, 202, "127.0.0.1 has its own budget");

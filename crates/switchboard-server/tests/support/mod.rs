@@ -65,6 +65,14 @@ impl TestNode {
         (status, head.to_owned(), body.to_owned())
     }
 
+    /// A TCP connection to the node from the loopback address `source` (each 127.x.y.z counts
+    /// as its own client address).
+    pub async fn socket_from(&self, source: &str) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(self.addr).await.unwrap()
+    }
+
     /// Opens a WebSocket to `/client/?{query}`; returns the client or the refusal status.
     pub async fn websocket(&self, query: &str) -> Result<WsClient, u16> {
         WsClient::open(self.addr, query).await
@@ -77,6 +85,13 @@ impl TestNode {
         assert_eq!(ws.next_message().await, Frame::Data(b"{}\x1e".to_vec()));
         ws
     }
+}
+
+/// Everything `stream` receives until the other side closes it (bounded by [`WAIT`]).
+pub async fn read_to_close(mut stream: TcpStream) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    String::from_utf8(answer).unwrap()
 }
 
 /// Spawns a `switchboard serve` process with stdout piped; the receiver gets its first stdout

@@ -86,6 +86,17 @@ fn setup(base: &str, timeout: Duration) -> (Arc<Upstream>, Arc<Connection>, Upst
     (upstream, conn, queue)
 }
 
+/// The upstream's log once `complete` holds for it (bounded by the test's own timeout).
+async fn recorded_once(log: &Log, complete: impl Fn(&[Recorded]) -> bool) -> Vec<Recorded> {
+    loop {
+        let recorded = log.lock().await.clone();
+        if complete(&recorded) {
+            return recorded;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// An anonymous JSON connection of hub `chat`.
 fn anonymous(id: &str) -> Arc<Connection> {
     Arc::new(Connection::new(id, None, Protocol::Json, ConnectionInfo::default()))
@@ -140,13 +151,7 @@ async fn replies_become_completions_in_order_with_every_header() {
     queue.disconnected(Some("gone".into()));
 
     // The log is complete once `disconnected` has been recorded.
-    let log = loop {
-        let log = log.lock().await.clone();
-        if log.iter().any(|r| r.path.ends_with("/disconnected")) {
-            break log;
-        }
-        tokio::task::yield_now().await;
-    };
+    let log = recorded_once(&log, |log| log.iter().any(|r| r.path.ends_with("/disconnected"))).await;
     let paths: Vec<&str> = log.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -224,13 +229,7 @@ async fn connection_events_are_retried_and_invocations_are_not() {
     queue.invoke(Some("0".into()), "once".into(), invocation("0", "once")).unwrap();
     assert!(next_frame(&conn).await.contains("Invocation failed, status code 503"), "not retried");
     queue.disconnected(None);
-    let log = loop {
-        let log = log.lock().await.clone();
-        if log.iter().filter(|r| r.path.ends_with("/disconnected")).count() == 3 {
-            break log;
-        }
-        tokio::task::yield_now().await;
-    };
+    let log = recorded_once(&log, |log| log.iter().filter(|r| r.path.ends_with("/disconnected")).count() == 3).await;
     let paths: Vec<&str> = log.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(
         paths,
