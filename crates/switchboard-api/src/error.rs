@@ -51,7 +51,8 @@ impl IntoResponse for ApiError {
 /// | engine error | status | `x-ms-error-code` |
 /// |---|---|---|
 /// | `NoQuorum`, `Timeout`, `ShuttingDown` (the store did not commit) | 503 | `Error.Service.Unavailable` |
-/// | `Unreachable`, `NodeTimeout`, `Refused` (a node holding targets did not take the call) | 500 | `Error.Service.Delivery` |
+/// | `Unavailable` (Redis cannot be reached: nothing was sent or stored) | 503 | `Error.Service.Unavailable` |
+/// | `Unreachable`, `NodeTimeout`, `Refused`, `Incomplete` (a node holding targets did not take the call) | 500 | `Error.Service.Delivery` |
 /// | `Invalid` | 400 | `Error.Request.Invalid` |
 ///
 /// A send that may have reached some targets answers 500, which the Azure SDKs do not retry for
@@ -59,12 +60,20 @@ impl IntoResponse for ApiError {
 impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
         match error {
+            EngineError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Error.Service.Unavailable",
+                format!("nothing was done: {error}"),
+            ),
             EngineError::NoQuorum(_) | EngineError::Timeout(_) | EngineError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Error.Service.Unavailable",
                 format!("membership not stored: {error}"),
             ),
-            EngineError::Unreachable { .. } | EngineError::NodeTimeout { .. } | EngineError::Refused { .. } => {
+            EngineError::Unreachable { .. }
+            | EngineError::NodeTimeout { .. }
+            | EngineError::Refused { .. }
+            | EngineError::Incomplete { .. } => {
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Error.Service.Delivery",

@@ -78,6 +78,14 @@ pub enum EngineError {
     /// The connection is already in its maximum of groups; nothing changed.
     #[error("the connection is in its maximum of groups")]
     GroupLimit,
+    /// The service the engine keeps its state in (Redis) cannot be reached: nothing was done;
+    /// the caller may retry.
+    #[error("the engine's store is unavailable: {0}")]
+    Unavailable(String),
+    /// Some of the nodes that received the call did not answer in time: it may have been
+    /// applied on some and not on others.
+    #[error("{answered} of {expected} receiving nodes answered within {timeout_ms} ms")]
+    Incomplete { answered: usize, expected: usize, timeout_ms: u64 },
 }
 
 /// Persistent user-group memberships (`PUT/DELETE …/users/{user}/groups/{group}`) with Azure's

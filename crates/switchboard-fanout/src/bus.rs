@@ -10,7 +10,7 @@
 //!
 //! This node is among the nodes it routes to; the [`FanoutClient`] applies calls for it locally.
 
-use crate::codec::{Wire, decode_listed, encode, encode_list};
+use crate::codec::{Wire, decode_listed, encode_call, encode_list};
 use crate::{FanoutClient, FanoutError, Router};
 use std::sync::Arc;
 use switchboard_engine::{Call, Directory, EngineError, EngineFuture, Listed, NodeBus, Target};
@@ -74,7 +74,7 @@ impl NodeBus for ClusterBus {
             _ => self.directory.live_nodes(),
         };
         let stop_at_found = matches!(call, Call::Exists(_));
-        match (encode(hub, call), connection) {
+        match (encode_call(hub, call), connection) {
             (Wire::Delivery(delivery), _) => {
                 let fanout = self.fanout.clone();
                 Box::pin(async move {

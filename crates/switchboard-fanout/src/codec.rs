@@ -19,7 +19,7 @@ use switchboard_hub::{Frames, is_valid_group_name};
 use switchboard_protocol::Protocol;
 
 /// How a call travels.
-pub(crate) enum Wire {
+pub enum Wire {
     /// On the ordered delivery stream of every target node.
     Delivery(Delivery),
     /// As a unary call to each asked node.
@@ -28,7 +28,7 @@ pub(crate) enum Wire {
 
 /// Encodes `call` on `hub` for the wire. A send carries the frame of every protocol the
 /// message can be expressed in, so target nodes only copy bytes.
-pub(crate) fn encode(hub: &str, call: Call) -> Wire {
+pub fn encode_call(hub: &str, call: Call) -> Wire {
     let request = |connection_id: String, action: Action| {
         Wire::Request(ConnectionRequest { hub: hub.to_owned(), connection_id, action: Some(action) })
     };
@@ -168,7 +168,7 @@ pub(crate) fn decode_request(request: &ConnectionRequest) -> Result<Call, &'stat
 }
 
 /// A listing of what `target` names on `hub`, as a node-wide connection request.
-pub(crate) fn encode_list(hub: &str, target: Target) -> ConnectionRequest {
+pub fn encode_list(hub: &str, target: Target) -> ConnectionRequest {
     let target = match target {
         Target::All => ListTarget::All(Broadcast {}),
         Target::User(user) => ListTarget::User(user),
@@ -195,7 +195,7 @@ pub(crate) fn encode_listed(listed: Listed) -> ListedConnection {
     ListedConnection { connection_id: listed.connection_id, user_id: listed.user_id.unwrap_or_default() }
 }
 
-pub(crate) fn decode_listed(listed: ListedConnection) -> Listed {
+pub fn decode_listed(listed: ListedConnection) -> Listed {
     Listed { connection_id: listed.connection_id, user_id: (!listed.user_id.is_empty()).then_some(listed.user_id) }
 }
 

@@ -45,9 +45,30 @@ impl UserGroupReader for LocalUserGroups {
 impl LocalUserGroups {
     /// Adds or refreshes a membership (see `MembershipStore::add` in the engine crate).
     pub fn add_now(&self, hub: &str, user: &str, group: &str, ttl_secs: Option<u64>) {
-        let (now, order) = (unix_now(), self.updates.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        let expires_at = ttl_secs.map(|ttl| now.saturating_add(ttl));
-        self.hubs.write().entry(hub.to_owned()).or_default().add(user, group, expires_at, now, order);
+        let order = self.updates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.add_at(hub, user, group, ttl_secs, unix_now(), order);
+    }
+
+    /// Adds or refreshes a membership as of `at` (Unix seconds), as update number `order`: how a
+    /// replica applies an entry of a shared, ordered log, identically on every node.
+    pub fn add_at(&self, hub: &str, user: &str, group: &str, ttl_secs: Option<u64>, at: u64, order: u64) {
+        let expires_at = ttl_secs.map(|ttl| at.saturating_add(ttl));
+        self.hubs.write().entry(hub.to_owned()).or_default().add(user, group, expires_at, at, order);
+    }
+
+    /// The groups `user` is an unexpired member of in `hub`.
+    pub fn groups_of(&self, hub: &str, user: &str, now: u64) -> Vec<String> {
+        self.hubs.read().get(hub).map_or_else(Vec::new, |ug| ug.groups_of(user, now).map(str::to_owned).collect())
+    }
+
+    /// Every hub's memberships, for a snapshot.
+    pub fn export(&self) -> HashMap<String, UserGroups> {
+        self.hubs.read().clone()
+    }
+
+    /// Replaces every membership with a snapshot's.
+    pub fn import(&self, hubs: HashMap<String, UserGroups>) {
+        *self.hubs.write() = hubs;
     }
 
     pub fn remove_now(&self, hub: &str, user: &str, group: &str) {

@@ -2,6 +2,8 @@
 //! test sends exactly the frames it means, bad ones included) that also reads SignalR JSON
 //! records; [`free_port`] and [`wait_for`]. Tests only: nothing here is hardened.
 
+pub mod redis;
+
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -1,0 +1,168 @@
+//! This node's subscriptions, kept equal to what it holds: a user's channel while it holds a
+//! connection of the user; a group's channel while it holds a connection in the group, or a
+//! connection of a user who is a member of it. The registry reports users and groups through
+//! [`Sink`]; the membership log reports the groups whose members changed. One task owns the
+//! subscriptions and applies changes in batches, each batch's `SUBSCRIBE` awaited before the
+//! waits reported in it (a join's, a first connection's) resolve (G3).
+
+use crate::Shared;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use switchboard_hub::{InterestKind, InterestSink, Settled, UserGroupReader, unix_now};
+use tokio::sync::{mpsc, oneshot};
+
+/// Changes applied together at most.
+const BATCH: usize = 1024;
+/// How long a subscription change may take before the waits it holds resolve anyway.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often every group subscription is checked again (memberships expire without an event).
+const SWEEP: Duration = Duration::from_secs(30);
+
+/// A change for the subscription task.
+pub(crate) enum Event {
+    /// The registry's report: this node gained (`present`) or lost its last connection of a
+    /// user or in a group.
+    Interest { hub: String, kind: InterestKind, name: String, present: bool },
+    /// The members of a group changed (the membership log).
+    Members { hub: String, group: String },
+    /// Resolve once every change before it is subscribed.
+    Settle(oneshot::Sender<()>),
+    /// The connection was rebuilt: subscribe to everything again.
+    Resubscribe,
+}
+
+/// The registry's interest, turned into subscriptions.
+pub(crate) struct Sink(pub(crate) Arc<Shared>);
+
+impl InterestSink for Sink {
+    fn report(&self, hub: &str, kind: InterestKind, name: &str, present: bool) {
+        let event = Event::Interest { hub: hub.to_owned(), kind, name: name.to_owned(), present };
+        let _ = self.0.subscriptions.send(event);
+    }
+
+    fn settled(&self) -> Settled {
+        let shared = self.0.clone();
+        Box::pin(async move { settled(&shared).await })
+    }
+}
+
+/// Resolves once every subscription change reported so far is confirmed by Redis (or could
+/// not be within the bound).
+pub(crate) async fn settled(shared: &Shared) {
+    let (done, settled) = oneshot::channel();
+    if shared.subscriptions.send(Event::Settle(done)).is_ok() {
+        let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT * 2, settled).await;
+    }
+}
+
+/// What the node holds, and what it is subscribed to.
+#[derive(Default)]
+struct State {
+    /// hub → users with a connection here.
+    users: HashMap<String, HashSet<String>>,
+    /// (hub, group) with a connection here directly.
+    groups: HashSet<(String, String)>,
+    /// Channel → the (hub, group) it is for; subscribed group channels.
+    group_channels: HashMap<String, (String, String)>,
+    /// Every channel subscribed to, the fixed ones included.
+    subscribed: HashSet<String>,
+}
+
+/// Owns the subscriptions. See the module docs.
+pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Event>) {
+    let mut state = State::default();
+    let fixed = [shared.names.all(), shared.names.members(), shared.names.node(shared.node)];
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut sweep = tokio::time::interval(SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
+    loop {
+        let mut groups = HashSet::new();
+        let mut users = HashSet::new();
+        let mut resubscribe = first;
+        tokio::select! {
+            received = events.recv_many(&mut batch, BATCH) => if received == 0 { return },
+            _ = sweep.tick() => groups.extend(state.group_channels.values().cloned()),
+        }
+        let mut waiting = Vec::new();
+        for event in batch.drain(..) {
+            match event {
+                Event::Interest { hub, kind: InterestKind::User, name, present } => {
+                    let held = state.users.entry(hub.clone()).or_default();
+                    if present { held.insert(name.clone()) } else { held.remove(&name) };
+                    for group in shared.mirror.groups_of(&hub, &name, unix_now()) {
+                        groups.insert((hub.clone(), group));
+                    }
+                    users.insert((hub, name));
+                }
+                Event::Interest { hub, kind: InterestKind::Group, name, present } => {
+                    let key = (hub, name);
+                    if present { state.groups.insert(key.clone()) } else { state.groups.remove(&key) };
+                    groups.insert(key);
+                }
+                Event::Members { hub, group } => {
+                    groups.insert((hub, group));
+                }
+                Event::Settle(done) => waiting.push(done),
+                Event::Resubscribe => resubscribe = true,
+            }
+        }
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        for (hub, user) in users {
+            let wanted = state.users.get(&hub).is_some_and(|held| held.contains(&user));
+            change(&mut state, shared.names.user(&hub, &user), wanted, &mut add, &mut remove);
+        }
+        for (hub, group) in groups {
+            let wanted = state.groups.contains(&(hub.clone(), group.clone())) || has_member_here(&shared, &state, &hub, &group);
+            let channel = shared.names.group(&hub, &group);
+            if wanted {
+                state.group_channels.insert(channel.clone(), (hub, group));
+            } else {
+                state.group_channels.remove(&channel);
+            }
+            change(&mut state, channel, wanted, &mut add, &mut remove);
+        }
+        if resubscribe {
+            state.subscribed.extend(fixed.iter().cloned());
+            add = state.subscribed.iter().cloned().collect();
+            if !first {
+                shared.stats.resubscribes.fetch_add(1, Ordering::Relaxed);
+            }
+            first = false;
+        }
+        let link = &shared.link;
+        if !add.is_empty() {
+            shared.stats.subscribes.fetch_add(add.len() as u64, Ordering::Relaxed);
+            match tokio::time::timeout(SUBSCRIBE_TIMEOUT, link.subscribe(&add)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, channels = add.len(), "subscribing failed; retried on reconnect"),
+                Err(_) => tracing::warn!(channels = add.len(), "subscribing timed out; retried on reconnect"),
+            }
+        }
+        if !remove.is_empty() && !matches!(tokio::time::timeout(SUBSCRIBE_TIMEOUT, link.unsubscribe(&remove)).await, Ok(Ok(()))) {
+            tracing::debug!(channels = remove.len(), "unsubscribing failed (a stray message is ignored)");
+        }
+        for done in waiting {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Whether a user with a connection here is a member of `group`.
+fn has_member_here(shared: &Shared, state: &State, hub: &str, group: &str) -> bool {
+    let Some(held) = state.users.get(hub).filter(|held| !held.is_empty()) else { return false };
+    let mut found = false;
+    shared.mirror.for_each_user_in(hub, group, unix_now(), &mut |user| found |= held.contains(user));
+    found
+}
+
+/// Records that `channel` should (not) be subscribed, and what to send Redis for it.
+fn change(state: &mut State, channel: String, wanted: bool, add: &mut Vec<String>, remove: &mut Vec<String>) {
+    if wanted && state.subscribed.insert(channel.clone()) {
+        add.push(channel);
+    } else if !wanted && state.subscribed.remove(&channel) {
+        remove.push(channel);
+    }
+}

@@ -1,0 +1,266 @@
+//! The engine's connection to Redis: one multiplexed RESP3 connection to a standalone server
+//! (commands, and the pub/sub pushes on the same socket), or a cluster connection (sharded
+//! pub/sub, `SSUBSCRIBE`/`SPUBLISH`) to a Redis Cluster.
+//!
+//! Pushes go to a bounded queue; a push that finds it full is dropped and counted (a slow node
+//! must not grow without bound). When the connection drops, the library says so with a
+//! disconnection push: [`Link::reconnect`] rebuilds it with backoff and the engine resubscribes
+//! and catches up on the membership log. (A cluster connection rebuilds its own node
+//! connections and follows slot moves; the engine resubscribes anyway.)
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, FromRedisValue, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one command may take before it counts as failed.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pushes queued for the engine before new ones are dropped.
+pub(crate) const PUSH_QUEUE: usize = 65_536;
+
+/// Where the Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Servers {
+    /// A standalone server: `redis://[user:password@]host:port[/db]`.
+    Standalone(String),
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+}
+
+/// One connection, of either kind. Cheap to clone: clones share the socket(s).
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Publishes `payload` on `channel`; how many subscribers received it. On a Cluster the
+    /// count is the shard's: every subscriber of a sharded channel is connected to that shard.
+    async fn publish(&mut self, channel: &str, payload: &[u8]) -> redis::RedisResult<usize> {
+        let command = if matches!(self, Conn::Single(_)) { "PUBLISH" } else { "SPUBLISH" };
+        self.query(redis::cmd(command).arg(channel).arg(payload)).await
+    }
+
+    /// Subscribes to `channels`; resolves once Redis confirmed it.
+    async fn subscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            Conn::Single(conn) => conn.subscribe(channels).await,
+            // One SSUBSCRIBE per channel: channels of one command must share a slot.
+            Conn::Cluster(conn) => {
+                for channel in channels {
+                    conn.ssubscribe(channel).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            Conn::Single(conn) => conn.unsubscribe(channels).await,
+            Conn::Cluster(conn) => {
+                for channel in channels {
+                    conn.sunsubscribe(channel).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) async fn query<T: FromRedisValue>(&mut self, command: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(conn) => command.query_async(conn).await,
+            Conn::Cluster(conn) => command.query_async(conn).await,
+        }
+    }
+
+    pub(crate) async fn pipe<T: FromRedisValue>(&mut self, pipe: &redis::Pipeline) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(conn) => pipe.query_async(conn).await,
+            Conn::Cluster(conn) => pipe.query_async(conn).await,
+        }
+    }
+}
+
+/// The current connection, and how to make the next one. See the module docs.
+pub(crate) struct Link {
+    servers: Servers,
+    password: Option<String>,
+    /// `None` once closed.
+    conn: RwLock<Option<Conn>>,
+    pushes: mpsc::Sender<Bytes>,
+    /// Pushes dropped because the queue was full.
+    pub(crate) dropped: Arc<AtomicU64>,
+    /// Told when the library saw the connection close.
+    pub(crate) disconnected: Arc<Notify>,
+    /// Connections made after the first.
+    pub(crate) reconnects: AtomicU64,
+}
+
+impl Link {
+    /// Connects; the pushes of this and every later connection arrive on the returned queue.
+    pub(crate) async fn open(
+        servers: Servers,
+        password: Option<String>,
+    ) -> redis::RedisResult<(Link, mpsc::Receiver<Bytes>)> {
+        let (pushes, received) = mpsc::channel(PUSH_QUEUE);
+        let (dropped, disconnected) = (Arc::new(AtomicU64::new(0)), Arc::new(Notify::new()));
+        let conn = connect(&servers, password.as_deref(), sender(&pushes, &dropped, &disconnected)).await?;
+        let link = Link {
+            servers,
+            password,
+            conn: RwLock::new(Some(conn)),
+            pushes,
+            dropped,
+            disconnected,
+            reconnects: AtomicU64::new(0),
+        };
+        Ok((link, received))
+    }
+
+    /// The current connection.
+    fn conn(&self) -> redis::RedisResult<Conn> {
+        self.conn.read().clone().ok_or_else(closed)
+    }
+
+    /// Drops the connection: Redis ends its subscriptions, and every later call fails.
+    pub(crate) fn close(&self) {
+        self.conn.write().take();
+    }
+
+    pub(crate) async fn publish(&self, channel: &str, payload: &[u8]) -> redis::RedisResult<usize> {
+        self.conn()?.publish(channel, payload).await
+    }
+
+    pub(crate) async fn subscribe(&self, channels: &[String]) -> redis::RedisResult<()> {
+        self.conn()?.subscribe(channels).await
+    }
+
+    pub(crate) async fn unsubscribe(&self, channels: &[String]) -> redis::RedisResult<()> {
+        self.conn()?.unsubscribe(channels).await
+    }
+
+    pub(crate) async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> redis::RedisResult<T> {
+        self.conn()?.query(command).await
+    }
+
+    pub(crate) async fn pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> redis::RedisResult<T> {
+        self.conn()?.pipe(pipe).await
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.servers, Servers::Cluster(_))
+    }
+
+    /// Replaces a standalone connection that dropped, retrying with backoff (100 ms doubling
+    /// to 5 s) until it succeeds. A cluster connection heals itself and is kept.
+    pub(crate) async fn reconnect(&self) {
+        if self.is_cluster() {
+            return;
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let push = sender(&self.pushes, &self.dropped, &self.disconnected);
+            match connect(&self.servers, self.password.as_deref(), push).await {
+                Ok(conn) => {
+                    let mut current = self.conn.write();
+                    if current.is_none() {
+                        return;
+                    }
+                    *current = Some(conn);
+                    self.reconnects.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot reach Redis");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+async fn connect(
+    servers: &Servers,
+    password: Option<&str>,
+    push: impl redis::aio::AsyncPushSender + Clone,
+) -> redis::RedisResult<Conn> {
+    match servers {
+        Servers::Standalone(url) => {
+            let info = url.as_str().into_connection_info()?;
+            let mut settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+            if let Some(password) = password {
+                settings = settings.set_password(password);
+            }
+            let client = redis::Client::open(info.set_redis_settings(settings))?;
+            let config = AsyncConnectionConfig::new()
+                .set_push_sender(push)
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT));
+            let connect = client.get_multiplexed_async_connection_with_config(&config);
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                Ok(conn) => Ok(Conn::Single(conn?)),
+                Err(_) => Err(timed_out()),
+            }
+        }
+        Servers::Cluster(urls) => {
+            let mut builder = ClusterClientBuilder::new(urls.clone())
+                .use_protocol(ProtocolVersion::RESP3)
+                .push_sender(push)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT);
+            if let Some(password) = password {
+                builder = builder.password(password);
+            }
+            let client = builder.build()?;
+            match tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_connection()).await {
+                Ok(conn) => Ok(Conn::Cluster(conn?)),
+                Err(_) => Err(timed_out()),
+            }
+        }
+    }
+}
+
+fn closed() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::NotConnected, "the engine stopped"))
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "Redis did not answer in time"))
+}
+
+/// The push sender of one connection: messages to the bounded queue (dropped and counted when
+/// it is full), a disconnection to the notifier. Never fails: a failing sender would break the
+/// connection it belongs to.
+fn sender(
+    queue: &mpsc::Sender<Bytes>,
+    dropped: &Arc<AtomicU64>,
+    disconnected: &Arc<Notify>,
+) -> impl redis::aio::AsyncPushSender + Clone {
+    let (queue, dropped, disconnected) = (queue.clone(), dropped.clone(), disconnected.clone());
+    move |info: PushInfo| -> Result<(), ()> {
+        match info.kind {
+            PushKind::Disconnection => disconnected.notify_one(),
+            PushKind::Message | PushKind::SMessage => {
+                let payload = info.data.into_iter().nth(1);
+                if let Some(Value::BulkString(payload)) = payload
+                    && queue.try_send(Bytes::from(payload)).is_err()
+                {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

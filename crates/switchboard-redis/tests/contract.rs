@@ -1,0 +1,88 @@
+//! The engine contract suite (`switchboard_engine::contract`) against the Redis engine: three
+//! nodes (each its own registry, engine and Redis connection, as three processes would have)
+//! on a real standalone `redis-server`, and on a real Redis Cluster of three masters with a
+//! replica each.
+
+use std::sync::Arc;
+use switchboard_engine::contract::{Deployment, Member, run};
+use switchboard_hub::{HubConfig, Registry};
+use switchboard_redis::{RedisEngine, RedisSettings, Servers};
+use switchboard_testkit::redis::{RedisCluster, RedisServer};
+
+struct Nodes {
+    servers: Servers,
+    prefix: String,
+    engines: Vec<Option<(RedisEngine, Arc<Registry>)>>,
+}
+
+async fn start_node(servers: &Servers, prefix: &str) -> (RedisEngine, Arc<Registry>) {
+    let settings = RedisSettings {
+        servers: servers.clone(),
+        password: None,
+        prefix: prefix.to_owned(),
+        node_id: None,
+        http_address: "127.0.0.1:1".into(),
+    };
+    let engine = RedisEngine::connect(&settings).await.expect("Redis answers");
+    let registry = Registry::with_user_groups(HubConfig::default(), engine.user_groups()).reporting_interest(engine.interest());
+    let registry = Arc::new(registry);
+    engine.start(registry.clone()).await.expect("the engine starts");
+    (engine, registry)
+}
+
+impl Nodes {
+    async fn start(servers: Servers, prefix: &str, count: usize) -> Nodes {
+        let mut engines = Vec::new();
+        for _ in 0..count {
+            engines.push(Some(start_node(&servers, prefix).await));
+        }
+        Nodes { servers, prefix: prefix.to_owned(), engines }
+    }
+}
+
+impl Deployment for Nodes {
+    fn members(&self) -> Vec<Member> {
+        self.engines
+            .iter()
+            .flatten()
+            .map(|(engine, registry)| Member {
+                id: engine.node_id(),
+                registry: registry.clone(),
+                store: engine.store(),
+                bus: engine.bus(),
+            })
+            .collect()
+    }
+
+    async fn restart(&mut self) {
+        for (engine, _) in self.engines.iter().flatten() {
+            engine.shutdown().await;
+        }
+        let count = self.engines.len();
+        self.engines.clear();
+        for _ in 0..count {
+            self.engines.push(Some(start_node(&self.servers, &self.prefix).await));
+        }
+    }
+
+    async fn stop(&mut self, index: usize) {
+        let live: Vec<usize> = (0..self.engines.len()).filter(|i| self.engines[*i].is_some()).collect();
+        if let Some((engine, _)) = self.engines[live[index]].take() {
+            engine.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_engine_passes_the_contract_on_a_standalone_server() {
+    let redis = RedisServer::start();
+    let mut nodes = Nodes::start(Servers::Standalone(redis.url()), "contract", 3).await;
+    run(&mut nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_engine_passes_the_contract_on_a_redis_cluster() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 1)).await.unwrap();
+    let mut nodes = Nodes::start(Servers::Cluster(cluster.urls()), "contract", 3).await;
+    run(&mut nodes).await;
+}

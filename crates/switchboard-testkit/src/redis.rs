@@ -1,0 +1,166 @@
+//! Real Redis servers for tests: [`RedisServer`] (standalone) and [`RedisCluster`] (masters with
+//! replicas, made with `redis-cli --cluster create`), on free loopback ports, each in a scratch
+//! directory, stopped on drop. `redis-server` and `redis-cli` come from Debian's packages (the
+//! test script installs them); `SWITCHBOARD_REDIS_SERVER` / `SWITCHBOARD_REDIS_CLI` override
+//! the paths.
+
+use crate::{free_port, wait_for};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Bound on a server's start and on a cluster becoming healthy.
+const START: Duration = Duration::from_secs(30);
+
+fn program(variable: &str, default: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| default.to_owned())
+}
+
+/// One `redis-server` process. See the module docs.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// A standalone server with no persistence.
+    pub fn start() -> RedisServer {
+        Self::start_with(free_port(), &[])
+    }
+
+    /// A server on `port` with extra `redis-server` arguments.
+    pub fn start_with(port: u16, extra: &[&str]) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("switchboard-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let mut server =
+            RedisServer { port, child: None, dir, extra: extra.iter().map(|s| (*s).to_owned()).collect() };
+        server.spawn();
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let binary = program("SWITCHBOARD_REDIS_SERVER", "redis-server");
+        let child = Command::new(&binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", &self.dir.to_string_lossy()])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {binary} ({e}): the test script installs Debian's redis-server"));
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("redis-server answers PING", START, || ping(port));
+    }
+
+    /// Kills the server (SIGKILL): its data is gone, as with a crash without persistence.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs `redis-cli -p <port> <args>` and returns what it printed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        cli(self.port, args)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `redis-cli -p <port> <args>`; what it printed.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let binary = program("SWITCHBOARD_REDIS_CLI", "redis-cli");
+    let output = Command::new(&binary)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {binary} ({e}): the test script installs Debian's redis-tools"));
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// Whether a server on `port` answers PING.
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// A Redis Cluster on loopback: `masters` masters with `replicas` replicas each.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        let count = masters * (1 + replicas);
+        let nodes: Vec<RedisServer> = (0..count)
+            .map(|_| {
+                let port = cluster_port();
+                let config = format!("nodes-{port}.conf");
+                RedisServer::start_with(
+                    port,
+                    &["--cluster-enabled", "yes", "--cluster-config-file", &config, "--cluster-node-timeout", "2000"],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addresses.iter().map(String::as_str));
+        let replicas = replicas.to_string();
+        args.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
+        let created = cli(nodes[0].port, &args);
+        assert!(created.contains("[OK] All 16384 slots covered"), "redis-cli --cluster create: {created}");
+        let cluster = RedisCluster { nodes };
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// Seed URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// Waits until every running node says `cluster_state:ok`.
+    pub fn wait_healthy(&self) {
+        wait_for("the Redis Cluster reports cluster_state:ok everywhere", START, || {
+            self.nodes.iter().filter(|n| n.child.is_some()).all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+        });
+    }
+
+    /// The index of a master that has a replica.
+    pub fn a_master(&self) -> usize {
+        self.nodes.iter().position(|n| n.cli(&["role"]).starts_with("master")).expect("a master")
+    }
+}
+
+/// A free port whose cluster bus port (+10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
