@@ -73,13 +73,11 @@ impl From<EngineError> for ApiError {
             EngineError::Unreachable { .. }
             | EngineError::NodeTimeout { .. }
             | EngineError::Refused { .. }
-            | EngineError::Incomplete { .. } => {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Error.Service.Delivery",
-                    format!("not delivered everywhere: {error}"),
-                )
-            }
+            | EngineError::Incomplete { .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Error.Service.Delivery",
+                format!("not delivered everywhere: {error}"),
+            ),
             EngineError::Invalid(_) => ApiError::bad_request(error.to_string()),
             EngineError::GroupLimit => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -31,6 +31,8 @@ pub(crate) enum Event {
     Settle(oneshot::Sender<()>),
     /// The connection was rebuilt: subscribe to everything again.
     Resubscribe,
+    /// The node stops: unsubscribe from everything (confirmed), then end.
+    Leave(oneshot::Sender<()>),
 }
 
 /// The registry's interest, turned into subscriptions.
@@ -91,7 +93,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
             match event {
                 Event::Interest { hub, kind: InterestKind::User, name, present } => {
                     let held = state.users.entry(hub.clone()).or_default();
-                    if present { held.insert(name.clone()) } else { held.remove(&name) };
+                    if present {
+                        held.insert(name.clone())
+                    } else {
+                        held.remove(&name)
+                    };
                     for group in shared.mirror.groups_of(&hub, &name, unix_now()) {
                         groups.insert((hub.clone(), group));
                     }
@@ -99,7 +105,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
                 }
                 Event::Interest { hub, kind: InterestKind::Group, name, present } => {
                     let key = (hub, name);
-                    if present { state.groups.insert(key.clone()) } else { state.groups.remove(&key) };
+                    if present {
+                        state.groups.insert(key.clone())
+                    } else {
+                        state.groups.remove(&key)
+                    };
                     groups.insert(key);
                 }
                 Event::Members { hub, group } => {
@@ -107,6 +117,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
                 }
                 Event::Settle(done) => waiting.push(done),
                 Event::Resubscribe => resubscribe = true,
+                Event::Leave(done) => {
+                    let all: Vec<String> = state.subscribed.drain().collect();
+                    let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, shared.link.unsubscribe(&all)).await;
+                    let _ = done.send(());
+                    return;
+                }
             }
         }
         let (mut add, mut remove) = (Vec::new(), Vec::new());
@@ -115,7 +131,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
             change(&mut state, shared.names.user(&hub, &user), wanted, &mut add, &mut remove);
         }
         for (hub, group) in groups {
-            let wanted = state.groups.contains(&(hub.clone(), group.clone())) || has_member_here(&shared, &state, &hub, &group);
+            let wanted =
+                state.groups.contains(&(hub.clone(), group.clone())) || has_member_here(&shared, &state, &hub, &group);
             let channel = shared.names.group(&hub, &group);
             if wanted {
                 state.group_channels.insert(channel.clone(), (hub, group));
@@ -137,11 +154,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
             shared.stats.subscribes.fetch_add(add.len() as u64, Ordering::Relaxed);
             match tokio::time::timeout(SUBSCRIBE_TIMEOUT, link.subscribe(&add)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::warn!(%error, channels = add.len(), "subscribing failed; retried on reconnect"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, channels = add.len(), "subscribing failed; retried on reconnect")
+                }
                 Err(_) => tracing::warn!(channels = add.len(), "subscribing timed out; retried on reconnect"),
             }
         }
-        if !remove.is_empty() && !matches!(tokio::time::timeout(SUBSCRIBE_TIMEOUT, link.unsubscribe(&remove)).await, Ok(Ok(()))) {
+        if !remove.is_empty()
+            && !matches!(tokio::time::timeout(SUBSCRIBE_TIMEOUT, link.unsubscribe(&remove)).await, Ok(Ok(())))
+        {
             tracing::debug!(channels = remove.len(), "unsubscribing failed (a stray message is ignored)");
         }
         for done in waiting {

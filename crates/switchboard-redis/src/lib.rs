@@ -135,9 +135,10 @@ pub struct RedisEngine {
 impl RedisEngine {
     /// Connects to Redis and takes a node id; nothing is subscribed or read yet.
     pub async fn connect(settings: &RedisSettings) -> Result<RedisEngine, StartError> {
-        let (link, pushes) = link::Link::open(settings.servers.clone(), settings.password.clone())
-            .await
-            .map_err(|error| match error.kind() {
+        let (link, pushes) =
+            link::Link::open(settings.servers.clone(), settings.password.clone()).await.map_err(|error| match error
+                .kind()
+            {
                 redis::ErrorKind::InvalidClientConfig => StartError::Invalid(error.to_string()),
                 _ => StartError::Unreachable(error.to_string()),
             })?;
@@ -164,8 +165,7 @@ impl RedisEngine {
             stats: RedisStats::default(),
             stopping: AtomicBool::new(false),
         });
-        let queues =
-            Queues { pushes, subscriptions: subscription_queue, syncs: sync_queue, replies: reply_queue };
+        let queues = Queues { pushes, subscriptions: subscription_queue, syncs: sync_queue, replies: reply_queue };
         Ok(RedisEngine { shared, queues: Mutex::new(Some(queues)), tasks: Mutex::new(Vec::new()) })
     }
 
@@ -231,6 +231,12 @@ impl RedisEngine {
     /// Leaves the live nodes and stops; the connection closes, ending every subscription.
     pub async fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
+        // Unsubscribed before anything else: from then on no publisher counts this node (a
+        // dropped connection is closed a moment later, not at once).
+        let (done, left) = tokio::sync::oneshot::channel();
+        if self.shared.subscriptions.send(interest::Event::Leave(done)).is_ok() {
+            let _ = left.await;
+        }
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), nodes::leave(&self.shared)).await;
         for task in self.tasks.lock().drain(..) {
             task.abort();

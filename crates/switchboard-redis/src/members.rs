@@ -65,10 +65,12 @@ impl RedisStore {
                 shared.link.query(&command).await.map_err(|e| EngineError::Unavailable(e.to_string()))?;
             // This node first (its own subscription may be down), then every subscribed node.
             catch_up_now(&shared).await?;
-            shared.request(&shared.names.members(), Body::MembershipSync(entry)).await.map_err(|error| match error {
-                EngineError::Incomplete { .. } => EngineError::Timeout(error.to_string()),
-                error => error,
-            })?;
+            shared.request(&shared.names.members(), Body::MembershipSync(entry)).await.map_err(
+                |error| match error {
+                    EngineError::Incomplete { .. } => EngineError::Timeout(error.to_string()),
+                    error => error,
+                },
+            )?;
             Ok(())
         })
     }
@@ -76,7 +78,8 @@ impl RedisStore {
 
 impl MembershipStore for RedisStore {
     fn add(&self, hub: &str, user: &str, group: &str, ttl_secs: Option<u64>) -> EngineFuture<()> {
-        let mut fields = vec![("op", "add".into()), ("hub", hub.into()), ("user", user.into()), ("group", group.into())];
+        let mut fields =
+            vec![("op", "add".into()), ("hub", hub.into()), ("user", user.into()), ("group", group.into())];
         if let Some(ttl) = ttl_secs {
             fields.push(("ttl", ttl.to_string()));
         }
@@ -138,9 +141,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut syncs: mpsc::UnboundedReceiver<
 /// to the subscription task.
 async fn apply_to_end(shared: &Shared, last: &mut String) -> Result<(), EngineError> {
     loop {
-        let command = redis::cmd("XRANGE").arg(shared.names.log()).arg(format!("({last}")).arg("+").arg("COUNT").arg(READ_BATCH).clone();
-        let entries: Value =
-            shared.link.query(&command).await.map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let command = redis::cmd("XRANGE")
+            .arg(shared.names.log())
+            .arg(format!("({last}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(READ_BATCH)
+            .clone();
+        let entries: Value = shared.link.query(&command).await.map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let entries = parse_entries(entries);
         let count = entries.len();
         for (id, fields) in entries {

@@ -24,7 +24,8 @@ async fn start_node(servers: &Servers, prefix: &str) -> (RedisEngine, Arc<Regist
         http_address: "127.0.0.1:1".into(),
     };
     let engine = RedisEngine::connect(&settings).await.expect("Redis answers");
-    let registry = Registry::with_user_groups(HubConfig::default(), engine.user_groups()).reporting_interest(engine.interest());
+    let registry =
+        Registry::with_user_groups(HubConfig::default(), engine.user_groups()).reporting_interest(engine.interest());
     let registry = Arc::new(registry);
     engine.start(registry.clone()).await.expect("the engine starts");
     (engine, registry)

@@ -35,8 +35,7 @@ impl RedisServer {
     pub fn start_with(port: u16, extra: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("switchboard-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a scratch directory");
-        let mut server =
-            RedisServer { port, child: None, dir, extra: extra.iter().map(|s| (*s).to_owned()).collect() };
+        let mut server = RedisServer { port, child: None, dir, extra: extra.iter().map(|s| (*s).to_owned()).collect() };
         server.spawn();
         server
     }
@@ -145,7 +144,10 @@ impl RedisCluster {
     /// Waits until every running node says `cluster_state:ok`.
     pub fn wait_healthy(&self) {
         wait_for("the Redis Cluster reports cluster_state:ok everywhere", START, || {
-            self.nodes.iter().filter(|n| n.child.is_some()).all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+            self.nodes
+                .iter()
+                .filter(|n| n.child.is_some())
+                .all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
         });
     }
 
