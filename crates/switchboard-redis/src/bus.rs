@@ -204,6 +204,10 @@ pub(crate) async fn receive(shared: Arc<Shared>, mut pushes: mpsc::Receiver<Byte
                 let _ = shared.syncs.send(crate::members::Sync::reply_to(entry, from, request));
             }
             Some(Body::Probe(_)) => shared.nodes.probe_seen(request),
+            Some(Body::Joined(joined)) => {
+                shared.nodes.joined(joined.node, joined.http_address);
+                shared.reply(from, request, ConnectionReply::default());
+            }
             None => {}
         }
     }

@@ -222,6 +222,7 @@ impl RedisEngine {
         interest::settled(shared).await;
         members::catch_up_now(shared).await?;
         nodes::heartbeat(shared).await.map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        nodes::announce(shared).await?;
         tasks.push(tokio::spawn(nodes::run(shared.clone())));
         tasks.push(tokio::spawn(supervise(shared.clone())));
         self.tasks.lock().extend(tasks);

@@ -35,6 +35,26 @@ pub enum Servers {
     Cluster(Vec<String>),
 }
 
+impl std::fmt::Display for Servers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Servers::Standalone(url) => f.write_str(&redacted(url)),
+            Servers::Cluster(urls) => {
+                let urls: Vec<String> = urls.iter().map(|url| redacted(url)).collect();
+                write!(f, "the Redis Cluster {}", urls.join(","))
+            }
+        }
+    }
+}
+
+/// A URL with its password (if any) replaced, for messages.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
 /// One connection, of either kind. Cheap to clone: clones share the socket(s).
 #[derive(Clone)]
 enum Conn {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_grpc::fanout::v1::bus_message::Body;
-use switchboard_grpc::fanout::v1::{Broadcast, BusMessage};
+use switchboard_grpc::fanout::v1::{Broadcast, BusMessage, NodeJoined};
 
 /// How often a node renews its lease.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -67,6 +67,11 @@ impl LiveNodes {
         self.last_heartbeat.read().is_some_and(|at| at.elapsed() < LEASE)
     }
 
+    /// A node announced itself (see [`announce`]).
+    pub(crate) fn joined(&self, node: u64, address: String) {
+        self.addresses.write().insert(node, address);
+    }
+
     pub(crate) fn probe_seen(&self, number: u64) {
         self.probes_seen.fetch_max(number, Ordering::Relaxed);
     }
@@ -89,6 +94,13 @@ pub(crate) async fn heartbeat(shared: &Shared) -> redis::RedisResult<()> {
     *shared.nodes.last_heartbeat.write() = Some(Instant::now());
     shared.stats.heartbeat_rtt_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     Ok(())
+}
+
+/// Tells every node where this node's clients are forwarded; resolves once each of them
+/// knows (so a client negotiated here may make its next request to any node at once).
+pub(crate) async fn announce(shared: &Shared) -> Result<(), switchboard_engine::EngineError> {
+    let joined = NodeJoined { node: shared.node, http_address: shared.nodes.own_address.clone() };
+    shared.request(&shared.names.all(), Body::Joined(joined)).await.map(|_| ())
 }
 
 /// Removes this node's lease (a graceful stop).

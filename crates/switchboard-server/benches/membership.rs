@@ -84,7 +84,7 @@ async fn raft_writes(nodes: &[LocalNode], seconds: u64) -> Outcome {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for writer in 0..RAFT_WRITERS {
-        let control = nodes[writer % nodes.len()].control.clone();
+        let control = nodes[writer % nodes.len()].control.clone().expect("a raft node");
         let counter = counter.clone();
         tasks.spawn(async move {
             let (mut latencies, mut errors) = (Vec::new(), 0u64);

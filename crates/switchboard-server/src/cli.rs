@@ -179,6 +179,22 @@ pub struct ServeArgs {
     /// Secret shared by every node of a cluster; inter-node calls without it are refused.
     #[arg(long, env = "SWITCHBOARD_CLUSTER_SECRET")]
     pub cluster_secret: Option<String>,
+    /// The engine: `raft` (the default: the embedded single node, or a raft cluster with
+    /// --grpc-listen) or `redis` (stateless nodes sharing a Redis: --redis or --redis-cluster).
+    #[arg(long, env = "SWITCHBOARD_ENGINE")]
+    pub engine: Option<String>,
+    /// A standalone Redis for --engine redis: `redis://[user:password@]host:port[/db]`.
+    #[arg(long, env = "SWITCHBOARD_REDIS")]
+    pub redis: Option<String>,
+    /// Seed nodes of a Redis Cluster for --engine redis (sharded pub/sub).
+    #[arg(long = "redis-cluster", env = "SWITCHBOARD_REDIS_CLUSTER", value_delimiter = ',')]
+    pub redis_cluster: Vec<String>,
+    /// Prefix of every Redis key and channel, so deployments can share a Redis [default: switchboard].
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// A file holding the Redis password (instead of putting it in the URL).
+    #[arg(long, env = "SWITCHBOARD_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
     /// Log format: plain or json [default: plain]. Filter with SWITCHBOARD_LOG (e.g. debug).
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT")]
     pub log_format: Option<String>,

@@ -57,6 +57,11 @@ pub struct FileConfig {
     pub client_timeout: Option<u64>,
     pub handshake_timeout: Option<u64>,
     pub log_format: Option<String>,
+    pub engine: Option<String>,
+    pub redis: Option<String>,
+    pub redis_cluster: Option<Vec<String>>,
+    pub redis_prefix: Option<String>,
+    pub redis_password_file: Option<PathBuf>,
 }
 
 /// `node_id` in the config file: a number or `ordinal` / `auto`.
@@ -113,6 +118,21 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub node_id: u64,
     pub cluster: Option<ClusterSettings>,
+    /// `--engine redis`: the node is a stateless edge of the deployment sharing this Redis.
+    pub redis: Option<RedisConfig>,
+}
+
+/// Where the Redis engine's Redis is, as configured.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub servers: switchboard_redis::Servers,
+    pub prefix: String,
+    pub password: Option<String>,
+    /// `--node-id`, when given; otherwise Redis hands out the next free id.
+    pub node_id: Option<u64>,
+    /// `--advertise-http`: where other nodes forward this node's clients (default: the listen
+    /// address).
+    pub advertise_http: Option<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -210,17 +230,31 @@ impl Settings {
             upstream.push(Template::catch_all(url.clone()));
         }
         let upstream_timeout = seconds(args.upstream_timeout, file.upstream_timeout, 20, "upstream-timeout")?;
-        let node_id = match args.node_id.map(NodeIdValue::Text).or(file.node_id) {
-            None => 1,
-            Some(value) => resolve_node_id(&value, &hostname()).map_err(usage)?,
+        let given_node_id = match args.node_id.map(NodeIdValue::Text).or(file.node_id) {
+            None => None,
+            Some(value) => Some(resolve_node_id(&value, &hostname()).map_err(usage)?),
         };
+        let node_id = given_node_id.unwrap_or(1);
+        let redis = redis_config(
+            args.engine.or(file.engine).as_deref(),
+            args.redis.or(file.redis),
+            if args.redis_cluster.is_empty() { file.redis_cluster.unwrap_or_default() } else { args.redis_cluster },
+            args.redis_prefix.or(file.redis_prefix),
+            args.redis_password_file.or(file.redis_password_file),
+            given_node_id,
+        )?;
+        let grpc_listen = args.grpc_listen.or(file.grpc_listen);
+        if redis.is_some() && grpc_listen.is_some() {
+            return Err(usage("--engine redis has no raft cluster: drop --grpc-listen".into()));
+        }
         let voters = if args.voters.is_empty() { file.voters.unwrap_or_default() } else { args.voters };
         let join = if args.join.is_empty() { file.join.unwrap_or_default() } else { args.join };
         let advertise_http = args.advertise_http.or(file.advertise_http);
         if let Some(address) = &advertise_http {
             check_host_port(address).map_err(|()| usage(format!("--advertise-http '{address}' must be host:port")))?;
         }
-        let cluster = match args.grpc_listen.or(file.grpc_listen) {
+        let redis = redis.map(|redis| RedisConfig { advertise_http: advertise_http.clone(), ..redis });
+        let cluster = match grpc_listen {
             None => None,
             Some(grpc_listen) => Some(cluster_settings(
                 node_id,
@@ -236,6 +270,7 @@ impl Settings {
         Ok(Settings {
             node_id,
             cluster,
+            redis,
             upstream,
             upstream_timeout,
             keep_alive,
@@ -330,6 +365,58 @@ fn check_host_port(text: &str) -> Result<(), ()> {
 
 /// The node id a setting names: a number, `ordinal` (StatefulSet pod `name-N` → N + 1) or
 /// `auto` (a stable hash of the hostname, above every ordinal id).
+/// The Redis engine's settings, or `None` for the raft engine. A Redis URL without
+/// `--engine redis` is refused rather than ignored.
+fn redis_config(
+    engine: Option<&str>,
+    redis: Option<String>,
+    cluster: Vec<String>,
+    prefix: Option<String>,
+    password_file: Option<PathBuf>,
+    node_id: Option<u64>,
+) -> Result<Option<RedisConfig>, Exit> {
+    match engine.unwrap_or("raft") {
+        "raft" if redis.is_some() || !cluster.is_empty() => {
+            return Err(usage("--redis and --redis-cluster need --engine redis".into()));
+        }
+        "raft" => return Ok(None),
+        "redis" => {}
+        other => return Err(usage(format!("--engine must be raft or redis, not '{other}'"))),
+    }
+    let servers = match (redis, cluster.is_empty()) {
+        (Some(url), true) => switchboard_redis::Servers::Standalone(check_redis_url(&url)?),
+        (None, false) => switchboard_redis::Servers::Cluster(
+            cluster.iter().map(|url| check_redis_url(url)).collect::<Result<_, _>>()?,
+        ),
+        (Some(_), false) => return Err(usage("give --redis or --redis-cluster, not both".into())),
+        (None, true) => return Err(usage("--engine redis needs --redis URL or --redis-cluster URL,URL,…".into())),
+    };
+    let prefix = prefix.unwrap_or_else(|| "switchboard".into());
+    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(usage(format!("--redis-prefix '{prefix}' must be letters, digits, '-', '_' or '.'")));
+    }
+    let password = match password_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| usage(format!("cannot read --redis-password-file {}: {e}", path.display())))?;
+            Some(text.trim_end_matches(['\r', '\n']).to_owned())
+        }
+    };
+    Ok(Some(RedisConfig { servers, prefix, password, node_id, advertise_http: None }))
+}
+
+/// A `redis://` URL with a host; `rediss://` (TLS) is refused with the reason.
+fn check_redis_url(url: &str) -> Result<String, Exit> {
+    let parsed = Url::parse(url).map_err(|e| usage(format!("'{url}' is not a Redis URL: {e}")))?;
+    match parsed.scheme() {
+        "redis" if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(url.to_owned()),
+        "redis" => Err(usage(format!("the Redis URL '{url}' has no host"))),
+        "rediss" => Err(usage("TLS to Redis (rediss://) is not supported by this build; use redis://".into())),
+        scheme => Err(usage(format!("'{url}' is not a Redis URL (scheme '{scheme}', expected redis://)"))),
+    }
+}
+
 pub fn resolve_node_id(value: &NodeIdValue, hostname: &str) -> Result<u64, String> {
     let text = match value {
         NodeIdValue::Number(0) => return Err("--node-id must be at least 1".into()),
@@ -423,9 +510,47 @@ mod tests {
 
     fn resolve(args: ServeArgs) -> Result<Settings, String> {
         Settings::resolve(args).map_err(|e| match e {
-            Exit::Usage(reason) => reason,
+            Exit::Usage(reason) | Exit::Unavailable(reason) => reason,
             Exit::Failed(e) => e.to_string(),
         })
+    }
+
+    #[test]
+    fn the_redis_engine_is_chosen_explicitly_and_its_urls_checked() {
+        let redis = |engine: Option<&str>, url: Option<&str>, cluster: &[&str]| ServeArgs {
+            engine: engine.map(Into::into),
+            redis: url.map(Into::into),
+            redis_cluster: cluster.iter().map(|u| (*u).to_owned()).collect(),
+            ..Default::default()
+        };
+        let standalone = resolve(redis(Some("redis"), Some("redis://127.0.0.1:6379"), &[])).unwrap().redis.unwrap();
+        assert_eq!(standalone.servers, switchboard_redis::Servers::Standalone("redis://127.0.0.1:6379".into()));
+        assert_eq!((standalone.prefix.as_str(), standalone.node_id), ("switchboard", None));
+        let cluster = resolve(redis(Some("redis"), None, &["redis://a:1", "redis://b:2"])).unwrap().redis.unwrap();
+        assert!(matches!(cluster.servers, switchboard_redis::Servers::Cluster(urls) if urls.len() == 2));
+        assert!(resolve(ServeArgs::default()).unwrap().redis.is_none(), "raft is the default");
+        for (args, says) in [
+            (redis(Some("redis"), None, &[]), "needs --redis"),
+            (redis(None, Some("redis://h:1"), &[]), "need --engine redis"),
+            (redis(Some("etcd"), None, &[]), "raft or redis"),
+            (redis(Some("redis"), Some("http://h:1"), &[]), "not a Redis URL"),
+            (redis(Some("redis"), Some("rediss://h:1"), &[]), "TLS"),
+            (redis(Some("redis"), Some("redis://h:1"), &["redis://h:2"]), "not both"),
+            (
+                ServeArgs {
+                    grpc_listen: Some("127.0.0.1:7001".into()),
+                    ..redis(Some("redis"), Some("redis://h:1"), &[])
+                },
+                "grpc-listen",
+            ),
+            (
+                ServeArgs { redis_prefix: Some("a b".into()), ..redis(Some("redis"), Some("redis://h:1"), &[]) },
+                "prefix",
+            ),
+        ] {
+            let error = resolve(args).unwrap_err();
+            assert!(error.contains(says), "{error}");
+        }
     }
 
     #[test]

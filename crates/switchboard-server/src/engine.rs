@@ -1,7 +1,8 @@
-//! Wiring of the node's engine (see `switchboard-engine`): the raft membership store
-//! (`switchboard-control`, one voter on the embedded single node), the node's hubs reading it,
-//! and the bus: the node itself ([`LocalBus`]) on the single node, the fan-out over gRPC
-//! (`switchboard-fanout`) in a cluster, whose gRPC server carries raft, admin and fan-out.
+//! Wiring of the node's engine (see `switchboard-engine`). The raft engine: the raft membership
+//! store (`switchboard-control`, one voter on the embedded single node), the node's hubs reading
+//! it, and the bus: the node itself ([`LocalBus`]) on the single node, the fan-out over gRPC
+//! (`switchboard-fanout`) in a cluster, whose gRPC server carries raft, admin and fan-out. The
+//! Redis engine (`--engine redis`, `switchboard-redis`): store, bus and liveness in Redis.
 
 use crate::Exit;
 use crate::config::Settings;
@@ -14,6 +15,7 @@ use switchboard_engine::{LocalBus, MembershipStore, NodeBus};
 use switchboard_fanout::{ClusterBus, FanoutClient, FanoutConfig, FanoutService, fanout_server};
 use switchboard_grpc::ClusterSecret;
 use switchboard_hub::{HubConfig, Registry};
+use switchboard_redis::{RedisEngine, RedisSettings, StartError};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
@@ -23,11 +25,15 @@ const GRPC_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A node's running engine and the hubs it serves.
 pub struct Engine {
+    /// This node's id (connection ids made here name it).
+    pub node_id: u64,
     pub registry: Arc<Registry>,
     pub store: Arc<dyn MembershipStore>,
     pub bus: Arc<dyn NodeBus>,
-    /// The raft group (cluster status, metrics, operators' removals).
-    pub control: ControlPlane,
+    /// The raft group (cluster status, metrics, operators' removals); `None` with Redis.
+    pub control: Option<ControlPlane>,
+    /// The Redis engine (metrics, readiness), with `--engine redis`.
+    pub redis: Option<Arc<RedisEngine>>,
     /// The fan-out client, in a cluster (metrics).
     pub fanout: Option<FanoutClient>,
     grpc: Option<GrpcServer>,
@@ -48,12 +54,17 @@ impl Engine {
             max_queued_bytes: settings.max_queued_bytes,
             max_groups_per_connection: settings.max_groups_per_connection,
         };
+        if let Some(redis) = &settings.redis {
+            return Self::start_redis(redis, hub_config, bound).await;
+        }
+        let node_id = settings.node_id;
         let Some(cluster) = &settings.cluster else {
             let control = ControlPlane::start_single(&settings.data_dir, &bound.to_string()).await?;
             let registry = Arc::new(Registry::with_user_groups(hub_config, Arc::new(control.clone())));
             let bus = Arc::new(LocalBus::new(registry.clone()));
             let store = Arc::new(control.clone());
-            return Ok(Engine { registry, store, bus, control, fanout: None, grpc: None });
+            let control = Some(control);
+            return Ok(Engine { node_id, registry, store, bus, control, redis: None, fanout: None, grpc: None });
         };
         let secret = ClusterSecret::new(&cluster.secret)
             .map_err(|_| Exit::Usage("--cluster-secret must be visible ASCII".into()))?;
@@ -69,12 +80,52 @@ impl Engine {
         tokio::spawn(interest.run(interest_queue, control.clone(), registry.clone()));
         let bus = Arc::new(ClusterBus::new(fanout.clone(), Arc::new(control.clone())));
         let store = Arc::new(control.clone());
-        Ok(Engine { registry, store, bus, control, fanout: Some(fanout), grpc: Some(grpc) })
+        let control = Some(control);
+        Ok(Engine { node_id, registry, store, bus, control, redis: None, fanout: Some(fanout), grpc: Some(grpc) })
     }
 
-    /// Leaves the cluster (a leader hands leadership over first), stops raft, then the gRPC server.
+    /// A stateless node of a deployment sharing a Redis. Exit 64 for settings that cannot
+    /// work, 69 when Redis does not answer within a few seconds.
+    async fn start_redis(
+        redis: &crate::config::RedisConfig,
+        hub_config: HubConfig,
+        bound: SocketAddr,
+    ) -> Result<Engine, Exit> {
+        let redis_settings = RedisSettings {
+            servers: redis.servers.clone(),
+            password: redis.password.clone(),
+            prefix: redis.prefix.clone(),
+            node_id: redis.node_id,
+            http_address: redis.advertise_http.clone().unwrap_or_else(|| crate::serve::reachable(bound)),
+        };
+        let engine = RedisEngine::connect(&redis_settings).await.map_err(|error| match error {
+            StartError::Invalid(reason) => Exit::Usage(format!("--redis: {reason}")),
+            StartError::Unreachable(reason) => {
+                Exit::Unavailable(format!("cannot reach Redis at {}: {reason}", redis.servers))
+            }
+        })?;
+        let registry =
+            Registry::with_user_groups(hub_config, engine.user_groups()).reporting_interest(engine.interest());
+        let registry = Arc::new(registry);
+        engine
+            .start(registry.clone())
+            .await
+            .map_err(|error| Exit::Unavailable(format!("cannot reach Redis: {error}")))?;
+        let (store, bus) = (engine.store(), engine.bus());
+        let redis = Some(Arc::new(engine));
+        let node_id = redis.as_ref().map_or(1, |engine| engine.node_id());
+        Ok(Engine { node_id, registry, store, bus, control: None, redis, fanout: None, grpc: None })
+    }
+
+    /// Leaves the cluster (a leader hands leadership over first), stops raft, then the gRPC
+    /// server; or leaves the Redis deployment.
     pub async fn shutdown(self) {
-        self.control.shutdown().await;
+        if let Some(redis) = &self.redis {
+            redis.shutdown().await;
+        }
+        if let Some(control) = &self.control {
+            control.shutdown().await;
+        }
         if let Some(GrpcServer { fanout, stop, mut task }) = self.grpc {
             fanout.shutdown();
             let _ = stop.send(());

@@ -15,6 +15,9 @@ pub mod token;
 pub enum Exit {
     /// Invalid configuration or arguments: exit code 64 with this one-line reason.
     Usage(String),
+    /// A service the node needs (Redis) cannot be reached at start: exit code 69
+    /// (EX_UNAVAILABLE) with this one-line reason.
+    Unavailable(String),
     /// Anything else (I/O failures at run time).
     Failed(anyhow::Error),
 }

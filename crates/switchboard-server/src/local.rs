@@ -18,8 +18,8 @@ pub struct LocalNode {
     pub connection_string: String,
     /// `/metrics`, `/healthz`, `/readyz`, when `internal_listen` was set (any port: `127.0.0.1:0`).
     pub internal: Option<SocketAddr>,
-    /// The node's control plane, for tools that write memberships directly.
-    pub control: switchboard_control::ControlPlane,
+    /// The node's control plane, for tools that write memberships directly (`None` with Redis).
+    pub control: Option<switchboard_control::ControlPlane>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     data_dir: PathBuf,
 }
@@ -44,7 +44,7 @@ impl LocalNode {
         let node = Node::start(&settings, &listener).await.unwrap_or_else(|_| panic!("the local node did not start"));
         let endpoint = node.endpoint.as_str().trim_end_matches('/').to_owned();
         let connection_string = node.connection_string.clone();
-        let control = node.control().clone();
+        let control = node.control().cloned();
         let internal = match settings.internal_listen {
             None => None,
             Some(address) => Some(

@@ -1,7 +1,8 @@
 //! `switchboard`: a self-hosted service compatible with Azure SignalR Service (serverless).
 //!
 //! `main` only parses the command line and hands over; exit code 64 means invalid
-//! configuration (EX_USAGE), with a one-line reason on stderr.
+//! configuration (EX_USAGE) and 69 a service it needs (Redis) unreachable at start
+//! (EX_UNAVAILABLE), each with a one-line reason on stderr.
 
 use clap::Parser;
 
@@ -27,6 +28,10 @@ fn main() -> std::process::ExitCode {
         Err(switchboard_server::Exit::Usage(reason)) => {
             eprintln!("switchboard: {reason}");
             std::process::ExitCode::from(64)
+        }
+        Err(switchboard_server::Exit::Unavailable(reason)) => {
+            eprintln!("switchboard: {reason}");
+            std::process::ExitCode::from(69)
         }
         Err(switchboard_server::Exit::Failed(error)) => {
             eprintln!("switchboard: {error:#}");

@@ -43,7 +43,8 @@ pub struct Parts {
     pub registry: Arc<Registry>,
     pub upstream: Arc<Upstream>,
     pub fanout: Option<switchboard_fanout::FanoutClient>,
-    pub control: ControlPlane,
+    pub control: Option<ControlPlane>,
+    pub redis: Option<Arc<switchboard_redis::RedisEngine>>,
 }
 
 /// REST requests by route template and status, and their latency by route.
@@ -66,6 +67,11 @@ impl Observability {
         }
     }
 
+    /// Whether the engine's shared service (Redis) answers; always with raft.
+    fn engine_reachable(&self) -> bool {
+        self.parts.lock().as_ref().and_then(|parts| parts.redis.as_ref()).is_none_or(|redis| redis.is_connected())
+    }
+
     pub fn attach(&self, parts: Parts) {
         *self.parts.lock() = Some(parts);
     }
@@ -83,7 +89,12 @@ impl Observability {
             if let Some(fanout) = &parts.fanout {
                 write_fanout(&mut out, fanout.stats());
             }
-            write_raft(&mut out, &parts.control);
+            if let Some(control) = &parts.control {
+                write_raft(&mut out, control);
+            }
+            if let Some(redis) = &parts.redis {
+                write_redis(&mut out, redis);
+            }
         }
         self.write_rest(&mut out);
         write_process(&mut out);
@@ -152,6 +163,9 @@ pub fn router(observability: Arc<Observability>) -> axum::Router {
             "/readyz",
             get(|State(o): State<Arc<Observability>>| async move {
                 match o.readiness() {
+                    Readiness::Ready if !o.engine_reachable() => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable").into_response()
+                    }
                     Readiness::Ready => (StatusCode::OK, "ready").into_response(),
                     Readiness::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response(),
                     Readiness::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response(),
@@ -278,6 +292,44 @@ fn write_admission(out: &mut String, admission: &switchboard_edge::Admission) {
         "reason",
         refused.into_iter(),
     );
+}
+
+/// The Redis engine's counters.
+fn write_redis(out: &mut String, redis: &switchboard_redis::RedisEngine) {
+    let stats = redis.stats();
+    let (dropped, reconnects) = redis.losses();
+    let counters: [(&str, &str, u64); 8] = [
+        ("switchboard_redis_published_total", "Calls published to Redis channels.", Stats::get(&stats.published)),
+        (
+            "switchboard_redis_received_total",
+            "Messages received on this node's Redis subscriptions.",
+            Stats::get(&stats.received),
+        ),
+        ("switchboard_redis_reply_batches_total", "Pipelines of replies published.", Stats::get(&stats.replies)),
+        ("switchboard_redis_subscribes_total", "Channels subscribed to.", Stats::get(&stats.subscribes)),
+        (
+            "switchboard_redis_resubscribes_total",
+            "Times every subscription was renewed after a reconnect.",
+            Stats::get(&stats.resubscribes),
+        ),
+        ("switchboard_redis_reconnects_total", "Connections to Redis rebuilt.", reconnects),
+        ("switchboard_redis_dropped_total", "Messages from Redis dropped because this node fell behind.", dropped),
+        (
+            "switchboard_redis_log_entries_applied_total",
+            "Membership log entries applied.",
+            Stats::get(&stats.log_entries_applied),
+        ),
+    ];
+    for (name, help, value) in counters {
+        write_header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let name = "switchboard_redis_heartbeat_seconds";
+    write_header(out, name, "gauge", "Round trip of the last lease renewal in Redis.");
+    let _ = writeln!(out, "{name} {}", Stats::get(&stats.heartbeat_rtt_micros) as f64 / 1e6);
+    let name = "switchboard_redis_connected";
+    write_header(out, name, "gauge", "1 while the node's lease in Redis is current.");
+    let _ = writeln!(out, "{name} {}", u8::from(redis.is_connected()));
 }
 
 fn write_raft(out: &mut String, control: &ControlPlane) {

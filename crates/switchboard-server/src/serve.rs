@@ -113,9 +113,9 @@ impl Node {
         self.observability.clone()
     }
 
-    /// The node's raft group (membership writes and reads, cluster state).
-    pub fn control(&self) -> &ControlPlane {
-        &self.engine.control
+    /// The node's raft group (membership writes and reads, cluster state); `None` with Redis.
+    pub fn control(&self) -> Option<&ControlPlane> {
+        self.engine.control.as_ref()
     }
 
     /// Builds the node for a bound `listener` (its address becomes the default endpoint) and
@@ -144,7 +144,7 @@ impl Node {
         let node_secret: [u8; 32] = rand::rng().random();
         let edge_config = EdgeConfig {
             max_message_size: settings.max_message_size,
-            node_id: settings.node_id,
+            node_id: engine.node_id,
             allowed_origins: settings.allowed_origins.clone(),
             keep_alive: settings.keep_alive,
             client_timeout: settings.client_timeout,
@@ -168,9 +168,10 @@ impl Node {
             upstream: upstream.clone(),
             fanout: engine.fanout.clone(),
             control: engine.control.clone(),
+            redis: engine.redis.clone(),
         });
         let mut edge = EdgeState::new(edge_config, registry.clone(), verifier.clone(), tokens, upstream);
-        if settings.cluster.is_some() {
+        if settings.cluster.is_some() || settings.redis.is_some() {
             let bus = engine.bus.clone();
             edge = edge.with_peers(Arc::new(move |node| bus.http_address(node)));
         }
@@ -182,17 +183,19 @@ impl Node {
             store: engine.store.clone(),
             bus: engine.bus.clone(),
         });
-        let status =
-            Arc::new(crate::cluster::StatusState { control: engine.control.clone(), verifier: verifier.clone() });
-        let status_route = axum::Router::new()
-            .route(crate::cluster::STATUS_PATH, axum::routing::get(crate::cluster::status_endpoint))
-            .route(
-                &format!("{}/{{node}}", crate::cluster::NODES_PATH),
-                axum::routing::delete(crate::cluster::remove_node_endpoint),
-            )
-            .with_state(status);
-        let app = switchboard_edge::router(edge.clone())
-            .merge(status_route)
+        let mut app = switchboard_edge::router(edge.clone());
+        if let Some(control) = &engine.control {
+            let status = Arc::new(crate::cluster::StatusState { control: control.clone(), verifier: verifier.clone() });
+            let status_route = axum::Router::new()
+                .route(crate::cluster::STATUS_PATH, axum::routing::get(crate::cluster::status_endpoint))
+                .route(
+                    &format!("{}/{{node}}", crate::cluster::NODES_PATH),
+                    axum::routing::delete(crate::cluster::remove_node_endpoint),
+                )
+                .with_state(status);
+            app = app.merge(status_route);
+        }
+        let app = app
             .merge(switchboard_api::router(api))
             .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") })
             .layer(axum::middleware::from_fn_with_state(observability.clone(), crate::metrics::count_rest));
@@ -205,7 +208,10 @@ impl Node {
         let Node { registry, edge, engine, app, observability, admission, .. } = self;
         let mut refusals = Refusals::default();
         observability.set_readiness(Readiness::Ready);
-        let purge = tokio::spawn(engine.control.clone().purge_expired_forever());
+        let purge = match &engine.control {
+            Some(control) => tokio::spawn(control.clone().purge_expired_forever()),
+            None => tokio::spawn(std::future::pending()),
+        };
         tokio::spawn(switchboard_edge::reclaim_abandoned(edge));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {

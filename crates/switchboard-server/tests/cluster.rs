@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchboard_auth::mint_server_token;
+use switchboard_testkit::redis::{RedisCluster, RedisServer};
 
 const KEY: &str = "cluster-test-access-key";
 const SECRET: &str = "cluster-test-secret";
@@ -18,6 +19,8 @@ struct NodeSpec {
 }
 
 struct Cluster {
+    /// `None`: the raft engine; `Some(flags)`: `--engine redis` with these flags.
+    redis: Option<Vec<String>>,
     dir: PathBuf,
     specs: Vec<NodeSpec>,
     children: Vec<Option<Child>>,
@@ -38,8 +41,16 @@ impl Cluster {
         let specs = (1..=nodes)
             .map(|id| NodeSpec { id, http: free_port(), grpc: free_port(), internal: free_port(), voter: id <= voters })
             .collect();
-        let mut cluster = Cluster { dir, specs, children: Vec::new(), _alone: alone };
+        let mut cluster = Cluster { redis: None, dir, specs, children: Vec::new(), _alone: alone };
         cluster.children = (0..nodes).map(|_| None).collect();
+        cluster
+    }
+
+    /// `nodes` stateless nodes of the Redis engine, started with `flags` (`--redis URL` or
+    /// `--redis-cluster URL,…`).
+    fn on_redis(nodes: u64, flags: &[&str]) -> Cluster {
+        let mut cluster = Cluster::new(nodes, 0);
+        cluster.redis = Some(flags.iter().map(|flag| (*flag).to_owned()).collect());
         cluster
     }
 
@@ -70,16 +81,20 @@ impl Cluster {
             KEY.into(),
             "--node-id".into(),
             id.to_string(),
-            "--grpc-listen".into(),
-            format!("127.0.0.1:{}", spec.grpc),
-            "--cluster-secret".into(),
-            SECRET.into(),
             "--shutdown-grace".into(),
             "1".into(),
             "--internal-listen".into(),
             format!("127.0.0.1:{}", spec.internal),
         ];
-        if spec.voter {
+        if let Some(flags) = &self.redis {
+            args.extend(["--engine".into(), "redis".into()]);
+            args.extend(flags.iter().cloned());
+        } else {
+            args.extend(["--grpc-listen".into(), format!("127.0.0.1:{}", spec.grpc)]);
+            args.extend(["--cluster-secret".into(), SECRET.into()]);
+        }
+        if self.redis.is_some() {
+        } else if spec.voter {
             args.extend(["--role".into(), "both".into(), "--voter".into(), self.voter_list()]);
         } else {
             args.extend(["--role".into(), "edge".into(), "--join".into(), self.join_list()]);
@@ -303,6 +318,26 @@ async fn next_messages(ws: &mut support::WsClient, pending: &mut Vec<Vec<u8>>) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_calls_on_any_node_reach_clients_on_every_node_exactly_once() {
     let mut cluster = Cluster::new(5, 3);
+    rest_calls_reach_clients_on_every_node_exactly_once(&mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_calls_reach_clients_on_every_node_exactly_once_through_redis() {
+    let redis = RedisServer::start();
+    let mut cluster = Cluster::on_redis(5, &["--redis", &redis.url()]);
+    rest_calls_reach_clients_on_every_node_exactly_once(&mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_calls_reach_clients_on_every_node_exactly_once_through_a_redis_cluster() {
+    let redis = tokio::task::block_in_place(|| RedisCluster::start(3, 1));
+    let mut cluster = Cluster::on_redis(5, &["--redis-cluster", &redis.urls().join(",")]);
+    rest_calls_reach_clients_on_every_node_exactly_once(&mut cluster).await;
+}
+
+/// Five nodes, a client on each: broadcast, user, group, connection sends through other
+/// nodes reach exactly the right clients once; G4 across entry nodes; existence; closes.
+async fn rest_calls_reach_clients_on_every_node_exactly_once(cluster: &mut Cluster) {
     tokio::task::block_in_place(|| cluster.start_all());
     let mut clients = Vec::new();
     for id in 1..=5u64 {
@@ -452,7 +487,17 @@ fn plain(port: u16, method: &str, target: &str, body: &[u8]) -> (u16, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_requests_may_land_on_any_node() {
-    let mut cluster = Cluster::new(3, 3);
+    transport_requests_may_land_on_any_node_of(&mut Cluster::new(3, 3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_requests_may_land_on_any_node_through_redis() {
+    let redis = RedisServer::start();
+    transport_requests_may_land_on_any_node_of(&mut Cluster::on_redis(3, &["--redis", &redis.url()])).await;
+}
+
+/// WebSockets, Long Polling and SSE requests of one connection arriving at different nodes.
+async fn transport_requests_may_land_on_any_node_of(cluster: &mut Cluster) {
     tokio::task::block_in_place(|| cluster.start_all());
 
     // WebSockets: negotiated on node 1, connected through node 2, reached through node 3.
