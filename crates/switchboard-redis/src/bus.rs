@@ -213,20 +213,30 @@ pub(crate) async fn receive(shared: Arc<Shared>, mut pushes: mpsc::Receiver<Byte
     }
 }
 
-/// Publishes queued replies, up to [`REPLY_BATCH`] per pipeline.
+/// Publishes queued replies, up to [`REPLY_BATCH`] per pipeline. On a Redis Cluster a pipeline
+/// only carries replies to one node: its channel lives on one shard, and a pipeline must not
+/// span shards.
 pub(crate) async fn send_replies(shared: Arc<Shared>, mut replies: mpsc::UnboundedReceiver<(u64, Bytes)>) {
     let mut batch = Vec::with_capacity(REPLY_BATCH);
+    let command = if shared.link.is_cluster() { "SPUBLISH" } else { "PUBLISH" };
     while replies.recv_many(&mut batch, REPLY_BATCH).await > 0 {
-        let mut pipe = redis::pipe();
-        let command = if shared.link.is_cluster() { "SPUBLISH" } else { "PUBLISH" };
+        let mut pipes: Vec<(u64, redis::Pipeline)> = Vec::new();
         for (node, reply) in batch.drain(..) {
-            pipe.cmd(command).arg(shared.names.node(node)).arg(reply.as_ref()).ignore();
+            let index = match pipes.iter().position(|(n, _)| *n == node || !shared.link.is_cluster()) {
+                Some(index) => index,
+                None => {
+                    pipes.push((node, redis::pipe()));
+                    pipes.len() - 1
+                }
+            };
+            pipes[index].1.cmd(command).arg(shared.names.node(node)).arg(reply.as_ref()).ignore();
         }
-        match shared.link.pipe::<()>(&pipe).await {
-            Ok(()) => {}
-            Err(error) => tracing::warn!(%error, "replies not published; their callers will time out"),
+        for (_, pipe) in pipes {
+            if let Err(error) = shared.link.pipe::<()>(&pipe).await {
+                tracing::warn!(%error, "replies not published; their callers will time out");
+            }
+            shared.stats.replies.fetch_add(1, Ordering::Relaxed);
         }
-        shared.stats.replies.fetch_add(1, Ordering::Relaxed);
     }
 }
 

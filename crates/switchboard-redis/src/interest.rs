@@ -144,15 +144,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
         if resubscribe {
             state.subscribed.extend(fixed.iter().cloned());
             add = state.subscribed.iter().cloned().collect();
-            if !first {
-                shared.stats.resubscribes.fetch_add(1, Ordering::Relaxed);
-            }
-            first = false;
         }
         let link = &shared.link;
         if !add.is_empty() {
             shared.stats.subscribes.fetch_add(add.len() as u64, Ordering::Relaxed);
             match tokio::time::timeout(SUBSCRIBE_TIMEOUT, link.subscribe(&add)).await {
+                Ok(Ok(())) if resubscribe && !first => {
+                    shared.stats.resubscribes.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     tracing::warn!(%error, channels = add.len(), "subscribing failed; retried on reconnect")
@@ -165,6 +164,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
         {
             tracing::debug!(channels = remove.len(), "unsubscribing failed (a stray message is ignored)");
         }
+        first = false;
         for done in waiting {
             let _ = done.send(());
         }

@@ -46,12 +46,14 @@ impl Cluster {
         cluster
     }
 
-    /// `nodes` stateless nodes of the Redis engine, started with `flags` (`--redis URL` or
-    /// `--redis-cluster URL,…`).
-    fn on_redis(nodes: u64, flags: &[&str]) -> Cluster {
+    /// `nodes` stateless nodes of the Redis engine, started with the flags `redis` returns for
+    /// the Redis it starts (`--redis URL` or `--redis-cluster URL,…`). The Redis is started
+    /// once the cluster runs alone, like the nodes' ports are chosen.
+    fn on_redis<R>(nodes: u64, redis: impl FnOnce() -> (R, Vec<String>)) -> (Cluster, R) {
         let mut cluster = Cluster::new(nodes, 0);
-        cluster.redis = Some(flags.iter().map(|flag| (*flag).to_owned()).collect());
-        cluster
+        let (server, flags) = redis();
+        cluster.redis = Some(flags);
+        (cluster, server)
     }
 
     /// Voters by host name (`localhost`), so peer addresses go through name resolution.
@@ -103,7 +105,11 @@ impl Cluster {
             Command::new(env!("CARGO_BIN_EXE_switchboard"))
                 .args(&args)
                 .env("SWITCHBOARD_LOG", "warn,openraft=off")
-                .stderr(Stdio::null()),
+                .stderr(if std::env::var_os("SWITCHBOARD_TEST_NODE_STDERR").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                }),
         );
         self.children[(id - 1) as usize] = Some(child);
         ready_rx
@@ -323,16 +329,67 @@ async fn rest_calls_on_any_node_reach_clients_on_every_node_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_calls_reach_clients_on_every_node_exactly_once_through_redis() {
-    let redis = RedisServer::start();
-    let mut cluster = Cluster::on_redis(5, &["--redis", &redis.url()]);
+    let (mut cluster, _redis) = tokio::task::block_in_place(|| Cluster::on_redis(5, standalone));
     rest_calls_reach_clients_on_every_node_exactly_once(&mut cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_calls_reach_clients_on_every_node_exactly_once_through_a_redis_cluster() {
-    let redis = tokio::task::block_in_place(|| RedisCluster::start(3, 1));
-    let mut cluster = Cluster::on_redis(5, &["--redis-cluster", &redis.urls().join(",")]);
+    let (mut cluster, _redis) = tokio::task::block_in_place(|| {
+        Cluster::on_redis(5, || {
+            let redis = RedisCluster::start(3, 1);
+            let flags = vec!["--redis-cluster".into(), redis.urls().join(",")];
+            (redis, flags)
+        })
+    });
     rest_calls_reach_clients_on_every_node_exactly_once(&mut cluster).await;
+}
+
+/// A standalone Redis and the flags that point nodes at it.
+fn standalone() -> (RedisServer, Vec<String>) {
+    let redis = RedisServer::start();
+    let flags = vec!["--redis".into(), redis.url()];
+    (redis, flags)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_engine_rides_out_a_killed_node_and_a_redis_restart() {
+    let (mut cluster, mut redis) = tokio::task::block_in_place(|| Cluster::on_redis(3, standalone));
+    tokio::task::block_in_place(|| cluster.start_all());
+    let (mut a, _) = connect_client(cluster.http(1), "a").await;
+    let (mut b, _) = connect_client(cluster.http(2), "b").await;
+    let (_c, c) = connect_client(cluster.http(3), "c").await;
+    let (mut pending_a, mut pending_b) = (Vec::new(), Vec::new());
+    let broadcast = |argument: &str| format!(r#"{{"target":"m","arguments":["{argument}"]}}"#);
+
+    // kill -9 of a node: sends through the others succeed at once and reach everyone left;
+    // its connection is gone for existence questions.
+    cluster.kill(3);
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat", &broadcast("after-kill")).await, 202);
+    assert_eq!(next_messages(&mut a, &mut pending_a).await, invocation("after-kill"));
+    assert_eq!(next_messages(&mut b, &mut pending_b).await, invocation("after-kill"));
+    let exists = format!("/api/hubs/chat/connections/{c}?api-version=2022-06-01");
+    assert_eq!(tokio::task::block_in_place(|| rest(cluster.http(2), "HEAD", &exists)).0, 404);
+
+    // Redis goes away: REST answers 503 (nothing was sent or stored), clients stay connected.
+    tokio::task::block_in_place(|| redis.kill());
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat", &broadcast("lost")).await, 503);
+    let membership = "/api/hubs/chat/users/a/groups/g?api-version=2022-06-01";
+    assert_eq!(tokio::task::block_in_place(|| rest(cluster.http(2), "PUT", membership)).0, 503);
+
+    // Redis is back: each node reconnects and resubscribes, and deliveries resume.
+    tokio::task::block_in_place(|| {
+        redis.restart();
+        wait_for("both nodes resubscribed", Duration::from_secs(30), || {
+            (1..=2).all(|id| cluster.metric(id, "switchboard_redis_resubscribes_total") >= 1)
+        });
+    });
+    assert_eq!(post(cluster.http(2), "/api/v1/hubs/chat", &broadcast("resumed")).await, 202);
+    assert_eq!(next_messages(&mut a, &mut pending_a).await, invocation("resumed"));
+    assert_eq!(next_messages(&mut b, &mut pending_b).await, invocation("resumed"));
+    assert_eq!(tokio::task::block_in_place(|| rest(cluster.http(2), "PUT", membership)).0, 200);
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat/groups/g", &broadcast("to-g")).await, 202);
+    assert_eq!(next_messages(&mut a, &mut pending_a).await, invocation("to-g"));
 }
 
 /// Five nodes, a client on each: broadcast, user, group, connection sends through other
@@ -492,8 +549,8 @@ async fn transport_requests_may_land_on_any_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_requests_may_land_on_any_node_through_redis() {
-    let redis = RedisServer::start();
-    transport_requests_may_land_on_any_node_of(&mut Cluster::on_redis(3, &["--redis", &redis.url()])).await;
+    let (mut cluster, _redis) = tokio::task::block_in_place(|| Cluster::on_redis(3, standalone));
+    transport_requests_may_land_on_any_node_of(&mut cluster).await;
 }
 
 /// WebSockets, Long Polling and SSE requests of one connection arriving at different nodes.
