@@ -2,21 +2,23 @@
 # A local Switchboard cluster of real processes on loopback.
 #
 #   deploy/local/cluster.sh start --nodes N [--voters V] --base-port P --data-dir DIR [--access-key KEY]
+#                                 [--engine raft|redis] [--redis URL | --redis-cluster URL,URL,...]
 #   deploy/local/cluster.sh stop --data-dir DIR
 #
 # Node i (1..N) serves clients and REST on 127.0.0.1:P+i-1 and inter-node gRPC on
 # 127.0.0.1:P+100+i-1. The first V nodes (default min(N,3)) are raft voters; the others are
-# edge-only nodes that join through node 1. `start` waits until every node is ready, then
-# prints `node <id> <role> http://127.0.0.1:<port>` per node and the connection string.
-# `start` on an existing DIR restarts the same cluster with its data. The binary is
-# $SWITCHBOARD_BIN, else target/release/switchboard, else target/debug/switchboard.
+# edge-only nodes that join through node 1. With --engine redis every node is a stateless edge
+# node of the Redis given (--voters is accepted and ignored; no gRPC port). `start` waits until
+# every node is ready, then prints `node <id> <role> http://127.0.0.1:<port>` per node and the
+# connection string. `start` on an existing DIR restarts the same cluster with its data. The
+# binary is $SWITCHBOARD_BIN, else target/release/switchboard, else target/debug/switchboard.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64; }
 
 command="${1:-}"; shift || true
-nodes=""; voters=""; base_port=""; data_dir=""; access_key=""
+nodes=""; voters=""; base_port=""; data_dir=""; access_key=""; engine="raft"; redis_flags=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --nodes) nodes="$2"; shift 2 ;;
@@ -24,6 +26,8 @@ while [[ $# -gt 0 ]]; do
     --base-port) base_port="$2"; shift 2 ;;
     --data-dir) data_dir="$2"; shift 2 ;;
     --access-key) access_key="$2"; shift 2 ;;
+    --engine) engine="$2"; shift 2 ;;
+    --redis | --redis-cluster) redis_flags+=("$1" "$2"); shift 2 ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
 done
@@ -50,8 +54,16 @@ case "$command" in
 esac
 
 [[ -n "$nodes" && -n "$base_port" ]] || usage
-[[ -n "$voters" ]] || voters=$(( nodes < 3 ? nodes : 3 ))
-(( voters >= 1 && voters <= nodes )) || { echo "--voters must be between 1 and --nodes" >&2; exit 64; }
+case "$engine" in
+  raft)
+    (( ${#redis_flags[@]} == 0 )) || { echo "--redis and --redis-cluster need --engine redis" >&2; exit 64; }
+    [[ -n "$voters" ]] || voters=$(( nodes < 3 ? nodes : 3 ))
+    (( voters >= 1 && voters <= nodes )) || { echo "--voters must be between 1 and --nodes" >&2; exit 64; } ;;
+  redis)
+    (( ${#redis_flags[@]} == 2 )) || { echo "--engine redis needs one --redis URL or --redis-cluster URL,URL,..." >&2; exit 64; }
+    voters=0 ;;
+  *) echo "--engine must be raft or redis" >&2; exit 64 ;;
+esac
 
 bin="${SWITCHBOARD_BIN:-}"
 if [[ -z "$bin" ]]; then
@@ -73,9 +85,15 @@ for i in $(seq 1 "$voters"); do voter_list+="${voter_list:+,}$i=127.0.0.1:$((bas
 
 for i in $(seq 1 "$nodes"); do
   http=$((base_port + i - 1)); grpc=$((base_port + 100 + i - 1))
-  args=(serve --listen "127.0.0.1:$http" --data-dir "$data_dir/node-$i" --access-key "$key"
-        --node-id "$i" --grpc-listen "127.0.0.1:$grpc" --cluster-secret "$secret")
-  if (( i <= voters )); then
+  args=(serve --listen "127.0.0.1:$http" --data-dir "$data_dir/node-$i" --access-key "$key" --node-id "$i")
+  if [[ "$engine" == redis ]]; then
+    args+=(--engine redis "${redis_flags[@]}")
+  else
+    args+=(--grpc-listen "127.0.0.1:$grpc" --cluster-secret "$secret")
+  fi
+  if [[ "$engine" == redis ]]; then
+    :
+  elif (( i <= voters )); then
     args+=(--role both --voter "$voter_list")
   else
     args+=(--role edge --join "127.0.0.1:$((base_port + 100))")

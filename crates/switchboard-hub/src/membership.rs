@@ -61,6 +61,15 @@ impl LocalUserGroups {
         self.hubs.read().get(hub).map_or_else(Vec::new, |ug| ug.groups_of(user, now).map(str::to_owned).collect())
     }
 
+    /// Drops expired memberships (reads ignore them already: this frees their memory);
+    /// returns how many.
+    pub fn purge_expired(&self, now: u64) -> usize {
+        let mut hubs = self.hubs.write();
+        let purged = hubs.values_mut().map(|ug| ug.purge_expired(now)).sum();
+        hubs.retain(|_, ug| !ug.is_empty());
+        purged
+    }
+
     /// Every hub's memberships, for a snapshot.
     pub fn export(&self) -> HashMap<String, UserGroups> {
         self.hubs.read().clone()

@@ -31,6 +31,8 @@ pub(crate) enum Event {
     Settle(oneshot::Sender<()>),
     /// The connection was rebuilt: subscribe to everything again.
     Resubscribe,
+    /// Every membership may have changed (a snapshot was loaded): check every group.
+    Recheck,
     /// The node stops: unsubscribe from everything (confirmed), then end.
     Leave(oneshot::Sender<()>),
 }
@@ -117,6 +119,16 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
                 }
                 Event::Settle(done) => waiting.push(done),
                 Event::Resubscribe => resubscribe = true,
+                Event::Recheck => {
+                    groups.extend(state.groups.iter().cloned());
+                    groups.extend(state.group_channels.values().cloned());
+                    for (hub, users) in &state.users {
+                        for user in users {
+                            let held = shared.mirror.groups_of(hub, user, unix_now());
+                            groups.extend(held.into_iter().map(|group| (hub.clone(), group)));
+                        }
+                    }
+                }
                 Event::Leave(done) => {
                     let all: Vec<String> = state.subscribed.drain().collect();
                     let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, shared.link.unsubscribe(&all)).await;

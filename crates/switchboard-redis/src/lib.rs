@@ -68,6 +68,13 @@ pub struct RedisSettings {
     pub node_id: Option<u64>,
     /// Where other nodes forward this node's client and REST requests.
     pub http_address: String,
+    /// Membership log entries between two snapshots (the log is trimmed behind each).
+    pub snapshot_every: u64,
+}
+
+impl RedisSettings {
+    /// Entries between snapshots by default.
+    pub const SNAPSHOT_EVERY: u64 = members::SNAPSHOT_EVERY;
 }
 
 /// Why the engine could not start.
@@ -90,6 +97,8 @@ pub struct RedisStats {
     pub subscribes: AtomicU64,
     pub resubscribes: AtomicU64,
     pub log_entries_applied: AtomicU64,
+    /// Connections of nodes whose lease ran out, closed by this node.
+    pub reaped: AtomicU64,
     /// The last heartbeat's round trip, in microseconds.
     pub heartbeat_rtt_micros: AtomicU64,
 }
@@ -109,6 +118,7 @@ pub(crate) struct Shared {
     pub(crate) nodes: nodes::LiveNodes,
     pub(crate) stats: RedisStats,
     pub(crate) stopping: AtomicBool,
+    pub(crate) snapshot_every: u64,
 }
 
 impl Shared {
@@ -164,6 +174,7 @@ impl RedisEngine {
             nodes: nodes::LiveNodes::new(settings.http_address.clone()),
             stats: RedisStats::default(),
             stopping: AtomicBool::new(false),
+            snapshot_every: settings.snapshot_every.max(1),
         });
         let queues = Queues { pushes, subscriptions: subscription_queue, syncs: sync_queue, replies: reply_queue };
         Ok(RedisEngine { shared, queues: Mutex::new(Some(queues)), tasks: Mutex::new(Vec::new()) })
@@ -211,6 +222,8 @@ impl RedisEngine {
     /// subscribes to this node's channels, loads the memberships and joins the live nodes.
     pub async fn start(&self, registry: Arc<Registry>) -> Result<(), EngineError> {
         let queues = self.queues.lock().take().expect("an engine starts once");
+        let name = nodes::client_name(&self.shared.names, self.shared.node);
+        self.shared.link.set_name(name).await.map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let _ = self.shared.registry.set(registry);
         let shared = &self.shared;
         let mut tasks = vec![

@@ -124,6 +124,8 @@ pub(crate) struct Link {
     pub(crate) disconnected: Arc<Notify>,
     /// Connections made after the first.
     pub(crate) reconnects: AtomicU64,
+    /// The name each standalone connection gives itself (`CLIENT SETNAME`).
+    name: RwLock<Option<String>>,
 }
 
 impl Link {
@@ -143,6 +145,7 @@ impl Link {
             dropped,
             disconnected,
             reconnects: AtomicU64::new(0),
+            name: RwLock::new(None),
         };
         Ok((link, received))
     }
@@ -177,6 +180,15 @@ impl Link {
         self.conn()?.pipe(pipe).await
     }
 
+    /// Names this connection and every later one (standalone only: see `nodes::reap`).
+    pub(crate) async fn set_name(&self, name: String) -> redis::RedisResult<()> {
+        *self.name.write() = Some(name.clone());
+        if self.is_cluster() {
+            return Ok(());
+        }
+        self.query::<()>(redis::cmd("CLIENT").arg("SETNAME").arg(name)).await
+    }
+
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self.servers, Servers::Cluster(_))
     }
@@ -191,7 +203,13 @@ impl Link {
         loop {
             let push = sender(&self.pushes, &self.dropped, &self.disconnected);
             match connect(&self.servers, self.password.as_deref(), push).await {
-                Ok(conn) => {
+                Ok(mut conn) => {
+                    let name = self.name.read().clone();
+                    if let Some(name) = name
+                        && let Err(error) = conn.query::<()>(redis::cmd("CLIENT").arg("SETNAME").arg(name)).await
+                    {
+                        tracing::warn!(%error, "cannot name the connection to Redis");
+                    }
                     let mut current = self.conn.write();
                     if current.is_none() {
                         return;

@@ -5,6 +5,12 @@
 //! with a TTL, `ttl` in seconds. Its id (`ms-seq`, Redis's clock) gives the time the TTL counts
 //! from and the update order of the 100 TTL-less groups rule, so every node applies an entry
 //! identically.
+//!
+//! The log does not grow without bound: every [`SNAPSHOT_EVERY`] entries (by default) the live node with the
+//! lowest id stores every membership as of an entry (`{prefix}:members:snapshot`, a hash of `id`
+//! and `data`) and trims the log before that entry, in one script that refuses an older
+//! snapshot. A node whose place in the log is older than the snapshot (a new node, or one that
+//! was away) loads the snapshot first, then reads the log after it.
 
 use crate::Shared;
 use crate::interest::Event;
@@ -22,6 +28,28 @@ use tokio::sync::{mpsc, oneshot};
 const READ_BATCH: usize = 1000;
 /// How often a node reads the log even without being told to (a missed notice costs at most this).
 const CATCH_UP: Duration = Duration::from_secs(2);
+/// Entries applied between two snapshots.
+pub(crate) const SNAPSHOT_EVERY: u64 = 10_000;
+/// Catch-up rounds between two purges of expired memberships from this node's copy (a minute).
+const PURGE_EVERY: u64 = 30;
+
+/// Stores the snapshot `ARGV[2]` as of entry `ARGV[1]` in `KEYS[1]` and trims the log `KEYS[2]`
+/// before that entry, unless the stored snapshot is as new or newer. Returns 1 when stored.
+const SNAPSHOT_SCRIPT: &str = r"
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local current = redis.call('HGET', KEYS[1], 'id')
+if current then
+  local cms, cseq = parse(current)
+  local nms, nseq = parse(ARGV[1])
+  if nms < cms or (nms == cms and nseq <= cseq) then return 0 end
+end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'data', ARGV[2])
+redis.call('XTRIM', KEYS[2], 'MINID', ARGV[1])
+return 1
+";
 
 /// Writes memberships. See the module docs.
 pub(crate) struct RedisStore(pub(crate) Arc<Shared>);
@@ -111,16 +139,28 @@ impl UserGroupReader for RedisStore {
 
 /// Applies the log whenever asked, and every [`CATCH_UP`].
 pub(crate) async fn run(shared: Arc<Shared>, mut syncs: mpsc::UnboundedReceiver<Sync>) {
-    let mut last = String::from("0-0");
+    let mut place = Place { last: "0-0".into(), since_snapshot: 0 };
     let mut batch = Vec::new();
     let mut tick = tokio::time::interval(CATCH_UP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds = 0u64;
     loop {
         tokio::select! {
             received = syncs.recv_many(&mut batch, 1024) => if received == 0 { return },
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                rounds += 1;
+                if rounds.is_multiple_of(PURGE_EVERY) {
+                    shared.mirror.purge_expired(unix_now());
+                }
+            }
         }
-        let result = apply_to_end(&shared, &mut last).await;
+        let result = apply_to_end(&shared, &mut place).await;
+        if result.is_ok() && place.since_snapshot >= shared.snapshot_every && shared.nodes.is_lowest(shared.node) {
+            match store_snapshot(&shared, &place.last).await {
+                Ok(()) => place.since_snapshot = 0,
+                Err(error) => tracing::warn!(%error, "cannot store a membership snapshot; the log is trimmed later"),
+            }
+        }
         if result.is_ok() && batch.iter().any(|sync| sync.reply_to.is_some() || sync.done.is_some()) {
             crate::interest::settled(&shared).await;
         }
@@ -137,29 +177,79 @@ pub(crate) async fn run(shared: Arc<Shared>, mut syncs: mpsc::UnboundedReceiver<
     }
 }
 
-/// Reads and applies every entry after `last`; the groups whose members changed are reported
-/// to the subscription task.
-async fn apply_to_end(shared: &Shared, last: &mut String) -> Result<(), EngineError> {
+/// Where this node is in the log.
+struct Place {
+    /// The last entry applied (`0-0`: none).
+    last: String,
+    /// Entries applied since this node last stored or loaded a snapshot.
+    since_snapshot: u64,
+}
+
+/// Reads and applies every entry after this node's place; first the snapshot, when it is newer
+/// (the entries before it are gone). The groups whose members changed are reported to the
+/// subscription task.
+async fn apply_to_end(shared: &Shared, place: &mut Place) -> Result<(), EngineError> {
+    let unavailable = |e: redis::RedisError| EngineError::Unavailable(e.to_string());
+    let snapshot_id: Option<String> =
+        shared.link.query(redis::cmd("HGET").arg(shared.names.snapshot()).arg("id")).await.map_err(unavailable)?;
+    if let Some(id) = snapshot_id.filter(|id| is_after(id, &place.last)) {
+        load_snapshot(shared, place).await?;
+        tracing::debug!(entry = %id, "membership snapshot loaded");
+    }
     loop {
         let command = redis::cmd("XRANGE")
             .arg(shared.names.log())
-            .arg(format!("({last}"))
+            .arg(format!("({}", place.last))
             .arg("+")
             .arg("COUNT")
             .arg(READ_BATCH)
             .clone();
-        let entries: Value = shared.link.query(&command).await.map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let entries: Value = shared.link.query(&command).await.map_err(unavailable)?;
         let entries = parse_entries(entries);
         let count = entries.len();
         for (id, fields) in entries {
             apply(shared, &id, &fields);
-            *last = id;
+            place.last = id;
         }
+        place.since_snapshot += count as u64;
         shared.stats.log_entries_applied.fetch_add(count as u64, Ordering::Relaxed);
         if count < READ_BATCH {
             return Ok(());
         }
     }
+}
+
+/// Replaces this node's copy with the stored snapshot.
+async fn load_snapshot(shared: &Shared, place: &mut Place) -> Result<(), EngineError> {
+    let command = redis::cmd("HMGET").arg(shared.names.snapshot()).arg("id").arg("data").clone();
+    let (id, data): (Option<String>, Option<String>) =
+        shared.link.query(&command).await.map_err(|e| EngineError::Unavailable(e.to_string()))?;
+    let (Some(id), Some(data)) = (id, data) else { return Ok(()) };
+    let hubs = serde_json::from_str(&data)
+        .map_err(|e| EngineError::Invalid(format!("the membership snapshot at {id} cannot be read: {e}")))?;
+    shared.mirror.import(hubs);
+    place.last = id;
+    place.since_snapshot = 0;
+    let _ = shared.subscriptions.send(Event::Recheck);
+    Ok(())
+}
+
+/// Stores this node's copy as the snapshot as of `last` and trims the log before it.
+async fn store_snapshot(shared: &Shared, last: &str) -> redis::RedisResult<()> {
+    let data = serde_json::to_string(&shared.mirror.export()).expect("memberships serialize");
+    let mut command = redis::cmd("EVAL");
+    command.arg(SNAPSHOT_SCRIPT).arg(2).arg(shared.names.snapshot()).arg(shared.names.log()).arg(last).arg(data);
+    let _stored: u64 = shared.link.query(&command).await?;
+    Ok(())
+}
+
+/// Whether stream id `a` comes after `b`.
+fn is_after(a: &str, b: &str) -> bool {
+    let parse = |id: &str| -> Option<(u64, u64)> {
+        let (ms, seq) = id.split_once('-')?;
+        Some((ms.parse().ok()?, seq.parse().ok()?))
+    };
+    parse(a) > parse(b)
 }
 
 /// Applies one entry to this node's copy. An entry this release cannot read is skipped.
@@ -237,6 +327,14 @@ fn text(value: Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_ids_compare_as_numbers() {
+        assert!(is_after("10-0", "9-5"));
+        assert!(is_after("9-10", "9-9"));
+        assert!(!is_after("9-9", "9-9"));
+        assert!(is_after("1-0", "0-0"));
+    }
 
     #[test]
     fn entry_ids_give_time_and_order() {

@@ -23,7 +23,8 @@ const LEASE: Duration = Duration::from_secs(5);
 const MISSED_PROBES: u64 = 3;
 
 /// Renews `KEYS[1]` (leases) and `KEYS[2]` (addresses) for node `ARGV[1]` at `ARGV[2]` for
-/// `ARGV[3]` ms (no node: only reads), drops expired nodes, returns the live addresses.
+/// `ARGV[3]` ms (no node: only reads), drops expired nodes, returns the live addresses (a flat
+/// list) and the nodes it dropped.
 const HEARTBEAT_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -31,11 +32,12 @@ if ARGV[1] ~= '' then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, id in ipairs(dead) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
 end
-return redis.call('HGETALL', KEYS[2])
+return {redis.call('HGETALL', KEYS[2]), dead}
 ";
 
 /// The live nodes as of the last heartbeat.
@@ -60,6 +62,11 @@ impl LiveNodes {
 
     pub(crate) fn http_address(&self, node: u64) -> Option<String> {
         self.addresses.read().get(&node).cloned()
+    }
+
+    /// Whether `node` has the lowest id of the live nodes (it writes the snapshots).
+    pub(crate) fn is_lowest(&self, node: u64) -> bool {
+        self.addresses.read().keys().min().is_none_or(|lowest| *lowest >= node)
     }
 
     /// Whether a heartbeat reached Redis within the lease.
@@ -88,9 +95,12 @@ pub(crate) async fn heartbeat(shared: &Shared) -> redis::RedisResult<()> {
     let mut command = redis::cmd("EVAL");
     command.arg(HEARTBEAT_SCRIPT).arg(2).arg(shared.names.nodes()).arg(shared.names.addresses());
     command.arg(shared.node).arg(&shared.nodes.own_address).arg(LEASE.as_millis() as u64);
-    let live: HashMap<String, String> = shared.link.query(&command).await?;
-    let live = live.into_iter().filter_map(|(node, address)| Some((node.parse().ok()?, address))).collect();
+    let (live, dead): (Vec<String>, Vec<u64>) = shared.link.query(&command).await?;
+    let live = live.chunks_exact(2).filter_map(|pair| Some((pair[0].parse().ok()?, pair[1].clone()))).collect();
     *shared.nodes.addresses.write() = live;
+    for node in dead {
+        reap(shared, node).await;
+    }
     *shared.nodes.last_heartbeat.write() = Some(Instant::now());
     shared.stats.heartbeat_rtt_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     Ok(())
@@ -101,6 +111,39 @@ pub(crate) async fn heartbeat(shared: &Shared) -> redis::RedisResult<()> {
 pub(crate) async fn announce(shared: &Shared) -> Result<(), switchboard_engine::EngineError> {
     let joined = NodeJoined { node: shared.node, http_address: shared.nodes.own_address.clone() };
     shared.request(&shared.names.all(), Body::Joined(joined)).await.map(|_| ())
+}
+
+/// The name of a node's connection to a standalone Redis (`CLIENT SETNAME`), by which a dead
+/// node's connection is found.
+pub(crate) fn client_name(names: &Names, node: u64) -> String {
+    format!("{}-node-{node}", names.prefix())
+}
+
+/// Closes the Redis connections of a node whose lease ran out. A node that hangs without
+/// closing its connection (stopped, not dead) stays subscribed: every call to a channel it
+/// holds would wait for its reply until the call's timeout. Killing its connection ends its
+/// subscriptions; if it resumes, it reconnects, resubscribes and renews its lease. On a Redis
+/// Cluster the connections are not named, and a hung node is not reaped.
+async fn reap(shared: &Shared, node: u64) {
+    if shared.link.is_cluster() || node == shared.node {
+        return;
+    }
+    let name = client_name(&shared.names, node);
+    let Ok(clients) = shared.link.query::<String>(redis::cmd("CLIENT").arg("LIST")).await else { return };
+    for line in clients.lines() {
+        let field = |key: &str| line.split(' ').find_map(|part| part.strip_prefix(key));
+        if field("name=") == Some(name.as_str())
+            && let Some(id) = field("id=")
+        {
+            tracing::warn!(
+                node,
+                "the lease of a node ran out while it was still connected to Redis; closing its connection"
+            );
+            if shared.link.query::<u64>(redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id)).await.is_ok() {
+                shared.stats.reaped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Removes this node's lease (a graceful stop).

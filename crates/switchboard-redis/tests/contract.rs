@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use switchboard_engine::contract::{Deployment, Member, run};
-use switchboard_hub::{HubConfig, Registry};
+use switchboard_hub::{HubConfig, Registry, UserGroupReader};
 use switchboard_redis::{RedisEngine, RedisSettings, Servers};
 use switchboard_testkit::redis::{RedisCluster, RedisServer};
 
@@ -16,12 +16,17 @@ struct Nodes {
 }
 
 async fn start_node(servers: &Servers, prefix: &str) -> (RedisEngine, Arc<Registry>) {
+    start_node_with(servers, prefix, RedisSettings::SNAPSHOT_EVERY).await
+}
+
+async fn start_node_with(servers: &Servers, prefix: &str, snapshot_every: u64) -> (RedisEngine, Arc<Registry>) {
     let settings = RedisSettings {
         servers: servers.clone(),
         password: None,
         prefix: prefix.to_owned(),
         node_id: None,
         http_address: "127.0.0.1:1".into(),
+        snapshot_every,
     };
     let engine = RedisEngine::connect(&settings).await.expect("Redis answers");
     let registry =
@@ -86,4 +91,39 @@ async fn the_redis_engine_passes_the_contract_on_a_redis_cluster() {
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 1)).await.unwrap();
     let mut nodes = Nodes::start(Servers::Cluster(cluster.urls()), "contract", 3).await;
     run(&mut nodes).await;
+}
+
+/// The membership log is trimmed behind snapshots, and a node that starts later (or was
+/// away) loads the snapshot and the log after it: it sees every membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_membership_log_is_trimmed_behind_snapshots_that_new_nodes_load() {
+    let redis = RedisServer::start();
+    let servers = Servers::Standalone(redis.url());
+    let (first, _) = start_node_with(&servers, "snap", 25).await;
+    let (second, _) = start_node_with(&servers, "snap", 25).await;
+    let store = first.store();
+    for n in 0..120 {
+        store.add("h", &format!("u{n}"), "g", None).await.expect("stored");
+    }
+    store.remove("h", "u7", "g").await.expect("removed");
+    store.add("h", "u200", "g", Some(0)).await.expect("a ttl=0 write stores nothing");
+    // The lowest node stores a snapshot at its next catch-up (every 2 s at most).
+    let log_length = || redis.cli(&["xlen", "{snap}:members:log"]).trim().parse::<u64>().unwrap();
+    tokio::task::block_in_place(|| {
+        switchboard_testkit::wait_for("a snapshot trims the log", std::time::Duration::from_secs(10), || {
+            log_length() < 60
+        })
+    });
+    assert!(redis.cli(&["hget", "{snap}:members:snapshot", "id"]).contains('-'), "a snapshot names its entry");
+    let (late, _) = start_node_with(&servers, "snap", 25).await;
+    let now = switchboard_hub::unix_now();
+    for engine in [&first, &second, &late] {
+        let reader = engine.user_groups();
+        let members: Vec<bool> = (0..120).map(|n| reader.is_member("h", &format!("u{n}"), "g", now)).collect();
+        assert_eq!(members.iter().filter(|m| **m).count(), 119, "node {}", engine.node_id());
+        assert!(!members[7] && !reader.is_member("h", "u200", "g", now), "node {}", engine.node_id());
+    }
+    for engine in [first, second, late] {
+        engine.shutdown().await;
+    }
 }

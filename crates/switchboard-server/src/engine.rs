@@ -97,6 +97,7 @@ impl Engine {
             prefix: redis.prefix.clone(),
             node_id: redis.node_id,
             http_address: redis.advertise_http.clone().unwrap_or_else(|| crate::serve::reachable(bound)),
+            snapshot_every: RedisSettings::SNAPSHOT_EVERY,
         };
         let engine = RedisEngine::connect(&redis_settings).await.map_err(|error| match error {
             StartError::Invalid(reason) => Exit::Usage(format!("--redis: {reason}")),

@@ -298,7 +298,7 @@ fn write_admission(out: &mut String, admission: &switchboard_edge::Admission) {
 fn write_redis(out: &mut String, redis: &switchboard_redis::RedisEngine) {
     let stats = redis.stats();
     let (dropped, reconnects) = redis.losses();
-    let counters: [(&str, &str, u64); 8] = [
+    let counters: [(&str, &str, u64); 9] = [
         ("switchboard_redis_published_total", "Calls published to Redis channels.", Stats::get(&stats.published)),
         (
             "switchboard_redis_received_total",
@@ -318,6 +318,11 @@ fn write_redis(out: &mut String, redis: &switchboard_redis::RedisEngine) {
             "switchboard_redis_log_entries_applied_total",
             "Membership log entries applied.",
             Stats::get(&stats.log_entries_applied),
+        ),
+        (
+            "switchboard_redis_reaped_total",
+            "Connections of nodes whose lease ran out, closed by this node.",
+            Stats::get(&stats.reaped),
         ),
     ];
     for (name, help, value) in counters {

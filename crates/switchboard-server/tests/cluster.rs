@@ -310,12 +310,15 @@ fn invocation(argument: &str) -> Vec<u8> {
     format!("{{\"type\":1,\"target\":\"m\",\"arguments\":[\"{argument}\"]}}\u{1e}").into_bytes()
 }
 
-/// Reads the next data frame, skipping pings; frames may hold several messages, so split them.
+/// Reads the next message, skipping WebSocket and SignalR pings (a test that pauses a node
+/// may see a keep-alive); frames may hold several messages, so split them.
 async fn next_messages(ws: &mut support::WsClient, pending: &mut Vec<Vec<u8>>) -> Vec<u8> {
-    if pending.is_empty() {
+    while pending.is_empty() {
         let data = ws.next_data().await;
         for record in data.split_inclusive(|b| *b == 0x1e) {
-            pending.push(record.to_vec());
+            if record != b"{\"type\":6}\x1e" {
+                pending.push(record.to_vec());
+            }
         }
     }
     pending.remove(0)
@@ -390,6 +393,41 @@ async fn the_redis_engine_rides_out_a_killed_node_and_a_redis_restart() {
     assert_eq!(tokio::task::block_in_place(|| rest(cluster.http(2), "PUT", membership)).0, 200);
     assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat/groups/g", &broadcast("to-g")).await, 202);
     assert_eq!(next_messages(&mut a, &mut pending_a).await, invocation("to-g"));
+}
+
+/// A node that hangs (SIGSTOP) keeps its connection to Redis open: once its lease runs out
+/// another node closes that connection, so sends stop waiting for it; when it resumes it
+/// reconnects and its client is reached again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_is_cut_off_from_redis_and_comes_back() {
+    let (mut cluster, _redis) = tokio::task::block_in_place(|| Cluster::on_redis(3, standalone));
+    tokio::task::block_in_place(|| cluster.start_all());
+    let (mut a, _) = connect_client(cluster.http(1), "a").await;
+    let (mut c, _) = connect_client(cluster.http(3), "c").await;
+    let (mut pending_a, mut pending_c) = (Vec::new(), Vec::new());
+    let broadcast = |argument: &str| format!(r#"{{"target":"m","arguments":["{argument}"]}}"#);
+    let pid = cluster.children[2].as_ref().expect("node 3 runs").id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill").args([name, &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill {name}");
+    };
+    signal("-STOP");
+    tokio::task::block_in_place(|| {
+        wait_for("the hung node's connection is closed", Duration::from_secs(20), || {
+            (1..=2).map(|id| cluster.metric(id, "switchboard_redis_reaped_total")).sum::<u64>() >= 1
+        })
+    });
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat", &broadcast("while-hung")).await, 202);
+    assert_eq!(next_messages(&mut a, &mut pending_a).await, invocation("while-hung"));
+    signal("-CONT");
+    tokio::task::block_in_place(|| {
+        wait_for("the resumed node resubscribed", Duration::from_secs(30), || {
+            cluster.metric(3, "switchboard_redis_resubscribes_total") >= 1
+        })
+    });
+    assert_eq!(post(cluster.http(2), "/api/v1/hubs/chat", &broadcast("resumed")).await, 202);
+    assert_eq!(next_messages(&mut a, &mut pending_a).await, invocation("resumed"));
+    assert_eq!(next_messages(&mut c, &mut pending_c).await, invocation("resumed"));
 }
 
 /// Five nodes, a client on each: broadcast, user, group, connection sends through other

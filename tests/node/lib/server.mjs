@@ -64,6 +64,13 @@ export async function startServer({ keys, allowedOrigins = [], extraArgs = [], e
   const dataDir = givenDataDir ?? mkdtempSync(join(tmpdir(), 'switchboard-test-'));
   const removeDataDir = () => { if (!givenDataDir) rmSync(dataDir, { recursive: true, force: true }); };
   const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir];
+  // SWITCHBOARD_TEST_REDIS=redis://…: the whole suite runs on the Redis engine (every send and
+  // membership goes through Redis). The prefix follows the data dir, so a restart on the same
+  // dir finds its memberships and two servers never share state.
+  if (process.env.SWITCHBOARD_TEST_REDIS) {
+    const prefix = `sb-${dataDir.split('/').pop().replace(/[^A-Za-z0-9_.-]/g, '')}`;
+    args.push('--engine', 'redis', '--redis', process.env.SWITCHBOARD_TEST_REDIS, '--redis-prefix', prefix);
+  }
   for (const k of accessKeys) args.push('--access-key', k);
   for (const o of allowedOrigins) args.push('--allowed-origin', o);
   args.push(...extraArgs);
