@@ -19,6 +19,8 @@ const BATCH: usize = 1024;
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often every group subscription is checked again (memberships expire without an event).
 const SWEEP: Duration = Duration::from_secs(30);
+/// How soon a failed subscription change is tried again.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// A change for the subscription task.
 pub(crate) enum Event {
@@ -81,7 +83,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
     let mut batch = Vec::with_capacity(BATCH);
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retry = tokio::time::interval(RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
+    // Set when subscribing failed: everything is subscribed again at the next retry tick.
+    let mut failed = false;
     loop {
         let mut groups = HashSet::new();
         let mut users = HashSet::new();
@@ -89,6 +95,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
         tokio::select! {
             received = events.recv_many(&mut batch, BATCH) => if received == 0 { return },
             _ = sweep.tick() => groups.extend(state.group_channels.values().cloned()),
+            _ = retry.tick(), if failed => resubscribe = true,
         }
         let mut waiting = Vec::new();
         for event in batch.drain(..) {
@@ -160,15 +167,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
         let link = &shared.link;
         if !add.is_empty() {
             shared.stats.subscribes.fetch_add(add.len() as u64, Ordering::Relaxed);
-            match tokio::time::timeout(SUBSCRIBE_TIMEOUT, link.subscribe(&add)).await {
+            let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, link.subscribe(&add)).await;
+            failed = !matches!(subscribed, Ok(Ok(())));
+            match subscribed {
                 Ok(Ok(())) if resubscribe && !first => {
                     shared.stats.resubscribes.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, channels = add.len(), "subscribing failed; retried on reconnect")
-                }
-                Err(_) => tracing::warn!(channels = add.len(), "subscribing timed out; retried on reconnect"),
+                Ok(Err(error)) => tracing::warn!(%error, channels = add.len(), "subscribing failed; retrying"),
+                Err(_) => tracing::warn!(channels = add.len(), "subscribing timed out; retrying"),
             }
         }
         if !remove.is_empty()

@@ -161,23 +161,35 @@ impl Link {
     }
 
     pub(crate) async fn publish(&self, channel: &str, payload: &[u8]) -> redis::RedisResult<usize> {
-        self.conn()?.publish(channel, payload).await
+        self.watch(self.conn()?.publish(channel, payload).await)
     }
 
     pub(crate) async fn subscribe(&self, channels: &[String]) -> redis::RedisResult<()> {
-        self.conn()?.subscribe(channels).await
+        self.watch(self.conn()?.subscribe(channels).await)
     }
 
     pub(crate) async fn unsubscribe(&self, channels: &[String]) -> redis::RedisResult<()> {
-        self.conn()?.unsubscribe(channels).await
+        self.watch(self.conn()?.unsubscribe(channels).await)
     }
 
     pub(crate) async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> redis::RedisResult<T> {
-        self.conn()?.query(command).await
+        self.watch(self.conn()?.query(command).await)
     }
 
     pub(crate) async fn pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> redis::RedisResult<T> {
-        self.conn()?.pipe(pipe).await
+        self.watch(self.conn()?.pipe(pipe).await)
+    }
+
+    /// A call that failed because a connection broke (or a Cluster's topology moved) may have
+    /// cost subscriptions: the engine is told, as for a disconnection push, and resubscribes.
+    fn watch<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(error) = &result
+            && (error.is_io_error() || error.is_connection_dropped() || error.is_cluster_error())
+            && self.conn.read().is_some()
+        {
+            self.disconnected.notify_one();
+        }
+        result
     }
 
     /// Names this connection and every later one (standalone only: see `nodes::reap`).

@@ -338,13 +338,7 @@ async fn rest_calls_reach_clients_on_every_node_exactly_once_through_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_calls_reach_clients_on_every_node_exactly_once_through_a_redis_cluster() {
-    let (mut cluster, _redis) = tokio::task::block_in_place(|| {
-        Cluster::on_redis(5, || {
-            let redis = RedisCluster::start(3, 1);
-            let flags = vec!["--redis-cluster".into(), redis.urls().join(",")];
-            (redis, flags)
-        })
-    });
+    let (mut cluster, _redis) = tokio::task::block_in_place(|| Cluster::on_redis(5, redis_cluster));
     rest_calls_reach_clients_on_every_node_exactly_once(&mut cluster).await;
 }
 
@@ -393,6 +387,48 @@ async fn the_redis_engine_rides_out_a_killed_node_and_a_redis_restart() {
     assert_eq!(tokio::task::block_in_place(|| rest(cluster.http(2), "PUT", membership)).0, 200);
     assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat/groups/g", &broadcast("to-g")).await, 202);
     assert_eq!(next_messages(&mut a, &mut pending_a).await, invocation("to-g"));
+}
+
+/// The Redis Cluster master holding the all-nodes channel dies: its replica takes over, the
+/// nodes resubscribe there, and broadcasts reach every client again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_engine_rides_out_a_redis_cluster_failover() {
+    let (mut cluster, mut redis) = tokio::task::block_in_place(|| Cluster::on_redis(3, redis_cluster));
+    tokio::task::block_in_place(|| cluster.start_all());
+    let (mut a, _) = connect_client(cluster.http(1), "a").await;
+    let (mut b, _) = connect_client(cluster.http(2), "b").await;
+    let (mut pending_a, mut pending_b) = (Vec::new(), Vec::new());
+    let broadcast = |argument: &str| format!(r#"{{"target":"m","arguments":["{argument}"]}}"#);
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat", &broadcast("before")).await, 202);
+    assert_eq!(next_messages(&mut a, &mut pending_a).await, invocation("before"));
+    assert_eq!(next_messages(&mut b, &mut pending_b).await, invocation("before"));
+
+    let master = tokio::task::block_in_place(|| redis.master_of("switchboard:all"));
+    tokio::task::block_in_place(|| redis.nodes[master].kill());
+    // A send meanwhile fails or succeeds without the dead shard; either way the nodes notice.
+    let during = post(cluster.http(1), "/api/v1/hubs/chat", &broadcast("during")).await;
+    assert!(matches!(during, 202 | 500 | 503), "{during}");
+    tokio::task::block_in_place(|| {
+        redis.wait_healthy();
+        wait_for("both nodes resubscribed after the failover", Duration::from_secs(30), || {
+            (1..=2).all(|id| cluster.metric(id, "switchboard_redis_resubscribes_total") >= 1)
+        });
+    });
+    assert_eq!(post(cluster.http(2), "/api/v1/hubs/chat", &broadcast("after")).await, 202);
+    for (ws, pending) in [(&mut a, &mut pending_a), (&mut b, &mut pending_b)] {
+        let mut message = next_messages(ws, pending).await;
+        if message == invocation("during") {
+            message = next_messages(ws, pending).await;
+        }
+        assert_eq!(message, invocation("after"));
+    }
+}
+
+/// A Redis Cluster of three masters with a replica each, and the flags that point nodes at it.
+fn redis_cluster() -> (RedisCluster, Vec<String>) {
+    let redis = RedisCluster::start(3, 1);
+    let flags = vec!["--redis-cluster".into(), redis.urls().join(",")];
+    (redis, flags)
 }
 
 /// A node that hangs (SIGSTOP) keeps its connection to Redis open: once its lease runs out

@@ -118,9 +118,19 @@ impl RedisCluster {
             .map(|_| {
                 let port = cluster_port();
                 let config = format!("nodes-{port}.conf");
+                // No diskless-sync delay: a replica is in sync (and may take over) at once.
                 RedisServer::start_with(
                     port,
-                    &["--cluster-enabled", "yes", "--cluster-config-file", &config, "--cluster-node-timeout", "2000"],
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &config,
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--repl-diskless-sync-delay",
+                        "0",
+                    ],
                 )
             })
             .collect();
@@ -133,6 +143,12 @@ impl RedisCluster {
         assert!(created.contains("[OK] All 16384 slots covered"), "redis-cli --cluster create: {created}");
         let cluster = RedisCluster { nodes };
         cluster.wait_healthy();
+        wait_for("every replica is in sync with its master", START, || {
+            cluster.nodes.iter().all(|n| {
+                let role = n.cli(&["info", "replication"]);
+                role.contains("role:master") || role.contains("master_link_status:up")
+            })
+        });
         cluster
     }
 
@@ -151,9 +167,26 @@ impl RedisCluster {
         });
     }
 
-    /// The index of a master that has a replica.
-    pub fn a_master(&self) -> usize {
-        self.nodes.iter().position(|n| n.cli(&["role"]).starts_with("master")).expect("a master")
+    /// The index of the running master serving the slot of `key` (a key or a sharded channel).
+    pub fn master_of(&self, key: &str) -> usize {
+        let running = self.nodes.iter().find(|n| n.child.is_some()).expect("a running node");
+        let slot: u16 = running.cli(&["cluster", "keyslot", key]).trim().parse().expect("a slot number");
+        let table = running.cli(&["cluster", "nodes"]);
+        for line in table.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(low), Ok(high)) if low <= slot && slot <= high)
+            });
+            let port: Option<u16> = fields[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok());
+            if serves && let Some(index) = self.nodes.iter().position(|n| Some(n.port) == port) {
+                return index;
+            }
+        }
+        panic!("no master serves slot {slot}: {table}");
     }
 }
 
