@@ -424,6 +424,40 @@ async fn the_redis_engine_rides_out_a_redis_cluster_failover() {
     }
 }
 
+/// G3 through processes (a group join answered through one node is seen by the next send
+/// through another, 30 times) and G6 (every Switchboard node restarted: the memberships stored
+/// in Redis are intact and routed again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_joins_are_seen_at_once_and_memberships_survive_restarting_every_node() {
+    let (mut cluster, _redis) = tokio::task::block_in_place(|| Cluster::on_redis(3, standalone));
+    tokio::task::block_in_place(|| cluster.start_all());
+    let (mut ws, id) = connect_client(cluster.http(3), "joiner").await;
+    let mut pending = Vec::new();
+    for i in 0..30u64 {
+        let (join_through, send_through) = (i % 3 + 1, (i + 1) % 3 + 1);
+        let join = format!("/api/v1/hubs/chat/groups/g{i}/connections/{id}");
+        assert_eq!(tokio::task::block_in_place(|| rest(cluster.http(join_through), "PUT", &join)).0, 200);
+        let body = format!(r#"{{"target":"m","arguments":["g{i}"]}}"#);
+        assert_eq!(post(cluster.http(send_through), &format!("/api/v1/hubs/chat/groups/g{i}"), &body).await, 202);
+        assert_eq!(next_messages(&mut ws, &mut pending).await, invocation(&format!("g{i}")), "G3 round {i}");
+    }
+    drop(ws);
+    for user in ["kept1", "kept2"] {
+        let path = format!("/api/hubs/chat/users/{user}/groups/durable?api-version=2022-06-01");
+        assert_eq!(tokio::task::block_in_place(|| rest(cluster.http(1), "PUT", &path)).0, 200);
+    }
+    tokio::task::block_in_place(|| {
+        cluster.kill_all();
+        cluster.start_all();
+    });
+    let (mut kept, _) = connect_client(cluster.http(2), "kept2").await;
+    let path = "/api/hubs/chat/users/kept1/groups/durable?api-version=2022-06-01";
+    assert_eq!(tokio::task::block_in_place(|| rest(cluster.http(3), "HEAD", path)).0, 200, "G6 after a restart");
+    let body = r#"{"target":"m","arguments":["durable"]}"#;
+    assert_eq!(post(cluster.http(3), "/api/v1/hubs/chat/groups/durable", body).await, 202);
+    assert_eq!(next_messages(&mut kept, &mut Vec::new()).await, invocation("durable"));
+}
+
 /// A Redis Cluster of three masters with a replica each, and the flags that point nodes at it.
 fn redis_cluster() -> (RedisCluster, Vec<String>) {
     let redis = RedisCluster::start(3, 1);
