@@ -158,10 +158,13 @@ class Cluster:
         self.binary = binary
         self.workdir = workdir
         self.image = dockerfile_runtime()
-        sts, deploy = rendered.statefulset, rendered.deployment
-        voters = sts["spec"]["replicas"]
+        # No StatefulSet with `engine: redis`: every pod is an edge of the Deployment.
+        statefulsets = rendered.all("StatefulSet")
+        sts, deploy = (statefulsets[0] if statefulsets else None), rendered.deployment
+        voters = sts["spec"]["replicas"] if sts else 0
         edges = edge_replicas if edge_replicas is not None else deploy["spec"]["replicas"]
-        all_ports = sorted({p["containerPort"] for w in (sts, deploy) for p in w["spec"]["template"]["spec"]["containers"][0]["ports"]})
+        workloads = [w for w in (sts, deploy) if w]
+        all_ports = sorted({p["containerPort"] for w in workloads for p in w["spec"]["template"]["spec"]["containers"][0]["ports"]})
         ips = pick_ip_block(voters + edges, all_ports)
         rng = random.SystemRandom()
         # Pod names as the controllers make them: <sts>-<ordinal>, <deployment>-<template hash>-<suffix>.
@@ -175,8 +178,8 @@ class Cluster:
             name = f"{deploy['metadata']['name']}-{template_hash}-{suffix}"
             self.pods.append(Pod(name, "edge", ips[voters + i], deploy, workdir / name))
         # Cluster DNS: the voters' stable names (<pod>.<headless service>.<namespace>.svc.<domain>).
-        headless = sts["spec"]["serviceName"]
         domain = rendered.values["clusterDomain"]
+        headless = sts["spec"]["serviceName"] if sts else ""
         self.dns = {f"{p.name}.{headless}.{NAMESPACE}.svc.{domain}": p.ip for p in self.pods if p.component == "control"}
         self.unresolved: set[str] = set()
         for pod in self.pods:

@@ -187,18 +187,30 @@ containers:
         value: "0.0.0.0:8080"
       - name: SWITCHBOARD_INTERNAL_LISTEN
         value: "0.0.0.0:9090"
-      - name: SWITCHBOARD_GRPC_LISTEN
-        value: "0.0.0.0:7001"
       - name: SWITCHBOARD_DATA_DIR
         value: /var/lib/switchboard
       - name: SWITCHBOARD_ACCESS_KEY_FILE
         value: /etc/switchboard/secret/access-keys
+      {{- if eq $root.Values.engine "redis" }}
+      {{- /* A stateless node of the Redis engine: Redis hands out its node id; other nodes
+      forward its clients' requests to its pod address. */}}
+      - name: SWITCHBOARD_ADVERTISE_HTTP
+        value: "$(POD_IP):8080"
+      {{- if $root.Values.redis.existingSecret }}
+      - name: SWITCHBOARD_REDIS_PASSWORD_FILE
+        value: /etc/switchboard/redis/password
+      {{- end }}
+      {{- else }}
+      - name: SWITCHBOARD_GRPC_LISTEN
+        value: "0.0.0.0:7001"
       - name: SWITCHBOARD_CLUSTER_SECRET
         valueFrom:
           secretKeyRef:
             name: {{ include "switchboard.secretName" $root }}
             key: {{ $root.Values.auth.clusterSecretKey }}
-      {{- if eq $component "control" }}
+      {{- end }}
+      {{- if eq $root.Values.engine "redis" }}
+      {{- else if eq $component "control" }}
       - name: SWITCHBOARD_ROLE
         value: {{ $values.role }}
       - name: SWITCHBOARD_NODE_ID
@@ -232,9 +244,11 @@ containers:
       - name: http
         containerPort: 8080
         protocol: TCP
+      {{- if eq $root.Values.engine "raft" }}
       - name: grpc
         containerPort: 7001
         protocol: TCP
+      {{- end }}
       - name: internal
         containerPort: 9090
         protocol: TCP
@@ -271,6 +285,11 @@ containers:
         mountPath: /var/lib/switchboard
       - name: tmp
         mountPath: /tmp
+      {{- if and (eq $root.Values.engine "redis") $root.Values.redis.existingSecret }}
+      - name: redis-password
+        mountPath: /etc/switchboard/redis
+        readOnly: true
+      {{- end }}
 volumes:
   - name: config
     configMap:
@@ -287,6 +306,15 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: 64Mi
+  {{- if and (eq $root.Values.engine "redis") $root.Values.redis.existingSecret }}
+  - name: redis-password
+    secret:
+      secretName: {{ $root.Values.redis.existingSecret }}
+      defaultMode: 0440
+      items:
+        - key: {{ $root.Values.redis.passwordKey }}
+          path: password
+  {{- end }}
   {{- if or (eq $component "edge") (not $values.persistence.enabled) }}
   - name: data
     emptyDir:
