@@ -25,9 +25,9 @@ from signalr import HubClient, http, mint
 REDIS_VALUE_SETS = {
     "standalone, autoscaled": {"engine": "redis", "redis": {"url": "redis://redis.default.svc:6379"},
                                "edge": {"autoscaling": {"enabled": True}}},
-    "cluster with a password": {"engine": "redis", "redis": {
-        "clusterUrls": ["redis://r-0.redis:6379", "redis://r-1.redis:6379"], "prefix": "chat-prod",
-        "existingSecret": "redis-auth"}},
+    "cluster over TLS with a password": {"engine": "redis", "redis": {
+        "clusterUrls": ["rediss://r-0.redis:6379", "rediss://r-1.redis:6379"], "prefix": "chat-prod",
+        "existingSecret": "redis-auth", "caExistingSecret": "redis-ca"}},
 }
 
 
@@ -67,9 +67,10 @@ def test_redis_mode_renders_stateless_edges_only():
     assert "on Redis" in r.notes and "statefulset" not in r.notes
 
 
-def test_redis_cluster_mode_and_a_password_from_a_secret():
-    urls = ["redis://r-0.redis:6379", "redis://r-1.redis:6379"]
-    r = Rendered({"engine": "redis", "redis": {"clusterUrls": urls, "existingSecret": "redis-auth", "passwordKey": "pw"}})
+def test_redis_cluster_mode_with_tls_a_private_ca_and_a_password_from_secrets():
+    urls = ["rediss://r-0.redis:6379", "rediss://r-1.redis:6379"]
+    r = Rendered({"engine": "redis", "redis": {"clusterUrls": urls, "existingSecret": "redis-auth", "passwordKey": "pw",
+                                               "caExistingSecret": "redis-ca", "caKey": "ca.pem"}})
     config = tomllib.loads(r.config_toml)
     assert config["redis_cluster"] == urls and "redis" not in config
     spec = r.deployment["spec"]["template"]["spec"]
@@ -79,6 +80,10 @@ def test_redis_cluster_mode_and_a_password_from_a_secret():
     assert mounts["redis-password"]["mountPath"] == "/etc/switchboard/redis" and mounts["redis-password"]["readOnly"]
     volume = next(v for v in spec["volumes"] if v["name"] == "redis-password")
     assert volume["secret"] == {"secretName": "redis-auth", "defaultMode": 0o440, "items": [{"key": "pw", "path": "password"}]}
+    assert env["SWITCHBOARD_REDIS_CA_FILE"]["value"] == "/etc/switchboard/redis-ca/ca.crt"
+    assert mounts["redis-ca"]["mountPath"] == "/etc/switchboard/redis-ca"
+    volume = next(v for v in spec["volumes"] if v["name"] == "redis-ca")
+    assert volume["secret"] == {"secretName": "redis-ca", "defaultMode": 0o440, "items": [{"key": "ca.pem", "path": "ca.crt"}]}
 
 
 @pytest.fixture

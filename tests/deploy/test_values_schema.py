@@ -53,7 +53,7 @@ BAD_VALUES = {
     "existing secret and keys": ({"auth": {"existingSecret": "keys", "accessKeys": ["0123456789abcdefghij"]}},
                                  ["auth.existingSecret is set"]),
     "unknown engine": ({"engine": "etcd"}, ["/engine"]),
-    "redis url not redis://": ({"engine": "redis", "redis": {"url": "http://redis:6379"}}, ["/redis/url"]),
+    "redis url not redis:// or rediss://": ({"engine": "redis", "redis": {"url": "http://redis:6379"}}, ["/redis/url"]),
     "redis engine without a Redis": ({"engine": "redis"}, ["engine redis needs exactly one of redis.url"]),
     "redis engine with both": ({"engine": "redis", "redis": {"url": "redis://a:1", "clusterUrls": ["redis://b:2"]}},
                                ["engine redis needs exactly one of redis.url"]),

@@ -62,6 +62,8 @@ pub struct RedisSettings {
     pub servers: Servers,
     /// A password that is not in the URL (read from a file by the caller).
     pub password: Option<String>,
+    /// For `rediss://`: the PEM certificates of the CAs to trust instead of the system's.
+    pub ca_pem: Option<Vec<u8>>,
     /// The prefix of every key and channel (default `switchboard`).
     pub prefix: String,
     /// This node's id; `None` takes the next free one from Redis.
@@ -146,12 +148,12 @@ impl RedisEngine {
     /// Connects to Redis and takes a node id; nothing is subscribed or read yet.
     pub async fn connect(settings: &RedisSettings) -> Result<RedisEngine, StartError> {
         let (link, pushes) =
-            link::Link::open(settings.servers.clone(), settings.password.clone()).await.map_err(|error| match error
-                .kind()
-            {
-                redis::ErrorKind::InvalidClientConfig => StartError::Invalid(error.to_string()),
-                _ => StartError::Unreachable(error.to_string()),
-            })?;
+            link::Link::open(settings.servers.clone(), settings.password.clone(), settings.ca_pem.clone())
+                .await
+                .map_err(|error| match error.kind() {
+                    redis::ErrorKind::InvalidClientConfig => StartError::Invalid(error.to_string()),
+                    _ => StartError::Unreachable(error.to_string()),
+                })?;
         let names = Names::new(&settings.prefix);
         let node = match settings.node_id {
             Some(node) => node,

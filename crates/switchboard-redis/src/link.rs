@@ -115,6 +115,7 @@ impl Conn {
 pub(crate) struct Link {
     servers: Servers,
     password: Option<String>,
+    ca_pem: Option<Vec<u8>>,
     /// `None` once closed.
     conn: RwLock<Option<Conn>>,
     pushes: mpsc::Sender<Bytes>,
@@ -133,13 +134,18 @@ impl Link {
     pub(crate) async fn open(
         servers: Servers,
         password: Option<String>,
+        ca_pem: Option<Vec<u8>>,
     ) -> redis::RedisResult<(Link, mpsc::Receiver<Bytes>)> {
+        // One crypto provider for rustls, whatever features other crates enable.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let (pushes, received) = mpsc::channel(PUSH_QUEUE);
         let (dropped, disconnected) = (Arc::new(AtomicU64::new(0)), Arc::new(Notify::new()));
-        let conn = connect(&servers, password.as_deref(), sender(&pushes, &dropped, &disconnected)).await?;
+        let push = sender(&pushes, &dropped, &disconnected);
+        let conn = connect(&servers, password.as_deref(), ca_pem.as_deref(), push).await?;
         let link = Link {
             servers,
             password,
+            ca_pem,
             conn: RwLock::new(Some(conn)),
             pushes,
             dropped,
@@ -214,7 +220,7 @@ impl Link {
         let mut backoff = Duration::from_millis(100);
         loop {
             let push = sender(&self.pushes, &self.dropped, &self.disconnected);
-            match connect(&self.servers, self.password.as_deref(), push).await {
+            match connect(&self.servers, self.password.as_deref(), self.ca_pem.as_deref(), push).await {
                 Ok(mut conn) => {
                     let name = self.name.read().clone();
                     if let Some(name) = name
@@ -240,9 +246,15 @@ impl Link {
     }
 }
 
+/// The CAs to trust for `rediss://`, when not the system's.
+fn certificates(ca_pem: Option<&[u8]>) -> redis::TlsCertificates {
+    redis::TlsCertificates { client_tls: None, root_cert: ca_pem.map(<[u8]>::to_vec) }
+}
+
 async fn connect(
     servers: &Servers,
     password: Option<&str>,
+    ca_pem: Option<&[u8]>,
     push: impl redis::aio::AsyncPushSender + Clone,
 ) -> redis::RedisResult<Conn> {
     match servers {
@@ -252,7 +264,11 @@ async fn connect(
             if let Some(password) = password {
                 settings = settings.set_password(password);
             }
-            let client = redis::Client::open(info.set_redis_settings(settings))?;
+            let info = info.set_redis_settings(settings);
+            let client = match ca_pem {
+                Some(_) => redis::Client::build_with_tls(info, certificates(ca_pem))?,
+                None => redis::Client::open(info)?,
+            };
             let config = AsyncConnectionConfig::new()
                 .set_push_sender(push)
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -271,6 +287,9 @@ async fn connect(
                 .response_timeout(RESPONSE_TIMEOUT);
             if let Some(password) = password {
                 builder = builder.password(password);
+            }
+            if ca_pem.is_some() {
+                builder = builder.certs(certificates(ca_pem));
             }
             let client = builder.build()?;
             match tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_connection()).await {

@@ -11,18 +11,25 @@ use switchboard_testkit::redis::{RedisCluster, RedisServer};
 
 struct Nodes {
     servers: Servers,
+    ca_pem: Option<Vec<u8>>,
     prefix: String,
     engines: Vec<Option<(RedisEngine, Arc<Registry>)>>,
 }
 
-async fn start_node(servers: &Servers, prefix: &str) -> (RedisEngine, Arc<Registry>) {
-    start_node_with(servers, prefix, RedisSettings::SNAPSHOT_EVERY).await
+async fn start_node(servers: &Servers, ca_pem: &Option<Vec<u8>>, prefix: &str) -> (RedisEngine, Arc<Registry>) {
+    start_node_with(servers, ca_pem, prefix, RedisSettings::SNAPSHOT_EVERY).await
 }
 
-async fn start_node_with(servers: &Servers, prefix: &str, snapshot_every: u64) -> (RedisEngine, Arc<Registry>) {
+async fn start_node_with(
+    servers: &Servers,
+    ca_pem: &Option<Vec<u8>>,
+    prefix: &str,
+    snapshot_every: u64,
+) -> (RedisEngine, Arc<Registry>) {
     let settings = RedisSettings {
         servers: servers.clone(),
         password: None,
+        ca_pem: ca_pem.clone(),
         prefix: prefix.to_owned(),
         node_id: None,
         http_address: "127.0.0.1:1".into(),
@@ -37,12 +44,12 @@ async fn start_node_with(servers: &Servers, prefix: &str, snapshot_every: u64) -
 }
 
 impl Nodes {
-    async fn start(servers: Servers, prefix: &str, count: usize) -> Nodes {
+    async fn start(servers: Servers, ca_pem: Option<Vec<u8>>, prefix: &str, count: usize) -> Nodes {
         let mut engines = Vec::new();
         for _ in 0..count {
-            engines.push(Some(start_node(&servers, prefix).await));
+            engines.push(Some(start_node(&servers, &ca_pem, prefix).await));
         }
-        Nodes { servers, prefix: prefix.to_owned(), engines }
+        Nodes { servers, ca_pem, prefix: prefix.to_owned(), engines }
     }
 }
 
@@ -67,7 +74,7 @@ impl Deployment for Nodes {
         let count = self.engines.len();
         self.engines.clear();
         for _ in 0..count {
-            self.engines.push(Some(start_node(&self.servers, &self.prefix).await));
+            self.engines.push(Some(start_node(&self.servers, &self.ca_pem, &self.prefix).await));
         }
     }
 
@@ -82,14 +89,23 @@ impl Deployment for Nodes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_engine_passes_the_contract_on_a_standalone_server() {
     let redis = RedisServer::start();
-    let mut nodes = Nodes::start(Servers::Standalone(redis.url()), "contract", 3).await;
+    let mut nodes = Nodes::start(Servers::Standalone(redis.url()), None, "contract", 3).await;
+    run(&mut nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_engine_passes_the_contract_over_tls() {
+    let redis = tokio::task::block_in_place(RedisServer::start_tls);
+    let ca = std::fs::read(redis.ca_file.as_ref().expect("a TLS server")).expect("the CA certificate");
+    assert!(redis.url().starts_with("rediss://"));
+    let mut nodes = Nodes::start(Servers::Standalone(redis.url()), Some(ca), "contract", 3).await;
     run(&mut nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_engine_passes_the_contract_on_a_redis_cluster() {
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 1)).await.unwrap();
-    let mut nodes = Nodes::start(Servers::Cluster(cluster.urls()), "contract", 3).await;
+    let mut nodes = Nodes::start(Servers::Cluster(cluster.urls()), None, "contract", 3).await;
     run(&mut nodes).await;
 }
 
@@ -99,8 +115,8 @@ async fn the_redis_engine_passes_the_contract_on_a_redis_cluster() {
 async fn the_membership_log_is_trimmed_behind_snapshots_that_new_nodes_load() {
     let redis = RedisServer::start();
     let servers = Servers::Standalone(redis.url());
-    let (first, _) = start_node_with(&servers, "snap", 25).await;
-    let (second, _) = start_node_with(&servers, "snap", 25).await;
+    let (first, _) = start_node_with(&servers, &None, "snap", 25).await;
+    let (second, _) = start_node_with(&servers, &None, "snap", 25).await;
     let store = first.store();
     for n in 0..120 {
         store.add("h", &format!("u{n}"), "g", None).await.expect("stored");
@@ -115,7 +131,7 @@ async fn the_membership_log_is_trimmed_behind_snapshots_that_new_nodes_load() {
         })
     });
     assert!(redis.cli(&["hget", "{snap}:members:snapshot", "id"]).contains('-'), "a snapshot names its entry");
-    let (late, _) = start_node_with(&servers, "snap", 25).await;
+    let (late, _) = start_node_with(&servers, &None, "snap", 25).await;
     let now = switchboard_hub::unix_now();
     for engine in [&first, &second, &late] {
         let reader = engine.user_groups();

@@ -195,6 +195,9 @@ pub struct ServeArgs {
     /// A file holding the Redis password (instead of putting it in the URL).
     #[arg(long, env = "SWITCHBOARD_REDIS_PASSWORD_FILE")]
     pub redis_password_file: Option<PathBuf>,
+    /// For rediss:// URLs: PEM certificates of the CAs to trust instead of the system's.
+    #[arg(long, env = "SWITCHBOARD_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Log format: plain or json [default: plain]. Filter with SWITCHBOARD_LOG (e.g. debug).
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT")]
     pub log_format: Option<String>,

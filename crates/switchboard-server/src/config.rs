@@ -62,6 +62,7 @@ pub struct FileConfig {
     pub redis_cluster: Option<Vec<String>>,
     pub redis_prefix: Option<String>,
     pub redis_password_file: Option<PathBuf>,
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 /// `node_id` in the config file: a number or `ordinal` / `auto`.
@@ -128,6 +129,8 @@ pub struct RedisConfig {
     pub servers: switchboard_redis::Servers,
     pub prefix: String,
     pub password: Option<String>,
+    /// `--redis-ca-file`: the CAs `rediss://` trusts instead of the system's (PEM).
+    pub ca_pem: Option<Vec<u8>>,
     /// `--node-id`, when given; otherwise Redis hands out the next free id.
     pub node_id: Option<u64>,
     /// `--advertise-http`: where other nodes forward this node's clients (default: the listen
@@ -240,7 +243,7 @@ impl Settings {
             args.redis.or(file.redis),
             if args.redis_cluster.is_empty() { file.redis_cluster.unwrap_or_default() } else { args.redis_cluster },
             args.redis_prefix.or(file.redis_prefix),
-            args.redis_password_file.or(file.redis_password_file),
+            [args.redis_password_file.or(file.redis_password_file), args.redis_ca_file.or(file.redis_ca_file)],
             given_node_id,
         )?;
         let grpc_listen = args.grpc_listen.or(file.grpc_listen);
@@ -372,7 +375,7 @@ fn redis_config(
     redis: Option<String>,
     cluster: Vec<String>,
     prefix: Option<String>,
-    password_file: Option<PathBuf>,
+    [password_file, ca_file]: [Option<PathBuf>; 2],
     node_id: Option<u64>,
 ) -> Result<Option<RedisConfig>, Exit> {
     match engine.unwrap_or("raft") {
@@ -403,17 +406,27 @@ fn redis_config(
             Some(text.trim_end_matches(['\r', '\n']).to_owned())
         }
     };
-    Ok(Some(RedisConfig { servers, prefix, password, node_id, advertise_http: None }))
+    let ca_pem = match ca_file {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read(&path)
+                .map_err(|e| usage(format!("cannot read --redis-ca-file {}: {e}", path.display())))?;
+            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                return Err(usage(format!("--redis-ca-file {} holds no PEM certificate", path.display())));
+            }
+            Some(pem)
+        }
+    };
+    Ok(Some(RedisConfig { servers, prefix, password, ca_pem, node_id, advertise_http: None }))
 }
 
-/// A `redis://` URL with a host; `rediss://` (TLS) is refused with the reason.
+/// A `redis://` or `rediss://` (TLS) URL with a host.
 fn check_redis_url(url: &str) -> Result<String, Exit> {
     let parsed = Url::parse(url).map_err(|e| usage(format!("'{url}' is not a Redis URL: {e}")))?;
     match parsed.scheme() {
-        "redis" if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(url.to_owned()),
-        "redis" => Err(usage(format!("the Redis URL '{url}' has no host"))),
-        "rediss" => Err(usage("TLS to Redis (rediss://) is not supported by this build; use redis://".into())),
-        scheme => Err(usage(format!("'{url}' is not a Redis URL (scheme '{scheme}', expected redis://)"))),
+        "redis" | "rediss" if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(url.to_owned()),
+        "redis" | "rediss" => Err(usage(format!("the Redis URL '{url}' has no host"))),
+        scheme => Err(usage(format!("'{url}' is not a Redis URL (scheme '{scheme}', expected redis:// or rediss://)"))),
     }
 }
 
@@ -534,7 +547,13 @@ mod tests {
             (redis(None, Some("redis://h:1"), &[]), "need --engine redis"),
             (redis(Some("etcd"), None, &[]), "raft or redis"),
             (redis(Some("redis"), Some("http://h:1"), &[]), "not a Redis URL"),
-            (redis(Some("redis"), Some("rediss://h:1"), &[]), "TLS"),
+            (
+                ServeArgs {
+                    redis_ca_file: Some("/nonexistent/ca.pem".into()),
+                    ..redis(Some("redis"), Some("rediss://h:1"), &[])
+                },
+                "redis-ca-file",
+            ),
             (redis(Some("redis"), Some("redis://h:1"), &["redis://h:2"]), "not both"),
             (
                 ServeArgs {

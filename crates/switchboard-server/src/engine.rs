@@ -94,6 +94,7 @@ impl Engine {
         let redis_settings = RedisSettings {
             servers: redis.servers.clone(),
             password: redis.password.clone(),
+            ca_pem: redis.ca_pem.clone(),
             prefix: redis.prefix.clone(),
             node_id: redis.node_id,
             http_address: redis.advertise_http.clone().unwrap_or_else(|| crate::serve::reachable(bound)),

@@ -458,6 +458,34 @@ async fn redis_joins_are_seen_at_once_and_memberships_survive_restarting_every_n
     assert_eq!(next_messages(&mut kept, &mut Vec::new()).await, invocation("durable"));
 }
 
+/// `rediss://`: nodes that trust the test's CA (`--redis-ca-file`) serve through a
+/// TLS-only Redis; a node that does not trust it refuses to start (exit 69, naming the reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_engine_speaks_tls_to_redis_and_checks_its_certificate() {
+    let (mut cluster, redis) = tokio::task::block_in_place(|| {
+        Cluster::on_redis(2, || {
+            let redis = RedisServer::start_tls();
+            let ca = redis.ca_file.clone().expect("a TLS server").display().to_string();
+            let flags = vec!["--redis".into(), redis.url(), "--redis-ca-file".into(), ca];
+            (redis, flags)
+        })
+    });
+    tokio::task::block_in_place(|| cluster.start_all());
+    let (mut ws, _) = connect_client(cluster.http(2), "over-tls").await;
+    let body = r#"{"target":"m","arguments":["encrypted"]}"#;
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat/users/over-tls", body).await, 202);
+    assert_eq!(next_messages(&mut ws, &mut Vec::new()).await, invocation("encrypted"));
+
+    let untrusting = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--access-key", KEY, "--engine", "redis", "--redis", &redis.url()])
+        .env("SWITCHBOARD_LOG", "off")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&untrusting.stderr);
+    assert_eq!(untrusting.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("cannot reach Redis at rediss://127.0.0.1:") && stderr.contains("ertificate"), "{stderr}");
+}
+
 /// A Redis Cluster of three masters with a replica each, and the flags that point nodes at it.
 fn redis_cluster() -> (RedisCluster, Vec<String>) {
     let redis = RedisCluster::start(3, 1);

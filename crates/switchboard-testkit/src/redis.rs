@@ -1,8 +1,8 @@
-//! Real Redis servers for tests: [`RedisServer`] (standalone) and [`RedisCluster`] (masters with
-//! replicas, made with `redis-cli --cluster create`), on free loopback ports, each in a scratch
-//! directory, stopped on drop. `redis-server` and `redis-cli` come from Debian's packages (the
-//! test script installs them); `SWITCHBOARD_REDIS_SERVER` / `SWITCHBOARD_REDIS_CLI` override
-//! the paths.
+//! Real Redis servers for tests: [`RedisServer`] (standalone, plain or TLS with certificates
+//! made by `openssl` for the test) and [`RedisCluster`] (masters with replicas, made with
+//! `redis-cli --cluster create`), on free loopback ports, each in a scratch directory, stopped on
+//! drop. `redis-server`, `redis-cli` and `openssl` come from Debian's packages (the test script
+//! installs them); `SWITCHBOARD_REDIS_SERVER` / `SWITCHBOARD_REDIS_CLI` override the paths.
 
 use crate::{free_port, wait_for};
 use std::io::{Read, Write};
@@ -23,6 +23,8 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: PathBuf,
     extra: Vec<String>,
+    /// TLS only: the CA certificate that signed the server's (PEM).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -35,14 +37,62 @@ impl RedisServer {
     pub fn start_with(port: u16, extra: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("switchboard-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a scratch directory");
-        let mut server = RedisServer { port, child: None, dir, extra: extra.iter().map(|s| (*s).to_owned()).collect() };
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut server = RedisServer { port, child: None, dir, extra, ca_file: None };
         server.spawn();
         server
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// A server that speaks TLS only, with a certificate for 127.0.0.1 signed by a CA made for
+    /// the test ([`RedisServer::ca_file`]).
+    pub fn start_tls() -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("switchboard-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let (ca, ca_key, key, csr, cert, san) = (
+            file("ca.crt"),
+            file("ca.key"),
+            file("server.key"),
+            file("server.csr"),
+            file("server.crt"),
+            file("san.ext"),
+        );
+        std::fs::write(&san, "subjectAltName=IP:127.0.0.1\n").expect("writable");
+        let make_ca =
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=switchboard test CA"];
+        let make_key = ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"];
+        let sign = ["x509", "-req", "-days", "2", "-CAcreateserial"];
+        let steps: [Vec<&str>; 3] = [
+            make_ca.into_iter().chain(["-keyout", &ca_key, "-out", &ca]).collect(),
+            make_key.into_iter().chain(["-keyout", &key, "-out", &csr]).collect(),
+            sign.into_iter()
+                .chain(["-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-out", &cert, "-extfile", &san])
+                .collect(),
+        ];
+        for step in &steps {
+            let output = Command::new("openssl")
+                .args(step)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run openssl ({e}): the test script installs it"));
+            assert!(output.status.success(), "openssl {step:?}: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        let port_text = port.to_string();
+        let extra = ["--port", "0", "--tls-port", &port_text, "--tls-cert-file", &cert, "--tls-key-file", &key]
+            .into_iter()
+            .chain(["--tls-ca-cert-file", &ca, "--tls-auth-clients", "no"])
+            .map(str::to_owned)
+            .collect();
+        let ca_file = Some(dir.join("ca.crt"));
+        let mut server = RedisServer { port, child: None, dir, extra, ca_file };
+        server.spawn();
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.ca_file.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     fn spawn(&mut self) {
@@ -57,7 +107,10 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("cannot run {binary} ({e}): the test script installs Debian's redis-server"));
         self.child = Some(child);
         let port = self.port;
-        wait_for("redis-server answers PING", START, || ping(port));
+        match &self.ca_file {
+            None => wait_for("redis-server answers PING", START, || ping(port)),
+            Some(_) => wait_for("redis-server answers PING over TLS", START, || self.cli(&["ping"]).contains("PONG")),
+        };
     }
 
     /// Kills the server (SIGKILL): its data is gone, as with a crash without persistence.
@@ -74,9 +127,16 @@ impl RedisServer {
         self.spawn();
     }
 
-    /// Runs `redis-cli -p <port> <args>` and returns what it printed.
+    /// Runs `redis-cli -p <port> <args>` (over TLS for a TLS server) and returns what it printed.
     pub fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args)
+        match &self.ca_file {
+            None => cli(self.port, args),
+            Some(ca) => {
+                let mut tls = vec!["--tls", "--cacert", ca.to_str().expect("a UTF-8 path")];
+                tls.extend_from_slice(args);
+                cli(self.port, &tls)
+            }
+        }
     }
 }
 

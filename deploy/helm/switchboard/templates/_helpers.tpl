@@ -200,6 +200,10 @@ containers:
       - name: SWITCHBOARD_REDIS_PASSWORD_FILE
         value: /etc/switchboard/redis/password
       {{- end }}
+      {{- if $root.Values.redis.caExistingSecret }}
+      - name: SWITCHBOARD_REDIS_CA_FILE
+        value: /etc/switchboard/redis-ca/ca.crt
+      {{- end }}
       {{- else }}
       - name: SWITCHBOARD_GRPC_LISTEN
         value: "0.0.0.0:7001"
@@ -290,6 +294,11 @@ containers:
         mountPath: /etc/switchboard/redis
         readOnly: true
       {{- end }}
+      {{- if and (eq $root.Values.engine "redis") $root.Values.redis.caExistingSecret }}
+      - name: redis-ca
+        mountPath: /etc/switchboard/redis-ca
+        readOnly: true
+      {{- end }}
 volumes:
   - name: config
     configMap:
@@ -314,6 +323,15 @@ volumes:
       items:
         - key: {{ $root.Values.redis.passwordKey }}
           path: password
+  {{- end }}
+  {{- if and (eq $root.Values.engine "redis") $root.Values.redis.caExistingSecret }}
+  - name: redis-ca
+    secret:
+      secretName: {{ $root.Values.redis.caExistingSecret }}
+      defaultMode: 0440
+      items:
+        - key: {{ $root.Values.redis.caKey }}
+          path: ca.crt
   {{- end }}
   {{- if or (eq $component "edge") (not $values.persistence.enabled) }}
   - name: data
