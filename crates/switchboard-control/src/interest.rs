@@ -89,7 +89,7 @@ impl InterestReporter {
     fn report_everything(&self, registry: &Registry) {
         let snapshot = registry.interest_snapshot();
         tracing::info!(entries = snapshot.len(), "reporting the node's routing interest again");
-        for (hub, kind, name) in snapshot {
+        for (hub, kind, name) in snapshot.into_iter().filter(|(_, kind, _)| *kind != InterestKind::Hub) {
             self.report(&hub, kind, &name, true);
         }
     }
@@ -114,6 +114,10 @@ fn coalesce(changes: impl Iterator<Item = Change>) -> Vec<InterestChange> {
 
 impl InterestSink for InterestReporter {
     fn report(&self, hub: &str, kind: InterestKind, name: &str, present: bool) {
+        // Broadcasts go to every node: hub interest is not routed (nor written to the log).
+        if kind == InterestKind::Hub {
+            return;
+        }
         let sequence = self.reported.fetch_add(1, Ordering::SeqCst) + 1;
         let _ = self.queue.send((sequence, hub.to_owned(), kind, name.to_owned(), present));
     }

@@ -39,10 +39,12 @@ impl HubState {
         self.memberships.is_empty() && self.user_interest.is_empty() && self.group_interest.is_empty()
     }
 
-    fn interest_map(&mut self, kind: InterestKind) -> &mut HashMap<String, BTreeSet<u64>> {
+    /// The routing table of a kind; `None` for hub interest, which the raft engine never routes.
+    fn interest_map(&mut self, kind: InterestKind) -> Option<&mut HashMap<String, BTreeSet<u64>>> {
         match kind {
-            InterestKind::User => &mut self.user_interest,
-            InterestKind::Group => &mut self.group_interest,
+            InterestKind::User => Some(&mut self.user_interest),
+            InterestKind::Group => Some(&mut self.group_interest),
+            InterestKind::Hub => None,
         }
     }
 }
@@ -156,13 +158,16 @@ impl ControlState {
         }
         let mut changed = false;
         for InterestChange { hub, kind, name, present } in changes {
+            if kind == InterestKind::Hub {
+                continue;
+            }
             if present {
-                let interest = self.hubs.entry(hub).or_default().interest_map(kind);
+                let Some(interest) = self.hubs.entry(hub).or_default().interest_map(kind) else { continue };
                 changed |= interest.entry(name).or_default().insert(node);
                 continue;
             }
             let Some(hub_state) = self.hubs.get_mut(&hub) else { continue };
-            let interest = hub_state.interest_map(kind);
+            let Some(interest) = hub_state.interest_map(kind) else { continue };
             if let Some(nodes) = interest.get_mut(&name) {
                 changed |= nodes.remove(&node);
                 if nodes.is_empty() {

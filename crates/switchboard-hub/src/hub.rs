@@ -217,6 +217,9 @@ impl Hub {
             }
             state.users.entry(user.clone()).or_default().push(conn.clone());
         }
+        if state.connections.is_empty() {
+            reported |= self.report(InterestKind::Hub, "", true);
+        }
         let (transport, protocol) = (conn.transport as usize, protocol_index(conn.protocol));
         if state.connections.insert(conn.id.clone(), conn).is_none() {
             let stats = &self.shared.stats;
@@ -251,6 +254,9 @@ impl Hub {
                     self.report(InterestKind::Group, &group, false);
                 }
             }
+        }
+        if state.connections.is_empty() {
+            self.report(InterestKind::Hub, "", false);
         }
     }
 
@@ -439,12 +445,14 @@ impl Hub {
         true
     }
 
-    /// `(hub, kind, name)` of every user and group with a live connection here.
+    /// `(hub, kind, name)` of every user and group with a live connection here, and the hub's
+    /// own entry when it has any.
     pub(crate) fn interest_snapshot(&self) -> Vec<(String, InterestKind, String)> {
         let state = self.state.read();
         let users = state.users.keys().map(|u| (self.name.to_string(), InterestKind::User, u.to_string()));
         let groups = state.groups.keys().map(|g| (self.name.to_string(), InterestKind::Group, g.to_string()));
-        users.chain(groups).collect()
+        let hub = (!state.connections.is_empty()).then(|| (self.name.to_string(), InterestKind::Hub, String::new()));
+        users.chain(groups).chain(hub).collect()
     }
 
     /// Returns whether the group gained its first member here (an interest change was reported).

@@ -1,7 +1,8 @@
 //! A node's routing interest: which users and groups it holds live connections of. In a
 //! cluster, other nodes route user and group sends only to the nodes interested in them, so
 //! the hub reports every change (a user's first connection here arrives, its last leaves; a
-//! group gets its first connection here or loses its last) to an [`InterestSink`].
+//! group gets its first connection here or loses its last; the hub gets its first connection
+//! here or loses its last) to an [`InterestSink`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,6 +14,10 @@ pub enum InterestKind {
     User,
     /// The node holds at least one live connection in the group.
     Group,
+    /// The node holds at least one live connection of the hub (the name is empty). Engines
+    /// that route broadcasts per hub use it; the raft engine routes them to every node and
+    /// ignores it (it never enters the raft log).
+    Hub,
 }
 
 /// Resolves once a state is reached; boxed so the trait stays object safe.

@@ -7,7 +7,7 @@
 //! | connection-scoped (send, close, exists, group changes) | the owner's node channel (named in the connection id) |
 //! | send, close, existence of a user; a user's connections join or leave groups | the user's channel |
 //! | send, close, existence of a group | the group's channel |
-//! | broadcast, hub-wide existence, `:execute` | the all-nodes channel |
+//! | broadcast, hub-wide existence, `:execute` | the hub's channel (nodes holding connections of the hub) |
 
 use crate::Shared;
 use bytes::Bytes;
@@ -73,13 +73,13 @@ pub(crate) fn channel_for(names: &crate::Names, hub: &str, call: &Call) -> Optio
         Call::Send { target: Target::Group(group), .. }
         | Call::Close { target: Target::Group(group), .. }
         | Call::Exists(Target::Group(group)) => names.group(hub, group),
-        _ => names.all(),
+        _ => names.hub(hub),
     })
 }
 
 fn channel_for_list(names: &crate::Names, hub: &str, target: &Target) -> Option<String> {
     match target {
-        Target::All => Some(names.all()),
+        Target::All => Some(names.hub(hub)),
         Target::User(user) => Some(names.user(hub, user)),
         Target::Group(group) => Some(names.group(hub, group)),
         Target::Connection(id) => owner_of(id).map(|node| names.node(node)),
@@ -256,7 +256,7 @@ mod tests {
         assert_eq!(channel_for(&names, "h", &send(Target::Connection("x".into()))), None);
         assert_eq!(channel_for(&names, "h", &send(Target::User("u".into()))), Some("p:hub:h:user:u".into()));
         assert_eq!(channel_for(&names, "h", &send(Target::Group("g".into()))), Some("p:hub:h:group:g".into()));
-        assert_eq!(channel_for(&names, "h", &send(Target::All)), Some("p:all".into()));
+        assert_eq!(channel_for(&names, "h", &send(Target::All)), Some("p:hub:h".into()));
         let join = Call::UserJoinGroup { user: "u".into(), group: "g".into() };
         assert_eq!(channel_for(&names, "h", &join), Some("p:hub:h:user:u".into()));
         let add = Call::AddToGroup { connection: id, group: "g".into() };

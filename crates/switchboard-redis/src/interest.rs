@@ -1,6 +1,7 @@
-//! This node's subscriptions, kept equal to what it holds: a user's channel while it holds a
-//! connection of the user; a group's channel while it holds a connection in the group, or a
-//! connection of a user who is a member of it. The registry reports users and groups through
+//! This node's subscriptions, kept equal to what it holds: a hub's channel while it holds a
+//! connection of the hub; a user's channel while it holds a connection of the user; a group's
+//! channel while it holds a connection in the group, or a connection of a user who is a member
+//! of it. The registry reports users and groups through
 //! [`Sink`]; the membership log reports the groups whose members changed. One task owns the
 //! subscriptions and applies changes in batches, each batch's `SUBSCRIBE` awaited before the
 //! waits reported in it (a join's, a first connection's) resolve (G3).
@@ -70,6 +71,8 @@ struct State {
     users: HashMap<String, HashSet<String>>,
     /// (hub, group) with a connection here directly.
     groups: HashSet<(String, String)>,
+    /// Hubs with a connection here.
+    hubs: HashSet<String>,
     /// Channel → the (hub, group) it is for; subscribed group channels.
     group_channels: HashMap<String, (String, String)>,
     /// Every channel subscribed to, the fixed ones included.
@@ -98,6 +101,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
             _ = retry.tick(), if failed => resubscribe = true,
         }
         let mut waiting = Vec::new();
+        let mut hubs = HashSet::new();
         for event in batch.drain(..) {
             match event {
                 Event::Interest { hub, kind: InterestKind::User, name, present } => {
@@ -111,6 +115,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
                         groups.insert((hub.clone(), group));
                     }
                     users.insert((hub, name));
+                }
+                Event::Interest { hub, kind: InterestKind::Hub, present, .. } => {
+                    if present {
+                        state.hubs.insert(hub.clone())
+                    } else {
+                        state.hubs.remove(&hub)
+                    };
+                    hubs.insert(hub);
                 }
                 Event::Interest { hub, kind: InterestKind::Group, name, present } => {
                     let key = (hub, name);
@@ -145,6 +157,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
             }
         }
         let (mut add, mut remove) = (Vec::new(), Vec::new());
+        for hub in hubs {
+            let wanted = state.hubs.contains(&hub);
+            change(&mut state, shared.names.hub(&hub), wanted, &mut add, &mut remove);
+        }
         for (hub, user) in users {
             let wanted = state.users.get(&hub).is_some_and(|held| held.contains(&user));
             change(&mut state, shared.names.user(&hub, &user), wanted, &mut add, &mut remove);

@@ -10,7 +10,8 @@
 //! | `{p}:nodes` | sorted set | live nodes, scored by when their lease ends (Redis's clock) |
 //! | `{p}:nodes:http` | hash | node id → the address its clients and REST calls are forwarded to |
 //! | `{p}:node-ids` | counter | the next node id, for nodes started without one |
-//! | `p:all` | channel | calls for every node (broadcasts, hub-wide questions, `:execute`) |
+//! | `p:all` | channel | every node: a starting node's announcement |
+//! | `p:hub:{hub}` | channel | calls for a hub's connections (broadcasts, hub-wide questions, `:execute`) |
 //! | `p:members` | channel | "apply the membership log up to this entry" |
 //! | `p:node:{id}` | channel | connection-scoped calls and replies for one node |
 //! | `p:hub:{hub}:user:{user}` | channel | calls for a user's connections |
@@ -66,6 +67,10 @@ impl Names {
         format!("{}:node:{node}", self.prefix)
     }
 
+    pub fn hub(&self, hub: &str) -> String {
+        format!("{}:hub:{hub}", self.prefix)
+    }
+
     pub fn user(&self, hub: &str, user: &str) -> String {
         format!("{}:hub:{hub}:user:{user}", self.prefix)
     }
@@ -88,5 +93,6 @@ mod tests {
         assert_eq!(names.group("chat", "a:b"), "sb:hub:chat:group:a:b");
         assert_ne!(names.user("chat", "x"), names.group("chat", "x"));
         assert_eq!(names.node(7), "sb:node:7");
+        assert_eq!(names.hub("chat"), "sb:hub:chat");
     }
 }

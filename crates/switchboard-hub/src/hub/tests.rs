@@ -178,3 +178,44 @@ fn the_groups_of_a_connection_are_capped() {
     hub.add_user_connections_to_group("u", "g4");
     assert_eq!(hub.send_to_group("g4", &frames(), &[]), 0, "ttl=0 joins respect the cap too");
 }
+
+/// Records what a hub reports to its interest sink.
+#[derive(Default)]
+struct Recorder(parking_lot::Mutex<Vec<(InterestKind, String, bool)>>);
+
+impl crate::InterestSink for Recorder {
+    fn report(&self, _hub: &str, kind: InterestKind, name: &str, present: bool) {
+        self.0.lock().push((kind, name.to_owned(), present));
+    }
+
+    fn settled(&self) -> crate::Settled {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+#[test]
+fn interest_follows_the_first_and_last_connection_of_each_user_group_and_the_hub() {
+    let recorder = Arc::new(Recorder::default());
+    let registry = Registry::default().reporting_interest(recorder.clone());
+    let hub = registry.get_or_create("h");
+    let take = || std::mem::take(&mut *recorder.0.lock());
+    let a = Arc::new(Connection::new("a", Some("u"), Protocol::Json, ConnectionInfo::default()));
+    assert!(hub.add_connection(a.clone()), "a first connection waits for its interest to settle");
+    assert_eq!(take(), [(InterestKind::User, "u".into(), true), (InterestKind::Hub, String::new(), true)]);
+    let b = Arc::new(Connection::new("b", None, Protocol::Json, ConnectionInfo::default()));
+    assert!(!hub.add_connection(b), "nothing new");
+    assert_eq!(take(), []);
+    hub.apply(&Call::AddToGroup { connection: "a".into(), group: "g".into() });
+    assert_eq!(take(), [(InterestKind::Group, "g".into(), true)]);
+    hub.remove_connection("b");
+    assert_eq!(take(), []);
+    hub.remove_connection("a");
+    assert_eq!(
+        take(),
+        [
+            (InterestKind::User, "u".into(), false),
+            (InterestKind::Group, "g".into(), false),
+            (InterestKind::Hub, String::new(), false)
+        ]
+    );
+}
