@@ -10,6 +10,7 @@
 //! | broadcast, hub-wide existence, `:execute` | the hub's channel (nodes holding connections of the hub) |
 
 use crate::Shared;
+use crate::names::ChannelKind;
 use bytes::Bytes;
 use prost::Message;
 use std::sync::Arc;
@@ -98,10 +99,13 @@ impl Shared {
             Ok(receivers) => receivers,
             Err(error) => {
                 self.pending.lock().remove(&id);
+                self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
                 return Err(EngineError::Unavailable(error.to_string()));
             }
         };
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        if let Some(kind) = ChannelKind::of(channel.as_bytes()) {
+            self.stats.published[kind.index()].fetch_add(1, Ordering::Relaxed);
+        }
         if receivers == 0 {
             self.pending.lock().remove(&id);
             return Ok(Outcome::default());
@@ -168,9 +172,9 @@ impl NodeBus for RedisBus {
 /// Applies every message that arrives on this node's subscriptions. Deliveries are applied
 /// here, in arrival order (G4); calls that may wait (a group add waits for its subscription)
 /// run on their own task and reply when done.
-pub(crate) async fn receive(shared: Arc<Shared>, mut pushes: mpsc::Receiver<Bytes>) {
-    while let Some(payload) = pushes.recv().await {
-        shared.stats.received.fetch_add(1, Ordering::Relaxed);
+pub(crate) async fn receive(shared: Arc<Shared>, mut pushes: mpsc::Receiver<(ChannelKind, Bytes)>) {
+    while let Some((kind, payload)) = pushes.recv().await {
+        shared.stats.received[kind.index()].fetch_add(1, Ordering::Relaxed);
         let Ok(message) = BusMessage::decode(payload) else {
             tracing::warn!("a message on a Switchboard channel is not a bus message; ignored");
             continue;
@@ -232,8 +236,12 @@ pub(crate) async fn send_replies(shared: Arc<Shared>, mut replies: mpsc::Unbound
             pipes[index].1.cmd(command).arg(shared.names.node(node)).arg(reply.as_ref()).ignore();
         }
         for (_, pipe) in pipes {
-            if let Err(error) = shared.link.pipe::<()>(&pipe).await {
-                tracing::warn!(%error, "replies not published; their callers will time out");
+            let replies = pipe.cmd_iter().count() as u64;
+            match shared.link.pipe::<()>(&pipe).await {
+                Ok(()) => {
+                    shared.stats.published[ChannelKind::Node.index()].fetch_add(replies, Ordering::Relaxed);
+                }
+                Err(error) => tracing::warn!(%error, "replies not published; their callers will time out"),
             }
             shared.stats.replies.fetch_add(1, Ordering::Relaxed);
         }

@@ -44,7 +44,7 @@ mod names;
 mod nodes;
 
 pub use link::Servers;
-pub use names::Names;
+pub use names::{ChannelKind, Names};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -93,8 +93,12 @@ pub enum StartError {
 /// Counters of the engine, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct RedisStats {
-    pub published: AtomicU64,
-    pub received: AtomicU64,
+    /// Messages published, by [`ChannelKind`] (replies included, on node channels).
+    pub published: [AtomicU64; 6],
+    /// Messages received on this node's subscriptions, by [`ChannelKind`].
+    pub received: [AtomicU64; 6],
+    /// Calls answered "unavailable" (REST 503) because Redis could not be reached.
+    pub unavailable: AtomicU64,
     pub replies: AtomicU64,
     pub subscribes: AtomicU64,
     pub resubscribes: AtomicU64,
@@ -131,7 +135,7 @@ impl Shared {
 
 /// Receivers that the engine's tasks take over when it starts.
 struct Queues {
-    pushes: mpsc::Receiver<Bytes>,
+    pushes: mpsc::Receiver<(ChannelKind, Bytes)>,
     subscriptions: mpsc::UnboundedReceiver<interest::Event>,
     syncs: mpsc::UnboundedReceiver<members::Sync>,
     replies: mpsc::UnboundedReceiver<(u64, Bytes)>,

@@ -8,6 +8,7 @@
 //! and catches up on the membership log. (A cluster connection rebuilds its own node
 //! connections and follows slot moves; the engine resubscribes anyway.)
 
+use crate::names::ChannelKind;
 use bytes::Bytes;
 use parking_lot::RwLock;
 use redis::aio::MultiplexedConnection;
@@ -118,7 +119,7 @@ pub(crate) struct Link {
     ca_pem: Option<Vec<u8>>,
     /// `None` once closed.
     conn: RwLock<Option<Conn>>,
-    pushes: mpsc::Sender<Bytes>,
+    pushes: mpsc::Sender<(ChannelKind, Bytes)>,
     /// Pushes dropped because the queue was full.
     pub(crate) dropped: Arc<AtomicU64>,
     /// Told when the library saw the connection close.
@@ -135,7 +136,7 @@ impl Link {
         servers: Servers,
         password: Option<String>,
         ca_pem: Option<Vec<u8>>,
-    ) -> redis::RedisResult<(Link, mpsc::Receiver<Bytes>)> {
+    ) -> redis::RedisResult<(Link, mpsc::Receiver<(ChannelKind, Bytes)>)> {
         // One crypto provider for rustls, whatever features other crates enable.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (pushes, received) = mpsc::channel(PUSH_QUEUE);
@@ -312,7 +313,7 @@ fn timed_out() -> redis::RedisError {
 /// it is full), a disconnection to the notifier. Never fails: a failing sender would break the
 /// connection it belongs to.
 fn sender(
-    queue: &mpsc::Sender<Bytes>,
+    queue: &mpsc::Sender<(ChannelKind, Bytes)>,
     dropped: &Arc<AtomicU64>,
     disconnected: &Arc<Notify>,
 ) -> impl redis::aio::AsyncPushSender + Clone {
@@ -321,9 +322,10 @@ fn sender(
         match info.kind {
             PushKind::Disconnection => disconnected.notify_one(),
             PushKind::Message | PushKind::SMessage => {
-                let payload = info.data.into_iter().nth(1);
-                if let Some(Value::BulkString(payload)) = payload
-                    && queue.try_send(Bytes::from(payload)).is_err()
+                let mut data = info.data.into_iter();
+                if let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) = (data.next(), data.next())
+                    && let Some(kind) = ChannelKind::of(&channel)
+                    && queue.try_send((kind, Bytes::from(payload))).is_err()
                 {
                     dropped.fetch_add(1, Ordering::Relaxed);
                 }

@@ -80,6 +80,61 @@ impl Names {
     }
 }
 
+/// What a channel carries, for metrics: the part after the prefix says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelKind {
+    All,
+    Members,
+    Node,
+    Hub,
+    User,
+    Group,
+}
+
+impl ChannelKind {
+    pub const EVERY: [ChannelKind; 6] = [
+        ChannelKind::All,
+        ChannelKind::Members,
+        ChannelKind::Node,
+        ChannelKind::Hub,
+        ChannelKind::User,
+        ChannelKind::Group,
+    ];
+
+    /// The kind of a channel named by [`Names`] (any prefix: prefixes hold no `:`).
+    pub fn of(channel: &[u8]) -> Option<ChannelKind> {
+        let (_, rest) = std::str::from_utf8(channel).ok()?.split_once(':')?;
+        Some(match rest.split_once(':') {
+            None if rest == "all" => ChannelKind::All,
+            None if rest == "members" => ChannelKind::Members,
+            Some(("node", _)) => ChannelKind::Node,
+            Some(("hub", after_hub)) => match after_hub.split_once(':') {
+                None => ChannelKind::Hub,
+                Some((_, kind_and_name)) if kind_and_name.starts_with("user:") => ChannelKind::User,
+                Some((_, kind_and_name)) if kind_and_name.starts_with("group:") => ChannelKind::Group,
+                Some(_) => return None,
+            },
+            _ => return None,
+        })
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ChannelKind::All => "all",
+            ChannelKind::Members => "members",
+            ChannelKind::Node => "node",
+            ChannelKind::Hub => "hub",
+            ChannelKind::User => "user",
+            ChannelKind::Group => "group",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +149,18 @@ mod tests {
         assert_ne!(names.user("chat", "x"), names.group("chat", "x"));
         assert_eq!(names.node(7), "sb:node:7");
         assert_eq!(names.hub("chat"), "sb:hub:chat");
+    }
+
+    #[test]
+    fn every_channel_names_its_kind() {
+        let names = Names::new("sb");
+        let kind = |channel: String| ChannelKind::of(channel.as_bytes());
+        assert_eq!(kind(names.all()), Some(ChannelKind::All));
+        assert_eq!(kind(names.members()), Some(ChannelKind::Members));
+        assert_eq!(kind(names.node(3)), Some(ChannelKind::Node));
+        assert_eq!(kind(names.hub("chat")), Some(ChannelKind::Hub));
+        assert_eq!(kind(names.user("chat", "a:group:b")), Some(ChannelKind::User));
+        assert_eq!(kind(names.group("chat", "user:x")), Some(ChannelKind::Group));
+        assert_eq!(kind("elsewhere".into()), None);
     }
 }

@@ -298,12 +298,19 @@ fn write_admission(out: &mut String, admission: &switchboard_edge::Admission) {
 fn write_redis(out: &mut String, redis: &switchboard_redis::RedisEngine) {
     let stats = redis.stats();
     let (dropped, reconnects) = redis.losses();
-    let counters: [(&str, &str, u64); 9] = [
-        ("switchboard_redis_published_total", "Calls published to Redis channels.", Stats::get(&stats.published)),
+    let name = "switchboard_redis_messages_total";
+    write_header(out, name, "counter", "Messages published to and received from Redis channels, by channel kind.");
+    for kind in switchboard_redis::ChannelKind::EVERY {
+        let (published, received) = (&stats.published[kind as usize], &stats.received[kind as usize]);
+        let label = kind.label();
+        let _ = writeln!(out, "{name}{{direction=\"published\",channel=\"{label}\"}} {}", Stats::get(published));
+        let _ = writeln!(out, "{name}{{direction=\"received\",channel=\"{label}\"}} {}", Stats::get(received));
+    }
+    let counters: [(&str, &str, u64); 8] = [
         (
-            "switchboard_redis_received_total",
-            "Messages received on this node's Redis subscriptions.",
-            Stats::get(&stats.received),
+            "switchboard_redis_unavailable_total",
+            "Calls answered 503 because Redis could not be reached (nothing was sent).",
+            Stats::get(&stats.unavailable),
         ),
         ("switchboard_redis_reply_batches_total", "Pipelines of replies published.", Stats::get(&stats.replies)),
         ("switchboard_redis_subscribes_total", "Channels subscribed to.", Stats::get(&stats.subscribes)),

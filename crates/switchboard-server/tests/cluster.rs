@@ -371,6 +371,7 @@ async fn the_redis_engine_rides_out_a_killed_node_and_a_redis_restart() {
     // Redis goes away: REST answers 503 (nothing was sent or stored), clients stay connected.
     tokio::task::block_in_place(|| redis.kill());
     assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat", &broadcast("lost")).await, 503);
+    assert!(tokio::task::block_in_place(|| cluster.metric(1, "switchboard_redis_unavailable_total")) >= 1);
     let membership = "/api/hubs/chat/users/a/groups/g?api-version=2022-06-01";
     assert_eq!(tokio::task::block_in_place(|| rest(cluster.http(2), "PUT", membership)).0, 503);
 
