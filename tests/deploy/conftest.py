@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import helm_python
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -26,3 +32,25 @@ def binary() -> str:
 
 def timeout(seconds: float) -> float:
     return seconds * float(os.environ.get("SWITCHBOARD_TEST_TIMEOUT_SCALE", "1"))
+
+
+@pytest.fixture
+def redis_url():
+    """A scratch redis-server (Debian's, installed by the test script) on a free loopback port."""
+    server = shutil.which("redis-server")
+    assert server, "redis-server is missing: scripts/test installs Debian's redis-server"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as scratch:
+        process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                    "--appendonly", "no", "--dir", scratch], stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + timeout(20)
+            while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+                assert time.monotonic() < deadline, "redis-server did not answer PING"
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}"
+        finally:
+            process.kill()
+            process.wait()

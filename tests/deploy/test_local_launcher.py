@@ -8,10 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-
-import pytest
 
 from conftest import ROOT, binary, timeout
 from signalr import HubClient, http, mint
@@ -41,32 +38,6 @@ def _free(port: int) -> bool:
             return True
         except OSError:
             return False
-
-
-@pytest.fixture
-def redis_url():
-    server = shutil.which("redis-server")
-    assert server, "redis-server is missing: scripts/test installs Debian's redis-server"
-    port = free_port()
-    with tempfile.TemporaryDirectory() as scratch:
-        process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                    "--appendonly", "no", "--dir", scratch], stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + timeout(20)
-            while time.monotonic() < deadline:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                        s.sendall(b"PING\r\n")
-                        if s.recv(7) == b"+PONG\r\n":
-                            break
-                except OSError:
-                    time.sleep(0.05)
-            else:
-                raise AssertionError("redis-server did not answer PING")
-            yield f"redis://127.0.0.1:{port}"
-        finally:
-            process.kill()
-            process.wait()
 
 
 def launcher(*args: str) -> subprocess.CompletedProcess:

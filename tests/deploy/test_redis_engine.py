@@ -5,8 +5,6 @@ real redis-server (Debian's, installed by the test script)."""
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 import tomllib
@@ -84,27 +82,6 @@ def test_redis_cluster_mode_with_tls_a_private_ca_and_a_password_from_secrets():
     assert mounts["redis-ca"]["mountPath"] == "/etc/switchboard/redis-ca"
     volume = next(v for v in spec["volumes"] if v["name"] == "redis-ca")
     assert volume["secret"] == {"secretName": "redis-ca", "defaultMode": 0o440, "items": [{"key": "ca.pem", "path": "ca.crt"}]}
-
-
-@pytest.fixture
-def redis_url():
-    server = shutil.which("redis-server")
-    assert server, "redis-server is missing: scripts/test installs Debian's redis-server"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as scratch:
-        process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                    "--appendonly", "no", "--dir", scratch], stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + timeout(20)
-            while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
-                assert time.monotonic() < deadline, "redis-server did not answer PING"
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}"
-        finally:
-            process.kill()
-            process.wait()
 
 
 def test_rendered_redis_pods_serve_together(redis_url):

@@ -263,6 +263,11 @@ use support::{free_port, wait_for};
 
 /// Negotiates on node `port` (to learn the connection id) and connects a JSON WebSocket.
 async fn connect_client(port: u16, user: &str) -> (support::WsClient, String) {
+    connect_client_speaking(port, user, "json").await
+}
+
+/// [`connect_client`] with the hub protocol `protocol` (`json` or `messagepack`).
+async fn connect_client_speaking(port: u16, user: &str, protocol: &str) -> (support::WsClient, String) {
     let token = switchboard_auth::mint_client_token(
         &format!("http://127.0.0.1:{port}/client/?hub=chat"),
         Some(user),
@@ -296,9 +301,49 @@ async fn connect_client(port: u16, user: &str) -> (support::WsClient, String) {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let query = format!("hub=chat&id={connection_token}&access_token={client_token}");
     let mut ws = support::WsClient::open(addr, &query).await.expect("upgrade");
-    ws.send(1, b"{\"protocol\":\"json\",\"version\":1}\x1e").await;
+    ws.send(1, format!("{{\"protocol\":\"{protocol}\",\"version\":1}}\x1e").as_bytes()).await;
     assert_eq!(ws.next_data().await, b"{}\x1e");
     (ws, id)
+}
+
+/// The string argument of every MessagePack invocation in the next binary frames (pings
+/// skipped) until `count` were read: each message is a length prefix (varint) and
+/// `[1, headers, invocationId, target, [argument], …]`.
+async fn messagepack_arguments(ws: &mut support::WsClient, count: usize) -> Vec<String> {
+    let mut arguments = Vec::new();
+    while arguments.len() < count {
+        let data = ws.next_data().await;
+        let mut rest = data.as_slice();
+        while !rest.is_empty() {
+            let (mut length, mut shift, mut used) = (0usize, 0, 0);
+            loop {
+                let byte = rest[used];
+                length |= usize::from(byte & 0x7f) << shift;
+                used += 1;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            let message = &rest[used..used + length];
+            rest = &rest[used + length..];
+            if message == [0x91, 0x06] {
+                continue;
+            }
+            assert!(matches!(message[..2], [0x95 | 0x96, 0x01]), "an invocation: {message:02x?}");
+            let body = message.strip_suffix(&[0x90]).filter(|_| message[0] == 0x96).unwrap_or(message);
+            let start = (0..body.len())
+                .find(|&i| {
+                    i > 0
+                        && body[i - 1] == 0x91
+                        && (0xa0..=0xbf).contains(&body[i])
+                        && i + 1 + usize::from(body[i] - 0xa0) == body.len()
+                })
+                .unwrap_or_else(|| panic!("one string argument: {message:02x?}"));
+            arguments.push(String::from_utf8(body[start + 1..].to_vec()).unwrap());
+        }
+    }
+    arguments
 }
 
 async fn post(port: u16, path: &str, body: &str) -> u16 {
@@ -538,6 +583,8 @@ async fn rest_calls_reach_clients_on_every_node_exactly_once(cluster: &mut Clust
         let (ws, connection) = connect_client(cluster.http(id), &format!("u{id}")).await;
         clients.push((ws, connection, Vec::new()));
     }
+    // A MessagePack client too: the entry node encodes each message once per protocol.
+    let (mut packed, _) = connect_client_speaking(cluster.http(3), "mp", "messagepack").await;
 
     // Broadcast through node 2, then a marker: each client sees the broadcast once, then the marker.
     assert_eq!(post(cluster.http(2), "/api/v1/hubs/chat", r#"{"target":"m","arguments":["all"]}"#).await, 202);
@@ -584,6 +631,9 @@ async fn rest_calls_reach_clients_on_every_node_exactly_once(cluster: &mut Clust
             );
         }
     }
+    let to_mp = r#"{"target":"m","arguments":["to-mp"]}"#;
+    assert_eq!(post(cluster.http(5), "/api/v1/hubs/chat/users/mp", to_mp).await, 202);
+    assert_eq!(messagepack_arguments(&mut packed, 4).await, ["all", "marker", "end", "to-mp"]);
 
     // G4: sequential sends to one connection through alternating entry nodes arrive in order.
     let c5 = clients[4].1.clone();
