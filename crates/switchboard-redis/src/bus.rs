@@ -204,8 +204,9 @@ pub(crate) async fn receive(shared: Arc<Shared>, mut pushes: mpsc::Receiver<(Cha
                     waiting.finish_if_complete();
                 }
             }
-            Some(Body::MembershipSync(entry)) => {
-                let _ = shared.syncs.send(crate::members::Sync::reply_to(entry, from, request));
+            // The log is read to its end, which includes the entry the notice names.
+            Some(Body::MembershipSync(_entry)) => {
+                let _ = shared.syncs.send(crate::members::Sync::reply_to(from, request));
             }
             Some(Body::Probe(_)) => shared.nodes.probe_seen(request),
             Some(Body::Joined(joined)) => {

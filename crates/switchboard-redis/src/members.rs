@@ -66,8 +66,8 @@ impl Sync {
         Sync { reply_to: None, done: None }
     }
 
-    /// A node's notice that it appended `entry`. The log is read to its end, which includes it.
-    pub(crate) fn reply_to(_entry: String, node: u64, request: u64) -> Sync {
+    /// A node's notice that it appended an entry: apply the log, then reply to `request` of `node`.
+    pub(crate) fn reply_to(node: u64, request: u64) -> Sync {
         Sync { reply_to: Some((node, request)), done: None }
     }
 }
