@@ -83,6 +83,7 @@ fn targets() -> Vec<(&'static str, Check)> {
         ("route", check_route),
         ("token", check_token),
         ("filter", check_filter),
+        ("backplane", check_backplane),
     ]
 }
 
@@ -105,6 +106,28 @@ fn check_msgpack(input: &[u8]) -> Result<(), String> {
     let _ = Protocol::MessagePack.inspect(input);
     let _ = Protocol::MessagePack.next_record(input, 1 << 16);
     Ok(())
+}
+
+/// The ASP.NET backplane's envelopes: decoding never panics, and what decodes encodes back to
+/// bytes that decode to the same envelope.
+fn check_backplane(input: &[u8]) -> Result<(), String> {
+    use switchboard_backplane::{Ack, Completion, GroupCommand, Invocation};
+    fn round_trip<T: PartialEq + std::fmt::Debug>(
+        decoded: Option<T>,
+        encode: impl Fn(&T) -> Vec<u8>,
+        decode: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<(), String> {
+        let Some(first) = decoded else { return Ok(()) };
+        let again = decode(&encode(&first));
+        if again.as_ref() != Some(&first) {
+            return Err(format!("{first:?} encoded and decoded is {again:?}"));
+        }
+        Ok(())
+    }
+    round_trip(Invocation::decode(input).ok(), Invocation::encode, |b| Invocation::decode(b).ok())?;
+    round_trip(GroupCommand::decode(input).ok(), GroupCommand::encode, |b| GroupCommand::decode(b).ok())?;
+    round_trip(Ack::decode(input).ok(), Ack::encode, |b| Ack::decode(b).ok())?;
+    round_trip(Completion::decode(input).ok(), Completion::encode, |b| Completion::decode(b).ok())
 }
 
 fn check_websocket(input: &[u8]) -> Result<(), String> {
