@@ -77,7 +77,7 @@ stop_cluster
 if [[ -n "$access_key" ]]; then printf '%s\n' "$access_key" > "$data_dir/access-key"; fi
 [[ -s "$data_dir/access-key" ]] || head -c 32 /dev/urandom | base64 > "$data_dir/access-key"
 [[ -s "$data_dir/cluster-secret" ]] || head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$data_dir/cluster-secret"
-key="$(cat "$data_dir/access-key")"
+chmod 600 "$data_dir/access-key" "$data_dir/cluster-secret"
 secret="$(cat "$data_dir/cluster-secret")"
 
 voter_list=""
@@ -85,11 +85,13 @@ for i in $(seq 1 "$voters"); do voter_list+="${voter_list:+,}$i=127.0.0.1:$((bas
 
 for i in $(seq 1 "$nodes"); do
   http=$((base_port + i - 1)); grpc=$((base_port + 100 + i - 1))
-  args=(serve --listen "127.0.0.1:$http" --data-dir "$data_dir/node-$i" --access-key "$key" --node-id "$i")
+  # Secrets never on the command line (visible in `ps`): the key from its file, the cluster
+  # secret from the environment.
+  args=(serve --listen "127.0.0.1:$http" --data-dir "$data_dir/node-$i" --access-key-file "$data_dir/access-key" --node-id "$i")
   if [[ "$engine" == redis ]]; then
     args+=(--engine redis "${redis_flags[@]}")
   else
-    args+=(--grpc-listen "127.0.0.1:$grpc" --cluster-secret "$secret")
+    args+=(--grpc-listen "127.0.0.1:$grpc")
   fi
   if [[ "$engine" == redis ]]; then
     :
@@ -99,7 +101,7 @@ for i in $(seq 1 "$nodes"); do
     args+=(--role edge --join "127.0.0.1:$((base_port + 100))")
   fi
   : > "$data_dir/node-$i.out"
-  nohup "$bin" "${args[@]}" > "$data_dir/node-$i.out" 2> "$data_dir/node-$i.log" < /dev/null &
+  SWITCHBOARD_CLUSTER_SECRET="$secret" nohup "$bin" "${args[@]}" > "$data_dir/node-$i.out" 2> "$data_dir/node-$i.log" < /dev/null &
   echo $! > "$data_dir/node-$i.pid"
 done
 

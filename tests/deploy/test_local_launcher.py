@@ -57,6 +57,11 @@ def test_the_launcher_starts_stateless_nodes_on_redis(redis_url):
         assert lines[:3] == [f"node {i} edge http://127.0.0.1:{base + i - 1}" for i in (1, 2, 3)], lines
         connection_string = lines[3]
         assert connection_string.startswith(f"Endpoint=http://127.0.0.1:{base};AccessKey="), lines
+        # The key is passed through its file, never on a command line (`ps` shows those).
+        key = (data_dir / "access-key").read_text().strip()
+        for pid_file in data_dir.glob("node-*.pid"):
+            command_line = Path(f"/proc/{pid_file.read_text().strip()}/cmdline").read_bytes()
+            assert key.encode() not in command_line and b"--access-key-file" in command_line
         # A client on node 3 gets a broadcast sent through node 1.
         client_token = mint(binary(), connection_string, "--hub", "chat", "--user", "u3")
         node3 = f"http://127.0.0.1:{base + 2}"
