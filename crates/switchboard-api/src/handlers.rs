@@ -9,9 +9,13 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use std::sync::Arc;
-use switchboard_engine::{Call, Target};
+use switchboard_engine::{Call, ClientInvocation, Target};
 use switchboard_hub::Filter;
 use switchboard_hub::unix_now;
+
+/// How long `:invoke` waits for the client's answer (Azure documents none; the SDK's HTTP
+/// client gives up after 100 s).
+const CLIENT_RESULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Query parameters the data plane reads.
 struct Query {
@@ -120,6 +124,14 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
             let count = state.bus.list(&route.hub, target).await?.len();
             let body = serde_json::json!({ "count": count }).to_string();
             return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response());
+        }
+        Operation::Invoke(connection) => {
+            let invocation_id = switchboard_hub::new_invocation_id();
+            let frames = payload::parse(content_type, &body)?.with_invocation_id(&invocation_id);
+            let timeout = CLIENT_RESULT_TIMEOUT;
+            let invocation = ClientInvocation { connection: connection.clone(), invocation_id, frames, timeout };
+            let invoked = state.bus.invoke(&route.hub, invocation).await?;
+            return crate::invoke::answer(invoked, &connection, &parts.headers);
         }
         Operation::Broadcast | Operation::SendUser(_) | Operation::SendGroup(_) | Operation::SendConnection(_) => {
             let frames = payload::parse(content_type, &body)?;

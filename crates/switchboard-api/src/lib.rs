@@ -9,6 +9,7 @@
 
 mod error;
 mod handlers;
+mod invoke;
 mod payload;
 mod route;
 

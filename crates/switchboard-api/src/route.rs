@@ -61,6 +61,8 @@ pub enum Operation {
     },
     RemoveConnectionFromAllGroups(String),
     SendConnection(String),
+    /// `POST …/connections/{id}/:invoke`: a client result.
+    Invoke(String),
     ConnectionExists(String),
     CloseConnection(String),
 }
@@ -91,6 +93,7 @@ impl Operation {
             Operation::RemoveConnectionFromGroup { .. } => "remove_connection_from_group",
             Operation::RemoveConnectionFromAllGroups(_) => "remove_connection_from_all_groups",
             Operation::SendConnection(_) => "send_connection",
+            Operation::Invoke(_) => "invoke",
             Operation::ConnectionExists(_) => "connection_exists",
             Operation::CloseConnection(_) => "close_connection",
         }
@@ -181,6 +184,7 @@ pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Re
         }
         ["connections", c, "groups"] if delete => Operation::RemoveConnectionFromAllGroups(s(c)),
         ["connections", c] | ["connections", c, ":send"] if post => Operation::SendConnection(s(c)),
+        ["connections", c, ":invoke"] if post && family == Family::Dated => Operation::Invoke(s(c)),
         ["connections", c] if read => Operation::ConnectionExists(s(c)),
         ["connections", c] if delete => Operation::CloseConnection(s(c)),
         _ => return Err(if known_shape(rest) { method_not_allowed() } else { not_found() }),
@@ -197,7 +201,7 @@ fn known_shape(rest: &[&str]) -> bool {
             | ["users" | "groups" | "connections", _]
             | ["users", _, ":send" | ":closeConnections" | "groups" | "connections" | ":count"]
             | ["groups", _, ":send" | ":closeConnections" | "connections" | ":count"]
-            | ["connections", _, ":send" | "groups"]
+            | ["connections", _, ":send" | "groups" | ":invoke"]
             | ["users", _, "groups", _]
             | ["groups", _, "users" | "connections", _]
             | ["connections", _, "groups", _]
@@ -343,6 +347,9 @@ mod tests {
             assert_eq!(route(method, path).expect_err("refused").status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
         }
         assert_eq!(target(Method::POST, "/api/hubs/chat/:generateToken"), Operation::GenerateToken);
+        assert_eq!(target(Method::POST, "/api/hubs/chat/connections/c/:invoke"), Operation::Invoke("c".into()));
+        let v1 = route(Method::POST, "/api/v1/hubs/chat/connections/c/:invoke").expect_err("dated family only");
+        assert_eq!(v1.status, StatusCode::METHOD_NOT_ALLOWED);
     }
 
     #[test]

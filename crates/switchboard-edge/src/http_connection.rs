@@ -135,6 +135,11 @@ impl HttpConnection {
                     guard.replies.extend_from_slice(handshake::RESPONSE_OK);
                 }
                 Output::Acked(_) => {}
+                Output::Completion { invocation_id, frame } => {
+                    if let Some(conn) = &guard.conn {
+                        conn.complete_result(&invocation_id, Some(frame.into()));
+                    }
+                }
                 Output::Reply(bytes) => guard.replies.extend_from_slice(&bytes),
                 Output::Invocation { invocation_id, target, body } => {
                     state.registry.stats().messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -25,6 +25,9 @@ pub enum Output {
     /// A client invocation to route to upstream; `body` is the bare message (no record
     /// separator or length prefix), as upstream receives it.
     Invocation { invocation_id: Option<String>, target: String, body: Vec<u8> },
+    /// The client's Completion of a client-result invocation, framed as it arrived (its
+    /// protocol's record separator or length prefix included), for the waiting REST call.
+    Completion { invocation_id: String, frame: Vec<u8> },
     /// Write the given Close bytes (if any) and end the connection.
     Close(Option<Vec<u8>>),
     /// The client said goodbye (hub Close message); end without writing more.
@@ -198,7 +201,10 @@ impl Session {
                     out.push(Output::Acked(sequence_id));
                 }
             }
-            Inbound::Completion { .. } | Inbound::StreamItem | Inbound::CancelInvocation => {}
+            Inbound::Completion { invocation_id } => {
+                out.push(Output::Completion { invocation_id, frame: data[..used].to_vec() });
+            }
+            Inbound::StreamItem | Inbound::CancelInvocation => {}
             Inbound::Close { .. } => {
                 self.phase = Phase::Done;
                 out.push(Output::ClientClosed);

@@ -40,8 +40,12 @@
 pub mod contract;
 mod local;
 
+use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
+use switchboard_hub::{Frames, Registry};
+use switchboard_protocol::Protocol;
 
 pub use local::LocalBus;
 pub use switchboard_hub::{Applied, Call, Listed, Target, UserGroupReader};
@@ -119,6 +123,56 @@ pub trait NodeBus: Send + Sync {
     /// The client and REST address of `node`, where transport requests for its connections are
     /// forwarded (`None`: unknown, dead, or this is the only node).
     fn http_address(&self, node: u64) -> Option<String>;
+
+    /// A client result (`:invoke`): writes the invocation to its connection on the owner node
+    /// and resolves with the client's Completion, or why there is none, within its timeout.
+    fn invoke(&self, hub: &str, invocation: ClientInvocation) -> EngineFuture<Invoked>;
+}
+
+/// A client-result invocation (`:invoke`) of one connection.
+pub struct ClientInvocation {
+    pub connection: String,
+    pub invocation_id: String,
+    /// The invocation in each protocol, carrying `invocation_id`.
+    pub frames: Frames,
+    /// How long the owner waits for the client.
+    pub timeout: Duration,
+}
+
+/// What a client-result invocation came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invoked {
+    /// The client answered: its Completion, framed in its protocol.
+    Completed { protocol: Protocol, frame: Bytes },
+    /// No such connection.
+    NotFound,
+    /// The connection went away before answering.
+    Disconnected,
+    /// No answer in time.
+    TimedOut,
+}
+
+/// Runs a client-result invocation on this node's own connection (the owner's side of
+/// [`NodeBus::invoke`], shared by every engine).
+pub async fn invoke_here(registry: &Registry, hub: &str, invocation: &ClientInvocation) -> Invoked {
+    let ClientInvocation { connection, invocation_id, frames, timeout } = invocation;
+    let Some(hub) = registry.get(hub) else { return Invoked::NotFound };
+    let Some(conn) = hub.connection(connection) else { return Invoked::NotFound };
+    let (done, answered) = tokio::sync::oneshot::channel();
+    let waiter = Box::new(move |frame: Option<Bytes>| {
+        let _ = done.send(frame);
+    });
+    if !hub.invoke(connection, invocation_id, frames, waiter) {
+        return Invoked::NotFound;
+    }
+    match tokio::time::timeout(*timeout, answered).await {
+        Ok(Ok(Some(frame))) => Invoked::Completed { protocol: conn.protocol, frame },
+        Ok(_) => Invoked::Disconnected,
+        Err(_) => {
+            conn.forget_result(invocation_id);
+            Invoked::TimedOut
+        }
+    }
 }
 
 /// Where the other nodes are, as a bus that addresses nodes needs it: liveness and routing

@@ -2,7 +2,8 @@
 //! single node) and [`LocalUserGroups`] as a [`MembershipStore`] (memberships in memory, for unit
 //! tests and tools).
 
-use crate::{Applied, Call, EngineError, EngineFuture, Listed, MembershipStore, NodeBus, Target};
+use crate::Target;
+use crate::{Applied, Call, ClientInvocation, EngineError, EngineFuture, Invoked, Listed, MembershipStore, NodeBus};
 use std::sync::Arc;
 use switchboard_hub::{LocalUserGroups, Registry};
 
@@ -41,6 +42,11 @@ impl NodeBus for LocalBus {
 
     fn http_address(&self, _node: u64) -> Option<String> {
         None
+    }
+
+    fn invoke(&self, hub: &str, invocation: ClientInvocation) -> EngineFuture<Invoked> {
+        let (registry, hub) = (self.registry.clone(), hub.to_owned());
+        Box::pin(async move { Ok(crate::invoke_here(&registry, &hub, &invocation).await) })
     }
 }
 

@@ -10,10 +10,12 @@
 //!
 //! This node is among the nodes it routes to; the [`FanoutClient`] applies calls for it locally.
 
-use crate::codec::{Wire, decode_listed, encode_call, encode_list};
+use crate::codec::{Wire, decode_invoked, decode_listed, encode_call, encode_invoke, encode_list};
 use crate::{FanoutClient, FanoutError, Router};
 use std::sync::Arc;
+use std::time::Duration;
 use switchboard_engine::{Call, Directory, EngineError, EngineFuture, Listed, NodeBus, Target};
+use switchboard_engine::{ClientInvocation, Invoked};
 use switchboard_grpc::fanout::v1::ConnectionRequest;
 
 /// See the module docs.
@@ -135,6 +137,24 @@ impl NodeBus for ClusterBus {
 
     fn http_address(&self, node: u64) -> Option<String> {
         self.directory.http_address(node)
+    }
+
+    fn invoke(&self, hub: &str, invocation: ClientInvocation) -> EngineFuture<Invoked> {
+        let live = self.directory.live_nodes();
+        let Some((owner, address)) = Router::owner(&invocation.connection, &live).map(|(n, a)| (n, a.to_owned()))
+        else {
+            return Box::pin(std::future::ready(Ok(Invoked::NotFound)));
+        };
+        let request = encode_invoke(hub, &invocation);
+        let timeout = invocation.timeout;
+        let fanout = self.fanout.clone();
+        Box::pin(async move {
+            // The owner answers within `timeout`; the call allows the trip on top of it.
+            let reply =
+                fanout.connection_call_within(owner, &address, request, timeout + Duration::from_secs(5)).await?;
+            decode_invoked(reply)
+                .ok_or_else(|| EngineError::Refused { node: owner, reason: "not an invoke reply".into() })
+        })
     }
 }
 

@@ -217,12 +217,23 @@ impl FanoutClient {
         addr: &str,
         request: ConnectionRequest,
     ) -> Result<ConnectionReply, FanoutError> {
+        self.connection_call_within(node, addr, request, self.inner.config.timeout).await
+    }
+
+    /// [`FanoutClient::connection_call`] waiting up to `timeout` (a client result waits for
+    /// the client).
+    pub async fn connection_call_within(
+        &self,
+        node: u64,
+        addr: &str,
+        request: ConnectionRequest,
+        timeout: Duration,
+    ) -> Result<ConnectionReply, FanoutError> {
         if node == self.inner.node_id {
             return apply_connection_request(&self.inner.registry, &request)
                 .await
                 .map_err(|status| FanoutError::Invalid(status.message().to_owned()));
         }
-        let timeout = self.inner.config.timeout;
         let mut client = self.peer(node, addr)?.client;
         let mut request = tonic::Request::new(request);
         request.set_timeout(timeout);

@@ -4,7 +4,9 @@
 //! on each side).
 
 use bytes::Bytes;
+use std::time::Duration;
 use switchboard_engine::{Call, Target};
+use switchboard_engine::{ClientInvocation, Invoked};
 use switchboard_grpc::fanout::v1::connection_request::Action;
 use switchboard_grpc::fanout::v1::delivery::Target as WireTarget;
 use switchboard_grpc::fanout::v1::execute_command::Command as WireCommand;
@@ -13,7 +15,9 @@ use switchboard_grpc::fanout::v1::{
     Broadcast, Close, ConnectionRequest, Delivery, Exists, GroupChange, GroupExists, ListConnections, ListedConnection,
     RemoveFromAllGroups, UserExists, UserGroupChange,
 };
-use switchboard_grpc::fanout::v1::{Execute, ExecuteCommand, SendFrames};
+use switchboard_grpc::fanout::v1::{
+    ConnectionReply, Execute, ExecuteCommand, Invoke, Invoked as WireInvoked, SendFrames,
+};
 use switchboard_hub::{Command, Filter, Listed};
 use switchboard_hub::{Frames, is_valid_group_name};
 use switchboard_protocol::Protocol;
@@ -155,6 +159,7 @@ pub(crate) fn decode_request(request: &ConnectionRequest) -> Result<Call, &'stat
         }
         Action::UserLeaveAllGroups(question) => Call::UserLeaveAllGroups { user: question.user.clone() },
         Action::ListConnections(_) => return Err("a listing is not a call"),
+        Action::Invoke(_) => return Err("a client result is not a call"),
         Action::Execute(execute) => {
             let filter = Filter::parse(&execute.filter).map_err(|_| "an invalid filter")?;
             let commands = execute.commands.iter().map(decode_command).collect::<Result<_, _>>()?;
@@ -220,5 +225,53 @@ fn decode_command(command: &ExecuteCommand) -> Result<Command, &'static str> {
         WireCommand::JoinGroup(group) => Command::JoinGroup(group.clone()),
         WireCommand::LeaveGroup(group) => Command::LeaveGroup(group.clone()),
         WireCommand::Close(close) => Command::CloseConnection((!close.reason.is_empty()).then(|| close.reason.clone())),
+    })
+}
+
+/// A client-result invocation as a connection request to the owner: the frames (both
+/// protocols, carrying the invocation id) and how long the owner waits for the client.
+pub fn encode_invoke(hub: &str, invocation: &ClientInvocation) -> ConnectionRequest {
+    let frames = &invocation.frames;
+    let invoke = Invoke {
+        invocation_id: invocation.invocation_id.clone(),
+        json: frames.get(Protocol::Json).cloned().unwrap_or_default(),
+        messagepack: frames.get(Protocol::MessagePack).cloned().unwrap_or_default(),
+        timeout_ms: u32::try_from(invocation.timeout.as_millis()).unwrap_or(u32::MAX),
+    };
+    let connection_id = invocation.connection.clone();
+    ConnectionRequest { hub: hub.to_owned(), connection_id, action: Some(Action::Invoke(invoke)) }
+}
+
+/// The invocation an invoke request for `connection` carries.
+pub(crate) fn decode_invoke(connection: &str, invoke: &Invoke) -> ClientInvocation {
+    ClientInvocation {
+        connection: connection.to_owned(),
+        invocation_id: invoke.invocation_id.clone(),
+        frames: Frames::prebuilt(non_empty(&invoke.json), non_empty(&invoke.messagepack)),
+        timeout: Duration::from_millis(u64::from(invoke.timeout_ms)),
+    }
+}
+
+pub(crate) fn encode_invoked(invoked: Invoked) -> ConnectionReply {
+    let (outcome, completion, protocol) = match invoked {
+        Invoked::Completed { protocol, frame } => (WireInvoked::Completed, frame, protocol.name().to_owned()),
+        Invoked::NotFound => (WireInvoked::NotFound, Bytes::new(), String::new()),
+        Invoked::Disconnected => (WireInvoked::Disconnected, Bytes::new(), String::new()),
+        Invoked::TimedOut => (WireInvoked::TimedOut, Bytes::new(), String::new()),
+    };
+    let found = !matches!(outcome, WireInvoked::NotFound);
+    ConnectionReply { found, invoked: outcome as i32, completion, protocol, ..ConnectionReply::default() }
+}
+
+/// What an invoke reply says; `None` when it is not one (a node of another release).
+pub fn decode_invoked(reply: ConnectionReply) -> Option<Invoked> {
+    Some(match WireInvoked::try_from(reply.invoked).ok()? {
+        WireInvoked::Completed => {
+            Invoked::Completed { protocol: Protocol::from_name(&reply.protocol)?, frame: reply.completion }
+        }
+        WireInvoked::NotFound => Invoked::NotFound,
+        WireInvoked::Disconnected => Invoked::Disconnected,
+        WireInvoked::TimedOut => Invoked::TimedOut,
+        WireInvoked::Unspecified => return None,
     })
 }

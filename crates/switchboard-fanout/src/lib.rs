@@ -86,7 +86,9 @@ mod service;
 
 pub use bus::ClusterBus;
 pub use client::{FanoutClient, FanoutConfig, FanoutStats, MAX_DELIVERY_BYTES};
-pub use codec::{Wire, decode_listed, encode_call, encode_close, encode_delivery, encode_list};
+pub use codec::{
+    Wire, decode_invoked, decode_listed, encode_call, encode_close, encode_delivery, encode_invoke, encode_list,
+};
 pub use error::FanoutError;
 pub use router::Router;
 pub use service::{FanoutService, apply_connection_request, apply_delivery, fanout_server};

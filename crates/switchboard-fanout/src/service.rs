@@ -168,7 +168,12 @@ pub async fn apply_connection_request(
         let target = decode_list(list).map_err(Status::invalid_argument)?;
         let listed = registry.get(&request.hub).map(|hub| hub.list(&target)).unwrap_or_default();
         let listed: Vec<_> = listed.into_iter().map(encode_listed).collect();
-        return Ok(ConnectionReply { found: !listed.is_empty(), listed, group_limit: false });
+        return Ok(ConnectionReply { found: !listed.is_empty(), listed, ..ConnectionReply::default() });
+    }
+    if let Some(Action::Invoke(invoke)) = &request.action {
+        let invocation = crate::codec::decode_invoke(&request.connection_id, invoke);
+        let invoked = switchboard_engine::invoke_here(registry, &request.hub, &invocation).await;
+        return Ok(crate::codec::encode_invoked(invoked));
     }
     let call = decode_request(request).map_err(Status::invalid_argument)?;
     let Some(hub) = registry.get(&request.hub) else { return Ok(ConnectionReply::default()) };
@@ -176,5 +181,9 @@ pub async fn apply_connection_request(
     if applied.found() && call.adds_interest() {
         registry.interest_settled().await;
     }
-    Ok(ConnectionReply { found: applied.found(), listed: Vec::new(), group_limit: applied == Applied::GroupLimit })
+    Ok(ConnectionReply {
+        found: applied.found(),
+        group_limit: applied == Applied::GroupLimit,
+        ..ConnectionReply::default()
+    })
 }

@@ -11,9 +11,14 @@ use switchboard_protocol::Protocol;
 /// Creates a connection id that names its owner node: 22 random base64url characters, a
 /// `.`, then the node id. Connection-scoped calls route on the suffix without a lookup.
 pub fn new_connection_id(node_id: u64) -> String {
+    format!("{}.{node_id}", new_invocation_id())
+}
+
+/// 128 random bits, base64url: an id no client or server made before (a client-result
+/// invocation's, and the random part of a connection id).
+pub fn new_invocation_id() -> String {
     let bytes: [u8; 16] = rand::rng().random();
-    let random = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    format!("{random}.{node_id}")
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The node that owns `connection_id`, or `None` when the id was not made by [`new_connection_id`].
@@ -41,7 +46,13 @@ pub struct Connection {
     pub info: Box<ConnectionInfo>,
     /// Connection-level groups, so leaving every group on disconnect needs no scan.
     pub(crate) groups: Mutex<Vec<Arc<str>>>,
+    /// Client results awaited from this client, by invocation id (usually none).
+    results: Mutex<Vec<(String, ResultWaiter)>>,
 }
+
+/// Called once with a client's Completion frame (framed in its protocol), or `None` when the
+/// connection went away (or the invocation could not be written) first.
+pub type ResultWaiter = Box<dyn FnOnce(Option<bytes::Bytes>) + Send>;
 
 impl Connection {
     pub fn new(id: impl Into<Arc<str>>, user_id: Option<&str>, protocol: Protocol, info: ConnectionInfo) -> Self {
@@ -53,6 +64,37 @@ impl Connection {
             outbox: Outbox::default(),
             info: Box::new(info),
             groups: Mutex::new(Vec::new()),
+            results: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Waits for the client's Completion of `invocation_id` (a client-result invocation).
+    pub fn expect_result(&self, invocation_id: &str, waiter: ResultWaiter) {
+        self.results.lock().push((invocation_id.to_owned(), waiter));
+    }
+
+    /// Hands the client's Completion of `invocation_id` (`None`: it will not come) to its
+    /// waiter; whether one was waiting.
+    pub fn complete_result(&self, invocation_id: &str, frame: Option<bytes::Bytes>) -> bool {
+        let waiter = {
+            let mut results = self.results.lock();
+            let Some(at) = results.iter().position(|(id, _)| id == invocation_id) else { return false };
+            results.swap_remove(at).1
+        };
+        waiter(frame);
+        true
+    }
+
+    /// Stops waiting for `invocation_id` (the caller gave up).
+    pub fn forget_result(&self, invocation_id: &str) {
+        self.results.lock().retain(|(id, _)| id != invocation_id);
+    }
+
+    /// Tells every waiter that no result will come (the connection is gone).
+    pub(crate) fn abandon_results(&self) {
+        let waiters = std::mem::take(&mut *self.results.lock());
+        for (_, waiter) in waiters {
+            waiter(None);
         }
     }
 }

@@ -7,8 +7,9 @@ use switchboard_protocol::{HubMessage, Protocol, json, msgpack};
 /// Where the message came from decides how each protocol's frame is built.
 #[derive(Debug)]
 enum Source {
-    /// REST JSON payload: `target` plus the raw, already-validated JSON arguments array.
-    Json { target: String, arguments: Box<serde_json::value::RawValue> },
+    /// REST JSON payload: `target` plus the raw, already-validated JSON arguments array (and
+    /// the invocation id of a client result).
+    Json { target: String, arguments: Box<serde_json::value::RawValue>, invocation_id: Option<String> },
     /// Frames prebuilt by the caller (the `application/octet-stream` multi-protocol payload).
     Prebuilt { json: Option<Bytes>, messagepack: Option<Bytes> },
 }
@@ -24,13 +25,39 @@ pub struct Frames {
 impl Frames {
     /// A server-to-client invocation of `target` with a JSON array of arguments.
     pub fn invocation(target: impl Into<String>, arguments: Box<serde_json::value::RawValue>) -> Self {
-        Self::new(Source::Json { target: target.into(), arguments })
+        Self::new(Source::Json { target: target.into(), arguments, invocation_id: None })
     }
 
     /// Frames supplied per protocol (each a whole framed hub message). A missing protocol is
     /// converted from the other when a client of that protocol is targeted.
     pub fn prebuilt(json: Option<Bytes>, messagepack: Option<Bytes>) -> Self {
         Self::new(Source::Prebuilt { json, messagepack })
+    }
+
+    /// The same invocation asking the client for a result: every frame carries `invocation_id`
+    /// (prebuilt frames are rebuilt with it; a frame that is not an invocation is dropped).
+    pub fn with_invocation_id(self, invocation_id: &str) -> Self {
+        let source = match self.source {
+            Source::Json { target, arguments, .. } => {
+                Source::Json { target, arguments, invocation_id: Some(invocation_id.to_owned()) }
+            }
+            Source::Prebuilt { json, messagepack } => {
+                let json = json.and_then(|frame| {
+                    let message = with_id(json::decode(&frame).ok()?.0, invocation_id)?;
+                    let mut out = Vec::new();
+                    json::encode(&message, &mut out);
+                    Some(Bytes::from(out))
+                });
+                let messagepack = messagepack.and_then(|frame| {
+                    let message = with_id(msgpack::decode(&frame).ok()?.0, invocation_id)?;
+                    let mut out = Vec::new();
+                    msgpack::encode(&message, &mut out);
+                    Some(Bytes::from(out))
+                });
+                Source::Prebuilt { json, messagepack }
+            }
+        };
+        Self::new(source)
     }
 
     fn new(source: Source) -> Self {
@@ -48,13 +75,13 @@ impl Frames {
     fn build(&self, protocol: Protocol) -> Option<Bytes> {
         let mut out = Vec::new();
         match (&self.source, protocol) {
-            (Source::Json { target, arguments }, Protocol::Json) => {
-                json::encode_invocation_raw(target, arguments.get(), &mut out);
+            (Source::Json { target, arguments, invocation_id }, Protocol::Json) => {
+                json::encode_invocation_raw(invocation_id.as_deref(), target, arguments.get(), &mut out);
             }
-            (Source::Json { target, arguments }, Protocol::MessagePack) => {
+            (Source::Json { target, arguments, invocation_id }, Protocol::MessagePack) => {
                 let values: Vec<serde_json::Value> = serde_json::from_str(arguments.get()).ok()?;
                 let values: Vec<rmpv::Value> = values.iter().map(msgpack::json_to_msgpack).collect();
-                msgpack::encode_invocation(target, &values, &mut out);
+                msgpack::encode_invocation(invocation_id.as_deref(), target, &values, &mut out);
             }
             (Source::Prebuilt { json: Some(frame), .. }, Protocol::Json) => return Some(frame.clone()),
             (Source::Prebuilt { messagepack: Some(frame), .. }, Protocol::MessagePack) => return Some(frame.clone()),
@@ -69,6 +96,20 @@ impl Frames {
             (Source::Prebuilt { json: None, messagepack: None }, _) => return None,
         }
         Some(Bytes::from(out))
+    }
+}
+
+/// An invocation with `invocation_id` set; `None` for any other message.
+fn with_id<V>(message: HubMessage<V>, invocation_id: &str) -> Option<HubMessage<V>> {
+    match message {
+        HubMessage::Invocation { headers, target, arguments, stream_ids, .. } => Some(HubMessage::Invocation {
+            headers,
+            invocation_id: Some(invocation_id.to_owned()),
+            target,
+            arguments,
+            stream_ids,
+        }),
+        _ => None,
     }
 }
 
@@ -114,7 +155,7 @@ mod tests {
     #[test]
     fn prebuilt_converts_the_missing_protocol() {
         let mut mp = Vec::new();
-        msgpack::encode_invocation("T", &[rmpv::Value::from(5)], &mut mp);
+        msgpack::encode_invocation(None, "T", &[rmpv::Value::from(5)], &mut mp);
         let frames = Frames::prebuilt(None, Some(Bytes::from(mp.clone())));
         assert_eq!(frames.get(Protocol::MessagePack).unwrap().as_ref(), &mp[..]);
         assert_eq!(

@@ -4,7 +4,7 @@
 //! outboxes (which never block), membership changes take the write lock briefly.
 
 use crate::call::{Applied, Call, Command, Listed, Target};
-use crate::connection::Connection;
+use crate::connection::{Connection, ResultWaiter};
 use crate::filter::{Filter, Subject};
 use crate::frames::Frames;
 use crate::interest::InterestKind;
@@ -258,6 +258,23 @@ impl Hub {
         if state.connections.is_empty() {
             self.report(InterestKind::Hub, "", false);
         }
+        drop(state);
+        conn.abandon_results();
+    }
+
+    /// Writes a client-result invocation (`frames` carry `invocation_id`) to connection `id`
+    /// and has `waiter` called with the client's Completion, or with `None` if the connection
+    /// goes first. Returns `false`, without calling `waiter`, when the connection is not here.
+    pub fn invoke(&self, id: &str, invocation_id: &str, frames: &Frames, waiter: ResultWaiter) -> bool {
+        let state = self.state.read();
+        let Some(conn) = state.connections.get(id).filter(|conn| is_live(conn)) else { return false };
+        conn.expect_result(invocation_id, waiter);
+        if self.deliver(conn, frames) {
+            self.count(SendKind::Connection, 1);
+        } else {
+            conn.complete_result(invocation_id, None);
+        }
+        true
     }
 
     pub fn connection(&self, id: &str) -> Option<Arc<Connection>> {

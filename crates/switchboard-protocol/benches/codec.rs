@@ -35,7 +35,12 @@ fn json_benches(c: &mut Criterion) {
     c.bench_function("json/encode_invocation_raw", |b| {
         b.iter(|| {
             out.clear();
-            json::encode_invocation_raw(black_box("ReceiveMessage"), black_box(r#"["alice","hello world"]"#), &mut out);
+            json::encode_invocation_raw(
+                None,
+                black_box("ReceiveMessage"),
+                black_box(r#"["alice","hello world"]"#),
+                &mut out,
+            );
         })
     });
     c.bench_function("json/decode", |b| b.iter(|| json::decode(black_box(JSON_TEXT)).map(|(m, _)| m.message_type())));
@@ -58,7 +63,7 @@ fn msgpack_benches(c: &mut Criterion) {
     c.bench_function("msgpack/encode_invocation", |b| {
         b.iter(|| {
             out.clear();
-            msgpack::encode_invocation(black_box("ReceiveMessage"), black_box(&arguments), &mut out);
+            msgpack::encode_invocation(None, black_box("ReceiveMessage"), black_box(&arguments), &mut out);
         })
     });
     c.bench_function("msgpack/decode", |b| {

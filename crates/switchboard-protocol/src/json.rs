@@ -113,15 +113,22 @@ pub fn encode(msg: &HubMessage<Value>, out: &mut Vec<u8>) {
     out.push(RECORD_SEPARATOR);
 }
 
-/// Appends a non-blocking Invocation whose arguments are already JSON text.
+/// Appends an Invocation whose arguments are already JSON text; `invocation_id` only for a
+/// client result (the id the client's Completion answers).
 ///
 /// This is the REST send path: the body the app posted is forwarded without
 /// being parsed into values. The caller guarantees `arguments_json_array` is a
 /// valid compact JSON array; it is copied verbatim.
-pub fn encode_invocation_raw(target: &str, arguments_json_array: &str, out: &mut Vec<u8>) {
+pub fn encode_invocation_raw(invocation_id: Option<&str>, target: &str, arguments_json_array: &str, out: &mut Vec<u8>) {
     debug_assert!(arguments_json_array.trim_start().starts_with('['));
     out.reserve(target.len() + arguments_json_array.len() + 40);
-    out.extend_from_slice(b"{\"type\":1,\"target\":");
+    out.extend_from_slice(b"{\"type\":1,");
+    if let Some(id) = invocation_id {
+        out.extend_from_slice(b"\"invocationId\":");
+        write_json_string(id, out);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"target\":");
     write_json_string(target, out);
     out.extend_from_slice(b",\"arguments\":");
     out.extend_from_slice(arguments_json_array.as_bytes());

@@ -124,13 +124,14 @@ pub fn encode(msg: &HubMessage<Value>, out: &mut Vec<u8>) {
     });
 }
 
-/// Appends a non-blocking Invocation (no id, no headers) without building a message.
-pub fn encode_invocation(target: &str, arguments: &[Value], out: &mut Vec<u8>) {
+/// Appends an Invocation (no headers) without building a message; `invocation_id` only for a
+/// client result.
+pub fn encode_invocation(invocation_id: Option<&str>, target: &str, arguments: &[Value], out: &mut Vec<u8>) {
     write::framed(out, |out| {
         write::array_len(6, out);
         write::uint(1, out);
         write::headers(&[], out);
-        write::nil(out);
+        write::optional_str(invocation_id, out);
         write::str(target, out);
         write::values(arguments, out);
         write::string_array(&[], out);

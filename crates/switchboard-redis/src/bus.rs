@@ -16,8 +16,9 @@ use prost::Message;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use switchboard_engine::{Call, EngineError, EngineFuture, Listed, NodeBus, Target};
-use switchboard_fanout::{Wire, apply_connection_request, apply_delivery, decode_listed, encode_call, encode_list};
+use switchboard_engine::{Call, ClientInvocation, EngineError, EngineFuture, Invoked, Listed, NodeBus, Target};
+use switchboard_fanout::{Wire, apply_connection_request, apply_delivery, decode_invoked, decode_listed};
+use switchboard_fanout::{encode_call, encode_invoke, encode_list};
 use switchboard_grpc::fanout::v1::bus_message::Body;
 use switchboard_grpc::fanout::v1::{BusMessage, ConnectionReply};
 use switchboard_hub::owner_of;
@@ -37,6 +38,8 @@ pub(crate) struct Outcome {
     pub(crate) found: bool,
     pub(crate) group_limit: bool,
     pub(crate) listed: Vec<Listed>,
+    /// A client result's answer.
+    pub(crate) invoked: Option<Invoked>,
 }
 
 /// A call waiting for its replies.
@@ -90,6 +93,11 @@ fn channel_for_list(names: &crate::Names, hub: &str, target: &Target) -> Option<
 impl Shared {
     /// Publishes `body` on `channel` and waits for a reply from every node that received it.
     pub(crate) async fn request(&self, channel: &str, body: Body) -> Result<Outcome, EngineError> {
+        self.request_within(channel, body, CALL_TIMEOUT).await
+    }
+
+    /// [`Shared::request`], waiting up to `timeout` for the replies.
+    async fn request_within(&self, channel: &str, body: Body, timeout: Duration) -> Result<Outcome, EngineError> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (done, answered) = oneshot::channel();
         let pending = Pending { expected: None, answered: 0, outcome: Outcome::default(), done: Some(done) };
@@ -114,11 +122,11 @@ impl Shared {
             pending.expected = Some(receivers);
             pending.finish_if_complete();
         }
-        match tokio::time::timeout(CALL_TIMEOUT, answered).await {
+        match tokio::time::timeout(timeout, answered).await {
             Ok(Ok(outcome)) => Ok(outcome),
             _ => {
                 let answered = self.pending.lock().remove(&id).map_or(0, |pending| pending.answered);
-                let timeout_ms = CALL_TIMEOUT.as_millis() as u64;
+                let timeout_ms = timeout.as_millis() as u64;
                 Err(EngineError::Incomplete { answered, expected: receivers, timeout_ms })
             }
         }
@@ -167,6 +175,22 @@ impl NodeBus for RedisBus {
     fn http_address(&self, node: u64) -> Option<String> {
         self.0.nodes.http_address(node)
     }
+
+    fn invoke(&self, hub: &str, invocation: ClientInvocation) -> EngineFuture<Invoked> {
+        let shared = self.0.clone();
+        let Some(owner) = owner_of(&invocation.connection) else {
+            return Box::pin(std::future::ready(Ok(Invoked::NotFound)));
+        };
+        let channel = shared.names.node(owner);
+        let body = Body::Request(encode_invoke(hub, &invocation));
+        let timeout = invocation.timeout;
+        Box::pin(async move {
+            // The owner answers within `timeout`; the call allows the trip on top of it.
+            let outcome = shared.request_within(&channel, body, timeout + Duration::from_secs(5)).await?;
+            // Nobody subscribed to the owner's channel: the node (and so the connection) is gone.
+            Ok(outcome.invoked.unwrap_or(Invoked::NotFound))
+        })
+    }
 }
 
 /// Applies every message that arrives on this node's subscriptions. Deliveries are applied
@@ -195,9 +219,11 @@ pub(crate) async fn receive(shared: Arc<Shared>, mut pushes: mpsc::Receiver<(Cha
                 });
             }
             Some(Body::Reply(reply)) => {
+                let invoked = (reply.invoked != 0).then(|| decode_invoked(reply.clone())).flatten();
                 let mut pending = shared.pending.lock();
                 if let Some(waiting) = pending.get_mut(&request) {
                     waiting.answered += 1;
+                    waiting.outcome.invoked = waiting.outcome.invoked.take().or(invoked);
                     waiting.outcome.found |= reply.found;
                     waiting.outcome.group_limit |= reply.group_limit;
                     waiting.outcome.listed.extend(reply.listed.into_iter().map(decode_listed));

@@ -532,6 +532,42 @@ async fn the_redis_engine_speaks_tls_to_redis_and_checks_its_certificate() {
     assert!(stderr.contains("cannot reach Redis at rediss://127.0.0.1:") && stderr.contains("ertificate"), "{stderr}");
 }
 
+/// Client results through another node: `:invoke` asked on node 1 reaches the client on node 3,
+/// and its Completion comes back as the REST answer; on the raft engine (gRPC to the owner)
+/// and on the Redis engine (the owner's node channel).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_results_travel_from_the_owner_node_back_to_the_entry_node() {
+    client_results_through_another_node(&mut Cluster::new(3, 3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_results_travel_through_redis() {
+    let (mut cluster, _redis) = tokio::task::block_in_place(|| Cluster::on_redis(3, standalone));
+    client_results_through_another_node(&mut cluster).await;
+}
+
+async fn client_results_through_another_node(cluster: &mut Cluster) {
+    tokio::task::block_in_place(|| cluster.start_all());
+    let (mut ws, id) = connect_client(cluster.http(3), "answering").await;
+    let port = cluster.http(1);
+    let path = format!("/api/hubs/chat/connections/{id}/:invoke?api-version=2024-12-01");
+    let asked =
+        tokio::task::spawn_blocking(move || rest_post_answer(port, &path, r#"{"target":"ask","arguments":["ping"]}"#));
+    let invocation = ws.next_record().await;
+    assert_eq!((invocation["type"].as_u64(), invocation["target"].as_str()), (Some(1), Some("ask")), "{invocation}");
+    assert_eq!(invocation["arguments"], serde_json::json!(["ping"]));
+    let invocation_id = invocation["invocationId"].as_str().expect("an invocation id").to_owned();
+    let completion = format!(r#"{{"type":3,"invocationId":"{invocation_id}","result":"pong"}}"#) + "\u{1e}";
+    ws.send(1, completion.as_bytes()).await;
+    let (status, body) = asked.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, r#"{"result":"pong"}"#));
+    // A connection id that names no live node is unknown everywhere.
+    let path = "/api/hubs/chat/connections/AAAAAAAAAAAAAAAAAAAAAA.99/:invoke?api-version=2024-12-01";
+    let (status, _) =
+        tokio::task::block_in_place(|| rest_post_answer(port, path, r#"{"target":"ask","arguments":[]}"#));
+    assert_eq!(status, 404);
+}
+
 /// A Redis Cluster of three masters with a replica each, and the flags that point nodes at it.
 fn redis_cluster() -> (RedisCluster, Vec<String>) {
     let redis = RedisCluster::start(3, 1);
@@ -978,6 +1014,11 @@ async fn user_and_group_sends_follow_routing_interest() {
 
 /// A POST with a REST token (for the path without its query); returns the status.
 fn rest_post(port: u16, path: &str, body: &str) -> u16 {
+    rest_post_answer(port, path, body).0
+}
+
+/// A REST POST's status and body.
+fn rest_post_answer(port: u16, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let audience = format!("http://127.0.0.1:{port}{}", path.split('?').next().unwrap());
     let token = mint_server_token(&audience, Duration::from_secs(60), KEY);
@@ -990,7 +1031,8 @@ fn rest_post(port: u16, path: &str, body: &str) -> u16 {
     stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    response.split(' ').nth(1).unwrap().parse().unwrap()
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_owned())
 }
 
 /// Operators remove stopped nodes for good: a voter (the quorum shrinks with it, writes go on)

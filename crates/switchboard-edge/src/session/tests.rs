@@ -70,6 +70,14 @@ fn batched_and_split_messages() {
 }
 
 #[test]
+fn a_client_result_completion_is_handed_over_framed() {
+    let mut s = open_json();
+    let completion = b"{\"type\":3,\"invocationId\":\"r1\",\"result\":\"bob\"}\x1e";
+    let out = feed(&mut s, &[&completion[..], b"{\"type\":6}\x1e"].concat());
+    assert_eq!(out, vec![Output::Completion { invocation_id: "r1".into(), frame: completion.to_vec() }]);
+}
+
+#[test]
 fn garbage_after_handshake_closes_with_an_error() {
     let mut s = open_json();
     let out = feed(&mut s, b"not json\x1e");

@@ -339,6 +339,11 @@ impl ConnectionTask {
                 write_data(&mut io.out, Some(protocol), handshake::RESPONSE_OK);
             }
             Output::Reply(bytes) => send_message(io, protocol, Bytes::from(bytes)),
+            Output::Completion { invocation_id, frame } => {
+                if let Some(conn) = &io.conn {
+                    conn.complete_result(&invocation_id, Some(Bytes::from(frame)));
+                }
+            }
             Output::Invocation { invocation_id, target, body } => {
                 let stats = self.state.registry.stats();
                 stats.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -126,7 +126,7 @@ fn strings_with_newlines_are_escaped() {
 #[test]
 fn raw_invocation_fast_path() {
     let mut out = Vec::new();
-    encode_invocation_raw("Receive\"Message", r#"["alice","hello world"]"#, &mut out);
+    encode_invocation_raw(None, "Receive\"Message", r#"["alice","hello world"]"#, &mut out);
     assert_eq!(out, b"{\"type\":1,\"target\":\"Receive\\\"Message\",\"arguments\":[\"alice\",\"hello world\"]}\x1e");
     let (message, used) = decode(&out).unwrap();
     assert_eq!(used, out.len());

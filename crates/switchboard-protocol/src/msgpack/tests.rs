@@ -41,7 +41,7 @@ fn receive_hi() -> HubMessage<Value> {
 fn spec_invocation_bytes() {
     assert_eq!(encoded(&receive_hi()), hex(RECEIVE_HI));
     let mut fast = Vec::new();
-    encode_invocation("Receive", &[Value::from("hi")], &mut fast);
+    encode_invocation(None, "Receive", &[Value::from("hi")], &mut fast);
     assert_eq!(fast, hex(RECEIVE_HI));
     let bytes = hex(RECEIVE_HI);
     assert_eq!(decode(&bytes), Ok((receive_hi(), bytes.len())));
