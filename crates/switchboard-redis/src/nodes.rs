@@ -43,7 +43,8 @@ return {redis.call('HGETALL', KEYS[2]), dead}
 /// The live nodes as of the last heartbeat.
 pub(crate) struct LiveNodes {
     own_address: String,
-    addresses: RwLock<HashMap<u64, String>>,
+    /// Live node → its forwarding address, and when this node learned it.
+    addresses: RwLock<HashMap<u64, (String, Instant)>>,
     last_heartbeat: RwLock<Option<Instant>>,
     probes_sent: AtomicU64,
     probes_seen: AtomicU64,
@@ -61,7 +62,7 @@ impl LiveNodes {
     }
 
     pub(crate) fn http_address(&self, node: u64) -> Option<String> {
-        self.addresses.read().get(&node).cloned()
+        self.addresses.read().get(&node).map(|(address, _)| address.clone())
     }
 
     /// Whether `node` has the lowest id of the live nodes (it writes the snapshots).
@@ -74,9 +75,21 @@ impl LiveNodes {
         self.last_heartbeat.read().is_some_and(|at| at.elapsed() < LEASE)
     }
 
+    /// The live nodes as a heartbeat that started at `started` saw them. A node that announced
+    /// itself since is kept: the heartbeat's script ran before that node's lease existed.
+    fn replace(&self, mut live: HashMap<u64, (String, Instant)>, started: Instant) {
+        let mut addresses = self.addresses.write();
+        for (node, (address, learned)) in addresses.drain() {
+            if learned > started {
+                live.entry(node).or_insert((address, learned));
+            }
+        }
+        *addresses = live;
+    }
+
     /// A node announced itself (see [`announce`]).
     pub(crate) fn joined(&self, node: u64, address: String) {
-        self.addresses.write().insert(node, address);
+        self.addresses.write().insert(node, (address, Instant::now()));
     }
 
     pub(crate) fn probe_seen(&self, number: u64) {
@@ -96,8 +109,9 @@ pub(crate) async fn heartbeat(shared: &Shared) -> redis::RedisResult<()> {
     command.arg(HEARTBEAT_SCRIPT).arg(2).arg(shared.names.nodes()).arg(shared.names.addresses());
     command.arg(shared.node).arg(&shared.nodes.own_address).arg(LEASE.as_millis() as u64);
     let (live, dead): (Vec<String>, Vec<u64>) = shared.link.query(&command).await?;
-    let live = live.chunks_exact(2).filter_map(|pair| Some((pair[0].parse().ok()?, pair[1].clone()))).collect();
-    *shared.nodes.addresses.write() = live;
+    let live: HashMap<u64, (String, Instant)> =
+        live.chunks_exact(2).filter_map(|pair| Some((pair[0].parse().ok()?, (pair[1].clone(), started)))).collect();
+    shared.nodes.replace(live, started);
     for node in dead {
         reap(shared, node).await;
     }

@@ -470,17 +470,28 @@ async fn the_redis_engine_rides_out_a_redis_cluster_failover() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_joins_are_seen_at_once_and_memberships_survive_restarting_every_node() {
+    let (mut cluster, _redis) = tokio::task::block_in_place(|| Cluster::on_redis(5, standalone));
+    joins_are_seen_at_once_and_memberships_survive_restarting_every_node(&mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_joins_are_seen_at_once_and_memberships_survive_restarting_every_node() {
+    let (mut cluster, _redis) = tokio::task::block_in_place(|| Cluster::on_redis(5, redis_cluster));
+    joins_are_seen_at_once_and_memberships_survive_restarting_every_node(&mut cluster).await;
+}
+
 /// G3 through processes (a group join answered through one node is seen by the next send
 /// through another, 30 times) and G6 (every Switchboard node restarted: the memberships stored
 /// in Redis are intact and routed again).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_joins_are_seen_at_once_and_memberships_survive_restarting_every_node() {
-    let (mut cluster, _redis) = tokio::task::block_in_place(|| Cluster::on_redis(3, standalone));
+async fn joins_are_seen_at_once_and_memberships_survive_restarting_every_node(cluster: &mut Cluster) {
     tokio::task::block_in_place(|| cluster.start_all());
-    let (mut ws, id) = connect_client(cluster.http(3), "joiner").await;
+    let nodes = cluster.specs.len() as u64;
+    let (mut ws, id) = connect_client(cluster.http(nodes), "joiner").await;
     let mut pending = Vec::new();
     for i in 0..30u64 {
-        let (join_through, send_through) = (i % 3 + 1, (i + 1) % 3 + 1);
+        let (join_through, send_through) = (i % nodes + 1, (i + 1) % nodes + 1);
         let join = format!("/api/v1/hubs/chat/groups/g{i}/connections/{id}");
         assert_eq!(tokio::task::block_in_place(|| rest(cluster.http(join_through), "PUT", &join)).0, 200);
         let body = format!(r#"{{"target":"m","arguments":["g{i}"]}}"#);
@@ -772,7 +783,13 @@ async fn transport_requests_may_land_on_any_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_requests_may_land_on_any_node_through_redis() {
-    let (mut cluster, _redis) = tokio::task::block_in_place(|| Cluster::on_redis(3, standalone));
+    let (mut cluster, _redis) = tokio::task::block_in_place(|| Cluster::on_redis(5, standalone));
+    transport_requests_may_land_on_any_node_of(&mut cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_requests_may_land_on_any_node_through_a_redis_cluster() {
+    let (mut cluster, _redis) = tokio::task::block_in_place(|| Cluster::on_redis(5, redis_cluster));
     transport_requests_may_land_on_any_node_of(&mut cluster).await;
 }
 
