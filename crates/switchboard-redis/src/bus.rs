@@ -249,17 +249,17 @@ pub(crate) async fn receive(shared: Arc<Shared>, mut pushes: mpsc::Receiver<(Cha
 /// span shards.
 pub(crate) async fn send_replies(shared: Arc<Shared>, mut replies: mpsc::UnboundedReceiver<(u64, Bytes)>) {
     let mut batch = Vec::with_capacity(REPLY_BATCH);
-    let command = if shared.link.is_cluster() { "SPUBLISH" } else { "PUBLISH" };
+    let cluster = shared.link.is_cluster();
+    let command = if cluster { "SPUBLISH" } else { "PUBLISH" };
     while replies.recv_many(&mut batch, REPLY_BATCH).await > 0 {
+        // Pipelines by destination on a Cluster; one pipeline otherwise.
         let mut pipes: Vec<(u64, redis::Pipeline)> = Vec::new();
         for (node, reply) in batch.drain(..) {
-            let index = match pipes.iter().position(|(n, _)| *n == node || !shared.link.is_cluster()) {
-                Some(index) => index,
-                None => {
-                    pipes.push((node, redis::pipe()));
-                    pipes.len() - 1
-                }
-            };
+            let key = if cluster { node } else { 0 };
+            let index = pipes.iter().position(|(k, _)| *k == key).unwrap_or_else(|| {
+                pipes.push((key, redis::pipe()));
+                pipes.len() - 1
+            });
             pipes[index].1.cmd(command).arg(shared.names.node(node)).arg(reply.as_ref()).ignore();
         }
         for (_, pipe) in pipes {

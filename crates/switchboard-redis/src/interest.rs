@@ -105,33 +105,19 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
         for event in batch.drain(..) {
             match event {
                 Event::Interest { hub, kind: InterestKind::User, name, present } => {
-                    let held = state.users.entry(hub.clone()).or_default();
-                    if present {
-                        held.insert(name.clone())
-                    } else {
-                        held.remove(&name)
-                    };
+                    mark(state.users.entry(hub.clone()).or_default(), name.clone(), present);
                     for group in shared.mirror.groups_of(&hub, &name, unix_now()) {
                         groups.insert((hub.clone(), group));
                     }
                     users.insert((hub, name));
                 }
                 Event::Interest { hub, kind: InterestKind::Hub, present, .. } => {
-                    if present {
-                        state.hubs.insert(hub.clone())
-                    } else {
-                        state.hubs.remove(&hub)
-                    };
+                    mark(&mut state.hubs, hub.clone(), present);
                     hubs.insert(hub);
                 }
                 Event::Interest { hub, kind: InterestKind::Group, name, present } => {
-                    let key = (hub, name);
-                    if present {
-                        state.groups.insert(key.clone())
-                    } else {
-                        state.groups.remove(&key)
-                    };
-                    groups.insert(key);
+                    mark(&mut state.groups, (hub.clone(), name.clone()), present);
+                    groups.insert((hub, name));
                 }
                 Event::Members { hub, group } => {
                     groups.insert((hub, group));
@@ -203,6 +189,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
         for done in waiting {
             let _ = done.send(());
         }
+    }
+}
+
+/// Adds `item` to `set` when `present`, removes it otherwise.
+fn mark<T: Eq + std::hash::Hash>(set: &mut HashSet<T>, item: T, present: bool) {
+    if present {
+        set.insert(item);
+    } else {
+        set.remove(&item);
     }
 }
 

@@ -258,6 +258,11 @@ impl RedisEngine {
             let _ = left.await;
         }
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), nodes::leave(&self.shared)).await;
+        self.stop();
+    }
+
+    /// Ends the engine's tasks and closes its connection.
+    fn stop(&self) {
         for task in self.tasks.lock().drain(..) {
             task.abort();
         }
@@ -267,10 +272,7 @@ impl RedisEngine {
 
 impl Drop for RedisEngine {
     fn drop(&mut self) {
-        for task in self.tasks.lock().drain(..) {
-            task.abort();
-        }
-        self.shared.link.close();
+        self.stop();
     }
 }
 
