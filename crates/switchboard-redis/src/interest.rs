@@ -170,7 +170,13 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
         if !add.is_empty() {
             shared.stats.subscribes.fetch_add(add.len() as u64, Ordering::Relaxed);
             let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, link.subscribe(&add)).await;
-            failed = !matches!(subscribed, Ok(Ok(())));
+            // Only a full resubscribe that succeeded clears an earlier failure: a later batch of
+            // new channels says nothing about the channels that failed before.
+            match subscribed {
+                Ok(Ok(())) if resubscribe => failed = false,
+                Ok(Ok(())) => {}
+                _ => failed = true,
+            }
             match subscribed {
                 Ok(Ok(())) if resubscribe && !first => {
                     shared.stats.resubscribes.fetch_add(1, Ordering::Relaxed);
