@@ -10,8 +10,8 @@ use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use switchboard_engine::{Call, ClientInvocation, Target};
-use switchboard_hub::Filter;
 use switchboard_hub::unix_now;
+use switchboard_hub::{Filter, Frames};
 
 /// How long `:invoke` waits for the client's answer (Azure documents none; the SDK's HTTP
 /// client gives up after 100 s).
@@ -30,6 +30,7 @@ struct Query {
     top: Option<String>,
     continuation: Option<String>,
     filter: Option<String>,
+    completed: Option<String>,
 }
 
 impl Query {
@@ -46,6 +47,7 @@ impl Query {
             top: None,
             continuation: None,
             filter: None,
+            completed: None,
         };
         for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
             match key.as_ref() {
@@ -60,6 +62,7 @@ impl Query {
                 "top" => q.top = Some(value.into_owned()),
                 "continuationToken" => q.continuation = Some(value.into_owned()),
                 "filter" => q.filter = Some(value.into_owned()),
+                "completed" => q.completed = Some(value.into_owned()),
                 _ => {}
             }
         }
@@ -107,7 +110,7 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
         let listed = state.bus.list(&route.hub, target).await?;
         return Ok(page.answer(&listed, &state.endpoint, parts.uri.path(), &query));
     }
-    let Query { excluded, reason, ttl, user_id, minutes_to_expire, filter, .. } = query;
+    let Query { excluded, reason, ttl, user_id, minutes_to_expire, filter, completed, .. } = query;
     let bus = |call: Call| state.bus.call(&route.hub, call);
     let status = match route.operation {
         Operation::Health => StatusCode::OK,
@@ -132,6 +135,23 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
             let invocation = ClientInvocation { connection: connection.clone(), invocation_id, frames, timeout };
             let invoked = state.bus.invoke(&route.hub, invocation).await?;
             return crate::invoke::answer(invoked, &connection, &parts.headers);
+        }
+        Operation::SendStreamItem { connection, stream } => {
+            let item = Some(payload::parse_stream_item(&stream, &body)?);
+            let end = parse_bool("completed", completed.as_deref())?.then(|| Frames::completion(&stream, None));
+            if !bus(Call::Stream { connection, stream, item, end }).await? {
+                return Err(ApiError::not_found(
+                    "Error.Stream.NotExisted",
+                    "the connection has no open stream of this id",
+                ));
+            }
+            StatusCode::ACCEPTED
+        }
+        Operation::CompleteStream { connection, stream } => {
+            // Idempotent (the SDK retries it): a stream already ended, or a connection gone, is fine.
+            let end = Some(Frames::completion(&stream, reason.as_deref().filter(|r| !r.is_empty())));
+            bus(Call::Stream { connection, stream, item: None, end }).await?;
+            StatusCode::ACCEPTED
         }
         Operation::Broadcast | Operation::SendUser(_) | Operation::SendGroup(_) | Operation::SendConnection(_) => {
             let frames = payload::parse(content_type, &body)?;
@@ -334,6 +354,16 @@ fn parse_ttl(ttl: Option<&str>) -> Result<Option<u64>, ApiError> {
             .parse::<u64>()
             .map(Some)
             .map_err(|_| ApiError::bad_request("'ttl' must be a whole number of seconds, 0 or more")),
+    }
+}
+
+/// A boolean query parameter (`true`/`false` in any case; absent is false).
+fn parse_bool(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None | Some("") => Ok(false),
+        Some(text) if text.eq_ignore_ascii_case("true") => Ok(true),
+        Some(text) if text.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(ApiError::bad_request(format!("'{name}' must be true or false"))),
     }
 }
 

@@ -47,6 +47,11 @@ pub const MAX_ARGUMENTS_DEPTH: usize = 64;
 /// Checks, in one pass over the raw JSON, what every protocol needs of the arguments: nesting
 /// within [`MAX_ARGUMENTS_DEPTH`], and numbers a MessagePack client can receive (finite).
 fn check_arguments(text: &str) -> Result<(), String> {
+    check_values(text, "'arguments'")
+}
+
+/// [`check_arguments`] for any JSON text; `what` names it in the error.
+fn check_values(text: &str, what: &str) -> Result<(), String> {
     let bytes = text.as_bytes();
     let (mut depth, mut at) = (0usize, 0usize);
     while at < bytes.len() {
@@ -57,7 +62,7 @@ fn check_arguments(text: &str) -> Result<(), String> {
                     if bytes[at] != b'\\' {
                         at += 1;
                     } else if bytes.get(at + 1) == Some(&b'u') {
-                        at = check_unicode_escape(bytes, at)?;
+                        at = check_unicode_escape(bytes, at).map_err(|error| format!("{what} hold {error}"))?;
                     } else {
                         at += 2;
                     }
@@ -66,7 +71,7 @@ fn check_arguments(text: &str) -> Result<(), String> {
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_ARGUMENTS_DEPTH {
-                    return Err(format!("'arguments' are nested deeper than {MAX_ARGUMENTS_DEPTH} levels"));
+                    return Err(format!("{what} are nested deeper than {MAX_ARGUMENTS_DEPTH} levels"));
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
@@ -77,7 +82,7 @@ fn check_arguments(text: &str) -> Result<(), String> {
                     .map_or(bytes.len(), |n| at + n);
                 let number = &text[at..end];
                 if !number.parse::<f64>().is_ok_and(f64::is_finite) {
-                    return Err(format!("'arguments' hold a number out of range: {}", clip(number)));
+                    return Err(format!("{what} hold a number out of range: {}", clip(number)));
                 }
                 at = end;
                 continue;
@@ -97,7 +102,7 @@ fn check_unicode_escape(bytes: &[u8], at: usize) -> Result<usize, String> {
         let hex = bytes.get(at + 2..at + 6).filter(|_| bytes[at..].starts_with(b"\\u"))?;
         u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
     };
-    let lone = || Err("'arguments' hold a \\u escape of half a surrogate pair".to_owned());
+    let lone = || Err("a \\u escape of half a surrogate pair".to_owned());
     match unit(at) {
         Some(0xD800..=0xDBFF) => match unit(at + 6) {
             Some(0xDC00..=0xDFFF) => Ok(at + 12),
@@ -123,6 +128,20 @@ fn compact(raw: &RawValue) -> Box<RawValue> {
         Ok(compacted) => compacted,
         Err(_) => raw.to_owned(),
     }
+}
+
+/// The item of a stream's `:send`: the body is one bare JSON value, as the SDK serializes it
+/// (an empty body is `null`), checked like arguments.
+pub(crate) fn parse_stream_item(stream: &str, body: &[u8]) -> Result<Frames, ApiError> {
+    let item: Box<RawValue> = if body.iter().all(u8::is_ascii_whitespace) {
+        RawValue::from_string("null".into()).expect("valid JSON")
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the body must be one JSON value, the item: {e}")))?
+    };
+    check_values(item.get(), "the item").map_err(ApiError::bad_request)?;
+    Frames::stream_item(stream, &compact(&item))
+        .ok_or_else(|| ApiError::bad_request("the item cannot be sent to MessagePack clients"))
 }
 
 fn parse_binary(body: &[u8]) -> Result<Frames, ApiError> {

@@ -63,6 +63,17 @@ pub enum Operation {
     SendConnection(String),
     /// `POST …/connections/{id}/:invoke`: a client result.
     Invoke(String),
+    /// `POST …/connections/{id}/streams/{stream}/:send?completed=`: an item of the stream the
+    /// client opened with a StreamInvocation (`stream` is its invocation id).
+    SendStreamItem {
+        connection: String,
+        stream: String,
+    },
+    /// `POST …/connections/{id}/streams/{stream}/:complete?reason=`: ends that stream.
+    CompleteStream {
+        connection: String,
+        stream: String,
+    },
     ConnectionExists(String),
     CloseConnection(String),
 }
@@ -94,6 +105,8 @@ impl Operation {
             Operation::RemoveConnectionFromAllGroups(_) => "remove_connection_from_all_groups",
             Operation::SendConnection(_) => "send_connection",
             Operation::Invoke(_) => "invoke",
+            Operation::SendStreamItem { .. } => "send_stream_item",
+            Operation::CompleteStream { .. } => "complete_stream",
             Operation::ConnectionExists(_) => "connection_exists",
             Operation::CloseConnection(_) => "close_connection",
         }
@@ -185,6 +198,14 @@ pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Re
         ["connections", c, "groups"] if delete => Operation::RemoveConnectionFromAllGroups(s(c)),
         ["connections", c] | ["connections", c, ":send"] if post => Operation::SendConnection(s(c)),
         ["connections", c, ":invoke"] if post && family == Family::Dated => Operation::Invoke(s(c)),
+        ["connections", c, "streams", id, verb @ (":send" | ":complete")] if post && family == Family::Dated => {
+            let (connection, stream) = (s(c), stream_id(id)?);
+            if *verb == ":send" {
+                Operation::SendStreamItem { connection, stream }
+            } else {
+                Operation::CompleteStream { connection, stream }
+            }
+        }
         ["connections", c] if read => Operation::ConnectionExists(s(c)),
         ["connections", c] if delete => Operation::CloseConnection(s(c)),
         _ => return Err(if known_shape(rest) { method_not_allowed() } else { not_found() }),
@@ -205,6 +226,7 @@ fn known_shape(rest: &[&str]) -> bool {
             | ["users", _, "groups", _]
             | ["groups", _, "users" | "connections", _]
             | ["connections", _, "groups", _]
+            | ["connections", _, "streams", _, ":send" | ":complete"]
     )
 }
 
@@ -235,6 +257,19 @@ fn group_name(group: &str) -> Result<String, ApiError> {
         Ok(group.to_owned())
     } else {
         Err(ApiError::bad_request("invalid group name: 1 to 1024 characters, not only whitespace"))
+    }
+}
+
+/// The swagger's bound on stream ids.
+const MAX_STREAM_ID_CHARS: usize = 100;
+
+fn stream_id(id: &str) -> Result<String, ApiError> {
+    if id.chars().count() <= MAX_STREAM_ID_CHARS && !id.trim().is_empty() {
+        Ok(id.to_owned())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid stream id: 1 to {MAX_STREAM_ID_CHARS} characters, not only whitespace"
+        )))
     }
 }
 
@@ -334,6 +369,24 @@ mod tests {
             assert_eq!(error.status, StatusCode::BAD_REQUEST, "{path}");
             assert!(route(method, &path.replace("{u}", &ok)).is_ok(), "{path}");
         }
+    }
+
+    #[test]
+    fn stream_routes_name_the_connection_and_the_stream() {
+        let send = target(Method::POST, "/api/hubs/chat/connections/c.1/streams/s%201/:send");
+        assert_eq!(send, Operation::SendStreamItem { connection: "c.1".into(), stream: "s 1".into() });
+        let complete = target(Method::POST, "/api/hubs/chat/connections/c.1/streams/s/:complete");
+        assert_eq!(complete, Operation::CompleteStream { connection: "c.1".into(), stream: "s".into() });
+        let ok = "x".repeat(100);
+        assert!(route(Method::POST, &format!("/api/hubs/chat/connections/c/streams/{ok}/:send")).is_ok());
+        for stream in ["x".repeat(101), "%20%20".into()] {
+            let error = route(Method::POST, &format!("/api/hubs/chat/connections/c/streams/{stream}/:send"));
+            assert_eq!(error.expect_err("refused").status, StatusCode::BAD_REQUEST, "{stream}");
+        }
+        let v1 = route(Method::POST, "/api/v1/hubs/chat/connections/c/streams/s/:send").expect_err("dated only");
+        assert_eq!(v1.status, StatusCode::METHOD_NOT_ALLOWED);
+        let get = route(Method::GET, "/api/hubs/chat/connections/c/streams/s/:complete").expect_err("POST only");
+        assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
     }
 
     /// Paths of no route are 404; 405 only where the path exists for another method.

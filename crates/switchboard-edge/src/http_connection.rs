@@ -141,7 +141,10 @@ impl HttpConnection {
                     }
                 }
                 Output::Reply(bytes) => guard.replies.extend_from_slice(&bytes),
-                Output::Invocation { invocation_id, target, body } => {
+                Output::Cancel { invocation_id, body } => {
+                    upstream_link::cancel(guard.upstream.as_ref(), guard.conn.as_deref(), &invocation_id, body);
+                }
+                Output::Invocation { invocation_id, target, body, streaming } => {
                     state.registry.stats().messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(protocol) = protocol else { continue };
                     if end.is_some() {
@@ -153,8 +156,10 @@ impl HttpConnection {
                         end = Some(Disconnect::ServerClosed);
                         continue;
                     }
-                    let queue = guard.upstream.as_ref();
-                    if let Some(reply) = upstream_link::invoke(queue, protocol, invocation_id, target, body) {
+                    let (queue, conn) = (guard.upstream.as_ref(), guard.conn.as_deref());
+                    if let Some(reply) =
+                        upstream_link::invoke(queue, conn, protocol, invocation_id, target, body, streaming)
+                    {
                         guard.replies.extend_from_slice(&reply);
                     }
                 }

@@ -3,7 +3,8 @@
 //! or one across frames), answers what the node answers itself and reports the rest.
 //!
 //! ```text
-//!  transport bytes ──► Session::feed ──► Output::{Opened, Reply, Invocation, Acked, Close, ClientClosed}
+//!  transport bytes ──► Session::feed ──► Output::{Opened, Reply, Invocation, Cancel, Completion,
+//!                                                 Acked, Close, ClientClosed}
 //! ```
 //!
 //! With stateful reconnect (handshake version 2 on a transport that allows it) the session
@@ -23,11 +24,15 @@ pub enum Output {
     /// The client has received every message up to this sequence id.
     Acked(u64),
     /// A client invocation to route to upstream; `body` is the bare message (no record
-    /// separator or length prefix), as upstream receives it.
-    Invocation { invocation_id: Option<String>, target: String, body: Vec<u8> },
+    /// separator or length prefix), as upstream receives it. `streaming`: a StreamInvocation
+    /// (`invocation_id` is then set), answered by the app through the stream REST routes.
+    Invocation { invocation_id: Option<String>, target: String, body: Vec<u8>, streaming: bool },
     /// The client's Completion of a client-result invocation, framed as it arrived (its
     /// protocol's record separator or length prefix included), for the waiting REST call.
     Completion { invocation_id: String, frame: Vec<u8> },
+    /// The client cancelled the stream `invocation_id`; `body` is the bare CancelInvocation,
+    /// for upstream.
+    Cancel { invocation_id: String, body: Vec<u8> },
     /// Write the given Close bytes (if any) and end the connection.
     Close(Option<Vec<u8>>),
     /// The client said goodbye (hub Close message); end without writing more.
@@ -38,6 +43,18 @@ enum Phase {
     Handshake,
     Open(Protocol),
     Done,
+}
+
+/// The error Completion of a call that names upload streams (see the README: each item would
+/// be an HTTP call to the app).
+fn refuse_uploads(protocol: Protocol, invocation_id: &str) -> Vec<u8> {
+    let mut reply = Vec::new();
+    protocol.encode_completion_error(
+        invocation_id,
+        "Client-to-server streams are not supported in serverless mode.",
+        &mut reply,
+    );
+    reply
 }
 
 /// See the module docs.
@@ -204,22 +221,30 @@ impl Session {
             Inbound::Completion { invocation_id } => {
                 out.push(Output::Completion { invocation_id, frame: data[..used].to_vec() });
             }
-            Inbound::StreamItem | Inbound::CancelInvocation => {}
+            // Items and ends of upload streams: uploads are refused at their invocation.
+            Inbound::StreamItem => {}
+            Inbound::CancelInvocation { invocation_id } => {
+                out.push(Output::Cancel { invocation_id, body: body.to_vec() });
+            }
             Inbound::Close { .. } => {
                 self.phase = Phase::Done;
                 out.push(Output::ClientClosed);
             }
-            Inbound::Invocation { invocation_id, target } => {
-                out.push(Output::Invocation { invocation_id, target, body: body.to_vec() });
+            Inbound::Invocation { invocation_id, uploads: true, .. } => {
+                // A fire-and-forget call with uploads cannot be answered: it is dropped.
+                if let Some(id) = invocation_id {
+                    out.push(Output::Reply(refuse_uploads(protocol, &id)));
+                }
             }
-            Inbound::StreamInvocation { invocation_id } => {
-                let mut reply = Vec::new();
-                protocol.encode_completion_error(
-                    &invocation_id,
-                    "Stream invocations are not supported in serverless mode.",
-                    &mut reply,
-                );
-                out.push(Output::Reply(reply));
+            Inbound::StreamInvocation { invocation_id, uploads: true, .. } => {
+                out.push(Output::Reply(refuse_uploads(protocol, &invocation_id)));
+            }
+            Inbound::Invocation { invocation_id, target, uploads: false } => {
+                out.push(Output::Invocation { invocation_id, target, body: body.to_vec(), streaming: false });
+            }
+            Inbound::StreamInvocation { invocation_id, target, uploads: false } => {
+                let invocation_id = Some(invocation_id);
+                out.push(Output::Invocation { invocation_id, target, body: body.to_vec(), streaming: true });
             }
         }
         Some(used)
@@ -242,7 +267,7 @@ impl Session {
             | Inbound::StreamInvocation { .. }
             | Inbound::StreamItem
             | Inbound::Completion { .. }
-            | Inbound::CancelInvocation => {
+            | Inbound::CancelInvocation { .. } => {
                 let id = self.next_expected;
                 self.next_expected += 1;
                 if id <= self.received {

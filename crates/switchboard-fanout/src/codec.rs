@@ -16,7 +16,7 @@ use switchboard_grpc::fanout::v1::{
     RemoveFromAllGroups, UserExists, UserGroupChange,
 };
 use switchboard_grpc::fanout::v1::{
-    ConnectionReply, Execute, ExecuteCommand, Invoke, Invoked as WireInvoked, SendFrames,
+    ConnectionReply, Execute, ExecuteCommand, Invoke, Invoked as WireInvoked, SendFrames, StreamStep,
 };
 use switchboard_hub::{Command, Filter, Listed};
 use switchboard_hub::{Frames, is_valid_group_name};
@@ -65,7 +65,26 @@ pub fn encode_call(hub: &str, call: Call) -> Wire {
             let commands = commands.into_iter().map(encode_command).collect();
             node_wide(Action::Execute(Execute { filter: filter.text().to_owned(), commands }))
         }
+        Call::Stream { connection, stream, item, end } => {
+            let step = StreamStep {
+                stream_id: stream,
+                item: item.as_ref().map(send_frames),
+                end: end.as_ref().map(send_frames),
+            };
+            request(connection, Action::Stream(step))
+        }
     }
+}
+
+fn send_frames(frames: &Frames) -> SendFrames {
+    SendFrames {
+        json: frames.get(Protocol::Json).cloned().unwrap_or_default(),
+        messagepack: frames.get(Protocol::MessagePack).cloned().unwrap_or_default(),
+    }
+}
+
+fn decode_frames(frames: &SendFrames) -> Frames {
+    Frames::prebuilt(non_empty(&frames.json), non_empty(&frames.messagepack))
 }
 
 fn wire_target(target: Target) -> WireTarget {
@@ -165,6 +184,12 @@ pub(crate) fn decode_request(request: &ConnectionRequest) -> Result<Call, &'stat
             let commands = execute.commands.iter().map(decode_command).collect::<Result<_, _>>()?;
             Call::Execute { filter, commands }
         }
+        Action::Stream(step) => Call::Stream {
+            connection: id(),
+            stream: step.stream_id.clone(),
+            item: step.item.as_ref().map(decode_frames),
+            end: step.end.as_ref().map(decode_frames),
+        },
     };
     if call.groups().iter().any(|group| !is_valid_group_name(group)) {
         return Err("invalid group name");
@@ -206,10 +231,7 @@ pub fn decode_listed(listed: ListedConnection) -> Listed {
 
 fn encode_command(command: Command) -> ExecuteCommand {
     let command = match command {
-        Command::SendMessage(frames) => WireCommand::Send(SendFrames {
-            json: frames.get(Protocol::Json).cloned().unwrap_or_default(),
-            messagepack: frames.get(Protocol::MessagePack).cloned().unwrap_or_default(),
-        }),
+        Command::SendMessage(frames) => WireCommand::Send(send_frames(&frames)),
         Command::JoinGroup(group) => WireCommand::JoinGroup(group),
         Command::LeaveGroup(group) => WireCommand::LeaveGroup(group),
         Command::CloseConnection(reason) => WireCommand::Close(Close { reason: reason.unwrap_or_default() }),
@@ -219,9 +241,7 @@ fn encode_command(command: Command) -> ExecuteCommand {
 
 fn decode_command(command: &ExecuteCommand) -> Result<Command, &'static str> {
     Ok(match command.command.as_ref().ok_or("an execute command without a kind")? {
-        WireCommand::Send(frames) => {
-            Command::SendMessage(Frames::prebuilt(non_empty(&frames.json), non_empty(&frames.messagepack)))
-        }
+        WireCommand::Send(frames) => Command::SendMessage(decode_frames(frames)),
         WireCommand::JoinGroup(group) => Command::JoinGroup(group.clone()),
         WireCommand::LeaveGroup(group) => Command::LeaveGroup(group.clone()),
         WireCommand::Close(close) => Command::CloseConnection((!close.reason.is_empty()).then(|| close.reason.clone())),

@@ -42,6 +42,10 @@ pub enum Call {
     UserLeaveGroup { user: String, group: String },
     /// The user's current connections leave every group they joined.
     UserLeaveAllGroups { user: String },
+    /// One step of a server-to-client stream the connection's client opened with a
+    /// StreamInvocation (`…/streams/{stream}/:send`, `:complete`): writes `item`, then, with
+    /// `end`, that Completion, which ends the stream. Found only while the stream is open.
+    Stream { connection: String, stream: String, item: Option<Frames>, end: Option<Frames> },
     /// `:execute`: every command, in order, on every connection the filter matches (chosen once,
     /// before the first command).
     Execute { filter: Filter, commands: Vec<Command> },
@@ -94,7 +98,8 @@ impl Call {
             | Call::Exists(Target::Connection(id))
             | Call::AddToGroup { connection: id, .. }
             | Call::RemoveFromGroup { connection: id, .. }
-            | Call::RemoveFromAllGroups { connection: id } => Some(id),
+            | Call::RemoveFromAllGroups { connection: id }
+            | Call::Stream { connection: id, .. } => Some(id),
             _ => None,
         }
     }

@@ -48,7 +48,13 @@ pub struct Connection {
     pub(crate) groups: Mutex<Vec<Arc<str>>>,
     /// Client results awaited from this client, by invocation id (usually none).
     results: Mutex<Vec<(String, ResultWaiter)>>,
+    /// Server-to-client streams the client opened and that have not ended: (invocation id,
+    /// target). At most [`MAX_OPEN_STREAMS`].
+    streams: Mutex<Vec<(String, String)>>,
 }
+
+/// How many streams one client may have open at once.
+pub const MAX_OPEN_STREAMS: usize = 100;
 
 /// Called once with a client's Completion frame (framed in its protocol), or `None` when the
 /// connection went away (or the invocation could not be written) first.
@@ -65,6 +71,7 @@ impl Connection {
             info: Box::new(info),
             groups: Mutex::new(Vec::new()),
             results: Mutex::new(Vec::new()),
+            streams: Mutex::new(Vec::new()),
         }
     }
 
@@ -88,6 +95,29 @@ impl Connection {
     /// Stops waiting for `invocation_id` (the caller gave up).
     pub fn forget_result(&self, invocation_id: &str) {
         self.results.lock().retain(|(id, _)| id != invocation_id);
+    }
+
+    /// Opens the server-to-client stream `invocation_id` (the client's StreamInvocation of
+    /// `target`); false when that id is already open or too many are.
+    pub fn open_stream(&self, invocation_id: &str, target: &str) -> bool {
+        let mut streams = self.streams.lock();
+        if streams.len() >= MAX_OPEN_STREAMS || streams.iter().any(|(id, _)| id == invocation_id) {
+            return false;
+        }
+        streams.push((invocation_id.to_owned(), target.to_owned()));
+        true
+    }
+
+    /// Whether the stream `invocation_id` is open.
+    pub fn stream_is_open(&self, invocation_id: &str) -> bool {
+        self.streams.lock().iter().any(|(id, _)| id == invocation_id)
+    }
+
+    /// Ends the stream `invocation_id`; its target, when it was open.
+    pub fn end_stream(&self, invocation_id: &str) -> Option<String> {
+        let mut streams = self.streams.lock();
+        let at = streams.iter().position(|(id, _)| id == invocation_id)?;
+        Some(streams.swap_remove(at).1)
     }
 
     /// Tells every waiter that no result will come (the connection is gone).
@@ -128,5 +158,21 @@ mod tests {
         assert_eq!(id.len(), 22 + 3);
         assert_ne!(new_connection_id(1), new_connection_id(1));
         assert_eq!(owner_of("plain"), None);
+    }
+
+    #[test]
+    fn streams_open_once_up_to_the_cap_and_end_once() {
+        let conn = Connection::new("c.1", None, Protocol::Json, ConnectionInfo::default());
+        assert!(conn.open_stream("s", "count"));
+        assert!(!conn.open_stream("s", "count"), "an id already open");
+        for i in 1..MAX_OPEN_STREAMS {
+            assert!(conn.open_stream(&i.to_string(), "count"));
+        }
+        assert!(!conn.open_stream("one-too-many", "count"));
+        assert!(conn.stream_is_open("s"));
+        assert_eq!(conn.end_stream("s").as_deref(), Some("count"));
+        assert_eq!(conn.end_stream("s"), None, "ends once");
+        assert!(!conn.stream_is_open("s"));
+        assert!(conn.open_stream("one-too-many", "count"), "room again");
     }
 }

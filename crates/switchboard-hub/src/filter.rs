@@ -625,4 +625,137 @@ mod tests {
             }
         }
     }
+
+    /// Property: random filters, written with random case, spacing and redundant parentheses,
+    /// evaluate as a reference model of the grammar says, on random subjects.
+    #[test]
+    fn generated_filters_agree_with_a_reference_model() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..3000 {
+            let user = ["alice", "bob-1", "Carol", "listener-7", "it's"][rng.below(5)].to_owned();
+            let connection = ["c1", "c22", "d3"][rng.below(3)].to_owned();
+            let groups: Vec<&str> = ["g1", "team", "x"].into_iter().filter(|_| rng.below(2) == 0).collect();
+            let (text, expected) = boolean(&mut rng, 3, &user, &connection, &groups);
+            let subject = subject(Some(&user), &connection, &groups);
+            let filter = Filter::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(filter.matches(&subject), expected, "{text} on {user}/{connection}/{groups:?}");
+        }
+    }
+
+    /// A small deterministic generator (xorshift64*), so a failure repeats.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+        }
+
+        /// `word` in a random case (keywords and names are case-insensitive).
+        fn case(&mut self, word: &str) -> String {
+            word.chars().map(|c| if self.below(3) == 0 { c.to_ascii_uppercase() } else { c }).collect()
+        }
+    }
+
+    fn quote(text: &str) -> String {
+        format!("'{}'", text.replace('\'', "''"))
+    }
+
+    /// A string-valued expression over the subject and its value.
+    fn string(rng: &mut Rng, user: &str, connection: &str) -> (String, String) {
+        let field = |rng: &mut Rng| match rng.below(2) {
+            0 => (rng.case("userId"), user.to_owned()),
+            _ => (rng.case("connectionId"), connection.to_owned()),
+        };
+        let (text, value) = field(rng);
+        match rng.below(7) {
+            0 => (format!("{}({text})", rng.case("tolower")), value.to_ascii_lowercase()),
+            1 => (format!("{}({text})", rng.case("toupper")), value.to_ascii_uppercase()),
+            2 => (format!("{}({text})", rng.case("trim")), value.trim().to_owned()),
+            3 => (format!("{}({text}, '-x')", rng.case("concat")), format!("{value}-x")),
+            4 => {
+                let from = rng.below(value.len() + 1);
+                (format!("{}({text}, {from})", rng.case("substring")), value[from..].to_owned())
+            }
+            5 => (quote(&value), value),
+            _ => (text, value),
+        }
+    }
+
+    /// A boolean expression and its value under the reference model.
+    fn boolean(rng: &mut Rng, depth: usize, user: &str, connection: &str, groups: &[&str]) -> (String, bool) {
+        let choice = if depth == 0 { rng.below(6) } else { rng.below(10) };
+        match choice {
+            0 => {
+                let (left, a) = string(rng, user, connection);
+                let (right, b) = string(rng, user, connection);
+                type Compare = fn(&String, &String) -> bool;
+                let ops: [(&str, Compare); 6] = [
+                    ("eq", |a, b| a == b),
+                    ("ne", |a, b| a != b),
+                    ("gt", |a, b| a > b),
+                    ("ge", |a, b| a >= b),
+                    ("lt", |a, b| a < b),
+                    ("le", |a, b| a <= b),
+                ];
+                let (op, f) = ops[rng.below(6)];
+                (format!("{left} {} {right}", rng.case(op)), f(&a, &b))
+            }
+            1 => {
+                let group = ["g1", "team", "x", "none"][rng.below(4)];
+                (format!("'{group}' {} {}", rng.case("in"), rng.case("groups")), groups.contains(&group))
+            }
+            2 => {
+                let (text, value) = string(rng, user, connection);
+                let probe = ["al", "-1", "7", "c", "it''s", ""][rng.below(6)].replace("''", "'");
+                type Test = fn(&str, &str) -> bool;
+                let functions: [(&str, Test); 3] = [
+                    ("startswith", |s, p| s.starts_with(p)),
+                    ("endswith", |s, p| s.ends_with(p)),
+                    ("contains", |s, p| s.contains(p)),
+                ];
+                let (name, f) = functions[rng.below(3)];
+                (format!("{}({text}, {})", rng.case(name), quote(&probe)), f(&value, &probe))
+            }
+            3 => {
+                let (text, value) = string(rng, user, connection);
+                let limit = rng.below(12);
+                let (length, len) = match rng.below(2) {
+                    0 => (format!("{}({text})", rng.case("length")), value.chars().count()),
+                    _ => (format!("{}({})", rng.case("length"), rng.case("groups")), groups.len()),
+                };
+                (format!("{length} {} {limit}", rng.case("ge")), len >= limit)
+            }
+            4 => {
+                let (text, value) = string(rng, user, connection);
+                let options = ["alice", "c1", "bob-1"];
+                let list = options.iter().map(|o| quote(o)).collect::<Vec<_>>().join(", ");
+                (format!("{text} {} ({list})", rng.case("in")), options.contains(&value.as_str()))
+            }
+            5 => {
+                let value = rng.below(2) == 0;
+                (rng.case(if value { "true" } else { "false" }), value)
+            }
+            6 => {
+                let (inner, value) = boolean(rng, depth - 1, user, connection, groups);
+                (format!("{} ({inner})", rng.case("not")), !value)
+            }
+            7 => {
+                let (inner, value) = boolean(rng, depth - 1, user, connection, groups);
+                (format!("( {inner} )"), value)
+            }
+            8 => {
+                let (a, x) = boolean(rng, depth - 1, user, connection, groups);
+                let (b, y) = boolean(rng, depth - 1, user, connection, groups);
+                (format!("({a}) {} ({b})", rng.case("and")), x && y)
+            }
+            _ => {
+                let (a, x) = boolean(rng, depth - 1, user, connection, groups);
+                let (b, y) = boolean(rng, depth - 1, user, connection, groups);
+                (format!("({a}) {} ({b})", rng.case("or")), x || y)
+            }
+        }
+    }
 }

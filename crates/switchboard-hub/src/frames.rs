@@ -60,6 +60,37 @@ impl Frames {
         Self::new(source)
     }
 
+    /// One item of the server-to-client stream `invocation_id` (`item`: one JSON value),
+    /// built for both protocols at once (it goes to one connection). `None` when the item
+    /// cannot be expressed in MessagePack.
+    pub fn stream_item(invocation_id: &str, item: &serde_json::value::RawValue) -> Option<Self> {
+        let mut json_frame = Vec::new();
+        json::encode_stream_item_raw(invocation_id, item.get(), &mut json_frame);
+        let value: serde_json::Value = serde_json::from_str(item.get()).ok()?;
+        let message = HubMessage::StreamItem {
+            headers: Default::default(),
+            invocation_id: invocation_id.to_owned(),
+            item: msgpack::json_to_msgpack(&value),
+        };
+        let mut messagepack_frame = Vec::new();
+        msgpack::encode(&message, &mut messagepack_frame);
+        Some(Self::prebuilt(Some(json_frame.into()), Some(messagepack_frame.into())))
+    }
+
+    /// The Completion that ends the stream (or invocation) `invocation_id`, with `error` or
+    /// without, for both protocols.
+    pub fn completion(invocation_id: &str, error: Option<&str>) -> Self {
+        let frame = |protocol: Protocol| {
+            let mut out = Vec::new();
+            match error {
+                Some(error) => protocol.encode_completion_error(invocation_id, error, &mut out),
+                None => protocol.encode_completion_void(invocation_id, &mut out),
+            }
+            Some(Bytes::from(out))
+        };
+        Self::prebuilt(frame(Protocol::Json), frame(Protocol::MessagePack))
+    }
+
     fn new(source: Source) -> Self {
         Self { source, json: OnceLock::new(), messagepack: OnceLock::new() }
     }

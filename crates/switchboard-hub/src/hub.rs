@@ -136,6 +136,9 @@ impl Hub {
             Call::UserLeaveGroup { user, group } => self.remove_user_connections_from_group(user, group),
             Call::UserLeaveAllGroups { user } => self.remove_user_connections_from_all_groups(user),
             Call::Execute { filter, commands } => self.execute(filter, commands),
+            Call::Stream { connection, stream, item, end } => {
+                self.stream(connection, stream, item.as_ref(), end.as_ref())
+            }
         };
         Applied::from(found)
     }
@@ -274,6 +277,25 @@ impl Hub {
         } else {
             conn.complete_result(invocation_id, None);
         }
+        true
+    }
+
+    /// See [`Call::Stream`].
+    fn stream(&self, id: &str, stream: &str, item: Option<&Frames>, end: Option<&Frames>) -> bool {
+        let Some(conn) = self.connection(id).filter(|conn| is_live(conn)) else { return false };
+        if !conn.stream_is_open(stream) {
+            return false;
+        }
+        let mut delivered = 0;
+        if let Some(item) = item {
+            delivered += u64::from(self.deliver(&conn, item));
+        }
+        if let Some(end) = end
+            && conn.end_stream(stream).is_some()
+        {
+            delivered += u64::from(self.deliver(&conn, end));
+        }
+        self.count(SendKind::Connection, delivered);
         true
     }
 

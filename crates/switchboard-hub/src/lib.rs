@@ -27,7 +27,9 @@ mod registry;
 mod user_groups;
 
 pub use call::{Applied, Call, Command, Listed, Target};
-pub use connection::{Connection, ConnectionInfo, ResultWaiter, new_connection_id, new_invocation_id, owner_of};
+pub use connection::{
+    Connection, ConnectionInfo, MAX_OPEN_STREAMS, ResultWaiter, new_connection_id, new_invocation_id, owner_of,
+};
 pub use filter::{Filter, FilterError, MAX_FILTER_BYTES, Subject};
 pub use frames::Frames;
 pub use hub::{Hub, is_valid_group_name, is_valid_hub_name};

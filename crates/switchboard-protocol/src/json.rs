@@ -136,6 +136,18 @@ pub fn encode_invocation_raw(invocation_id: Option<&str>, target: &str, argument
     out.push(RECORD_SEPARATOR);
 }
 
+/// Appends a StreamItem whose item is already JSON text (copied verbatim: the caller
+/// guarantees it is one valid JSON value).
+pub fn encode_stream_item_raw(invocation_id: &str, item_json: &str, out: &mut Vec<u8>) {
+    out.reserve(invocation_id.len() + item_json.len() + 40);
+    out.extend_from_slice(b"{\"type\":2,\"invocationId\":");
+    write_json_string(invocation_id, out);
+    out.extend_from_slice(b",\"item\":");
+    out.extend_from_slice(item_json.as_bytes());
+    out.push(b'}');
+    out.push(RECORD_SEPARATOR);
+}
+
 /// Appends a Close message; `error` and `allowReconnect` are written only when set.
 pub fn encode_close(error: Option<&str>, allow_reconnect: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"type\":7");

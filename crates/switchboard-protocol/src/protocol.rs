@@ -113,20 +113,28 @@ impl Protocol {
 /// The routing facts of one client message; see [`Protocol::inspect`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
-    /// A hub method call; without an id it must not be answered.
+    /// A hub method call; without an id it must not be answered. `uploads`: the caller will
+    /// feed upload streams (it named stream ids).
     Invocation {
         invocation_id: Option<String>,
         target: String,
+        uploads: bool,
     },
+    /// A call of a streaming method, answered by StreamItems and a final Completion.
     StreamInvocation {
         invocation_id: String,
+        target: String,
+        uploads: bool,
     },
     StreamItem,
     /// A client result or the end of an upload stream.
     Completion {
         invocation_id: String,
     },
-    CancelInvocation,
+    /// The client stops a stream it started with a StreamInvocation.
+    CancelInvocation {
+        invocation_id: String,
+    },
     Ping,
     Close {
         error: Option<String>,
@@ -142,11 +150,15 @@ pub enum Inbound {
 impl<V> From<HubMessage<V>> for Inbound {
     fn from(message: HubMessage<V>) -> Self {
         match message {
-            HubMessage::Invocation { invocation_id, target, .. } => Inbound::Invocation { invocation_id, target },
-            HubMessage::StreamInvocation { invocation_id, .. } => Inbound::StreamInvocation { invocation_id },
+            HubMessage::Invocation { invocation_id, target, stream_ids, .. } => {
+                Inbound::Invocation { invocation_id, target, uploads: !stream_ids.is_empty() }
+            }
+            HubMessage::StreamInvocation { invocation_id, target, stream_ids, .. } => {
+                Inbound::StreamInvocation { invocation_id, target, uploads: !stream_ids.is_empty() }
+            }
             HubMessage::StreamItem { .. } => Inbound::StreamItem,
             HubMessage::Completion { invocation_id, .. } => Inbound::Completion { invocation_id },
-            HubMessage::CancelInvocation { .. } => Inbound::CancelInvocation,
+            HubMessage::CancelInvocation { invocation_id, .. } => Inbound::CancelInvocation { invocation_id },
             HubMessage::Ping => Inbound::Ping,
             HubMessage::Close { error, .. } => Inbound::Close { error },
             HubMessage::Ack { sequence_id } => Inbound::Ack { sequence_id },
@@ -215,7 +227,7 @@ mod tests {
         let body = br#"{"type":1,"invocationId":"0","target":"Send","arguments":[{"deep":[1]}]}"#;
         assert_eq!(
             Protocol::Json.inspect(body),
-            Ok(Inbound::Invocation { invocation_id: Some("0".into()), target: "Send".into() })
+            Ok(Inbound::Invocation { invocation_id: Some("0".into()), target: "Send".into(), uploads: false })
         );
         let bad = br#"{"type":1,"target":"Send","arguments":{}}"#;
         assert_eq!(

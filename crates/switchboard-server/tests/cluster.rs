@@ -21,6 +21,8 @@ struct NodeSpec {
 struct Cluster {
     /// `None`: the raft engine; `Some(flags)`: `--engine redis` with these flags.
     redis: Option<Vec<String>>,
+    /// More flags for every node.
+    extra: Vec<String>,
     dir: PathBuf,
     specs: Vec<NodeSpec>,
     children: Vec<Option<Child>>,
@@ -41,7 +43,7 @@ impl Cluster {
         let specs = (1..=nodes)
             .map(|id| NodeSpec { id, http: free_port(), grpc: free_port(), internal: free_port(), voter: id <= voters })
             .collect();
-        let mut cluster = Cluster { redis: None, dir, specs, children: Vec::new(), _alone: alone };
+        let mut cluster = Cluster { redis: None, extra: Vec::new(), dir, specs, children: Vec::new(), _alone: alone };
         cluster.children = (0..nodes).map(|_| None).collect();
         cluster
     }
@@ -95,12 +97,12 @@ impl Cluster {
             args.extend(["--grpc-listen".into(), format!("127.0.0.1:{}", spec.grpc)]);
             args.extend(["--cluster-secret".into(), SECRET.into()]);
         }
-        if self.redis.is_some() {
-        } else if spec.voter {
+        if self.redis.is_none() && spec.voter {
             args.extend(["--role".into(), "both".into(), "--voter".into(), self.voter_list()]);
-        } else {
+        } else if self.redis.is_none() {
             args.extend(["--role".into(), "edge".into(), "--join".into(), self.join_list()]);
         }
+        args.extend(self.extra.iter().cloned());
         let (child, ready_rx) = support::spawn_node(
             Command::new(env!("CARGO_BIN_EXE_switchboard"))
                 .args(&args)
@@ -543,21 +545,25 @@ async fn the_redis_engine_speaks_tls_to_redis_and_checks_its_certificate() {
     assert!(stderr.contains("cannot reach Redis at rediss://127.0.0.1:") && stderr.contains("ertificate"), "{stderr}");
 }
 
-/// Client results through another node: `:invoke` asked on node 1 reaches the client on node 3,
-/// and its Completion comes back as the REST answer; on the raft engine (gRPC to the owner)
-/// and on the Redis engine (the owner's node channel).
+/// Client results and server-to-client streams through another node: `:invoke` asked on node
+/// 1 reaches the client on node 3, and its Completion comes back as the REST answer; a stream
+/// the client on node 3 opened is fed and ended through nodes 1 and 2. On the raft engine (gRPC
+/// to the owner) and on the Redis engine (the owner's node channel).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_results_travel_from_the_owner_node_back_to_the_entry_node() {
-    client_results_through_another_node(&mut Cluster::new(3, 3)).await;
+async fn client_results_and_streams_travel_between_the_owner_and_other_nodes() {
+    let mut cluster = Cluster::new(3, 3);
+    let upstream = Upstream::start(&mut cluster);
+    client_results_and_streams_through_another_node(&mut cluster, upstream).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_results_travel_through_redis() {
+async fn client_results_and_streams_travel_through_redis() {
     let (mut cluster, _redis) = tokio::task::block_in_place(|| Cluster::on_redis(3, standalone));
-    client_results_through_another_node(&mut cluster).await;
+    let upstream = Upstream::start(&mut cluster);
+    client_results_and_streams_through_another_node(&mut cluster, upstream).await;
 }
 
-async fn client_results_through_another_node(cluster: &mut Cluster) {
+async fn client_results_and_streams_through_another_node(cluster: &mut Cluster, upstream: Upstream) {
     tokio::task::block_in_place(|| cluster.start_all());
     let (mut ws, id) = connect_client(cluster.http(3), "answering").await;
     let port = cluster.http(1);
@@ -577,6 +583,74 @@ async fn client_results_through_another_node(cluster: &mut Cluster) {
     let (status, _) =
         tokio::task::block_in_place(|| rest_post_answer(port, path, r#"{"target":"ask","arguments":[]}"#));
     assert_eq!(status, 404);
+
+    // The client opens a stream; once its invocation reached the app, the app feeds it
+    // through the other nodes.
+    ws.send(1, b"{\"type\":4,\"invocationId\":\"s1\",\"target\":\"count\",\"arguments\":[]}\x1e").await;
+    let asked = tokio::task::block_in_place(|| upstream.requests.recv_timeout(Duration::from_secs(10)));
+    assert!(asked.expect("the stream invocation reached the app").contains("\"type\":4"));
+    let stream = |verb: &str| format!("/api/hubs/chat/connections/{id}/streams/s1/{verb}?api-version=2024-12-01");
+    for (node, item) in [(1, "1"), (2, "{\"two\":2}"), (1, "\"three\"")] {
+        assert_eq!(post(cluster.http(node), &stream(":send"), item).await, 202);
+    }
+    assert_eq!(post(cluster.http(2), &stream(":complete"), "").await, 202);
+    assert_eq!(post(cluster.http(1), &stream(":complete"), "").await, 202, ":complete is idempotent");
+    assert_eq!(post(cluster.http(1), &stream(":send"), "4").await, 404, "the stream ended");
+    let mut received = Vec::new();
+    for _ in 0..4 {
+        received.push(ws.next_record().await);
+    }
+    let items: Vec<&serde_json::Value> = received[..3].iter().map(|item| &item["item"]).collect();
+    assert_eq!(items, [&serde_json::json!(1), &serde_json::json!({"two": 2}), &serde_json::json!("three")]);
+    assert!(received[..3].iter().all(|item| item["type"] == 2 && item["invocationId"] == "s1"), "{received:?}");
+    assert_eq!(received[3], serde_json::json!({"type": 3, "invocationId": "s1"}));
+}
+
+/// An upstream app that answers every call 200 with no body and hands each request (head and
+/// body as text) to the test. The nodes of `cluster` are pointed at it.
+struct Upstream {
+    requests: std::sync::mpsc::Receiver<String>,
+}
+
+impl Upstream {
+    fn start(cluster: &mut Cluster) -> Upstream {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for the app");
+        let url = format!("http://{}/{{hub}}/{{category}}/{{event}}", listener.local_addr().unwrap());
+        cluster.extra.extend(["--upstream".to_owned(), url]);
+        let (tx, requests) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("a socket clones"));
+                    let (mut request, mut length) = (String::new(), 0);
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                        request.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    let _ = reader.read_exact(&mut body);
+                    request.push_str(&String::from_utf8_lossy(&body));
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    if request.to_ascii_lowercase().contains("x-asrs-category: messages") {
+                        let _ = tx.send(request);
+                    }
+                });
+            }
+        });
+        Upstream { requests }
+    }
 }
 
 /// A Redis Cluster of three masters with a replica each, and the flags that point nodes at it.

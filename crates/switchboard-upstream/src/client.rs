@@ -91,8 +91,21 @@ pub struct ConnectionContext {
 
 enum Job {
     Connected,
-    Invocation { invocation_id: Option<String>, target: String, body: Bytes },
-    Disconnected { error: Option<String> },
+    Invocation {
+        invocation_id: Option<String>,
+        target: String,
+        body: Bytes,
+    },
+    /// A StreamInvocation: the app answers through the stream REST routes, so only a failed
+    /// call ends the stream here.
+    Stream {
+        invocation_id: String,
+        target: String,
+        body: Bytes,
+    },
+    Disconnected {
+        error: Option<String>,
+    },
 }
 
 /// The node's upstream client. Cheap to share behind an `Arc`.
@@ -168,6 +181,14 @@ impl Upstream {
                 let reply = self.invoke(context, &target, body).await;
                 if let Some(id) = invocation_id {
                     let frame = completion(context.protocol, &id, reply);
+                    let _ = conn.outbox.push(frame, self.max_queued_bytes);
+                }
+            }
+            Job::Stream { invocation_id, target, body } => {
+                if let Reply::Failed(error) = self.invoke(context, &target, body).await
+                    && conn.end_stream(&invocation_id).is_some()
+                {
+                    let frame = completion(context.protocol, &invocation_id, Reply::Failed(error));
                     let _ = conn.outbox.push(frame, self.max_queued_bytes);
                 }
             }
@@ -318,6 +339,14 @@ impl UpstreamQueue {
                 Ok(())
             }
         }
+    }
+
+    /// Queues a client's StreamInvocation (its stream is open on the connection). `Err` when
+    /// the queue is full: the stream should then be ended with that error at once.
+    pub fn stream(&self, invocation_id: String, target: String, body: Vec<u8>) -> Result<(), String> {
+        self.sender
+            .try_send(Job::Stream { invocation_id, target, body: Bytes::from(body) })
+            .map_err(|_| "Invocation failed, too many invocations are waiting for the upstream.".into())
     }
 
     /// Tells upstream the connection ended (after everything queued before).

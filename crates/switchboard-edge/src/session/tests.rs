@@ -60,7 +60,8 @@ fn batched_and_split_messages() {
         vec![Output::Invocation {
             invocation_id: None,
             target: "a".into(),
-            body: b"{\"type\":1,\"target\":\"a\",\"arguments\":[]}".to_vec()
+            body: b"{\"type\":1,\"target\":\"a\",\"arguments\":[]}".to_vec(),
+            streaming: false,
         }]
     );
     let out = feed(&mut s, b"cationId\":\"7\",\"target\":\"b\",\"arguments\":[1]}\x1e");
@@ -93,12 +94,31 @@ fn oversized_partial_input_closes() {
 }
 
 #[test]
-fn client_close_and_stream_invocations() {
+fn stream_invocations_cancels_and_refused_uploads() {
     let mut s = open_json();
-    let out =
-        feed(&mut s, b"{\"type\":4,\"invocationId\":\"1\",\"target\":\"s\",\"arguments\":[]}\x1e{\"type\":7}\x1e");
-    assert!(matches!(&out[0], Output::Reply(b) if String::from_utf8_lossy(b).contains("\"error\"")));
-    assert_eq!(out[1], Output::ClientClosed);
+    let stream = b"{\"type\":4,\"invocationId\":\"1\",\"target\":\"Count\",\"arguments\":[3]}";
+    let cancel = b"{\"type\":5,\"invocationId\":\"1\"}";
+    let upload = b"{\"type\":1,\"invocationId\":\"2\",\"target\":\"Up\",\"arguments\":[],\"streamIds\":[\"9\"]}\x1e";
+    let fire_and_forget_upload = b"{\"type\":1,\"target\":\"Up\",\"arguments\":[],\"streamIds\":[\"8\"]}\x1e";
+    let mut input = Vec::new();
+    for part in [&stream[..], b"\x1e", cancel, b"\x1e", upload, fire_and_forget_upload, b"{\"type\":7}\x1e"] {
+        input.extend_from_slice(part);
+    }
+    let out = feed(&mut s, &input);
+    let streaming = Output::Invocation {
+        invocation_id: Some("1".into()),
+        target: "Count".into(),
+        body: stream.to_vec(),
+        streaming: true,
+    };
+    assert_eq!(out[0], streaming);
+    assert_eq!(out[1], Output::Cancel { invocation_id: "1".into(), body: cancel.to_vec() });
+    assert!(
+        matches!(&out[2], Output::Reply(b) if String::from_utf8_lossy(b).contains("Client-to-server streams are not supported")),
+        "{out:?}"
+    );
+    assert_eq!(out[3], Output::ClientClosed, "the fire-and-forget upload gets no answer");
+    assert_eq!(out.len(), 4);
 }
 
 #[test]

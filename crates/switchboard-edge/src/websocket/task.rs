@@ -344,7 +344,10 @@ impl ConnectionTask {
                     conn.complete_result(&invocation_id, Some(Bytes::from(frame)));
                 }
             }
-            Output::Invocation { invocation_id, target, body } => {
+            Output::Cancel { invocation_id, body } => {
+                upstream_link::cancel(io.upstream.as_ref(), io.conn.as_deref(), &invocation_id, body);
+            }
+            Output::Invocation { invocation_id, target, body, streaming } => {
                 let stats = self.state.registry.stats();
                 stats.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(protocol) = protocol else { return };
@@ -357,7 +360,9 @@ impl ConnectionTask {
                     close_with(io, Some(close), Some(protocol));
                     return;
                 }
-                if let Some(reply) = upstream_link::invoke(io.upstream.as_ref(), protocol, invocation_id, target, body)
+                let (queue, conn) = (io.upstream.as_ref(), io.conn.as_deref());
+                if let Some(reply) =
+                    upstream_link::invoke(queue, conn, protocol, invocation_id, target, body, streaming)
                 {
                     send_message(io, Some(protocol), Bytes::from(reply));
                 }
