@@ -67,6 +67,7 @@ describe('client results (:invoke)', () => {
     const c = await s.connect({ hub, configure: (conn) => conn.on('fail', () => { throw new Error('nope'); }) });
     const swagger = await invoke(s, hub, c.id, { target: 'fail', arguments: [] });
     assert.equal(swagger.status, 500);
+    assert.equal(swagger.errorCode, 'Error.Invocation.Failed');
     assert.match(swagger.bytes.toString(), /nope/);
     const sdk = await invoke(s, hub, c.id, { target: 'fail', arguments: [] }, { sdk: true });
     assert.equal(sdk.status, 200);
@@ -87,6 +88,7 @@ describe('client results (:invoke)', () => {
     await c.conn.stop();
     const gone = await pending;
     assert.equal(gone.status, 500);
+    assert.equal(gone.errorCode, 'Error.Invocation.Disconnected');
     assert.match(gone.bytes.toString(), /is disconnected/);
   });
 });

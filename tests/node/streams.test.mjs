@@ -41,8 +41,10 @@ function collect(stream) {
 describe('server-to-client streams', () => {
   let s;
   let hook;
-  /** What the app's stream generators saw: `${connectionId}/${invocationId}` → {cancelled, refusedAt}. */
+  /** What the app's stream generators saw: `${connectionId}/${invocationId}` → {cancelled, refused}. */
   const generators = new Map();
+  /** Every generator run, settled (its failures are in hook.errors). */
+  const running = [];
 
   before(async () => {
     // The app: a StreamInvocation is answered 200 at once; a generator then feeds the stream
@@ -64,13 +66,15 @@ describe('server-to-client streams', () => {
         res.writeHead(200).end();
         const state = { cancelled: deferred(), refused: deferred() };
         generators.set(`${rec.connectionId}/${inv.invocationId}`, state);
-        feed(rec, inv, state).catch((e) => hook.errors.push(e));
+        running.push(feed(rec, inv, state).catch((e) => hook.errors.push(e)));
         return true;
       },
     });
     s = await setupSuite({ extraArgs: ['--upstream', `${hook.url}/{hub}/{category}/{event}`] });
   });
   after(async () => {
+    // A generator may still be repeating its :complete after its client saw the end.
+    await withTimeout(Promise.all(running), T, 'the generators finish');
     await s?.teardown();
     await hook?.stop();
     assert.deepEqual(hook?.errors ?? [], [], 'app errors');

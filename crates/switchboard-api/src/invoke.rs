@@ -7,9 +7,11 @@
 //! * anyone else gets the swagger's `200 {"result": …}` (a MessagePack result converted to
 //!   JSON), or 500 with the client's error.
 //!
-//! A connection that does not exist is 404 `Error.Connection.NotExisted`; one that goes away
-//! before answering, or does not answer in time, is a 500 whose message says so (the SDK
-//! raises a 500's body, and does not retry it: the invocation may have reached the client).
+//! A connection that does not exist is 404 `Error.Connection.NotExisted`. Once the invocation
+//! was sent every failure is a 500 (the SDK raises a 500's body and does not retry it: the
+//! invocation may have reached the client), each with its own error code: the client answered
+//! with an error (`Error.Invocation.Failed`, swagger shape only), went away first
+//! (`Error.Invocation.Disconnected`), or did not answer in time (`Error.Invocation.Timeout`).
 
 use crate::ApiError;
 use axum::response::{IntoResponse, Response};
@@ -23,8 +25,13 @@ pub(crate) fn answer(invoked: Invoked, connection: &str, headers: &HeaderMap) ->
         Invoked::NotFound => {
             return Err(ApiError::not_found("Error.Connection.NotExisted", "the connection does not exist"));
         }
-        Invoked::Disconnected => return Err(failed(format!("Connection '{connection}' is disconnected."))),
-        Invoked::TimedOut => return Err(failed(format!("Connection '{connection}' did not answer in time."))),
+        Invoked::Disconnected => {
+            return Err(failed("Error.Invocation.Disconnected", format!("Connection '{connection}' is disconnected.")));
+        }
+        Invoked::TimedOut => {
+            let message = format!("Connection '{connection}' did not answer in time.");
+            return Err(failed("Error.Invocation.Timeout", message));
+        }
     };
     if wants_completion(headers) {
         let headers = [("x-protocol", protocol.name()), (header::CONTENT_TYPE.as_str(), "application/octet-stream")];
@@ -42,8 +49,8 @@ pub(crate) fn answer(invoked: Invoked, connection: &str, headers: &HeaderMap) ->
             let body = serde_json::json!({ "result": value.unwrap_or_default() }).to_string();
             Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
         }
-        Some(Err(error)) => Err(failed(error)),
-        None => Err(failed("the client's answer is not a completion".into())),
+        Some(Err(error)) => Err(failed("Error.Invocation.Failed", error)),
+        None => Err(failed("Error.Invocation.Failed", "the client's answer is not a completion".into())),
     }
 }
 
@@ -66,6 +73,27 @@ fn completion<V>(message: HubMessage<V>) -> Option<Result<Option<V>, String>> {
     }
 }
 
-fn failed(message: String) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Error.Connection.Invocation", message)
+fn failed(code: &'static str, message: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(invoked: Invoked) -> (StatusCode, &'static str) {
+        let error = answer(invoked, "c", &HeaderMap::new()).expect_err("a failure");
+        (error.status, error.code)
+    }
+
+    #[test]
+    fn every_failure_has_its_own_status_and_code() {
+        let mut error_completion = Vec::new();
+        Protocol::Json.encode_completion_error("1", "nope", &mut error_completion);
+        let client_error = Invoked::Completed { protocol: Protocol::Json, frame: error_completion.into() };
+        assert_eq!(code(Invoked::NotFound), (StatusCode::NOT_FOUND, "Error.Connection.NotExisted"));
+        assert_eq!(code(client_error), (StatusCode::INTERNAL_SERVER_ERROR, "Error.Invocation.Failed"));
+        assert_eq!(code(Invoked::Disconnected), (StatusCode::INTERNAL_SERVER_ERROR, "Error.Invocation.Disconnected"));
+        assert_eq!(code(Invoked::TimedOut), (StatusCode::INTERNAL_SERVER_ERROR, "Error.Invocation.Timeout"));
+    }
 }

@@ -3,6 +3,7 @@
 //! of connections whose socket was lost ([`parking`]).
 
 mod parking;
+mod socket;
 mod task;
 mod write;
 

@@ -93,6 +93,13 @@ pub struct ServeArgs {
     /// changes, so keys rotate without a restart. Excludes --access-key.
     #[arg(long, env = "SWITCHBOARD_ACCESS_KEY_FILE")]
     pub access_key_file: Option<PathBuf>,
+    /// PEM certificate chain for TLS on the public port (with --tls-key): the node serves
+    /// https and wss. Re-read on SIGHUP and when the files change.
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Internal address for /metrics, /healthz and /readyz (off when not set).
     #[arg(long, env = "SWITCHBOARD_INTERNAL_LISTEN")]
     pub internal_listen: Option<String>,

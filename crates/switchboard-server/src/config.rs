@@ -2,6 +2,8 @@
 
 use crate::Exit;
 use crate::cli::ServeArgs;
+pub use crate::tls::KeyPairFiles;
+use crate::tls::ServedCertificate;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,8 @@ pub struct FileConfig {
     pub endpoint: Option<String>,
     pub access_keys: Option<Vec<String>>,
     pub access_key_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub internal_listen: Option<String>,
     pub advertise_http: Option<String>,
     pub data_dir: Option<PathBuf>,
@@ -90,6 +94,8 @@ pub struct Settings {
     pub access_keys: Vec<String>,
     /// Keys read from (and reloaded from) this file instead.
     pub access_key_file: Option<PathBuf>,
+    /// TLS on the public port: its certificate and key (re-read when they change).
+    pub tls: Option<KeyPairFiles>,
     /// Where /metrics, /healthz and /readyz are served, if anywhere.
     pub internal_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
@@ -184,6 +190,15 @@ impl Settings {
             }
             read_key_file(path).map_err(usage)?;
         }
+        let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let files = KeyPairFiles { cert, key };
+                ServedCertificate::load(&files).map_err(|e| usage(format!("--tls-cert/--tls-key: {e}")))?;
+                Some(files)
+            }
+            _ => return Err(usage("--tls-cert and --tls-key go together".into())),
+        };
         let internal_listen = match args.internal_listen.or(file.internal_listen) {
             None => None,
             Some(text) => Some(
@@ -283,6 +298,7 @@ impl Settings {
             endpoint,
             access_keys,
             access_key_file,
+            tls,
             internal_listen,
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             allowed_origins: (!allowed.is_empty()).then_some(allowed),

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod local;
 pub mod metrics;
 pub mod serve;
+pub mod tls;
 pub mod token;
 
 /// How a command ends unsuccessfully.

@@ -1,13 +1,15 @@
 //! `switchboard serve`: one port carries the client endpoint and the REST API.
 //!
 //! Connections are served with hyper's HTTP/1 builder directly (not `axum::serve`), so a
-//! WebSocket upgrade can take the raw `TcpStream` back (see `switchboard-edge`).
+//! WebSocket upgrade can take the raw `TcpStream` (and its TLS session) back (see
+//! `switchboard-edge`). With `--tls-cert` the port speaks TLS only.
 
 use crate::Exit;
 use crate::cli::ServeArgs;
 use crate::config::{LogFormat, Settings};
 use crate::engine::Engine;
 use crate::metrics::{Observability, Readiness};
+use crate::tls::ServedCertificate;
 use anyhow::Context;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -48,17 +50,21 @@ pub fn main(args: ServeArgs) -> Result<(), Exit> {
         let bound = listener.local_addr().context("listener has no address")?;
         tracing::info!(listen = %bound, endpoint = %node.endpoint, "switchboard is serving; the connection string is on stdout");
         if let Some(path) = settings.access_key_file.clone() {
-            tokio::spawn(reload_keys_forever(path, node.keys.clone()));
+            let keys = node.keys.clone();
+            tokio::spawn(on_change_or_hangup(move |by_signal| reload_keys(&path, &keys, by_signal)));
+        }
+        if let Some(certificate) = node.tls.clone() {
+            tokio::spawn(on_change_or_hangup(move |by_signal| reload_certificate(&certificate, by_signal)));
         }
         node.serve(listener, settings.shutdown_grace, shutdown_signal()).await;
         Ok(())
     })
 }
 
-/// Re-reads the access key file on SIGHUP and whenever its content changes (a mounted
-/// Kubernetes Secret is updated in place), so keys rotate without a restart. A file that
-/// cannot be read or holds no key is reported and the current keys stay.
-async fn reload_keys_forever(path: std::path::PathBuf, keys: AccessKeys) {
+/// Calls `check` every few seconds, and at once on SIGHUP (with `true`): files mounted from
+/// Kubernetes Secrets (access keys, certificates) are updated in place, so they are re-read
+/// without a restart.
+async fn on_change_or_hangup(mut check: impl FnMut(bool)) {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(KEY_FILE_CHECK);
@@ -76,19 +82,36 @@ async fn reload_keys_forever(path: std::path::PathBuf, keys: AccessKeys) {
             _ = tick.tick() => false,
             _ = signalled => true,
         };
-        match crate::config::read_key_file(&path) {
-            Ok(new) if *keys.current() != *new => {
-                keys.replace(new.clone());
-                tracing::info!(keys = new.len(), path = %path.display(), "access keys reloaded");
-            }
-            Ok(_) if by_signal => tracing::info!(path = %path.display(), "access keys unchanged"),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "keeping the current access keys"),
-        }
+        check(by_signal);
     }
 }
 
-/// How often the access key file is checked for changes.
+/// Re-reads the access key file; a file that cannot be read or holds no key is reported and
+/// the current keys stay.
+fn reload_keys(path: &Path, keys: &AccessKeys, by_signal: bool) {
+    match crate::config::read_key_file(path) {
+        Ok(new) if *keys.current() != *new => {
+            keys.replace(new.clone());
+            tracing::info!(keys = new.len(), path = %path.display(), "access keys reloaded");
+        }
+        Ok(_) if by_signal => tracing::info!(path = %path.display(), "access keys unchanged"),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "keeping the current access keys"),
+    }
+}
+
+/// Re-reads the public port's certificate; one that cannot be used is reported and the current
+/// one stays.
+fn reload_certificate(certificate: &ServedCertificate, by_signal: bool) {
+    match certificate.reload() {
+        Ok(true) => tracing::info!("TLS certificate reloaded"),
+        Ok(false) if by_signal => tracing::info!("TLS certificate unchanged"),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, "keeping the current TLS certificate"),
+    }
+}
+
+/// How often the access key and certificate files are checked for changes.
 const KEY_FILE_CHECK: Duration = Duration::from_secs(5);
 
 /// A node ready to serve: its state and its HTTP application.
@@ -100,6 +123,8 @@ pub struct Node {
     pub registry: Arc<Registry>,
     /// The accepted keys; replacing them (a reload) reaches every component.
     pub keys: AccessKeys,
+    /// The public port's certificate, when it serves TLS.
+    pub tls: Option<Arc<ServedCertificate>>,
     edge: Arc<EdgeState>,
     engine: Engine,
     app: axum::Router,
@@ -131,10 +156,17 @@ impl Node {
         observability: Arc<Observability>,
     ) -> Result<Node, Exit> {
         let keys = load_or_create_keys(settings)?;
+        let tls = match &settings.tls {
+            Some(files) => Some(ServedCertificate::load(files).map_err(Exit::Usage)?),
+            None => None,
+        };
         let bound = listener.local_addr().context("listener has no address")?;
         let endpoint = match &settings.endpoint {
             Some(url) => url.clone(),
-            None => Url::parse(&format!("http://{}", reachable(bound))).context("bound address is not a URL")?,
+            None => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                Url::parse(&format!("{scheme}://{}", reachable(bound))).context("bound address is not a URL")?
+            }
         };
         let connection_string =
             format!("Endpoint={};AccessKey={};Version=1.0;", endpoint.as_str().trim_end_matches('/'), keys.primary());
@@ -199,13 +231,14 @@ impl Node {
             .merge(switchboard_api::router(api))
             .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") })
             .layer(axum::middleware::from_fn_with_state(observability.clone(), crate::metrics::count_rest));
-        Ok(Node { endpoint, connection_string, registry, keys, edge, engine, app, observability, admission })
+        Ok(Node { endpoint, connection_string, registry, keys, tls, edge, engine, app, observability, admission })
     }
 
     /// Serves until `shutdown` resolves, then closes every client (with `allowReconnect`) and
     /// waits for them to leave within `grace`.
     pub async fn serve(self, listener: TcpListener, grace: Duration, shutdown: impl Future<Output = ()>) {
-        let Node { registry, edge, engine, app, observability, admission, .. } = self;
+        let Node { registry, edge, engine, app, observability, admission, tls, .. } = self;
+        let acceptor = tls.map(|certificate| certificate.acceptor());
         let mut refusals = Refusals::default();
         observability.set_readiness(Readiness::Ready);
         let purge = match &engine.control {
@@ -227,17 +260,20 @@ impl Node {
                         };
                         let _ = stream.set_nodelay(true);
                         let service = TowerToHyperService::new(Admitted { app: app.clone(), ticket });
-                        tokio::spawn(async move {
-                            let connection = hyper::server::conn::http1::Builder::new()
-                                .timer(TokioTimer::new())
-                                .header_read_timeout(Duration::from_secs(30))
-                                .max_buf_size(64 * 1024)
-                                .serve_connection(TokioIo::new(stream), service)
-                                .with_upgrades();
-                            if let Err(e) = connection.await {
-                                tracing::debug!(error = %e, "http connection ended with an error");
+                        match acceptor.clone() {
+                            None => {
+                                tokio::spawn(serve_http(stream, service));
                             }
-                        });
+                            Some(acceptor) => {
+                                tokio::spawn(async move {
+                                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                        Ok(Ok(stream)) => serve_http(stream, service).await,
+                                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                    }
+                                });
+                            }
+                        }
                     }
                     Err(e) => {
                         // Out of file descriptors or similar: back off instead of spinning.
@@ -253,6 +289,25 @@ impl Node {
         drain(&registry, grace).await;
         purge.abort();
         engine.shutdown().await;
+    }
+}
+
+/// How long a client may take to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 (with upgrades) on one socket, plain or TLS.
+async fn serve_http<S>(stream: S, service: TowerToHyperService<Admitted>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "http connection ended with an error");
     }
 }
 

@@ -5,7 +5,8 @@
 //! handshake timeout, stateful-reconnect Acks).
 
 use super::parking::Parked;
-use super::write::{linger, opcode_for, write_data, write_out};
+use super::socket::Socket;
+use super::write::{opcode_for, write_data};
 use crate::rate::{MessageRate, RATE_EXCEEDED};
 use crate::session::{Output, Session};
 use crate::stateful::{ReplayBuffer, encode_ack};
@@ -21,6 +22,7 @@ use switchboard_protocol::{Protocol, handshake};
 use switchboard_upstream::UpstreamQueue;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 
 /// How long after receiving a trackable message its Ack is sent (as ASP.NET and JS do).
 const ACK_DELAY: Duration = Duration::from_secs(1);
@@ -119,28 +121,34 @@ impl ConnectionTask {
         }
     }
 
-    /// Waits for the upgrade to complete, takes the raw socket back and runs the connection.
+    /// Waits for the upgrade to complete, takes the raw socket back (with its TLS session, if
+    /// any) and runs the connection.
     pub(super) async fn run_after(self, upgrade: fastwebsockets::upgrade::UpgradeFut) {
-        let raw = match upgrade.await {
-            Ok(ws) => ws.into_inner().into_inner().downcast::<TokioIo<TcpStream>>(),
+        let upgraded = match upgrade.await {
+            Ok(ws) => ws.into_inner().into_inner(),
             Err(e) => {
                 tracing::debug!(error = %e, "websocket upgrade failed");
                 return self.finish(None, false);
             }
         };
-        match raw {
-            // A task of its own, so the long-lived task holds only the connection loop.
-            Ok(parts) => {
-                tokio::spawn(self.run(parts.io.into_inner(), parts.read_buf));
-            }
-            Err(_) => {
-                tracing::error!("websocket upgrade did not yield a TCP stream");
-                self.finish(None, false);
-            }
-        }
+        let (socket, leftover) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (Socket::Plain(parts.io.into_inner()), parts.read_buf),
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                Ok(parts) => {
+                    let (tcp, tls) = parts.io.into_inner().into_inner();
+                    (Socket::Tls(tcp, Box::new(tls)), parts.read_buf)
+                }
+                Err(_) => {
+                    tracing::error!("websocket upgrade did not yield a TCP stream");
+                    return self.finish(None, false);
+                }
+            },
+        };
+        // A task of its own, so the long-lived task holds only the connection loop.
+        tokio::spawn(self.run(socket, leftover));
     }
 
-    async fn run(mut self, stream: TcpStream, leftover: Bytes) {
+    async fn run(mut self, mut socket: Socket, leftover: Bytes) {
         let state = self.state.clone();
         let config = &state.config;
         let mut io = Io {
@@ -192,6 +200,11 @@ impl ConnectionTask {
         }
         // Even when empty, these bytes can hold hyper's whole read buffer alive.
         drop(leftover);
+        // TLS may hold decrypted bytes already (records read along with the upgrade request).
+        if matches!(socket, Socket::Tls(..)) && !self.on_readable(&mut io, &mut socket) {
+            lost = true;
+            io.stop = true;
+        }
         while !io.stop {
             if io.out.is_empty() {
                 let deadline = match &io.conn {
@@ -207,8 +220,8 @@ impl ConnectionTask {
                     _ = outbox_ready(&io.conn), if !replay_full => {
                         self.on_outbox(&mut io, &mut batch);
                     }
-                    readable = stream.readable() => {
-                        if readable.is_err() || !self.on_readable(&mut io, &stream) {
+                    readable = socket.readable() => {
+                        if readable.is_err() || !self.on_readable(&mut io, &mut socket) {
                             lost = true;
                             break;
                         }
@@ -226,7 +239,7 @@ impl ConnectionTask {
                 settle.await;
             }
             if !io.out.is_empty() {
-                let written = write_out(&stream, &io.out, config.client_timeout).await;
+                let written = socket.write(&io.out, config.client_timeout).await;
                 state.registry.stats().sent(io.out.len());
                 io.out = Vec::new();
                 if !written {
@@ -265,7 +278,7 @@ impl ConnectionTask {
             }
         }
         // Boxed: it runs once, at the end, and would otherwise enlarge every connection's task.
-        Box::pin(linger(stream, lost)).await;
+        Box::pin(socket.close(lost)).await;
     }
 
     /// The connection is over: it leaves the hub and its id cannot be reused.
@@ -278,17 +291,14 @@ impl ConnectionTask {
     }
 
     /// Reads what the socket has (without waiting) and handles it; `false` when it is gone.
-    fn on_readable(&mut self, io: &mut Io, stream: &TcpStream) -> bool {
-        let mut buffer = [0u8; 4096];
-        match stream.try_read(&mut buffer) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.state.registry.stats().received(n);
-                self.on_bytes(io, &mut buffer[..n]);
-                true
-            }
-            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-        }
+    fn on_readable(&mut self, io: &mut Io, socket: &mut Socket) -> bool {
+        let state = self.state.clone();
+        socket
+            .read_available(|bytes| {
+                state.registry.stats().received(bytes.len());
+                self.on_bytes(io, bytes);
+            })
+            .unwrap_or(false)
     }
 
     fn on_bytes(&mut self, io: &mut Io, bytes: &mut [u8]) {
