@@ -26,11 +26,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_engine::{Directory, EngineError, EngineFuture, MembershipStore};
-use switchboard_grpc::ClusterSecret;
+use switchboard_grpc::{ClusterSecret, ClusterTls, WarnThrottle, peer_endpoint};
 use switchboard_grpc::admin::v1::admin_client::AdminClient;
 use switchboard_grpc::admin::v1::{ClusterStatusReply, JoinRequest, ProposeRequest, Role, WaitAppliedRequest};
 use switchboard_hub::{UserGroupReader, unix_now};
-use tonic::transport::Endpoint;
 
 /// How this node takes part in a cluster (absent: the embedded single node).
 #[derive(Debug, Clone)]
@@ -46,6 +45,16 @@ pub struct ClusterSettings {
     pub control: bool,
     pub edge: bool,
     pub secret: String,
+    /// Mutual TLS between nodes (`--cluster-tls-cert`, `--cluster-tls-key`, `--cluster-ca`).
+    pub tls: Option<ClusterTls>,
+}
+
+impl ClusterSettings {
+    /// What this node calls peers and admits them with: the secret, and TLS when configured.
+    pub fn credentials(&self) -> anyhow::Result<ClusterSecret> {
+        let secret = ClusterSecret::new(&self.secret).map_err(|e| anyhow::anyhow!("--cluster-secret: {e}"))?;
+        Ok(secret.with_tls(self.tls.clone()))
+    }
 }
 
 /// Why an operator's request to remove a node was refused.
@@ -169,7 +178,7 @@ impl ControlPlane {
         node_id: NodeId,
         cluster: &ClusterSettings,
     ) -> anyhow::Result<ControlPlane> {
-        let secret = ClusterSecret::new(&cluster.secret).map_err(|_| anyhow::anyhow!("invalid cluster secret"))?;
+        let secret = cluster.credentials()?;
         let opened = open_raft(data_dir, node_id, GrpcNetwork::new(node_id, &secret), 400).await?;
         Ok(ControlPlane::assemble(opened, Some(secret)))
     }
@@ -285,6 +294,8 @@ impl ControlPlane {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut candidates = addresses.iter().cycle();
         let mut target = candidates.next().cloned().context("no address to join through")?;
+        let warnings = WarnThrottle::new(Duration::from_secs(10));
+        let mut last_error = String::new();
         loop {
             match self.admin(&target).await.map_err(tonic::Status::unavailable) {
                 Ok(mut client) => match client.join(request.clone()).await {
@@ -296,6 +307,11 @@ impl ControlPlane {
                         } else if status.code() == tonic::Code::PermissionDenied {
                             anyhow::bail!("the cluster refused this node: {}", status.message());
                         } else {
+                            // Say why (a TLS failure names the certificate problem), once in a while.
+                            last_error = error_chain(&status);
+                            if warnings.check().is_some() {
+                                tracing::warn!(through = %target, error = %last_error, "cannot join the cluster yet");
+                            }
                             target = candidates.next().cloned().unwrap_or(target);
                         }
                     }
@@ -303,7 +319,10 @@ impl ControlPlane {
                 Err(_) => target = candidates.next().cloned().unwrap_or(target),
             }
             if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("could not join the cluster through {} within 60 s", addresses.join(", "));
+                anyhow::bail!(
+                    "could not join the cluster through {} within 60 s (last error: {last_error})",
+                    addresses.join(", ")
+                );
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
@@ -324,7 +343,7 @@ impl ControlPlane {
             match channels.get(address) {
                 Some(channel) => channel.clone(),
                 None => {
-                    let channel = Endpoint::from_shared(format!("http://{address}"))
+                    let channel = peer_endpoint(address, secret.tls())
                         .map_err(|e| e.to_string())?
                         .connect_timeout(Duration::from_secs(2))
                         .timeout(BARRIER_TIMEOUT)
@@ -716,4 +735,17 @@ impl Directory for ControlPlane {
     fn http_address(&self, node: u64) -> Option<String> {
         ControlPlane::http_address(self, node)
     }
+}
+
+/// An error and its causes, `: `-separated (a gRPC transport error hides its cause, such as a
+/// refused certificate, in its sources).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -11,13 +11,13 @@ use prost::Message;
 use switchboard_grpc::auth::WARN_INTERVAL;
 use switchboard_grpc::fanout::v1::fanout_client::FanoutClient as GrpcFanoutClient;
 use switchboard_grpc::fanout::v1::{ConnectionReply, ConnectionRequest, Delivery, DeliveryBatch};
-use switchboard_grpc::{ClientAuth, ClusterSecret, MAX_MESSAGE_BYTES, WarnThrottle};
+use switchboard_grpc::{ClientAuth, ClusterSecret, ClusterTls, MAX_MESSAGE_BYTES, WarnThrottle, peer_endpoint};
 use switchboard_hub::Registry;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::codec::check_delivery;
 use crate::error::FanoutError;
@@ -102,6 +102,7 @@ struct Inner {
     node_id: u64,
     registry: Arc<Registry>,
     auth: ClientAuth,
+    tls: Option<ClusterTls>,
     config: FanoutConfig,
     peers: Mutex<HashMap<u64, Peer>>,
     stats: Arc<FanoutStats>,
@@ -125,15 +126,24 @@ impl FanoutClient {
     /// The client of node `node_id`, whose own connections live in `registry`; every call carries
     /// `secret`.
     pub fn new(node_id: u64, registry: Arc<Registry>, secret: &ClusterSecret, config: FanoutConfig) -> Self {
-        Self::with_auth(node_id, registry, secret.client(), config)
+        Self::build(node_id, registry, secret.client(), secret.tls().cloned(), config)
     }
 
     /// As [`FanoutClient::new`], with a prepared client interceptor (another protocol version, in
     /// tests).
     pub fn with_auth(node_id: u64, registry: Arc<Registry>, auth: ClientAuth, config: FanoutConfig) -> Self {
-        FanoutClient {
-            inner: Arc::new(Inner { node_id, registry, auth, config, peers: Mutex::default(), stats: Arc::default() }),
-        }
+        Self::build(node_id, registry, auth, None, config)
+    }
+
+    fn build(
+        node_id: u64,
+        registry: Arc<Registry>,
+        auth: ClientAuth,
+        tls: Option<ClusterTls>,
+        config: FanoutConfig,
+    ) -> Self {
+        let peers = Mutex::default();
+        FanoutClient { inner: Arc::new(Inner { node_id, registry, auth, tls, config, peers, stats: Arc::default() }) }
     }
 
     /// This node's id.
@@ -292,7 +302,7 @@ impl FanoutClient {
             node,
             reason: format!("invalid peer address {addr:?}: {e}"),
         };
-        let endpoint = Endpoint::from_shared(peer_uri(addr))
+        let endpoint = peer_endpoint(addr, self.inner.tls.as_ref())
             .map_err(|e| invalid(&e))?
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
@@ -328,10 +338,6 @@ impl std::fmt::Debug for FanoutClient {
 }
 
 /// Peers advertise `host:port`; a full `http://` URI is accepted too.
-fn peer_uri(addr: &str) -> String {
-    if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
-}
-
 fn task_stopped(node: u64) -> FanoutError {
     FanoutError::Unreachable { node, reason: "the delivery queue of this peer was dropped".into() }
 }

@@ -62,13 +62,15 @@ pub enum InvalidSecret {
     NotVisibleAscii,
 }
 
-/// The shared secret of a cluster; builds the client and server interceptors.
+/// The shared secret of a cluster (builds the client and server interceptors), and the
+/// cluster's mutual TLS when it has one: what a node needs to call and to admit peers.
 #[derive(Clone)]
 pub struct ClusterSecret {
     /// The secret as it is sent.
     value: MetadataValue<Ascii>,
     /// SHA-256 of the secret, compared in constant time against the digest of what peers send.
     digest: [u8; 32],
+    tls: Option<crate::ClusterTls>,
 }
 
 impl fmt::Debug for ClusterSecret {
@@ -87,7 +89,18 @@ impl ClusterSecret {
             return Err(InvalidSecret::NotVisibleAscii);
         }
         let value = MetadataValue::try_from(secret).map_err(|_| InvalidSecret::NotVisibleAscii)?;
-        Ok(ClusterSecret { value, digest: Sha256::digest(secret.as_bytes()).into() })
+        Ok(ClusterSecret { value, digest: Sha256::digest(secret.as_bytes()).into(), tls: None })
+    }
+
+    /// The same secret, with calls between nodes over mutual TLS.
+    pub fn with_tls(mut self, tls: Option<crate::ClusterTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The cluster's mutual TLS, if any.
+    pub fn tls(&self) -> Option<&crate::ClusterTls> {
+        self.tls.as_ref()
     }
 
     /// The interceptor for outgoing calls.

@@ -21,7 +21,8 @@
 //!   local connections without a copy.
 //! * **Auth and version travel as metadata** ([`auth`]): every call carries the cluster secret
 //!   and the sender's protocol version in headers, checked by one server interceptor for all
-//!   three services before any handler runs.
+//!   three services before any handler runs. With [`tls`], nodes also authenticate each other
+//!   by certificate and the traffic is encrypted.
 //!
 //! # Build
 //! `build.rs` runs the protoc bundled by `protoc-bin-vendored` (or `$PROTOC`), so a fresh clone
@@ -33,11 +34,13 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod tls;
 
 pub use auth::{
     CLUSTER_SECRET_HEADER, ClientAuth, ClusterSecret, InvalidSecret, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
     PROTOCOL_VERSION_HEADER, ServerAuth, WarnThrottle, is_supported_version,
 };
+pub use tls::{ClusterTls, peer_endpoint};
 
 /// Raft RPCs between control-plane nodes (`switchboard.raft.v1`).
 pub mod raft {

@@ -186,6 +186,16 @@ pub struct ServeArgs {
     /// Secret shared by every node of a cluster; inter-node calls without it are refused.
     #[arg(long, env = "SWITCHBOARD_CLUSTER_SECRET")]
     pub cluster_secret: Option<String>,
+    /// Mutual TLS between nodes: this node's PEM certificate (signed by --cluster-ca; it must
+    /// name the host other nodes reach it by, its --advertise host). With --cluster-tls-key.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_TLS_CERT")]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of --cluster-tls-cert.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_TLS_KEY")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// PEM certificate of the CA that signs every node's certificate: peers without one are refused.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_CA")]
+    pub cluster_ca: Option<PathBuf>,
     /// The engine: `raft` (the default: the embedded single node, or a raft cluster with
     /// --grpc-listen) or `redis` (stateless nodes sharing a Redis: --redis or --redis-cluster).
     #[arg(long, env = "SWITCHBOARD_ENGINE")]

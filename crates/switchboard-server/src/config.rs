@@ -57,6 +57,9 @@ pub struct FileConfig {
     pub join: Option<Vec<String>>,
     pub role: Option<String>,
     pub cluster_secret: Option<String>,
+    pub cluster_tls_cert: Option<PathBuf>,
+    pub cluster_tls_key: Option<PathBuf>,
+    pub cluster_ca: Option<PathBuf>,
     pub keep_alive_interval: Option<u64>,
     pub client_timeout: Option<u64>,
     pub handshake_timeout: Option<u64>,
@@ -272,6 +275,14 @@ impl Settings {
             check_host_port(address).map_err(|()| usage(format!("--advertise-http '{address}' must be host:port")))?;
         }
         let redis = redis.map(|redis| RedisConfig { advertise_http: advertise_http.clone(), ..redis });
+        let cluster_tls = cluster_tls(
+            args.cluster_tls_cert.or(file.cluster_tls_cert),
+            args.cluster_tls_key.or(file.cluster_tls_key),
+            args.cluster_ca.or(file.cluster_ca),
+        )?;
+        if cluster_tls.is_some() && grpc_listen.is_none() {
+            return Err(usage("--cluster-tls-cert/--cluster-ca are for a raft cluster: add --grpc-listen".into()));
+        }
         let cluster = match grpc_listen {
             None => None,
             Some(grpc_listen) => Some(cluster_settings(
@@ -285,6 +296,7 @@ impl Settings {
                 args.cluster_secret.or(file.cluster_secret),
             )?),
         };
+        let cluster = cluster.map(|cluster| ClusterSettings { tls: cluster_tls, ..cluster });
         Ok(Settings {
             node_id,
             cluster,
@@ -372,7 +384,23 @@ fn cluster_settings(
         control,
         edge,
         secret,
+        tls: None,
     })
+}
+
+/// Mutual TLS between nodes from its three files: all or none.
+fn cluster_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> Result<Option<switchboard_grpc::ClusterTls>, Exit> {
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => crate::tls::cluster_tls(&KeyPairFiles { cert, key }, &ca)
+            .map(Some)
+            .map_err(|e| usage(format!("--cluster-tls-cert/--cluster-tls-key/--cluster-ca: {e}"))),
+        _ => Err(usage("--cluster-tls-cert, --cluster-tls-key and --cluster-ca go together".into())),
+    }
 }
 
 /// `host:port` with a non-empty host (an IP or a DNS name) and a numeric port.

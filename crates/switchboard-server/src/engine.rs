@@ -13,11 +13,12 @@ use std::time::Duration;
 use switchboard_control::{ClusterSettings, ControlPlane, InterestReporter};
 use switchboard_engine::{LocalBus, MembershipStore, NodeBus};
 use switchboard_fanout::{ClusterBus, FanoutClient, FanoutConfig, FanoutService, fanout_server};
-use switchboard_grpc::ClusterSecret;
+use switchboard_grpc::{ClusterSecret, WarnThrottle};
 use switchboard_hub::{HubConfig, Registry};
 use switchboard_redis::{RedisEngine, RedisSettings, StartError};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 
 /// How long stopping waits for the gRPC server to finish its calls.
@@ -66,8 +67,7 @@ impl Engine {
             let control = Some(control);
             return Ok(Engine { node_id, registry, store, bus, control, redis: None, fanout: None, grpc: None });
         };
-        let secret = ClusterSecret::new(&cluster.secret)
-            .map_err(|_| Exit::Usage("--cluster-secret must be visible ASCII".into()))?;
+        let secret = cluster.credentials().map_err(|e| Exit::Usage(e.to_string()))?;
         let control = ControlPlane::open_cluster(&settings.data_dir, settings.node_id, cluster).await?;
         let (interest, interest_queue) = InterestReporter::new();
         let registry =
@@ -139,7 +139,8 @@ impl Engine {
 }
 
 /// Serves raft, admin and fan-out on `--grpc-listen`, every call checked against the cluster
-/// secret.
+/// secret, and with the cluster's mutual TLS only to peers whose certificate the cluster CA
+/// signed.
 async fn serve_grpc(
     cluster: &ClusterSettings,
     control: &ControlPlane,
@@ -152,16 +153,68 @@ async fn serve_grpc(
     let routes = control.grpc_services().add_service(fanout_server(fanout.clone(), secret.server()));
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder().add_routes(routes);
+    let tls = secret.tls().map(|tls| tokio_rustls::TlsAcceptor::from(tls.server.clone()));
     let task = tokio::spawn(async move {
         let stopped = async {
             let _ = stopped.await;
         };
-        if let Err(error) = server.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped).await {
+        let served = match tls {
+            None => server.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped).await,
+            Some(acceptor) => server.serve_with_incoming_shutdown(tls_incoming(listener, acceptor), stopped).await,
+        };
+        if let Err(error) = served {
             tracing::error!(%error, "the gRPC server stopped");
         }
     });
     Ok(GrpcServer { fanout, stop, task })
 }
+
+/// The peers of the gRPC port that completed a mutual TLS handshake. A peer that fails it
+/// (no certificate, one the cluster CA did not sign, or no TLS at all) is refused with a
+/// warning naming it and why (throttled).
+fn tls_incoming(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+    let (admitted, incoming) = tokio::sync::mpsc::channel(64);
+    let warnings = Arc::new(WarnThrottle::new(Duration::from_secs(10)));
+    tokio::spawn(async move {
+        loop {
+            // The server stopped (it dropped the stream): stop listening too.
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = admitted.closed() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "gRPC accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (acceptor, admitted, warnings) = (acceptor.clone(), admitted.clone(), warnings.clone());
+            tokio::spawn(async move {
+                let error = match tokio::time::timeout(PEER_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = admitted.send(Ok(stream)).await;
+                        return;
+                    }
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => "no TLS handshake within 10 s".to_owned(),
+                };
+                if let Some(suppressed) = warnings.check() {
+                    tracing::warn!(%peer, %error, suppressed, "refused a peer on the gRPC port: its TLS handshake failed (is it a node with a certificate from --cluster-ca?)");
+                }
+            });
+        }
+    });
+    ReceiverStream::new(incoming)
+}
+
+/// How long a peer may take to complete its TLS handshake.
+const PEER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where other nodes reach this node's client endpoint: the listen address, or with a
 /// wildcard listen address, the advertised gRPC host with the listen port.

@@ -1,15 +1,16 @@
 //! TLS with rustls (the ring provider): the public port's certificate, which is re-read when
-//! its files change or on SIGHUP (cert-manager renews a Secret in place), and the PEM loading
-//! shared with mutual TLS between nodes.
+//! its files change or on SIGHUP (cert-manager renews a Secret in place), and mutual TLS
+//! between nodes (read at start).
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use switchboard_grpc::ClusterTls;
 
 /// A certificate chain and its private key, as PEM files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,10 +23,23 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads a certificate chain and the private key that matches it.
-pub fn load_key_pair(files: &KeyPairFiles) -> Result<CertifiedKey, String> {
-    let (chain, key) = read_key_pair(files)?;
-    certified(&files.cert, chain, key)
+/// Mutual TLS between nodes: the node's certificate for both sides, peers verified against
+/// the CA in `ca` (client certificates required on the gRPC port).
+pub fn cluster_tls(files: &KeyPairFiles, ca: &Path) -> Result<ClusterTls, String> {
+    let (cert_pem, key_pem) = read_key_pair(files)?;
+    let key = certified(&files.cert, cert_pem.clone(), key_pem.clone())?;
+    let ca_pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+    let roots = Arc::new(load_roots(ca, &ca_pem)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| format!("{}: {e}", ca.display()))?;
+    let mut server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default versions")
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(ClusterTls::new(Arc::new(server), &cert_pem, &key_pem, &ca_pem))
 }
 
 /// The PEM text of a certificate file and its key file.
@@ -55,11 +69,10 @@ fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
     Ok(chain)
 }
 
-/// The CA certificates in a PEM file, as roots to verify peers against.
-pub fn load_roots(path: &Path) -> Result<RootCertStore, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// The CA certificates of a PEM file, as roots to verify peers against.
+fn load_roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
-    for cert in certificates(path, &pem)? {
+    for cert in certificates(path, pem)? {
         roots.add(cert).map_err(|e| format!("{} holds a certificate that is no CA: {e}", path.display()))?;
     }
     Ok(roots)

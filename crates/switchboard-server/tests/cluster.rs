@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchboard_auth::mint_server_token;
 use switchboard_testkit::redis::{RedisCluster, RedisServer};
+use switchboard_testkit::tls::TestCa;
 
 const KEY: &str = "cluster-test-access-key";
 const SECRET: &str = "cluster-test-secret";
@@ -110,11 +111,21 @@ impl Cluster {
                 .stderr(if std::env::var_os("SWITCHBOARD_TEST_NODE_STDERR").is_some() {
                     Stdio::inherit()
                 } else {
-                    Stdio::null()
+                    Stdio::from(self.log_file(id))
                 }),
         );
         self.children[(id - 1) as usize] = Some(child);
         ready_rx
+    }
+
+    /// Where node `id` writes its log (appended across restarts).
+    fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node-{id}.log"))
+    }
+
+    fn log_file(&self, id: u64) -> std::fs::File {
+        std::fs::create_dir_all(&self.dir).expect("the cluster's directory");
+        std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id)).expect("a log file")
     }
 
     fn start_all(&mut self) {
@@ -543,6 +554,59 @@ async fn the_redis_engine_speaks_tls_to_redis_and_checks_its_certificate() {
     let stderr = String::from_utf8_lossy(&untrusting.stderr);
     assert_eq!(untrusting.status.code(), Some(69), "{stderr}");
     assert!(stderr.contains("cannot reach Redis at rediss://127.0.0.1:") && stderr.contains("ertificate"), "{stderr}");
+}
+
+/// Mutual TLS between nodes: a cluster whose nodes hold certificates from the cluster CA forms,
+/// replicates and fans out as usual; a process that knows the cluster secret and trusts the CA
+/// but holds a certificate from another CA is refused at the TLS handshake, and both sides say
+/// so in their logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_over_mutual_tls_serve_and_refuse_a_node_without_a_cluster_certificate() {
+    let mut cluster = Cluster::new(3, 3);
+    let ca = TestCa::new(&cluster.dir.join("pki"));
+    let node = ca.issue("node");
+    let text = |path: &std::path::Path| path.display().to_string();
+    cluster.extra.extend(["--cluster-tls-cert".into(), text(&node.cert), "--cluster-tls-key".into(), text(&node.key)]);
+    cluster.extra.extend(["--cluster-ca".into(), text(&ca.cert)]);
+    tokio::task::block_in_place(|| cluster.start_all());
+    let (mut ws, _) = connect_client(cluster.http(3), "over-mtls").await;
+    let body = r#"{"target":"m","arguments":["encrypted"]}"#;
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat/users/over-mtls", body).await, 202);
+    assert_eq!(next_messages(&mut ws, &mut Vec::new()).await, invocation("encrypted"));
+    // A membership written through raft on node 2 routes a group send from node 1.
+    let (status, _) = tokio::task::block_in_place(|| rest(cluster.http(2), "PUT", "/api/v1/hubs/chat/groups/g/users/over-mtls"));
+    assert_eq!(status, 202);
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat/groups/g", body).await, 202);
+    assert_eq!(next_messages(&mut ws, &mut Vec::new()).await, invocation("encrypted"));
+
+    let stranger = TestCa::new(&cluster.dir.join("foreign")).issue("stranger");
+    let stranger_log = cluster.dir.join("stranger.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--access-key", KEY, "--node-id", "9"])
+        .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port()), "--role", "edge", "--cluster-secret", SECRET])
+        .args(["--join", &format!("localhost:{}", cluster.specs[0].grpc)])
+        .args(["--cluster-tls-cert", &text(&stranger.cert), "--cluster-tls-key", &text(&stranger.key)])
+        .args(["--cluster-ca", &text(&ca.cert), "--data-dir", &text(&cluster.dir.join("stranger"))])
+        .env("SWITCHBOARD_LOG", "warn,openraft=off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&stranger_log).expect("a log file")))
+        .spawn()
+        .expect("the binary runs");
+    let read = |path: &PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+    tokio::task::block_in_place(|| {
+        wait_for("node 1 logs the refused peer", Duration::from_secs(20), || {
+            read(&cluster.log_path(1)).contains("refused a peer on the gRPC port")
+        });
+        wait_for("the stranger logs why it cannot join", Duration::from_secs(20), || {
+            read(&stranger_log).contains("cannot join the cluster yet")
+        });
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let refusal = read(&cluster.log_path(1));
+    assert!(refusal.contains("UnknownIssuer") || refusal.contains("certificate"), "{refusal}");
+    assert_eq!(post(cluster.http(2), "/api/v1/hubs/chat/users/over-mtls", body).await, 202, "the cluster is unharmed");
+    assert_eq!(next_messages(&mut ws, &mut Vec::new()).await, invocation("encrypted"));
 }
 
 /// Client results and server-to-client streams through another node: `:invoke` asked on node

@@ -3,6 +3,7 @@
 //! records; [`free_port`] and [`wait_for`]. Tests only: nothing here is hardened.
 
 pub mod redis;
+pub mod tls;
 
 use serde_json::Value;
 use std::collections::VecDeque;

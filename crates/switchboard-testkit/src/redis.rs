@@ -17,6 +17,10 @@ fn program(variable: &str, default: &str) -> String {
     std::env::var(variable).unwrap_or_else(|_| default.to_owned())
 }
 
+fn path_text(path: &std::path::Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
 /// One `redis-server` process. See the module docs.
 pub struct RedisServer {
     pub port: u16,
@@ -49,41 +53,16 @@ impl RedisServer {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("switchboard-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a scratch directory");
-        let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
-        let (ca, ca_key, key, csr, cert, san) = (
-            file("ca.crt"),
-            file("ca.key"),
-            file("server.key"),
-            file("server.csr"),
-            file("server.crt"),
-            file("san.ext"),
-        );
-        std::fs::write(&san, "subjectAltName=IP:127.0.0.1\n").expect("writable");
-        let make_ca =
-            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=switchboard test CA"];
-        let make_key = ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"];
-        let sign = ["x509", "-req", "-days", "2", "-CAcreateserial"];
-        let steps: [Vec<&str>; 3] = [
-            make_ca.into_iter().chain(["-keyout", &ca_key, "-out", &ca]).collect(),
-            make_key.into_iter().chain(["-keyout", &key, "-out", &csr]).collect(),
-            sign.into_iter()
-                .chain(["-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-out", &cert, "-extfile", &san])
-                .collect(),
-        ];
-        for step in &steps {
-            let output = Command::new("openssl")
-                .args(step)
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run openssl ({e}): the test script installs it"));
-            assert!(output.status.success(), "openssl {step:?}: {}", String::from_utf8_lossy(&output.stderr));
-        }
+        let ca = crate::tls::TestCa::new(&dir.join("tls"));
+        let issued = ca.issue("redis");
+        let (cert, key, ca_cert) = (path_text(&issued.cert), path_text(&issued.key), path_text(&ca.cert));
         let port_text = port.to_string();
         let extra = ["--port", "0", "--tls-port", &port_text, "--tls-cert-file", &cert, "--tls-key-file", &key]
             .into_iter()
-            .chain(["--tls-ca-cert-file", &ca, "--tls-auth-clients", "no"])
+            .chain(["--tls-ca-cert-file", &ca_cert, "--tls-auth-clients", "no"])
             .map(str::to_owned)
             .collect();
-        let ca_file = Some(dir.join("ca.crt"));
+        let ca_file = Some(ca.cert.clone());
         let mut server = RedisServer { port, child: None, dir, extra, ca_file };
         server.spawn();
         server

@@ -38,10 +38,11 @@ use switchboard_grpc::raft::v1::raft_client::RaftClient;
 use switchboard_grpc::raft::v1::raft_reply::Result as ReplyResult;
 use switchboard_grpc::raft::v1::{RaftReply, RaftRequest};
 use switchboard_grpc::{
-    ClientAuth, ClusterSecret, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, WarnThrottle, is_supported_version,
+    ClientAuth, ClusterSecret, ClusterTls, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, WarnThrottle, is_supported_version,
+    peer_endpoint,
 };
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::grpc::{decode, encode};
@@ -63,6 +64,7 @@ pub struct GrpcNetwork {
     /// This node's id, for timeout errors.
     id: NodeId,
     auth: ClientAuth,
+    tls: Option<ClusterTls>,
     /// Peer id → its channel, keyed by the address it was made for.
     peers: Arc<Mutex<HashMap<NodeId, PeerChannel>>>,
 }
@@ -78,13 +80,13 @@ struct PeerChannel {
 impl GrpcNetwork {
     /// The network of node `id`, authenticating with `secret`.
     pub fn new(id: NodeId, secret: &ClusterSecret) -> Self {
-        Self::with_auth(id, secret.client())
+        GrpcNetwork { tls: secret.tls().cloned(), ..Self::with_auth(id, secret.client()) }
     }
 
     /// The network of node `id` with a prepared client interceptor (for example one claiming
     /// another protocol version, in tests).
     pub fn with_auth(id: NodeId, auth: ClientAuth) -> Self {
-        GrpcNetwork { id, auth, peers: Arc::default() }
+        GrpcNetwork { id, auth, tls: None, peers: Arc::default() }
     }
 
     /// Returns the cached channel for `target` at `addr`, creating it (without connecting) if
@@ -94,7 +96,7 @@ impl GrpcNetwork {
         if let Some(peer) = peers.get(&target).filter(|p| p.addr == addr) {
             return Ok(peer.clone());
         }
-        let endpoint = Endpoint::from_shared(peer_uri(addr))?
+        let endpoint = peer_endpoint(addr, self.tls.as_ref())?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
@@ -107,11 +109,6 @@ impl GrpcNetwork {
         peers.insert(target, peer.clone());
         Ok(peer)
     }
-}
-
-/// Peers advertise `host:port`; a full `http://` URI is accepted too.
-fn peer_uri(addr: &str) -> String {
-    if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
 }
 
 impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
