@@ -30,6 +30,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,17 @@ def k8s_expand(value: str, defined: dict[str, str]) -> str:
             return "$"
         return defined.get(m.group(1), m.group(0))
     return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", repl, value)
+
+
+def probe(url: str) -> int:
+    """The status of a kubelet-style HTTP GET probe (0 when nothing answered)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError):
+        return 0
 
 
 def port_free(ip: str, port: int) -> bool:
@@ -292,6 +305,16 @@ class Cluster:
     def start_all(self) -> None:
         for pod in self.pods:
             self.start(pod)
+
+    def wait_ready(self, seconds: float) -> None:
+        """Waits (bounded) until every pod's readiness probe answers 200; fails naming a pod
+        that exited or stayed unready."""
+        for pod in self.pods:
+            deadline = time.monotonic() + seconds
+            while probe(pod.probe_url("readinessProbe")) != 200:
+                assert pod.alive(), f"{pod.name} exited:\n{pod.tail()}"
+                assert time.monotonic() < deadline, f"{pod.name} not ready:\n{pod.tail()}\n\n{self.describe()}"
+                time.sleep(0.2)
 
     def pre_stop_and_terminate(self, pod: Pod) -> float:
         """What the kubelet does to stop a pod: the preStop hook, then SIGTERM, then SIGKILL

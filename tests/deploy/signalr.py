@@ -5,6 +5,8 @@ test signs nothing itself. Every wait is bounded."""
 from __future__ import annotations
 
 import json
+import re
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -26,7 +28,7 @@ def mint(binary: str, connection_string: str, *args: str) -> str:
 
 
 def http(method: str, url: str, *, token: str | None = None, body: Any = None,
-         timeout: float = 10) -> tuple[int, str]:
+         timeout: float = 10, context: ssl.SSLContext | None = None) -> tuple[int, str]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
     if token:
@@ -34,7 +36,7 @@ def http(method: str, url: str, *, token: str | None = None, body: Any = None,
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
@@ -45,16 +47,19 @@ def http(method: str, url: str, *, token: str | None = None, body: Any = None,
 class HubClient:
     """Negotiates on one node and opens its WebSocket on another (or the same) node."""
 
-    def __init__(self, negotiate_base: str, connect_base: str, hub: str, token: str, timeout: float):
+    def __init__(self, negotiate_base: str, connect_base: str, hub: str, token: str, timeout: float,
+                 context: ssl.SSLContext | None = None):
         self.timeout = timeout
-        status, body = http("POST", f"{negotiate_base}/client/negotiate?hub={hub}&negotiateVersion=1", token=token)
+        status, body = http("POST", f"{negotiate_base}/client/negotiate?hub={hub}&negotiateVersion=1", token=token,
+                            context=context)
         assert status == 200, f"negotiate on {negotiate_base}: {status} {body}"
         negotiated = json.loads(body)
         self.connection_id = negotiated["connectionId"]
         assert "WebSockets" in [t["transport"] for t in negotiated["availableTransports"]], negotiated
         query = urllib.parse.urlencode({"hub": hub, "id": negotiated["connectionToken"], "access_token": token})
-        ws_url = connect_base.replace("http://", "ws://", 1) + f"/client/?{query}"
-        self.ws = websocket.create_connection(ws_url, timeout=timeout)
+        ws_url = re.sub(r"^http", "ws", connect_base) + f"/client/?{query}"
+        sslopt = {"context": context} if context else None
+        self.ws = websocket.create_connection(ws_url, timeout=timeout, sslopt=sslopt)
         self.ws.send(json.dumps({"protocol": "json", "version": 1}) + RS)
         self.buffer = ""
         handshake = self._next_record(time.monotonic() + timeout)

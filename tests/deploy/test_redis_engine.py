@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 import tomllib
 from pathlib import Path
 
@@ -90,12 +89,7 @@ def test_rendered_redis_pods_serve_together(redis_url):
     cluster = Cluster(rendered, binary(), workdir)
     cluster.start_all()
     try:
-        for pod in cluster.pods:
-            deadline = time.monotonic() + timeout(60)
-            while http("GET", pod.probe_url("readinessProbe"), timeout=2)[0] != 200:
-                assert pod.alive(), f"{pod.name} exited:\n{pod.tail()}"
-                assert time.monotonic() < deadline, f"{pod.name} not ready:\n{pod.tail()}"
-                time.sleep(0.2)
+        cluster.wait_ready(timeout(60))
         keys = cluster._secret("sb-switchboard")["access-keys"].decode().splitlines()
         first, last = cluster.pods[0], cluster.pods[-1]
         connection_string = f"Endpoint={tomllib.loads(rendered.config_toml)['endpoint']};AccessKey={keys[0]};Version=1.0;"

@@ -207,7 +207,10 @@ async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, Ap
         Operation::AddUserToGroup { user, group } => {
             match parse_ttl(ttl.as_deref())? {
                 Some(0) => _ = bus(Call::UserJoinGroup { user, group }).await?,
-                ttl => state.store.add(&route.hub, &user, &group, ttl).await?,
+                ttl => {
+                    check_membership_cap(state, &route.hub, &user, &group)?;
+                    state.store.add(&route.hub, &user, &group, ttl).await?
+                }
             }
             by_family(family, StatusCode::ACCEPTED, StatusCode::OK)
         }
@@ -355,6 +358,20 @@ fn parse_ttl(ttl: Option<&str>) -> Result<Option<u64>, ApiError> {
             .map(Some)
             .map_err(|_| ApiError::bad_request("'ttl' must be a whole number of seconds, 0 or more")),
     }
+}
+
+/// `--max-memberships-per-hub`: a new membership in a full hub is refused (refreshing one is not).
+fn check_membership_cap(state: &ApiState, hub: &str, user: &str, group: &str) -> Result<(), ApiError> {
+    let cap = state.max_memberships_per_hub;
+    let stored = state.registry.user_groups();
+    if cap == 0 || stored.is_member(hub, user, group, unix_now()) || stored.hub_membership_count(hub) < cap {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Error.Hub.MembershipLimit",
+        format!("the hub stores {cap} user-group memberships, the most this service allows"),
+    ))
 }
 
 /// A boolean query parameter (`true`/`false` in any case; absent is false).

@@ -37,6 +37,9 @@ pub struct ApiState {
     pub store: Arc<dyn MembershipStore>,
     /// Where sends and connection calls go (the engine's bus: this node, or the cluster).
     pub bus: Arc<dyn NodeBus>,
+    /// User-group memberships one hub may store (0: no cap). Checked against this node's view
+    /// before a write, so concurrent writes through several nodes may pass it by a few.
+    pub max_memberships_per_hub: usize,
 }
 
 /// Every `/api` route.

@@ -26,9 +26,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_engine::{Directory, EngineError, EngineFuture, MembershipStore};
-use switchboard_grpc::{ClusterSecret, ClusterTls, WarnThrottle, peer_endpoint};
 use switchboard_grpc::admin::v1::admin_client::AdminClient;
 use switchboard_grpc::admin::v1::{ClusterStatusReply, JoinRequest, ProposeRequest, Role, WaitAppliedRequest};
+use switchboard_grpc::{ClusterSecret, ClusterTls, WarnThrottle, peer_endpoint};
 use switchboard_hub::{UserGroupReader, unix_now};
 
 /// How this node takes part in a cluster (absent: the embedded single node).
@@ -687,6 +687,10 @@ impl UserGroupReader for ControlPlane {
 
     fn member_count(&self, hub: &str, group: &str) -> usize {
         self.state.read().member_count(hub, group)
+    }
+
+    fn hub_membership_count(&self, hub: &str) -> usize {
+        self.state.read().hub_membership_count(hub)
     }
 }
 

@@ -210,6 +210,11 @@ impl ControlState {
         self.hubs.get(hub).map_or(0, |h| h.memberships.member_count(group))
     }
 
+    /// Stored memberships of `hub`.
+    pub fn hub_membership_count(&self, hub: &str) -> usize {
+        self.hubs.get(hub).map_or(0, |h| h.memberships.len())
+    }
+
     /// Returns the nodes holding live connections of `user`.
     pub fn nodes_for_user(&self, hub: &str, user: &str) -> BTreeSet<u64> {
         self.hubs.get(hub).and_then(|h| h.user_interest.get(user)).cloned().unwrap_or_default()

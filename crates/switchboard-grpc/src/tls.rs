@@ -23,12 +23,22 @@ impl fmt::Debug for ClusterTls {
 }
 
 impl ClusterTls {
-    /// `server` is the port's configuration; the client side presents `cert_pem`/`key_pem` and
-    /// trusts `ca_pem`.
-    pub fn new(server: Arc<rustls::ServerConfig>, cert_pem: &[u8], key_pem: &[u8], ca_pem: &[u8]) -> ClusterTls {
-        let client = ClientTlsConfig::new()
+    /// `server` is the port's configuration; the client side presents `cert_pem`/`key_pem`,
+    /// trusts `ca_pem`, and checks that a peer's certificate names `server_name` (when given)
+    /// instead of the host it dialed: nodes reached by pod IP can share one name.
+    pub fn new(
+        server: Arc<rustls::ServerConfig>,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        ca_pem: &[u8],
+        server_name: Option<&str>,
+    ) -> ClusterTls {
+        let mut client = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca_pem))
             .identity(Identity::from_pem(cert_pem, key_pem));
+        if let Some(name) = server_name {
+            client = client.domain_name(name);
+        }
         ClusterTls { server, client }
     }
 }

@@ -16,6 +16,9 @@ pub trait UserGroupReader: Send + Sync {
     /// How many users hold a stored membership of `group` (expired ones may count): lets a node
     /// holding fewer users than that check its own users instead of walking every member.
     fn member_count(&self, hub: &str, group: &str) -> usize;
+    /// How many memberships `hub` stores (expired ones may count): what
+    /// `--max-memberships-per-hub` caps.
+    fn hub_membership_count(&self, hub: &str) -> usize;
 }
 
 /// In-memory memberships of one process.
@@ -35,6 +38,10 @@ impl UserGroupReader for LocalUserGroups {
         if let Some(ug) = self.hubs.read().get(hub) {
             ug.users_in(group, now).for_each(f);
         }
+    }
+
+    fn hub_membership_count(&self, hub: &str) -> usize {
+        self.hubs.read().get(hub).map_or(0, UserGroups::len)
     }
 
     fn member_count(&self, hub: &str, group: &str) -> usize {

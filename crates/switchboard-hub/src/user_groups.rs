@@ -34,6 +34,8 @@ pub struct UserGroups {
     by_user: HashMap<String, HashMap<String, Membership>>,
     /// group → users with a stored membership: an index over `by_user`.
     by_group: HashMap<String, HashSet<String>>,
+    /// Stored memberships, expired ones included (what the per-hub cap counts).
+    len: usize,
 }
 
 impl UserGroups {
@@ -51,7 +53,9 @@ impl UserGroups {
         let membership = Membership { expires_at, ttl_less, updated: order };
         self.by_group.entry(group.to_owned()).or_default().insert(user.to_owned());
         let groups = self.by_user.entry(user.to_owned()).or_default();
-        groups.insert(group.to_owned(), membership);
+        if groups.insert(group.to_owned(), membership).is_none() {
+            self.len += 1;
+        }
         if !ttl_less || groups.values().filter(|m| m.ttl_less).count() <= MAX_TTL_LESS_GROUPS {
             return true;
         }
@@ -69,6 +73,7 @@ impl UserGroups {
         if groups.remove(group).is_none() {
             return false;
         }
+        self.len -= 1;
         if groups.is_empty() {
             self.by_user.remove(user);
         }
@@ -79,6 +84,7 @@ impl UserGroups {
     /// Removes every membership of `user`; returns whether there was any.
     pub fn remove_user(&mut self, user: &str) -> bool {
         let Some(groups) = self.by_user.remove(user) else { return false };
+        self.len -= groups.len();
         for group in groups.keys() {
             unindex(&mut self.by_group, group, user);
         }
@@ -93,6 +99,11 @@ impl UserGroups {
     /// Whether `user` is an unexpired member of `group` at `now`.
     pub fn contains(&self, user: &str, group: &str, now: u64) -> bool {
         self.membership(user, group).is_some_and(|m| m.expires_at > now)
+    }
+
+    /// Stored memberships of every user, expired ones included.
+    pub fn len(&self) -> usize {
+        self.len
     }
 
     /// Users with a stored membership of `group`, expired ones included.
@@ -155,12 +166,13 @@ impl<'de> Deserialize<'de> for UserGroups {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let by_user: HashMap<String, HashMap<String, Membership>> = HashMap::deserialize(deserializer)?;
         let mut by_group: HashMap<String, HashSet<String>> = HashMap::new();
+        let len = by_user.values().map(HashMap::len).sum();
         for (user, groups) in &by_user {
             for group in groups.keys() {
                 by_group.entry(group.clone()).or_default().insert(user.clone());
             }
         }
-        Ok(UserGroups { by_user, by_group })
+        Ok(UserGroups { by_user, by_group, len })
     }
 }
 
@@ -173,6 +185,29 @@ mod tests {
         use std::sync::atomic::{AtomicU64, Ordering};
         static ORDER: AtomicU64 = AtomicU64::new(1);
         ug.add(user, group, ttl.map(|t| now + t), now, ORDER.fetch_add(1, Ordering::Relaxed));
+    }
+
+    /// The stored count follows every change, evictions by the TTL-less cap included, and is
+    /// rebuilt from a snapshot.
+    #[test]
+    fn len_counts_stored_memberships() {
+        let mut ug = UserGroups::default();
+        add(&mut ug, "a", "g1", None, 100);
+        add(&mut ug, "a", "g1", Some(10), 100);
+        add(&mut ug, "a", "g2", Some(10), 100);
+        add(&mut ug, "b", "g1", None, 100);
+        assert_eq!(ug.len(), 3);
+        for i in 0..=MAX_TTL_LESS_GROUPS {
+            add(&mut ug, "c", &format!("x{i}"), None, 100);
+        }
+        assert_eq!(ug.len(), 3 + MAX_TTL_LESS_GROUPS, "the oldest TTL-less one was evicted");
+        assert!(ug.remove("a", "g2") && !ug.remove("a", "g2"));
+        assert!(ug.remove_user("c"));
+        assert_eq!(ug.len(), 2);
+        let restored: UserGroups = serde_json::from_str(&serde_json::to_string(&ug).unwrap()).unwrap();
+        assert_eq!(restored.len(), 2);
+        assert_eq!(ug.purge_expired(100 + 11), 1);
+        assert_eq!(ug.len(), 1);
     }
 
     #[test]

@@ -135,6 +135,10 @@ impl UserGroupReader for RedisStore {
     fn member_count(&self, hub: &str, group: &str) -> usize {
         self.0.mirror.member_count(hub, group)
     }
+
+    fn hub_membership_count(&self, hub: &str) -> usize {
+        self.0.mirror.hub_membership_count(hub)
+    }
 }
 
 /// Applies the log whenever asked, and every [`CATCH_UP`].

@@ -138,6 +138,10 @@ pub struct ServeArgs {
     /// [default: 0, no cap].
     #[arg(long, env = "SWITCHBOARD_MAX_GROUPS_PER_CONNECTION")]
     pub max_groups_per_connection: Option<usize>,
+    /// User-group memberships one hub may store; adding one more is refused with 429
+    /// [default: 0, no cap].
+    #[arg(long, env = "SWITCHBOARD_MAX_MEMBERSHIPS_PER_HUB")]
+    pub max_memberships_per_hub: Option<usize>,
     /// Upstream URL template for client invocations and connection events, matching every hub,
     /// category and event (repeatable; `{hub}`, `{category}`, `{event}` are filled in).
     #[arg(long = "upstream", env = "SWITCHBOARD_UPSTREAM", value_delimiter = ' ')]
@@ -196,6 +200,10 @@ pub struct ServeArgs {
     /// PEM certificate of the CA that signs every node's certificate: peers without one are refused.
     #[arg(long, env = "SWITCHBOARD_CLUSTER_CA")]
     pub cluster_ca: Option<PathBuf>,
+    /// The DNS name every node's certificate carries, checked instead of the host a peer is
+    /// dialed at (nodes reached by pod IP can then share one name) [default: the dialed host].
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_TLS_NAME")]
+    pub cluster_tls_name: Option<String>,
     /// The engine: `raft` (the default: the embedded single node, or a raft cluster with
     /// --grpc-listen) or `redis` (stateless nodes sharing a Redis: --redis or --redis-cluster).
     #[arg(long, env = "SWITCHBOARD_ENGINE")]

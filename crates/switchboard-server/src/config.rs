@@ -49,6 +49,7 @@ pub struct FileConfig {
     pub max_messages_per_second: Option<u32>,
     pub max_connect_rate_per_ip: Option<u32>,
     pub max_groups_per_connection: Option<usize>,
+    pub max_memberships_per_hub: Option<usize>,
     pub shutdown_grace: Option<u64>,
     pub node_id: Option<NodeIdValue>,
     pub grpc_listen: Option<String>,
@@ -60,6 +61,7 @@ pub struct FileConfig {
     pub cluster_tls_cert: Option<PathBuf>,
     pub cluster_tls_key: Option<PathBuf>,
     pub cluster_ca: Option<PathBuf>,
+    pub cluster_tls_name: Option<String>,
     pub keep_alive_interval: Option<u64>,
     pub client_timeout: Option<u64>,
     pub handshake_timeout: Option<u64>,
@@ -118,6 +120,8 @@ pub struct Settings {
     pub max_connect_rate_per_ip: u32,
     /// Groups one connection may be in (0: no cap).
     pub max_groups_per_connection: usize,
+    /// User-group memberships one hub may store (0: no cap).
+    pub max_memberships_per_hub: usize,
     pub shutdown_grace: Duration,
     /// Upstream templates, in order: the file's first, then the flags' catch-all ones.
     pub upstream: Vec<Template>,
@@ -279,6 +283,7 @@ impl Settings {
             args.cluster_tls_cert.or(file.cluster_tls_cert),
             args.cluster_tls_key.or(file.cluster_tls_key),
             args.cluster_ca.or(file.cluster_ca),
+            args.cluster_tls_name.or(file.cluster_tls_name),
         )?;
         if cluster_tls.is_some() && grpc_listen.is_none() {
             return Err(usage("--cluster-tls-cert/--cluster-ca are for a raft cluster: add --grpc-listen".into()));
@@ -322,6 +327,7 @@ impl Settings {
             max_messages_per_second: args.max_messages_per_second.or(file.max_messages_per_second).unwrap_or(0),
             max_connect_rate_per_ip: args.max_connect_rate_per_ip.or(file.max_connect_rate_per_ip).unwrap_or(0),
             max_groups_per_connection: args.max_groups_per_connection.or(file.max_groups_per_connection).unwrap_or(0),
+            max_memberships_per_hub: args.max_memberships_per_hub.or(file.max_memberships_per_hub).unwrap_or(0),
             shutdown_grace: Duration::from_secs(args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10)),
             log_format,
         })
@@ -388,15 +394,18 @@ fn cluster_settings(
     })
 }
 
-/// Mutual TLS between nodes from its three files: all or none.
+/// Mutual TLS between nodes from its three files (all or none) and the optional name.
 fn cluster_tls(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     ca: Option<PathBuf>,
+    name: Option<String>,
 ) -> Result<Option<switchboard_grpc::ClusterTls>, Exit> {
+    let name = name.filter(|n| !n.is_empty());
     match (cert, key, ca) {
+        (None, None, None) if name.is_some() => Err(usage("--cluster-tls-name needs --cluster-tls-cert".into())),
         (None, None, None) => Ok(None),
-        (Some(cert), Some(key), Some(ca)) => crate::tls::cluster_tls(&KeyPairFiles { cert, key }, &ca)
+        (Some(cert), Some(key), Some(ca)) => crate::tls::cluster_tls(&KeyPairFiles { cert, key }, &ca, name.as_deref())
             .map(Some)
             .map_err(|e| usage(format!("--cluster-tls-cert/--cluster-tls-key/--cluster-ca: {e}"))),
         _ => Err(usage("--cluster-tls-cert, --cluster-tls-key and --cluster-ca go together".into())),
@@ -707,6 +716,29 @@ mod tests {
         let both = ServeArgs { access_keys: vec!["k".into()], access_key_file: Some(path), ..Default::default() };
         assert!(resolve(both).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn cluster_tls_settings_go_together() {
+        let cluster = || ServeArgs {
+            grpc_listen: Some("127.0.0.1:7001".into()),
+            voters: vec!["1=127.0.0.1:7001".into()],
+            cluster_secret: Some("s".into()),
+            access_keys: vec!["k".into()],
+            ..Default::default()
+        };
+        let error = |args: ServeArgs| resolve(args).expect_err("refused");
+        let partial = ServeArgs { cluster_tls_cert: Some("/a".into()), ..cluster() };
+        assert!(error(partial).contains("go together"));
+        let name_alone = ServeArgs { cluster_tls_name: Some("n".into()), ..cluster() };
+        assert!(error(name_alone).contains("needs --cluster-tls-cert"));
+        let unreadable = ServeArgs {
+            cluster_tls_cert: Some("/nonexistent/node.crt".into()),
+            cluster_tls_key: Some("/nonexistent/node.key".into()),
+            cluster_ca: Some("/nonexistent/ca.crt".into()),
+            ..cluster()
+        };
+        assert!(error(unreadable).contains("cannot read /nonexistent/node.crt"));
     }
 
     #[test]

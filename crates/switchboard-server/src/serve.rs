@@ -214,6 +214,7 @@ impl Node {
             endpoint: endpoint.clone(),
             store: engine.store.clone(),
             bus: engine.bus.clone(),
+            max_memberships_per_hub: settings.max_memberships_per_hub,
         });
         let mut app = switchboard_edge::router(edge.clone());
         if let Some(control) = &engine.control {

@@ -24,8 +24,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Mutual TLS between nodes: the node's certificate for both sides, peers verified against
-/// the CA in `ca` (client certificates required on the gRPC port).
-pub fn cluster_tls(files: &KeyPairFiles, ca: &Path) -> Result<ClusterTls, String> {
+/// the CA in `ca` (client certificates required on the gRPC port) and, with `server_name`,
+/// against that name rather than the address dialed.
+pub fn cluster_tls(files: &KeyPairFiles, ca: &Path, server_name: Option<&str>) -> Result<ClusterTls, String> {
     let (cert_pem, key_pem) = read_key_pair(files)?;
     let key = certified(&files.cert, cert_pem.clone(), key_pem.clone())?;
     let ca_pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
@@ -39,7 +40,10 @@ pub fn cluster_tls(files: &KeyPairFiles, ca: &Path) -> Result<ClusterTls, String
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
     server.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(ClusterTls::new(Arc::new(server), &cert_pem, &key_pem, &ca_pem))
+    if let Some(name) = server_name {
+        rustls::pki_types::ServerName::try_from(name).map_err(|_| format!("'{name}' is not a DNS name"))?;
+    }
+    Ok(ClusterTls::new(Arc::new(server), &cert_pem, &key_pem, &ca_pem, server_name))
 }
 
 /// The PEM text of a certificate file and its key file.

@@ -557,24 +557,31 @@ async fn the_redis_engine_speaks_tls_to_redis_and_checks_its_certificate() {
 }
 
 /// Mutual TLS between nodes: a cluster whose nodes hold certificates from the cluster CA forms,
-/// replicates and fans out as usual; a process that knows the cluster secret and trusts the CA
-/// but holds a certificate from another CA is refused at the TLS handshake, and both sides say
-/// so in their logs.
+/// replicates and fans out as usual (the certificate names no address, only the name every
+/// node checks, `--cluster-tls-name`); a process that knows the cluster secret and trusts the
+/// CA but holds a certificate from another CA is refused at the TLS handshake, and both sides
+/// say so in their logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_over_mutual_tls_serve_and_refuse_a_node_without_a_cluster_certificate() {
     let mut cluster = Cluster::new(3, 3);
     let ca = TestCa::new(&cluster.dir.join("pki"));
-    let node = ca.issue("node");
+    let node = ca.issue_for("node", "DNS:switchboard-node");
     let text = |path: &std::path::Path| path.display().to_string();
     cluster.extra.extend(["--cluster-tls-cert".into(), text(&node.cert), "--cluster-tls-key".into(), text(&node.key)]);
-    cluster.extra.extend(["--cluster-ca".into(), text(&ca.cert)]);
+    cluster.extra.extend([
+        "--cluster-ca".into(),
+        text(&ca.cert),
+        "--cluster-tls-name".into(),
+        "switchboard-node".into(),
+    ]);
     tokio::task::block_in_place(|| cluster.start_all());
     let (mut ws, _) = connect_client(cluster.http(3), "over-mtls").await;
     let body = r#"{"target":"m","arguments":["encrypted"]}"#;
     assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat/users/over-mtls", body).await, 202);
     assert_eq!(next_messages(&mut ws, &mut Vec::new()).await, invocation("encrypted"));
     // A membership written through raft on node 2 routes a group send from node 1.
-    let (status, _) = tokio::task::block_in_place(|| rest(cluster.http(2), "PUT", "/api/v1/hubs/chat/groups/g/users/over-mtls"));
+    let (status, _) =
+        tokio::task::block_in_place(|| rest(cluster.http(2), "PUT", "/api/v1/hubs/chat/groups/g/users/over-mtls"));
     assert_eq!(status, 202);
     assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat/groups/g", body).await, 202);
     assert_eq!(next_messages(&mut ws, &mut Vec::new()).await, invocation("encrypted"));
@@ -587,6 +594,7 @@ async fn nodes_over_mutual_tls_serve_and_refuse_a_node_without_a_cluster_certifi
         .args(["--join", &format!("localhost:{}", cluster.specs[0].grpc)])
         .args(["--cluster-tls-cert", &text(&stranger.cert), "--cluster-tls-key", &text(&stranger.key)])
         .args(["--cluster-ca", &text(&ca.cert), "--data-dir", &text(&cluster.dir.join("stranger"))])
+        .args(["--cluster-tls-name", "switchboard-node"])
         .env("SWITCHBOARD_LOG", "warn,openraft=off")
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(&stranger_log).expect("a log file")))

@@ -576,6 +576,30 @@ async fn sockets_opened_too_fast_from_one_address_are_refused() {
     assert_eq!(status, 202, "127.0.0.1 has its own budget");
 }
 
+/// `--max-memberships-per-hub`: a hub at the cap refuses a new user-group membership with 429
+/// and nothing changes; refreshing one is fine; other hubs are not affected; removing one
+/// makes room.
+#[tokio::test]
+async fn the_memberships_of_a_hub_are_capped() {
+    let node = start_node(|args| args.max_memberships_per_hub = Some(2)).await;
+    let put = |path: &str| {
+        let path = path.to_owned();
+        let node = &node;
+        async move { node.rest("PUT", &path, b"").await }
+    };
+    assert_eq!(put("/api/v1/hubs/chat/groups/g1/users/a").await.0, 202);
+    assert_eq!(put("/api/v1/hubs/chat/groups/g2/users/a").await.0, 202);
+    let (status, head, body) = put("/api/v1/hubs/chat/groups/g3/users/b").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(head.contains("x-ms-error-code: Error.Hub.MembershipLimit"), "{head}");
+    let (status, _, _) = node.rest("HEAD", "/api/v1/hubs/chat/groups/g3/users/b", b"").await;
+    assert_eq!(status, 404, "nothing was stored");
+    assert_eq!(put("/api/v1/hubs/chat/groups/g1/users/a?ttl=60").await.0, 202, "a refresh is no new membership");
+    assert_eq!(put("/api/v1/hubs/other/groups/g3/users/b").await.0, 202, "the cap is per hub");
+    assert_eq!(node.rest("DELETE", "/api/v1/hubs/chat/groups/g2/users/a", b"").await.0, 202);
+    assert_eq!(put("/api/v1/hubs/chat/groups/g3/users/b").await.0, 202, "room again");
+}
+
 /// `--max-groups-per-connection`: one group more is refused with 429 and an ErrorDetail code;
 /// a group the connection is already in, and other connections, are not affected.
 #[tokio::test]

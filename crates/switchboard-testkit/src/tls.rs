@@ -24,29 +24,32 @@ impl TestCa {
     pub fn new(dir: &Path) -> TestCa {
         std::fs::create_dir_all(dir).expect("a scratch directory");
         let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
-        openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=switchboard test CA"], &[
-            ("-keyout", &key),
-            ("-out", &cert),
-        ]);
+        openssl(
+            &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=switchboard test CA"],
+            &[("-keyout", &key), ("-out", &cert)],
+        );
         TestCa { dir: dir.to_owned(), cert, key }
     }
 
     /// A certificate named `name` for `127.0.0.1` and `localhost`, signed by this CA.
     pub fn issue(&self, name: &str) -> Issued {
+        self.issue_for(name, "IP:127.0.0.1,DNS:localhost")
+    }
+
+    /// A certificate named `name` for the subject alternative names `names` (openssl's syntax:
+    /// `DNS:a,IP:1.2.3.4`), signed by this CA.
+    pub fn issue_for(&self, name: &str, names: &str) -> Issued {
         let file = |suffix: &str| self.dir.join(format!("{name}.{suffix}"));
         let (key, csr, cert, ext) = (file("key"), file("csr"), file("crt"), file("ext"));
-        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("writable");
-        openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={name}")], &[
-            ("-keyout", &key),
-            ("-out", &csr),
-        ]);
-        openssl(&["x509", "-req", "-days", "2", "-CAcreateserial"], &[
-            ("-in", &csr),
-            ("-CA", &self.cert),
-            ("-CAkey", &self.key),
-            ("-out", &cert),
-            ("-extfile", &ext),
-        ]);
+        std::fs::write(&ext, format!("subjectAltName={names}\n")).expect("writable");
+        openssl(
+            &["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={name}")],
+            &[("-keyout", &key), ("-out", &csr)],
+        );
+        openssl(
+            &["x509", "-req", "-days", "2", "-CAcreateserial"],
+            &[("-in", &csr), ("-CA", &self.cert), ("-CAkey", &self.key), ("-out", &cert), ("-extfile", &ext)],
+        );
         Issued { cert, key }
     }
 }

@@ -94,8 +94,13 @@ app.kubernetes.io/part-of: switchboard
 {{- range .Values.ingress.tls }}{{ if has $host .hosts }}{{ $tls = true }}{{ end }}{{ end }}
 {{- printf "%s://%s" (ternary "https" "http" $tls) $host }}
 {{- else }}
-{{- printf "http://%s.%s.svc.%s:%d" (include "switchboard.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.service.port) }}
+{{- printf "%s://%s.%s.svc.%s:%d" (ternary "https" "http" (not (empty .Values.tls.existingSecret))) (include "switchboard.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.service.port) }}
 {{- end }}
+{{- end }}
+
+{{/* The name every node certificate carries with mutual TLS between nodes. */}}
+{{- define "switchboard.clusterTlsName" -}}
+{{- .Values.clusterTls.serverName | default (printf "%s-node" (include "switchboard.fullname" .)) }}
 {{- end }}
 
 {{- define "switchboard.terminationGracePeriodSeconds" -}}
@@ -191,6 +196,12 @@ containers:
         value: /var/lib/switchboard
       - name: SWITCHBOARD_ACCESS_KEY_FILE
         value: /etc/switchboard/secret/access-keys
+      {{- if $root.Values.tls.existingSecret }}
+      - name: SWITCHBOARD_TLS_CERT
+        value: /etc/switchboard/tls/tls.crt
+      - name: SWITCHBOARD_TLS_KEY
+        value: /etc/switchboard/tls/tls.key
+      {{- end }}
       {{- if eq $root.Values.engine "redis" }}
       {{- /* A stateless node of the Redis engine: Redis hands out its node id; other nodes
       forward its clients' requests to its pod address. */}}
@@ -212,6 +223,16 @@ containers:
           secretKeyRef:
             name: {{ include "switchboard.secretName" $root }}
             key: {{ $root.Values.auth.clusterSecretKey }}
+      {{- if $root.Values.clusterTls.existingSecret }}
+      - name: SWITCHBOARD_CLUSTER_TLS_CERT
+        value: /etc/switchboard/cluster-tls/tls.crt
+      - name: SWITCHBOARD_CLUSTER_TLS_KEY
+        value: /etc/switchboard/cluster-tls/tls.key
+      - name: SWITCHBOARD_CLUSTER_CA
+        value: /etc/switchboard/cluster-tls/ca.crt
+      - name: SWITCHBOARD_CLUSTER_TLS_NAME
+        value: {{ include "switchboard.clusterTlsName" $root | quote }}
+      {{- end }}
       {{- end }}
       {{- if eq $root.Values.engine "redis" }}
       {{- else if eq $component "control" }}
@@ -289,6 +310,16 @@ containers:
         mountPath: /var/lib/switchboard
       - name: tmp
         mountPath: /tmp
+      {{- if $root.Values.tls.existingSecret }}
+      - name: tls
+        mountPath: /etc/switchboard/tls
+        readOnly: true
+      {{- end }}
+      {{- if and (eq $root.Values.engine "raft") $root.Values.clusterTls.existingSecret }}
+      - name: cluster-tls
+        mountPath: /etc/switchboard/cluster-tls
+        readOnly: true
+      {{- end }}
       {{- if and (eq $root.Values.engine "redis") $root.Values.redis.existingSecret }}
       - name: redis-password
         mountPath: /etc/switchboard/redis
@@ -315,6 +346,32 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: 64Mi
+  {{- /* Directory mounts (no subPath): the kubelet updates the files when the Secret is
+  renewed, and the node reloads the public certificate. */}}
+  {{- if $root.Values.tls.existingSecret }}
+  - name: tls
+    secret:
+      secretName: {{ $root.Values.tls.existingSecret }}
+      defaultMode: 0440
+      items:
+        - key: tls.crt
+          path: tls.crt
+        - key: tls.key
+          path: tls.key
+  {{- end }}
+  {{- if and (eq $root.Values.engine "raft") $root.Values.clusterTls.existingSecret }}
+  - name: cluster-tls
+    secret:
+      secretName: {{ $root.Values.clusterTls.existingSecret }}
+      defaultMode: 0440
+      items:
+        - key: tls.crt
+          path: tls.crt
+        - key: tls.key
+          path: tls.key
+        - key: ca.crt
+          path: ca.crt
+  {{- end }}
   {{- if and (eq $root.Values.engine "redis") $root.Values.redis.existingSecret }}
   - name: redis-password
     secret:
