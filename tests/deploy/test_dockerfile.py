@@ -59,6 +59,8 @@ def test_multi_stage_release_build():
     assert re.search(r'^ARG RUST_VERSION=1\.95$', DOCKERFILE.read_text(), re.M)
     run = " ".join(rest for word, rest in build if word == "RUN")
     assert "cargo build --locked --release -p switchboard-server --bin switchboard" in run
+    envs = " ".join(rest for kind, rest in build if kind == "ENV")
+    assert "CARGO_PROFILE_RELEASE_STRIP=debuginfo" in envs, "the image's binary is built without debug info"
     runtime_from = instructions()[0][1]
     assert re.match(r"debian:\$\{DEBIAN_RELEASE\}-slim AS runtime", runtime_from), runtime_from
 
