@@ -146,6 +146,7 @@ impl HttpConnection {
                 }
                 Output::Invocation { invocation_id, target, body, streaming } => {
                     state.registry.stats().messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    crate::trace_message_in(state, self.hub.name(), &self.id, &target, body.len());
                     let Some(protocol) = protocol else { continue };
                     if end.is_some() {
                         continue;
@@ -216,7 +217,7 @@ impl HttpConnection {
         };
         if conn.is_some() {
             self.hub.remove_connection(&self.id);
-            state.registry.stats().disconnected(reason);
+            self.hub.connection_ended(&self.id, reason, None);
             tracing::debug!(connection_id = %self.id, transport = ?self.transport, "disconnected");
         }
         state.remember_ended(self.id.clone(), self.token_expiry);

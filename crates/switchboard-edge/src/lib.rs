@@ -156,3 +156,11 @@ async fn outbox_ready(conn: &Option<Arc<switchboard_hub::Connection>>) {
         None => std::future::pending().await,
     }
 }
+
+/// Traces a client's hub message (an invocation of `target`, `bytes` long).
+pub(crate) fn trace_message_in(state: &EdgeState, hub: &str, connection: &str, target: &str, bytes: usize) {
+    state
+        .registry
+        .tracer()
+        .emit(|| switchboard_hub::TraceEvent::new(hub, connection, "message-in", target).bytes(bytes));
+}

@@ -97,6 +97,11 @@ impl Connection {
         self.results.lock().retain(|(id, _)| id != invocation_id);
     }
 
+    /// The connection-level groups it is in.
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups.lock().iter().map(|g| g.to_string()).collect()
+    }
+
     /// Opens the server-to-client stream `invocation_id` (the client's StreamInvocation of
     /// `target`); false when that id is already open or too many are.
     pub fn open_stream(&self, invocation_id: &str, target: &str) -> bool {

@@ -9,11 +9,13 @@ use crate::filter::{Filter, Subject};
 use crate::frames::Frames;
 use crate::interest::InterestKind;
 use crate::membership::UserGroupReader;
+use crate::metrics::Disconnect;
 use crate::metrics::SendKind;
 use crate::outbox::{CloseRequest, PushError};
 use crate::registry::Shared;
 #[cfg(test)]
 use crate::registry::Stats;
+use crate::trace::TraceEvent;
 use crate::unix_now;
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -224,6 +226,11 @@ impl Hub {
             reported |= self.report(InterestKind::Hub, "", true);
         }
         let (transport, protocol) = (conn.transport as usize, protocol_index(conn.protocol));
+        let detail = || {
+            let user = conn.user_id.as_deref().map_or_else(String::new, |u| format!(", user {u}"));
+            format!("{} {}{user}", conn.transport.label(), conn.protocol.name())
+        };
+        self.trace(&conn.id, "connected", detail);
         if state.connections.insert(conn.id.clone(), conn).is_none() {
             let stats = &self.shared.stats;
             stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -231,6 +238,15 @@ impl Hub {
             stats.connects.add(transport, 1);
         }
         reported
+    }
+
+    /// Counts (and traces) why connection `id` ended; `error` is what the client was told.
+    pub fn connection_ended(&self, id: &str, reason: Disconnect, error: Option<&str>) {
+        self.shared.stats.disconnected(reason);
+        self.trace(id, "disconnected", || match error {
+            Some(error) => format!("{}: {error}", reason.label()),
+            None => reason.label().to_owned(),
+        });
     }
 
     /// Forgets a connection and its connection-level groups.
@@ -299,6 +315,11 @@ impl Hub {
         true
     }
 
+    /// Every connection here, at this moment (for operators' views, not hot paths).
+    pub fn connections(&self) -> Vec<Arc<Connection>> {
+        self.state.read().connections.values().cloned().collect()
+    }
+
     pub fn connection(&self, id: &str) -> Option<Arc<Connection>> {
         self.state.read().connections.get(id).cloned()
     }
@@ -334,6 +355,7 @@ impl Hub {
 
     fn deliver(&self, conn: &Connection, frames: &Frames) -> bool {
         let Some(frame) = frames.get(conn.protocol) else { return false };
+        self.shared.tracer.emit(|| TraceEvent::new(&self.name, &conn.id, "message-out", "").bytes(frame.len()));
         match conn.outbox.push(frame.clone(), self.shared.config.max_queued_bytes) {
             Ok(()) => true,
             Err(PushError::Overflow) => {
@@ -504,14 +526,21 @@ impl Hub {
         if members.insert(conn.id.clone(), conn.clone()).is_none() {
             let key = state.groups.get_key_value(group).map(|(k, _)| k.clone()).expect("just inserted");
             conn.groups.lock().push(key);
+            self.trace(&conn.id, "group-join", || group.to_owned());
         }
         reported
+    }
+
+    /// A trace event about connection `id` of this hub, built only while someone watches.
+    fn trace(&self, id: &str, kind: &'static str, detail: impl FnOnce() -> String) {
+        self.shared.tracer.emit(|| TraceEvent::new(&self.name, id, kind, detail()));
     }
 
     fn leave(&self, state: &mut State, conn: &Connection, group: &str) {
         if let Some(members) = state.groups.get_mut(group) {
             if members.remove(&conn.id).is_some() {
                 conn.groups.lock().retain(|g| &**g != group);
+                self.trace(&conn.id, "group-leave", || group.to_owned());
             }
             if members.is_empty() {
                 state.groups.remove(group);

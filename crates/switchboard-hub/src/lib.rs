@@ -24,6 +24,7 @@ mod membership;
 pub mod metrics;
 mod outbox;
 mod registry;
+mod trace;
 mod user_groups;
 
 pub use call::{Applied, Call, Command, Listed, Target};
@@ -38,10 +39,16 @@ pub use membership::{LocalUserGroups, UserGroupReader};
 pub use metrics::{ConnectFailure, Disconnect, SendKind, Transport};
 pub use outbox::{CloseRequest, Outbox, PushError};
 pub use registry::{HubConfig, Registry, Stats};
+pub use trace::{TraceEvent, Tracer, Watch, Watched};
 pub use user_groups::{DEFAULT_TTL_SECS, MAX_TTL_LESS_GROUPS, Membership, UserGroups};
 
 /// Seconds since the Unix epoch; user-group TTLs are kept in wall-clock time so they can be
 /// persisted and replicated.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -4,6 +4,7 @@ use crate::hub::Hub;
 use crate::interest::{InterestKind, InterestSink, Settled};
 use crate::membership::{LocalUserGroups, UserGroupReader};
 use crate::metrics::{ConnectFailure, Counters, Disconnect};
+use crate::trace::Tracer;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -82,6 +83,7 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     pub(crate) user_groups: Arc<dyn UserGroupReader>,
     pub(crate) interest: Option<Arc<dyn InterestSink>>,
+    pub(crate) tracer: Arc<Tracer>,
 }
 
 /// See the module docs.
@@ -98,7 +100,7 @@ impl Registry {
 
     /// A registry reading user-group memberships from `user_groups`.
     pub fn with_user_groups(config: HubConfig, user_groups: Arc<dyn UserGroupReader>) -> Self {
-        let shared = Shared { config, stats: Stats::default(), user_groups, interest: None };
+        let shared = Shared { config, stats: Stats::default(), user_groups, interest: None, tracer: Arc::default() };
         Self { hubs: RwLock::default(), shared: Arc::new(shared) }
     }
 
@@ -151,6 +153,11 @@ impl Registry {
 
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// The node's live trace (what the console watches).
+    pub fn tracer(&self) -> &Arc<Tracer> {
+        &self.shared.tracer
     }
 
     /// The persistent user-group memberships every hub reads.

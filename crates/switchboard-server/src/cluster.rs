@@ -206,7 +206,7 @@ fn print_status(body: &str) -> Result<(), Exit> {
 }
 
 /// A minimal HTTP/1.1 request (the binary carries no HTTP client).
-async fn request(method: &str, authority: &str, path: &str, token: &str) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn request(method: &str, authority: &str, path: &str, token: &str) -> anyhow::Result<(u16, String)> {
     let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(authority))
         .await
         .context("timed out connecting")??;

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -34,7 +34,28 @@ pub struct Observability {
     readiness: AtomicU8,
     rest: RestMetrics,
     parts: Mutex<Option<Parts>>,
+    /// The last minutes in samples (oldest first): the console's charts, no Prometheus needed.
+    history: Mutex<VecDeque<Sample>>,
 }
+
+/// One sample of the node's own numbers; rates are over the interval before it.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Sample {
+    pub at_ms: u64,
+    pub connections: u64,
+    pub messages_in_per_second: f64,
+    pub delivered_per_second: f64,
+    pub rest_per_second: f64,
+    /// p99 of the REST calls answered in the interval (0 without any).
+    pub rest_p99_ms: f64,
+    pub memory_bytes: u64,
+    /// Of one core.
+    pub cpu_percent: f64,
+}
+
+/// How often the node samples itself, and how many samples it keeps (10 minutes).
+const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+const SAMPLES_KEPT: usize = 300;
 
 /// The running node's components, set once they exist.
 #[derive(Clone)]
@@ -45,6 +66,10 @@ pub struct Parts {
     pub fanout: Option<switchboard_fanout::FanoutClient>,
     pub control: Option<ControlPlane>,
     pub redis: Option<Arc<switchboard_redis::RedisEngine>>,
+    pub node_id: u64,
+    /// What the console needs to act: the keys, the engine's bus, the public endpoint and its
+    /// routes.
+    pub console: crate::console::ConsoleParts,
 }
 
 /// REST requests by route template and status, and their latency by route.
@@ -52,7 +77,11 @@ pub struct Parts {
 struct RestMetrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     latency: Mutex<BTreeMap<&'static str, Arc<Histogram>>>,
+    /// Latencies (microseconds) since the last sample, at most [`RECENT_KEPT`].
+    recent_us: Mutex<Vec<u32>>,
 }
+
+const RECENT_KEPT: usize = 4096;
 
 impl Observability {
     pub fn set_readiness(&self, readiness: Readiness) {
@@ -74,6 +103,103 @@ impl Observability {
 
     pub fn attach(&self, parts: Parts) {
         *self.parts.lock() = Some(parts);
+    }
+
+    /// The running node's components, once attached.
+    pub fn parts(&self) -> Option<Parts> {
+        self.parts.lock().clone()
+    }
+
+    /// Samples the node every few seconds while it exists (the console's charts).
+    pub fn start_sampling(self: &Arc<Self>) {
+        let observability = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+            let mut last: Option<(Instant, [f64; 4])> = None;
+            loop {
+                tick.tick().await;
+                let Some(observability) = observability.upgrade() else { return };
+                last = Some(observability.sample(last));
+            }
+        });
+    }
+
+    /// Takes one sample; `last` is when the previous one was taken and its running totals
+    /// (messages in, delivered, REST calls, CPU seconds).
+    fn sample(&self, last: Option<(Instant, [f64; 4])>) -> (Instant, [f64; 4]) {
+        let now = Instant::now();
+        let process = ProcessStats::read();
+        let (connections, messages_in, delivered) = match self.parts() {
+            Some(parts) => {
+                let stats = parts.registry.stats();
+                (Stats::get(&stats.connections), Stats::get(&stats.messages_in), Stats::get(&stats.delivered))
+            }
+            None => (0, 0, 0),
+        };
+        let rest_total: u64 = self.rest.requests.lock().values().sum();
+        let totals = [messages_in as f64, delivered as f64, rest_total as f64, process.cpu_seconds.unwrap_or(0.0)];
+        let mut latencies = std::mem::take(&mut *self.rest.recent_us.lock());
+        latencies.sort_unstable();
+        let rest_p99_ms = latencies
+            .get((latencies.len() * 99).div_ceil(100).saturating_sub(1))
+            .map_or(0.0, |us| f64::from(*us) / 1000.0);
+        if let Some((at, before)) = last {
+            let seconds = now.duration_since(at).as_secs_f64().max(0.001);
+            let rate = |i: usize| ((totals[i] - before[i]) / seconds).max(0.0);
+            let sample = Sample {
+                at_ms: switchboard_hub::unix_now_ms(),
+                connections,
+                messages_in_per_second: rate(0),
+                delivered_per_second: rate(1),
+                rest_per_second: rate(2),
+                rest_p99_ms,
+                memory_bytes: process.memory_bytes.unwrap_or(0),
+                cpu_percent: rate(3) * 100.0,
+            };
+            let mut history = self.history.lock();
+            if history.len() == SAMPLES_KEPT {
+                history.pop_front();
+            }
+            history.push_back(sample);
+        }
+        (now, totals)
+    }
+
+    /// This node's live numbers and recent samples (`GET /api/admin/node`, the console).
+    pub fn node_stats(&self) -> serde_json::Value {
+        let process = ProcessStats::read();
+        let history: Vec<Sample> = self.history.lock().iter().copied().collect();
+        let rest_total: u64 = self.rest.requests.lock().values().sum();
+        let mut stats = serde_json::json!({
+            "ready": self.readiness() == Readiness::Ready,
+            "draining": self.readiness() == Readiness::Draining,
+            "process": process,
+            "rest_requests_total": rest_total,
+            "history": history,
+        });
+        if let Some(parts) = self.parts() {
+            let hub = parts.registry.stats();
+            let mut by_transport = serde_json::Map::new();
+            for transport in Transport::ALL {
+                let open = &hub.open[*transport as usize];
+                by_transport.insert(
+                    transport.label().to_owned(),
+                    serde_json::json!({"json": open.get(0), "messagepack": open.get(1)}),
+                );
+            }
+            stats["node_id"] = parts.node_id.into();
+            stats["connections"] = Stats::get(&hub.connections).into();
+            stats["connections_by_transport"] = by_transport.into();
+            stats["messages_in_total"] = Stats::get(&hub.messages_in).into();
+            stats["delivered_total"] = Stats::get(&hub.delivered).into();
+            if let Some(control) = &parts.control {
+                let raft = control.raft_numbers();
+                stats["raft"] = serde_json::json!({
+                    "term": raft.term, "leader": raft.leader, "applied_index": raft.applied_index,
+                });
+            }
+        }
+        stats
     }
 
     /// The Prometheus text exposition of every metric.
@@ -135,6 +261,11 @@ pub async fn count_rest(State(observability): State<Arc<Observability>>, request
     *rest.requests.lock().entry((route, response.status().as_u16())).or_default() += 1;
     let histogram = rest.latency.lock().entry(route).or_default().clone();
     histogram.observe(started.elapsed());
+    let mut recent = rest.recent_us.lock();
+    if recent.len() < RECENT_KEPT {
+        recent.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+    }
+    drop(recent);
     response
 }
 
@@ -178,6 +309,8 @@ pub fn router(observability: Arc<Observability>) -> axum::Router {
                 ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], o.render())
             }),
         )
+        .nest("/console", crate::console::router())
+        .route("/console/", get(|| async { axum::response::Redirect::permanent("/console") }))
         .with_state(observability)
 }
 
@@ -364,28 +497,46 @@ fn write_raft(out: &mut String, control: &ControlPlane) {
 
 /// Resident memory, CPU time and open files of this process, from /proc (Linux).
 fn write_process(out: &mut String) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
-    if let Some(kb) = rss_kb {
+    let process = ProcessStats::read();
+    if let Some(bytes) = process.memory_bytes {
         write_header(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-        let _ = writeln!(out, "process_resident_memory_bytes {}", kb * 1024);
+        let _ = writeln!(out, "process_resident_memory_bytes {bytes}");
     }
-    // utime and stime are fields 14 and 15, counted after the parenthesised command name.
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let ticks: Option<u64> = stat.rsplit_once(')').and_then(|(_, rest)| {
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-    });
-    if let Some(ticks) = ticks {
-        // USER_HZ is 100 on every Linux platform Switchboard ships for.
+    if let Some(seconds) = process.cpu_seconds {
         write_header(out, "process_cpu_seconds_total", "counter", "User and system CPU time in seconds.");
-        let _ = writeln!(out, "process_cpu_seconds_total {}", ticks as f64 / 100.0);
+        let _ = writeln!(out, "process_cpu_seconds_total {seconds}");
     }
-    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+    if let Some(files) = process.open_files {
         write_header(out, "process_open_fds", "gauge", "Open file descriptors.");
-        let _ = writeln!(out, "process_open_fds {}", entries.count());
+        let _ = writeln!(out, "process_open_fds {files}");
+    }
+}
+
+/// What /proc says about this process (Linux; `None` elsewhere).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ProcessStats {
+    pub memory_bytes: Option<u64>,
+    pub cpu_seconds: Option<f64>,
+    pub open_files: Option<usize>,
+}
+
+impl ProcessStats {
+    pub fn read() -> ProcessStats {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let memory_bytes = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kb| kb * 1024);
+        // utime and stime are fields 14 and 15, counted after the parenthesised command name.
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let ticks: Option<u64> = stat.rsplit_once(')').and_then(|(_, rest)| {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        });
+        // USER_HZ is 100 on every Linux platform Switchboard ships for.
+        let cpu_seconds = ticks.map(|ticks| ticks as f64 / 100.0);
+        let open_files = std::fs::read_dir("/proc/self/fd").ok().map(|entries| entries.count());
+        ProcessStats { memory_bytes, cpu_seconds, open_files }
     }
 }

@@ -191,17 +191,11 @@ impl Node {
             timeout: settings.upstream_timeout,
             ..UpstreamConfig::default()
         };
-        let upstream = Arc::new(Upstream::new(upstream_config, verifier.keys().clone(), settings.max_queued_bytes));
+        let upstream = Upstream::new(upstream_config, verifier.keys().clone(), settings.max_queued_bytes);
+        let upstream = Arc::new(upstream.with_tracer(registry.tracer().clone()));
         let admission =
             Admission::new(settings.max_connections, settings.max_connections_per_ip, settings.max_connect_rate_per_ip);
-        observability.attach(crate::metrics::Parts {
-            admission: admission.clone(),
-            registry: registry.clone(),
-            upstream: upstream.clone(),
-            fanout: engine.fanout.clone(),
-            control: engine.control.clone(),
-            redis: engine.redis.clone(),
-        });
+        let upstream_parts = upstream.clone();
         let mut edge = EdgeState::new(edge_config, registry.clone(), verifier.clone(), tokens, upstream);
         if settings.cluster.is_some() || settings.redis.is_some() {
             let bus = engine.bus.clone();
@@ -228,10 +222,30 @@ impl Node {
                 .with_state(status);
             app = app.merge(status_route);
         }
+        let node_route = axum::Router::new()
+            .route(crate::console::NODE_PATH, axum::routing::get(crate::console::node_endpoint))
+            .with_state((observability.clone(), verifier.clone()));
         let app = app
             .merge(switchboard_api::router(api))
-            .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") })
-            .layer(axum::middleware::from_fn_with_state(observability.clone(), crate::metrics::count_rest));
+            .merge(node_route)
+            .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") });
+        observability.attach(crate::metrics::Parts {
+            admission: admission.clone(),
+            registry: registry.clone(),
+            upstream: upstream_parts,
+            fanout: engine.fanout.clone(),
+            control: engine.control.clone(),
+            redis: engine.redis.clone(),
+            node_id: engine.node_id,
+            console: crate::console::ConsoleParts {
+                keys: keys.clone(),
+                bus: engine.bus.clone(),
+                endpoint: endpoint.clone(),
+                app: app.clone(),
+            },
+        });
+        observability.start_sampling();
+        let app = app.layer(axum::middleware::from_fn_with_state(observability.clone(), crate::metrics::count_rest));
         Ok(Node { endpoint, connection_string, registry, keys, tls, edge, engine, app, observability, admission })
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use switchboard_auth::{AccessKeys, upstream_signature};
-use switchboard_hub::Connection;
+use switchboard_hub::{Connection, TraceEvent, Tracer};
 use switchboard_protocol::Protocol;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -118,6 +118,8 @@ pub struct Upstream {
     stats: Stats,
     /// Connection events waiting for room in a full queue (see [`UpstreamConfig::max_pending_events`]).
     pending_events: std::sync::atomic::AtomicUsize,
+    /// Where calls are traced (the node's live trace).
+    tracer: Arc<Tracer>,
 }
 
 impl Upstream {
@@ -136,10 +138,17 @@ impl Upstream {
             max_queued_bytes,
             stats: Stats::default(),
             pending_events: Default::default(),
+            tracer: Arc::default(),
         }
     }
 
     /// Whether any template is configured.
+    /// Traces every call to `tracer` (the node's live trace).
+    pub fn with_tracer(mut self, tracer: Arc<Tracer>) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
     pub fn is_enabled(&self) -> bool {
         !self.config.templates.is_empty()
     }
@@ -307,6 +316,15 @@ impl Upstream {
         };
         self.stats.outcomes.add(outcome, 1);
         self.stats.duration.observe(started.elapsed());
+        self.tracer.emit(|| {
+            let answer = match &result {
+                Ok((status, _)) => status.to_string(),
+                Err(PostError::Failed(error) | PostError::TimedOut(error)) => error.clone(),
+            };
+            let detail = format!("{category}/{event}: {answer}");
+            TraceEvent::new(&context.hub, &context.connection_id, "upstream", detail)
+                .ms(started.elapsed().as_millis() as u64)
+        });
         result
     }
 }

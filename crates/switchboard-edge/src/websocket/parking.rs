@@ -45,7 +45,7 @@ impl EdgeState {
                     upstream.disconnected(Some("The connection was lost and did not reconnect in time.".into()));
                 }
                 parked.hub.remove_connection(&id);
-                state.registry.stats().disconnected(Disconnect::Lost);
+                parked.hub.connection_ended(&id, Disconnect::Lost, Some("did not reconnect in time"));
                 state.remember_ended(id.clone(), parked.token_expiry);
                 tracing::debug!(connection_id = %id, "stateful connection not resumed in time");
             }

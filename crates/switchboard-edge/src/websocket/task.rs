@@ -266,11 +266,11 @@ impl ConnectionTask {
                 self.state.park(parked);
             }
             (_, _, conn) => {
+                let error = if lost { Some("The connection was lost.".to_owned()) } else { end_error };
                 if conn.is_some() {
                     let reason = if lost { Disconnect::Lost } else { io_ended_by.unwrap_or(Disconnect::ClientClosed) };
-                    self.state.registry.stats().disconnected(reason);
+                    self.hub.connection_ended(&self.connection_id, reason, error.as_deref());
                 }
-                let error = if lost { Some("The connection was lost.".to_owned()) } else { end_error };
                 if let Some(upstream) = upstream {
                     upstream.disconnected(error);
                 }
@@ -360,6 +360,7 @@ impl ConnectionTask {
             Output::Invocation { invocation_id, target, body, streaming } => {
                 let stats = self.state.registry.stats();
                 stats.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::trace_message_in(&self.state, self.hub.name(), &self.connection_id, &target, body.len());
                 let Some(protocol) = protocol else { return };
                 if io.rate.as_mut().is_some_and(|rate| !rate.allow(Instant::now())) {
                     stats.rate_limited_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
