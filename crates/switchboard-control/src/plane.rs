@@ -132,6 +132,9 @@ impl ControlPlane {
             handing_off: Arc::default(),
         };
         tokio::spawn(plane.clone().batch_proposals(queue));
+        if plane.secret.is_some() {
+            tokio::spawn(plane.clone().log_leader_changes());
+        }
         plane
     }
 
@@ -161,8 +164,9 @@ impl ControlPlane {
     /// Opens (or creates) the raft data under `data_dir` and waits until this node leads.
     pub async fn start_single(data_dir: &Path, advertise: &str) -> anyhow::Result<ControlPlane> {
         let opened = open_raft(data_dir, NODE_ID, NoPeers, 300).await?;
-        // Already initialized on a restart: the error is expected then.
-        let _ = opened.raft.initialize(BTreeMap::from([(NODE_ID, BasicNode::new(advertise))])).await;
+        if !opened.raft.is_initialized().await? {
+            opened.raft.initialize(BTreeMap::from([(NODE_ID, BasicNode::new(advertise))])).await?;
+        }
         opened
             .raft
             .wait(Some(Duration::from_secs(10)))
@@ -204,8 +208,9 @@ impl ControlPlane {
         if first_voter {
             let members: BTreeMap<NodeId, BasicNode> =
                 cluster.voters.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
-            // Already initialized on a restart: the error is expected then.
-            let _ = plane.raft.initialize(members).await;
+            if !plane.raft.is_initialized().await? {
+                plane.raft.initialize(members).await?;
+            }
         }
         if !cluster.join.is_empty() {
             plane.join(&cluster.join, &cluster.advertise, cluster.control).await?;
@@ -226,8 +231,27 @@ impl ControlPlane {
         };
         *plane.registration.lock() = Some(register.clone());
         plane.write(register).await.context("cannot register the node")?;
+        let leader = plane.raft.metrics().borrow().current_leader;
         tokio::spawn(plane.keep_lease());
+        tracing::info!(node_id, ?leader, "joined the cluster");
         Ok(())
+    }
+
+    /// Logs every change of raft leader this node sees, while the raft runs.
+    async fn log_leader_changes(self) {
+        let mut metrics = self.raft.metrics();
+        let mut leader = metrics.borrow().current_leader;
+        while metrics.changed().await.is_ok() {
+            let now = metrics.borrow().current_leader;
+            if now != leader {
+                let term = metrics.borrow().current_term;
+                match now {
+                    Some(node) => tracing::info!(leader = node, term, "raft leader changed"),
+                    None => tracing::warn!(term, "no raft leader known"),
+                }
+                leader = now;
+            }
+        }
     }
 
     pub fn node_id(&self) -> NodeId {

@@ -256,7 +256,9 @@ pub async fn count_rest(State(observability): State<Arc<Observability>>, request
         switchboard_api::parse_route(request.method(), path, None).map_or("unmatched", |r| r.operation.kind())
     };
     let started = Instant::now();
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let response = next.run(request).await;
+    tracing::debug!(%method, path, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "rest call");
     let rest = &observability.rest;
     *rest.requests.lock().entry((route, response.status().as_u16())).or_default() += 1;
     let histogram = rest.latency.lock().entry(route).or_default().clone();

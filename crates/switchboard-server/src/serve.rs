@@ -385,6 +385,8 @@ impl Refusals {
 /// Tells every client to reconnect elsewhere and waits (bounded) for them to go.
 async fn drain(registry: &Registry, grace: Duration) {
     let request = CloseRequest { error: Some("Server is shutting down.".into()), allow_reconnect: true };
+    let connections = Stats::get(&registry.stats().connections);
+    tracing::info!(connections, grace_seconds = grace.as_secs(), "draining: clients are told to reconnect elsewhere");
     for hub in registry.hubs() {
         hub.close_all(&[], &request);
     }
@@ -412,12 +414,14 @@ fn load_or_create_keys(settings: &Settings) -> Result<AccessKeys, Exit> {
 /// Reads the key of a data directory, creating directory and key when absent.
 pub fn read_or_create_key(data_dir: &Path) -> Result<String, Exit> {
     if let Some(key) = read_key(data_dir)? {
+        tracing::info!(path = %data_dir.join(ACCESS_KEY_FILE).display(), "using the access key kept in the data directory");
         return Ok(key);
     }
     let path = data_dir.join(ACCESS_KEY_FILE);
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let key = generate_access_key();
     write_private(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated an access key (the connection string on stdout carries it)");
     Ok(key)
 }
 
@@ -481,9 +485,14 @@ pub(crate) fn reachable(addr: SocketAddr) -> String {
     }
 }
 
+/// Switchboard's own lifecycle and warnings; raft's internals only when asked
+/// (`SWITCHBOARD_LOG=debug`, or `info,openraft=info`). Raft failures that matter reach
+/// Switchboard's own logs through the calls that fail.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=off";
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),

@@ -563,6 +563,41 @@ fn token_refuses_to_mint_without_a_nodes_key() {
     assert!(output.stdout.is_empty(), "no token printed");
 }
 
+/// The default log level tells the node's own story: the generated key and where it is kept,
+/// serving, draining; raft's internals stay out, and a normal restart logs no error.
+#[test]
+fn a_single_node_start_and_restart_log_quietly() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("switchboard-quiet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut logs = Vec::new();
+    for _ in 0..2 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&dir)
+            .env_remove("SWITCHBOARD_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("Endpoint="), "{line}");
+        let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success());
+        logs.push(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(logs[0].contains("generated an access key") && logs[0].contains("access-key"), "{}", logs[0]);
+    assert!(logs[1].contains("using the access key kept in the data directory"), "{}", logs[1]);
+    for log in &logs {
+        assert!(log.contains("switchboard is serving") && log.contains("draining"), "{log}");
+        assert!(!log.contains("ERROR") && !log.contains("openraft"), "{log}");
+    }
+}
+
 /// `--max-connect-rate-per-ip`: an address opening sockets faster is answered 429 and closed;
 /// other addresses are not affected.
 #[tokio::test]
