@@ -129,7 +129,11 @@ pub(crate) async fn run(shared: Arc<Shared>, index: u64, mut stop: watch::Receiv
         };
         let session = match opened {
             Ok(Ok(session)) => session,
-            _ if first => {
+            failed if first => {
+                recorder.error(|| match failed {
+                    Ok(Err(e)) => format!("opening a connection: {e:#}"),
+                    _ => format!("opening a connection: no answer within {} s", OPEN_TIMEOUT.as_secs()),
+                });
                 recorder.add(Counter::Failed, 1);
                 shared.settle();
                 return;

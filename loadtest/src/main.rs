@@ -167,7 +167,7 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) compare_baseline: bool,
 
-    /// Write the JSON report here (it is always printed on stdout).
+    /// Write the JSON report here (`-`: on stdout, the verdict line then going to stderr).
     #[arg(long)]
     pub(crate) report: Option<PathBuf>,
     /// Write a Markdown summary here.
@@ -229,22 +229,33 @@ fn main() -> ExitCode {
         };
         let report = scenario::run(kind, &args).await?;
         output::write_all(&report, &args)?;
-        Ok(Some(report))
+        let to_stdout = args.report.as_deref() == Some(std::path::Path::new("-"));
+        Ok(Some((report, to_stdout)))
     });
     // Connections still open in spawned tasks are closed with the runtime.
     runtime.shutdown_background();
     match result {
-        Ok(Some(report)) => {
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-            ExitCode::SUCCESS
+        Ok(Some((report, to_stdout))) => {
+            let (pass, line) = output::verdict_line(&report);
+            if to_stdout {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+            if pass { ExitCode::SUCCESS } else { ExitCode::from(EXIT_VERDICT_FAILED) }
         }
         Ok(None) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("switchboard-loadtest: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_ERROR)
         }
     }
 }
+
+/// Exit codes: the run failed Azure's pass rule; the run could not be made at all.
+const EXIT_VERDICT_FAILED: u8 = 1;
+const EXIT_ERROR: u8 = 2;
 
 /// Prints `listening ADDR` once bound (how a parent learns a port chosen at run time).
 async fn serve_baseline(listen: &str) -> anyhow::Result<()> {

@@ -116,6 +116,54 @@ fn bar(done: f64, total: f64) -> String {
 }
 
 /// Writes the report, the Markdown summary and the plots the options ask for.
+/// Which way a ratio to the baseline is good: every ratio is Switchboard's figure over the
+/// floor's, efficiencies inverted so that higher is better, except p99 latency.
+pub(crate) fn better(ratio: &str) -> &'static str {
+    if ratio == "p99_latency" { "lower" } else { "higher" }
+}
+
+/// The run in one line, and whether it passed: the verdict, the scenario, what was delivered
+/// and how fast, connection failures and the first error.
+pub(crate) fn verdict_line(report: &Value) -> (bool, String) {
+    let result = &report["result"];
+    let pass = result["verdict"]["pass"].as_bool().unwrap_or(false);
+    let mut line = format!(
+        "{} {}: {} of {} connected ({} failed, {} dropped)",
+        if pass { "PASS" } else { "FAIL" },
+        report["scenario"].as_str().unwrap_or("run"),
+        number(&result["connected"]),
+        number(&result["attempts"]),
+        number(&result["failed"]),
+        number(&result["dropped"]),
+    );
+    if result["deliveries_expected"].is_number() {
+        let _ = write!(
+            line,
+            "; {} of {} deliveries ({} lost), {}/s, p99 {} ms",
+            number(&result["deliveries_received"]),
+            number(&result["deliveries_expected"]),
+            number(&result["deliveries_lost"]),
+            number(&result["delivered_per_second"]),
+            number(&result["latency"]["p99_ms"]),
+        );
+    }
+    if let Some(rate) = result["highest_passing_rate"].as_f64() {
+        let _ = write!(line, "; highest passing rate {rate}/s");
+    }
+    if let Some(ratios) = report["ratio_to_baseline"].as_object() {
+        let listed: Vec<String> = ratios
+            .iter()
+            .filter(|(_, v)| v.is_number())
+            .map(|(k, v)| format!("{k} {} ({} is better)", number(v), better(k)))
+            .collect();
+        let _ = write!(line, "; vs the baseline: {}", listed.join(", "));
+    }
+    if let Some(error) = result["first_error"].as_str() {
+        let _ = write!(line, "; first error: {error}");
+    }
+    (pass, line)
+}
+
 pub(crate) fn write_all(report: &Value, args: &Args) -> anyhow::Result<()> {
     let write = |path: &std::path::Path, text: String| -> anyhow::Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -123,7 +171,7 @@ pub(crate) fn write_all(report: &Value, args: &Args) -> anyhow::Result<()> {
         }
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
     };
-    if let Some(path) = &args.report {
+    if let Some(path) = args.report.as_ref().filter(|path| path.as_os_str() != "-") {
         write(path, serde_json::to_string_pretty(report)?)?;
     }
     if let Some(path) = &args.markdown {
@@ -249,10 +297,10 @@ pub(crate) fn markdown(report: &Value) -> String {
     if let Some(ratios) = ratios.as_object() {
         let _ = writeln!(
             md,
-            "\n## Switchboard as a ratio of the baseline (1 = as good as the floor)\n\n| measure | ratio |\n|---|---|"
+            "\n## Switchboard as a ratio of the baseline (1 = as good as the floor)\n\n| measure | ratio | better |\n|---|---|---|"
         );
         for (key, value) in ratios {
-            let _ = writeln!(md, "| {key} | {} |", number(value));
+            let _ = writeln!(md, "| {key} | {} | {} |", number(value), better(key));
         }
     }
     if result["latency_buckets"].is_object() {

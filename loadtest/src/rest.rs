@@ -76,6 +76,8 @@ pub(crate) struct Outcome {
     pub(crate) seconds: f64,
     /// The time limit ended the batch early.
     pub(crate) cut_short: bool,
+    /// The first call that failed (its status, or why it got none).
+    pub(crate) first_error: Option<String>,
 }
 
 impl Outcome {
@@ -89,6 +91,9 @@ impl Outcome {
         self.bytes_sent += other.bytes_sent;
         self.latency.merge(&other.latency);
         self.cut_short |= other.cut_short;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
     }
 }
 
@@ -181,8 +186,9 @@ async fn call(
     if wire.is_none() {
         match Wire::connect(endpoint.addr, None).await {
             Ok(w) => *wire = Some(w),
-            Err(_) => {
+            Err(e) => {
                 out.errors += 1;
+                out.first_error.get_or_insert_with(|| format!("REST: cannot connect to {}: {e:#}", endpoint.host));
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 return;
             }
@@ -210,10 +216,15 @@ async fn call(
                 out.expected += route.expected;
             } else {
                 out.rejected += 1;
+                out.first_error.get_or_insert_with(|| format!("REST {} {} answered {status}", load.method, route.path));
             }
         }
-        _ => {
+        failed => {
             out.errors += 1;
+            out.first_error.get_or_insert_with(|| match failed {
+                Ok(Err(e)) => format!("REST {} {}: {e:#}", load.method, route.path),
+                _ => format!("REST {} {}: no answer in time", load.method, route.path),
+            });
             *wire = None;
         }
     }

@@ -11,7 +11,7 @@ use crate::client::{Endpoint, is_churning, now_us, user_of};
 use crate::output::{Meter, Progress};
 use crate::proc_stats::{self, Usage};
 use crate::rest::{Body, Load, Outcome, Rest};
-use crate::stats::{Stats, judge};
+use crate::stats::{BUCKETS, Stats, judge};
 use crate::worker::{Fleet, Phase, Plan};
 use crate::{Args, Transport, upstream};
 use anyhow::{Context, bail};
@@ -376,6 +376,11 @@ async fn measure(kind: Kind, args: &Args, target: &Target, deadline: Instant, la
     fleet.stop().await;
 
     connection_report(&mut result, &last, connect_seconds, before, open_usage);
+    if kind == Kind::Connect {
+        // Connecting passes on the same rule: under 1 % of the connections failed.
+        let verdict = judge(0, 0, &[0; BUCKETS], last.counters.attempts, last.counters.connection_errors());
+        result["verdict"] = json!(verdict);
+    }
     if kind != Kind::Connect {
         let sending = last.minus(&after_connect);
         if kind == Kind::Echo {
@@ -402,6 +407,7 @@ async fn measure(kind: Kind, args: &Args, target: &Target, deadline: Instant, la
         }
         result["steps"] = json!(steps);
     }
+    result["first_error"] = json!(last.first_error.clone().or_else(|| totals.outcome.first_error.clone()));
     result["series"] = series(&last);
     Ok(result)
 }

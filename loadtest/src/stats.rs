@@ -240,10 +240,16 @@ pub(crate) struct Stats {
     pub(crate) buckets: [u64; BUCKETS],
     /// Second `i` of the run is `series[i]`.
     pub(crate) series: Vec<Second>,
+    /// The first thing that went wrong (a refused connection, with the status or error).
+    #[serde(default)]
+    pub(crate) first_error: Option<String>,
 }
 
 impl Stats {
     pub(crate) fn merge(&mut self, other: &Stats) {
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
         self.counters.add(&other.counters);
         self.connect.merge(&other.connect);
         self.latency.merge(&other.latency);
@@ -282,6 +288,7 @@ impl Stats {
             latency: self.latency.minus(&earlier.latency),
             buckets,
             series,
+            first_error: self.first_error.clone(),
         }
     }
 
@@ -315,6 +322,14 @@ impl Recorder {
 
     pub(crate) fn add(&self, counter: Counter, n: u64) {
         self.counters[counter as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Keeps `error` if it is the run's first.
+    pub(crate) fn error(&self, error: impl FnOnce() -> String) {
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        if samples.first_error.is_none() {
+            samples.first_error = Some(error());
+        }
     }
 
     fn second(&self, at_us: u64) -> usize {

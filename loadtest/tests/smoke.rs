@@ -9,12 +9,45 @@ use switchboard_server::local::LocalNode;
 
 const KEY: &str = "loadtest-smoke-key";
 
+/// Runs the harness with `--report -` (the JSON report on stdout, the verdict line on stderr).
 fn run(args: &[&str]) -> Value {
     let output = tokio::task::block_in_place(|| {
-        Command::new(env!("CARGO_BIN_EXE_switchboard-loadtest")).args(args).output().expect("the harness runs")
+        Command::new(env!("CARGO_BIN_EXE_switchboard-loadtest"))
+            .args(args)
+            .args(["--report", "-"])
+            .output()
+            .expect("the harness runs")
     });
     assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    let verdict = String::from_utf8_lossy(&output.stderr);
+    assert!(verdict.lines().last().is_some_and(|line| line.starts_with("PASS ")), "{args:?}: {verdict}");
     serde_json::from_slice(&output.stdout).expect("a JSON report")
+}
+
+/// Without `--report`, stdout is one verdict line; a run that fails the pass rule exits 1 and
+/// names its first error (here every connection is refused: the key is wrong).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_run_says_why_in_one_line_and_exits_1() {
+    let node = LocalNode::start(KEY, |_| {}).await;
+    let output = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_switchboard-loadtest"))
+            .args(["connect", "--endpoint", &node.endpoint, "--access-key", "not-the-key", "--connections", "5"])
+            .args(["--max-seconds", "30", "--hold", "0"])
+            .output()
+            .expect("the harness runs")
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
+    assert!(stdout.starts_with("FAIL connect: 0 of 5 connected (5 failed"), "{stdout}");
+    assert!(stdout.contains("first error:") && stdout.contains("401"), "{stdout}");
+    let unreachable = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_switchboard-loadtest"))
+            .args(["connect", "--endpoint", &node.endpoint, "--access-key", KEY, "--connections", "0"])
+            .output()
+            .expect("the harness runs")
+    });
+    assert_eq!(unreachable.status.code(), Some(2), "a run that cannot be made is an error");
 }
 
 fn u(v: &Value) -> u64 {
