@@ -362,6 +362,9 @@ def test_endpoint_ingress_and_notes(rendered):
     assert (f"Endpoint={endpoint};AccessKey=$(kubectl -n {NAMESPACE} get secret {secret_name} -o jsonpath="
             f"'{{.data.{values['auth']['accessKeysKey']}}}' | base64 -d | head -n 1);Version=1.0;") in notes
     assert "switchboard cluster status" in notes
+    assert "9090:9090" in notes and "http://localhost:9090/console" in notes, "how to reach the console"
+    laptop_hint = "--set endpoint=http://localhost:8080" in notes
+    assert laptop_hint == (not values["ingress"]["enabled"] and not values["endpoint"]), notes
 
 
 def test_ingress_annotations_can_be_overridden():
