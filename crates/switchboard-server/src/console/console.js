@@ -83,10 +83,11 @@ async function refreshCluster() {
     const row = document.createElement('tr');
     row.dataset.node = node.id;
     row.classList.toggle('selected', node.id === selectedNode);
+    const state = stats.draining ? 'draining' : node.state;
     row.append(
       cell(String(node.id)),
       cell((node.roles || []).join(', ')),
-      cell(node.state, `state-${node.state}`),
+      cell(state, `state-${state}`),
       cell(node.client_url),
       cell(raft),
       cell(stats.connections != null ? String(stats.connections) : '–'),
