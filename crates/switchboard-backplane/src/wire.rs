@@ -27,6 +27,10 @@ pub struct Invocation {
     pub frames: Vec<(String, Bytes)>,
     /// A client-result invocation: its id and the invoker's return channel (unprefixed).
     pub client_result: Option<(String, String)>,
+    /// Who published it, when that was a Switchboard node (a trailing item the .NET reader
+    /// ignores): Switchboard nodes skip their own deployment's messages, whose clients the
+    /// deployment has already reached.
+    pub origin: Option<String>,
 }
 
 /// Add to or remove from a group, sent to every server; the connection's owner acts and acks.
@@ -71,6 +75,10 @@ impl Invocation {
             items.push(Value::from(invocation_id.as_str()));
             items.push(Value::from(return_channel.as_str()));
         }
+        // Three items never read as a client result: .NET takes items 2 and 3 only from four on.
+        if let Some(origin) = &self.origin {
+            items.push(Value::from(origin.as_str()));
+        }
         write(Value::Array(items))
     }
 
@@ -97,7 +105,12 @@ impl Invocation {
             )),
             _ => None,
         };
-        Ok(Invocation { excluded, frames, client_result })
+        let origin = match items.len() {
+            3 => text(&items[2]),
+            n if n > 4 => text(&items[4]),
+            _ => None,
+        };
+        Ok(Invocation { excluded, frames, client_result, origin })
     }
 
     /// The frame for a connection speaking `protocol`, if the sender made one.

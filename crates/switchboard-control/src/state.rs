@@ -44,7 +44,7 @@ impl HubState {
         match kind {
             InterestKind::User => Some(&mut self.user_interest),
             InterestKind::Group => Some(&mut self.group_interest),
-            InterestKind::Hub => None,
+            InterestKind::Hub | InterestKind::Connection => None,
         }
     }
 }

@@ -231,6 +231,9 @@ impl Hub {
             format!("{} {}{user}", conn.transport.label(), conn.protocol.name())
         };
         self.trace(&conn.id, "connected", detail);
+        if self.shared.interest.as_ref().is_some_and(|sink| sink.wants_connections()) {
+            reported |= self.report(InterestKind::Connection, &conn.id, true);
+        }
         if state.connections.insert(conn.id.clone(), conn).is_none() {
             let stats = &self.shared.stats;
             stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -253,6 +256,9 @@ impl Hub {
     pub fn remove_connection(&self, id: &str) {
         let mut state = self.state.write();
         let Some(conn) = state.connections.remove(id) else { return };
+        if self.shared.interest.as_ref().is_some_and(|sink| sink.wants_connections()) {
+            self.report(InterestKind::Connection, id, false);
+        }
         let stats = &self.shared.stats;
         stats.connections.fetch_sub(1, Ordering::Relaxed);
         stats.open[conn.transport as usize].sub(protocol_index(conn.protocol), 1);

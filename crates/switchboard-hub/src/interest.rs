@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 /// What an interest entry names. Replicated in the raft log by variant name: never rename.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -18,6 +19,10 @@ pub enum InterestKind {
     /// that route broadcasts per hub use it; the raft engine routes them to every node and
     /// ignores it (it never enters the raft log).
     Hub,
+    /// The node holds this connection (the name is its id). Reported only to sinks that ask
+    /// ([`InterestSink::wants_connections`]): the bridge to an ASP.NET backplane, which
+    /// subscribes to a channel per connection.
+    Connection,
 }
 
 /// Resolves once a state is reached; boxed so the trait stays object safe.
@@ -32,4 +37,34 @@ pub trait InterestSink: Send + Sync {
     /// Resolves once every change reported before the call is visible to every node's router
     /// (or could not be made so within a bound).
     fn settled(&self) -> Settled;
+
+    /// Whether connections are reported one by one too ([`InterestKind::Connection`]).
+    fn wants_connections(&self) -> bool {
+        false
+    }
+}
+
+/// Reports to two sinks (the engine's and the backplane bridge's); settled once both are.
+pub struct BothSinks(pub Arc<dyn InterestSink>, pub Arc<dyn InterestSink>);
+
+impl InterestSink for BothSinks {
+    fn report(&self, hub: &str, kind: InterestKind, name: &str, present: bool) {
+        for sink in [&self.0, &self.1] {
+            if kind != InterestKind::Connection || sink.wants_connections() {
+                sink.report(hub, kind, name, present);
+            }
+        }
+    }
+
+    fn settled(&self) -> Settled {
+        let (first, second) = (self.0.settled(), self.1.settled());
+        Box::pin(async move {
+            first.await;
+            second.await;
+        })
+    }
+
+    fn wants_connections(&self) -> bool {
+        self.0.wants_connections() || self.1.wants_connections()
+    }
 }

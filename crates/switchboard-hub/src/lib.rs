@@ -34,7 +34,7 @@ pub use connection::{
 pub use filter::{Filter, FilterError, MAX_FILTER_BYTES, Subject};
 pub use frames::Frames;
 pub use hub::{Hub, is_valid_group_name, is_valid_hub_name};
-pub use interest::{InterestKind, InterestSink, Settled};
+pub use interest::{BothSinks, InterestKind, InterestSink, Settled};
 pub use membership::{LocalUserGroups, UserGroupReader};
 pub use metrics::{ConnectFailure, Disconnect, SendKind, Transport};
 pub use outbox::{CloseRequest, Outbox, PushError};

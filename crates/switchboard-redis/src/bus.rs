@@ -196,8 +196,9 @@ impl NodeBus for RedisBus {
 /// Applies every message that arrives on this node's subscriptions. Deliveries are applied
 /// here, in arrival order (G4); calls that may wait (a group add waits for its subscription)
 /// run on their own task and reply when done.
-pub(crate) async fn receive(shared: Arc<Shared>, mut pushes: mpsc::Receiver<(ChannelKind, Bytes)>) {
-    while let Some((kind, payload)) = pushes.recv().await {
+pub(crate) async fn receive(shared: Arc<Shared>, mut pushes: mpsc::Receiver<crate::link::Push>) {
+    while let Some((channel, payload)) = pushes.recv().await {
+        let Some(kind) = ChannelKind::of(&channel) else { continue };
         shared.stats.received[kind.index()].fetch_add(1, Ordering::Relaxed);
         let Ok(message) = BusMessage::decode(payload) else {
             tracing::warn!("a message on a Switchboard channel is not a bus message; ignored");

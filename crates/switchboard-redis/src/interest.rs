@@ -119,6 +119,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
                     mark(&mut state.groups, (hub.clone(), name.clone()), present);
                     groups.insert((hub, name));
                 }
+                // The engine routes connection calls to the owner node's channel.
+                Event::Interest { kind: InterestKind::Connection, .. } => {}
                 Event::Members { hub, group } => {
                     groups.insert((hub, group));
                 }

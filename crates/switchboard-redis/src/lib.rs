@@ -36,6 +36,7 @@
 //!   resubscribes and catches up on the log. A connection that looks healthy but stopped
 //!   receiving is found by a probe it publishes to itself every few seconds.
 
+mod aspnet;
 mod bus;
 mod interest;
 mod link;
@@ -43,6 +44,7 @@ mod members;
 mod names;
 mod nodes;
 
+pub use aspnet::{AspNetBridge, AspNetSettings, BridgeStats};
 pub use link::Servers;
 pub use names::{ChannelKind, Names};
 
@@ -135,7 +137,7 @@ impl Shared {
 
 /// Receivers that the engine's tasks take over when it starts.
 struct Queues {
-    pushes: mpsc::Receiver<(ChannelKind, Bytes)>,
+    pushes: mpsc::Receiver<link::Push>,
     subscriptions: mpsc::UnboundedReceiver<interest::Event>,
     syncs: mpsc::UnboundedReceiver<members::Sync>,
     replies: mpsc::UnboundedReceiver<(u64, Bytes)>,

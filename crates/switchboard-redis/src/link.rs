@@ -8,7 +8,6 @@
 //! and catches up on the membership log. (A cluster connection rebuilds its own node
 //! connections and follows slot moves; the engine resubscribes anyway.)
 
-use crate::names::ChannelKind;
 use bytes::Bytes;
 use parking_lot::RwLock;
 use redis::aio::MultiplexedConnection;
@@ -26,6 +25,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pushes queued for the engine before new ones are dropped.
 pub(crate) const PUSH_QUEUE: usize = 65_536;
+
+/// A message that arrived on a subscription: (channel, payload).
+pub(crate) type Push = (Bytes, Bytes);
 
 /// Where the Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +121,7 @@ pub(crate) struct Link {
     ca_pem: Option<Vec<u8>>,
     /// `None` once closed.
     conn: RwLock<Option<Conn>>,
-    pushes: mpsc::Sender<(ChannelKind, Bytes)>,
+    pushes: mpsc::Sender<Push>,
     /// Pushes dropped because the queue was full.
     pub(crate) dropped: Arc<AtomicU64>,
     /// Told when the library saw the connection close.
@@ -136,7 +138,7 @@ impl Link {
         servers: Servers,
         password: Option<String>,
         ca_pem: Option<Vec<u8>>,
-    ) -> redis::RedisResult<(Link, mpsc::Receiver<(ChannelKind, Bytes)>)> {
+    ) -> redis::RedisResult<(Link, mpsc::Receiver<Push>)> {
         // One crypto provider for rustls, whatever features other crates enable.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (pushes, received) = mpsc::channel(PUSH_QUEUE);
@@ -313,7 +315,7 @@ fn timed_out() -> redis::RedisError {
 /// it is full), a disconnection to the notifier. Never fails: a failing sender would break the
 /// connection it belongs to.
 fn sender(
-    queue: &mpsc::Sender<(ChannelKind, Bytes)>,
+    queue: &mpsc::Sender<Push>,
     dropped: &Arc<AtomicU64>,
     disconnected: &Arc<Notify>,
 ) -> impl redis::aio::AsyncPushSender + Clone {
@@ -324,8 +326,7 @@ fn sender(
             PushKind::Message | PushKind::SMessage => {
                 let mut data = info.data.into_iter();
                 if let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) = (data.next(), data.next())
-                    && let Some(kind) = ChannelKind::of(&channel)
-                    && queue.try_send((kind, Bytes::from(payload))).is_err()
+                    && queue.try_send((Bytes::from(channel), Bytes::from(payload))).is_err()
                 {
                     dropped.fetch_add(1, Ordering::Relaxed);
                 }

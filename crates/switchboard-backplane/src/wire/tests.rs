@@ -15,15 +15,15 @@ fn invocations_match_the_published_vectors() {
     let dummy = frames(&[("p1", &[0x2a]), ("p2", &[0x2a])]);
     let cases = [
         (
-            Invocation { excluded: vec![], frames: dummy.clone(), client_result: None },
+            Invocation { excluded: vec![], frames: dummy.clone(), client_result: None, origin: None },
             "92 90 82 A2 70 31 C4 01 2A A2 70 32 C4 01 2A",
         ),
         (
-            Invocation { excluded: vec!["a".into()], frames: dummy.clone(), client_result: None },
+            Invocation { excluded: vec!["a".into()], frames: dummy.clone(), client_result: None, origin: None },
             "92 91 A1 61 82 A2 70 31 C4 01 2A A2 70 32 C4 01 2A",
         ),
         (
-            Invocation { excluded: vec!["c1".into(), "c2".into()], frames: dummy, client_result: None },
+            Invocation { excluded: vec!["c1".into(), "c2".into()], frames: dummy, client_result: None, origin: None },
             "92 92 A2 63 31 A2 63 32 82 A2 70 31 C4 01 2A A2 70 32 C4 01 2A",
         ),
     ];
@@ -43,6 +43,7 @@ fn a_broadcast_from_an_aspnet_server_is_85_bytes() {
         excluded: vec![],
         frames: frames(&[("json", json), ("messagepack", &messagepack)]),
         client_result: None,
+        origin: None,
     };
     let mut expected = hex("92 90 82 A4 6A 73 6F 6E C4 2E");
     expected.extend_from_slice(json);
@@ -64,12 +65,30 @@ fn a_client_result_invocation_carries_its_id_and_return_channel() {
         excluded: vec![],
         frames: frames(&[("json", b"{}\x1e")]),
         client_result: Some(("AAAAAAAAAAAAAAAAAAAAAA".into(), channel.into())),
+        origin: None,
     };
     let bytes = invocation.encode();
     assert_eq!(bytes[0], 0x94, "an array of four");
     let tail = [&[0xb6][..], b"AAAAAAAAAAAAAAAAAAAAAA", &[0xd9, 0x48], channel.as_bytes()].concat();
     assert!(bytes.ends_with(&tail), "{bytes:02X?}");
     assert_eq!(Invocation::decode(&bytes).unwrap(), invocation);
+}
+
+/// A Switchboard node's origin is one trailing item: three items for a send (which .NET never
+/// reads as a client result), five for a client result.
+#[test]
+fn the_origin_marker_trails_what_dotnet_reads() {
+    let send = Invocation { excluded: vec![], frames: frames(&[("json", b"{}\x1e")]), client_result: None, origin: Some("sb".into()) };
+    let bytes = send.encode();
+    assert_eq!(bytes[0], 0x93);
+    assert!(bytes.ends_with(&[0xa2, b's', b'b']));
+    assert_eq!(Invocation::decode(&bytes).unwrap(), send);
+    let result = Invocation { client_result: Some(("id".into(), "ret".into())), ..send.clone() };
+    let bytes = result.encode();
+    assert_eq!(bytes[0], 0x95);
+    assert_eq!(Invocation::decode(&bytes).unwrap(), result);
+    let dotnet = Invocation { origin: None, ..send };
+    assert_eq!(Invocation::decode(&dotnet.encode()).unwrap().origin, None);
 }
 
 #[test]
