@@ -102,14 +102,24 @@ impl AspNetBridge {
     /// Connects to the app's Redis and subscribes to every bridged hub's fixed channels.
     pub async fn connect(settings: &AspNetSettings) -> Result<AspNetBridge, crate::StartError> {
         if settings.hubs.is_empty() {
-            return Err(crate::StartError::Invalid("name at least one hub: --aspnet-hub chat=Chat.Hubs.ChatHub".into()));
+            return Err(crate::StartError::Invalid(
+                "name at least one hub: --aspnet-hub chat=Chat.Hubs.ChatHub".into(),
+            ));
         }
         let servers = Servers::Standalone(settings.url.clone());
         let (link, pushes) = Link::open(servers, settings.password.clone(), settings.ca_pem.clone())
             .await
             .map_err(|e| crate::StartError::Unreachable(e.to_string()))?;
-        let server = format!("switchboard-{}_{}", settings.node_id, switchboard_hub::new_invocation_id().replace(['-', '_'], "x"));
-        let hubs = settings.hubs.iter().map(|(hub, hub_type)| (hub.clone(), Channels::new(&settings.prefix, hub_type))).collect();
+        let server = format!(
+            "switchboard-{}_{}",
+            settings.node_id,
+            switchboard_hub::new_invocation_id().replace(['-', '_'], "x")
+        );
+        let hubs = settings
+            .hubs
+            .iter()
+            .map(|(hub, hub_type)| (hub.clone(), Channels::new(&settings.prefix, hub_type)))
+            .collect();
         let (subscriptions, events) = mpsc::unbounded_channel();
         let bridge = Bridge {
             link,
@@ -125,9 +135,13 @@ impl AspNetBridge {
             cluster: AtomicBool::new(false),
             stats: BridgeStats::default(),
         };
-        let info: String = bridge.link.query(&redis::cmd("INFO").arg("cluster")).await.unwrap_or_default();
+        let info: String = bridge.link.query(redis::cmd("INFO").arg("cluster")).await.unwrap_or_default();
         bridge.cluster.store(info.contains("cluster_enabled:1"), Ordering::Relaxed);
-        bridge.link.subscribe(&bridge.fixed_channels()).await.map_err(|e| crate::StartError::Unreachable(e.to_string()))?;
+        bridge
+            .link
+            .subscribe(&bridge.fixed_channels())
+            .await
+            .map_err(|e| crate::StartError::Unreachable(e.to_string()))?;
         Ok(AspNetBridge(Arc::new(bridge)))
     }
 
@@ -182,7 +196,8 @@ impl Bridge {
     }
 
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<usize, EngineError> {
-        let receivers = self.link.publish(channel, payload).await.map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let receivers =
+            self.link.publish(channel, payload).await.map_err(|e| EngineError::Unavailable(e.to_string()))?;
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         Ok(receivers)
     }

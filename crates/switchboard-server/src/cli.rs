@@ -223,6 +223,21 @@ pub struct ServeArgs {
     /// For rediss:// URLs: PEM certificates of the CAs to trust instead of the system's.
     #[arg(long, env = "SWITCHBOARD_REDIS_CA_FILE")]
     pub redis_ca_file: Option<PathBuf>,
+    /// Join an ASP.NET Core SignalR app's Redis backplane (`redis://…`, password in the URL;
+    /// `rediss://` trusts --redis-ca-file or the system's CAs), with the hubs of --aspnet-hub.
+    #[arg(long, env = "SWITCHBOARD_ASPNET_BACKPLANE")]
+    pub aspnet_backplane: Option<String>,
+    /// A bridged hub: `chat=Chat.Hubs.ChatHub` (the .NET hub type's full name); repeatable.
+    #[arg(long = "aspnet-hub", env = "SWITCHBOARD_ASPNET_HUBS", value_delimiter = ',')]
+    pub aspnet_hubs: Vec<String>,
+    /// The app's StackExchange.Redis `ChannelPrefix`, as it is set there [default: none].
+    #[arg(long, env = "SWITCHBOARD_ASPNET_PREFIX")]
+    pub aspnet_prefix: Option<String>,
+    /// Marks what this deployment publishes on the backplane, so its nodes skip their own
+    /// echo; two Switchboard deployments on one backplane need different ones
+    /// [default: switchboard].
+    #[arg(long, env = "SWITCHBOARD_ASPNET_ORIGIN")]
+    pub aspnet_origin: Option<String>,
     /// Log format: plain or json [default: plain]. Filter with SWITCHBOARD_LOG (e.g. debug).
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT")]
     pub log_format: Option<String>,

@@ -72,6 +72,10 @@ pub struct FileConfig {
     pub redis_prefix: Option<String>,
     pub redis_password_file: Option<PathBuf>,
     pub redis_ca_file: Option<PathBuf>,
+    pub aspnet_backplane: Option<String>,
+    pub aspnet_hubs: Option<Vec<String>>,
+    pub aspnet_prefix: Option<String>,
+    pub aspnet_origin: Option<String>,
 }
 
 /// `node_id` in the config file: a number or `ordinal` / `auto`.
@@ -134,6 +138,19 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// `--engine redis`: the node is a stateless edge of the deployment sharing this Redis.
     pub redis: Option<RedisConfig>,
+    /// `--aspnet-backplane`: the node also joins an ASP.NET SignalR app's Redis backplane.
+    pub aspnet: Option<AspNetConfig>,
+}
+
+/// The ASP.NET backplane a node joins, as configured.
+#[derive(Debug, Clone)]
+pub struct AspNetConfig {
+    pub url: String,
+    pub prefix: String,
+    /// Switchboard hub (lower-cased) → the .NET hub type's full name.
+    pub hubs: Vec<(String, String)>,
+    pub origin: String,
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Where the Redis engine's Redis is, as configured.
@@ -268,6 +285,13 @@ impl Settings {
             [args.redis_password_file.or(file.redis_password_file), args.redis_ca_file.or(file.redis_ca_file)],
             given_node_id,
         )?;
+        let aspnet = aspnet_config(
+            args.aspnet_backplane.or(file.aspnet_backplane),
+            if args.aspnet_hubs.is_empty() { file.aspnet_hubs.unwrap_or_default() } else { args.aspnet_hubs },
+            args.aspnet_prefix.or(file.aspnet_prefix),
+            args.aspnet_origin.or(file.aspnet_origin),
+            redis.as_ref().and_then(|r| r.ca_pem.clone()),
+        )?;
         let grpc_listen = args.grpc_listen.or(file.grpc_listen);
         if redis.is_some() && grpc_listen.is_some() {
             return Err(usage("--engine redis has no raft cluster: drop --grpc-listen".into()));
@@ -306,6 +330,7 @@ impl Settings {
             node_id,
             cluster,
             redis,
+            aspnet,
             upstream,
             upstream_timeout,
             keep_alive,
@@ -474,6 +499,41 @@ fn redis_config(
 }
 
 /// A `redis://` or `rediss://` (TLS) URL with a host.
+/// `--aspnet-backplane` with its hubs (`hub=Type`, at least one), prefix and origin.
+fn aspnet_config(
+    url: Option<String>,
+    hubs: Vec<String>,
+    prefix: Option<String>,
+    origin: Option<String>,
+    ca_pem: Option<Vec<u8>>,
+) -> Result<Option<AspNetConfig>, Exit> {
+    let hubs: Vec<String> = hubs.into_iter().filter(|h| !h.trim().is_empty()).collect();
+    let Some(url) = url.filter(|u| !u.is_empty()) else {
+        if hubs.is_empty() && prefix.is_none() {
+            return Ok(None);
+        }
+        return Err(usage("--aspnet-hub and --aspnet-prefix need --aspnet-backplane redis://…".into()));
+    };
+    let url = check_redis_url(&url)?;
+    if hubs.is_empty() {
+        return Err(usage("--aspnet-backplane needs at least one --aspnet-hub chat=Chat.Hubs.ChatHub".into()));
+    }
+    let hubs = hubs
+        .iter()
+        .map(|entry| match entry.split_once('=') {
+            Some((hub, hub_type)) if switchboard_hub::is_valid_hub_name(hub.trim()) && !hub_type.trim().is_empty() => {
+                Ok((hub.trim().to_ascii_lowercase(), hub_type.trim().to_owned()))
+            }
+            _ => Err(usage(format!("--aspnet-hub '{entry}' must look like chat=Chat.Hubs.ChatHub"))),
+        })
+        .collect::<Result<_, _>>()?;
+    let origin = origin.unwrap_or_else(|| "switchboard".into());
+    if origin.is_empty() {
+        return Err(usage("--aspnet-origin must not be empty".into()));
+    }
+    Ok(Some(AspNetConfig { url, prefix: prefix.unwrap_or_default(), hubs, origin, ca_pem }))
+}
+
 fn check_redis_url(url: &str) -> Result<String, Exit> {
     let parsed = Url::parse(url).map_err(|e| usage(format!("'{url}' is not a Redis URL: {e}")))?;
     match parsed.scheme() {
@@ -716,6 +776,34 @@ mod tests {
         let both = ServeArgs { access_keys: vec!["k".into()], access_key_file: Some(path), ..Default::default() };
         assert!(resolve(both).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_aspnet_bridge_needs_a_url_and_well_formed_hubs() {
+        let args = |url: Option<&str>, hubs: &[&str]| ServeArgs {
+            access_keys: vec!["k".into()],
+            aspnet_backplane: url.map(str::to_owned),
+            aspnet_hubs: hubs.iter().map(|h| (*h).to_owned()).collect(),
+            ..Default::default()
+        };
+        let ok = resolve(args(Some("redis://127.0.0.1:6379"), &["Chat=Chat.Hubs.ChatHub", "admin=Ns.Outer+AdminHub"]));
+        let aspnet = ok.unwrap().aspnet.unwrap();
+        assert_eq!(
+            aspnet.hubs,
+            [("chat".to_owned(), "Chat.Hubs.ChatHub".to_owned()), ("admin".into(), "Ns.Outer+AdminHub".into())]
+        );
+        assert_eq!((aspnet.prefix.as_str(), aspnet.origin.as_str()), ("", "switchboard"));
+        for (url, hubs, expected) in [
+            (Some("redis://h:6379"), &[][..], "at least one --aspnet-hub"),
+            (None, &["chat=T"][..], "need --aspnet-backplane"),
+            (Some("http://h"), &["chat=T"][..], "not a Redis URL"),
+            (Some("redis://h"), &["chat"][..], "must look like chat=Chat.Hubs.ChatHub"),
+            (Some("redis://h"), &["1bad=T"][..], "must look like"),
+            (Some("redis://h"), &["chat="][..], "must look like"),
+        ] {
+            let error = resolve(args(url, hubs)).expect_err("refused");
+            assert!(error.contains(expected), "{url:?} {hubs:?}: {error}");
+        }
     }
 
     #[test]

@@ -14,8 +14,8 @@ use switchboard_control::{ClusterSettings, ControlPlane, InterestReporter};
 use switchboard_engine::{LocalBus, MembershipStore, NodeBus};
 use switchboard_fanout::{ClusterBus, FanoutClient, FanoutConfig, FanoutService, fanout_server};
 use switchboard_grpc::{ClusterSecret, WarnThrottle};
-use switchboard_hub::{HubConfig, Registry};
-use switchboard_redis::{RedisEngine, RedisSettings, StartError};
+use switchboard_hub::{BothSinks, HubConfig, InterestSink, Registry};
+use switchboard_redis::{AspNetBridge, AspNetSettings, RedisEngine, RedisSettings, StartError};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
@@ -37,7 +37,38 @@ pub struct Engine {
     pub redis: Option<Arc<RedisEngine>>,
     /// The fan-out client, in a cluster (metrics).
     pub fanout: Option<FanoutClient>,
+    /// The bridge to an ASP.NET backplane, with `--aspnet-backplane`.
+    pub bridge: Option<AspNetBridge>,
     grpc: Option<GrpcServer>,
+}
+
+/// The engine's interest sink, and the bridge's when there is one.
+fn both(engine: Arc<dyn InterestSink>, bridge: Option<Arc<dyn InterestSink>>) -> Arc<dyn InterestSink> {
+    match bridge {
+        Some(bridge) => Arc::new(BothSinks(engine, bridge)),
+        None => engine,
+    }
+}
+
+/// Joins the ASP.NET backplane: exit 64 for settings that cannot work, 69 when its Redis does
+/// not answer.
+async fn connect_bridge(aspnet: &crate::config::AspNetConfig, node_id: u64) -> Result<AspNetBridge, Exit> {
+    let settings = AspNetSettings {
+        url: aspnet.url.clone(),
+        password: None,
+        ca_pem: aspnet.ca_pem.clone(),
+        prefix: aspnet.prefix.clone(),
+        hubs: aspnet.hubs.clone(),
+        origin: aspnet.origin.clone(),
+        node_id,
+    };
+    AspNetBridge::connect(&settings).await.map_err(|error| match error {
+        StartError::Invalid(reason) => Exit::Usage(format!("--aspnet-backplane: {reason}")),
+        StartError::Unreachable(reason) => {
+            let url = switchboard_redis::Servers::Standalone(aspnet.url.clone());
+            Exit::Unavailable(format!("cannot reach the ASP.NET backplane's Redis at {url}: {reason}"))
+        }
+    })
 }
 
 /// The cluster's gRPC server and how to stop it.
@@ -51,27 +82,61 @@ impl Engine {
     /// Starts the engine `settings` describe. `bound` is the public listener's address (what
     /// other nodes forward client requests to when no `--advertise-http` is set).
     pub async fn start(settings: &Settings, bound: SocketAddr) -> Result<Engine, Exit> {
+        let bridge = match &settings.aspnet {
+            Some(aspnet) => Some(connect_bridge(aspnet, settings.node_id).await?),
+            None => None,
+        };
+        let bridge_sink = bridge.as_ref().map(AspNetBridge::interest);
+        let mut engine = Self::start_engine(settings, bound, bridge_sink).await?;
+        if let Some(bridge) = bridge {
+            engine.bus = bridge.wrap(engine.bus.clone());
+            bridge.start(engine.registry.clone());
+            engine.bridge = Some(bridge);
+        }
+        Ok(engine)
+    }
+
+    /// The engine alone; `bridge` also hears the registry's interest.
+    async fn start_engine(
+        settings: &Settings,
+        bound: SocketAddr,
+        bridge: Option<Arc<dyn InterestSink>>,
+    ) -> Result<Engine, Exit> {
         let hub_config = HubConfig {
             max_queued_bytes: settings.max_queued_bytes,
             max_groups_per_connection: settings.max_groups_per_connection,
         };
         if let Some(redis) = &settings.redis {
-            return Self::start_redis(redis, hub_config, bound).await;
+            return Self::start_redis(redis, hub_config, bound, bridge).await;
         }
         let node_id = settings.node_id;
         let Some(cluster) = &settings.cluster else {
             let control = ControlPlane::start_single(&settings.data_dir, &bound.to_string()).await?;
-            let registry = Arc::new(Registry::with_user_groups(hub_config, Arc::new(control.clone())));
+            let mut registry = Registry::with_user_groups(hub_config, Arc::new(control.clone()));
+            if let Some(bridge) = bridge {
+                registry = registry.reporting_interest(bridge);
+            }
+            let registry = Arc::new(registry);
             let bus = Arc::new(LocalBus::new(registry.clone()));
             let store = Arc::new(control.clone());
             let control = Some(control);
-            return Ok(Engine { node_id, registry, store, bus, control, redis: None, fanout: None, grpc: None });
+            return Ok(Engine {
+                node_id,
+                registry,
+                store,
+                bus,
+                control,
+                redis: None,
+                fanout: None,
+                grpc: None,
+                bridge: None,
+            });
         };
         let secret = cluster.credentials().map_err(|e| Exit::Usage(e.to_string()))?;
         let control = ControlPlane::open_cluster(&settings.data_dir, settings.node_id, cluster).await?;
         let (interest, interest_queue) = InterestReporter::new();
-        let registry =
-            Registry::with_user_groups(hub_config, Arc::new(control.clone())).reporting_interest(interest.clone());
+        let sink = both(interest.clone(), bridge);
+        let registry = Registry::with_user_groups(hub_config, Arc::new(control.clone())).reporting_interest(sink);
         let registry = Arc::new(registry);
         let fanout = FanoutClient::new(settings.node_id, registry.clone(), &secret, FanoutConfig::default());
         let grpc = serve_grpc(cluster, &control, &secret, FanoutService::new(registry.clone())).await?;
@@ -81,7 +146,8 @@ impl Engine {
         let bus = Arc::new(ClusterBus::new(fanout.clone(), Arc::new(control.clone())));
         let store = Arc::new(control.clone());
         let control = Some(control);
-        Ok(Engine { node_id, registry, store, bus, control, redis: None, fanout: Some(fanout), grpc: Some(grpc) })
+        let fanout = Some(fanout);
+        Ok(Engine { node_id, registry, store, bus, control, redis: None, fanout, grpc: Some(grpc), bridge: None })
     }
 
     /// A stateless node of a deployment sharing a Redis. Exit 64 for settings that cannot
@@ -90,6 +156,7 @@ impl Engine {
         redis: &crate::config::RedisConfig,
         hub_config: HubConfig,
         bound: SocketAddr,
+        bridge: Option<Arc<dyn InterestSink>>,
     ) -> Result<Engine, Exit> {
         let redis_settings = RedisSettings {
             servers: redis.servers.clone(),
@@ -106,8 +173,8 @@ impl Engine {
                 Exit::Unavailable(format!("cannot reach Redis at {}: {reason}", redis.servers))
             }
         })?;
-        let registry =
-            Registry::with_user_groups(hub_config, engine.user_groups()).reporting_interest(engine.interest());
+        let registry = Registry::with_user_groups(hub_config, engine.user_groups())
+            .reporting_interest(both(engine.interest(), bridge));
         let registry = Arc::new(registry);
         engine
             .start(registry.clone())
@@ -116,12 +183,15 @@ impl Engine {
         let (store, bus) = (engine.store(), engine.bus());
         let redis = Some(Arc::new(engine));
         let node_id = redis.as_ref().map_or(1, |engine| engine.node_id());
-        Ok(Engine { node_id, registry, store, bus, control: None, redis, fanout: None, grpc: None })
+        Ok(Engine { node_id, registry, store, bus, control: None, redis, fanout: None, grpc: None, bridge: None })
     }
 
     /// Leaves the cluster (a leader hands leadership over first), stops raft, then the gRPC
     /// server; or leaves the Redis deployment.
     pub async fn shutdown(self) {
+        if let Some(bridge) = &self.bridge {
+            bridge.stop();
+        }
         if let Some(redis) = &self.redis {
             redis.shutdown().await;
         }

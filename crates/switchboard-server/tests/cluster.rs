@@ -617,6 +617,47 @@ async fn nodes_over_mutual_tls_serve_and_refuse_a_node_without_a_cluster_certifi
     assert_eq!(next_messages(&mut ws, &mut Vec::new()).await, invocation("encrypted"));
 }
 
+/// The ASP.NET backplane bridge on every node of a raft cluster: a publish from an ASP.NET
+/// server reaches the clients of every node; a REST broadcast reaches each client once (the
+/// cluster delivers it; every node skips its deployment's echo from the backplane).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_of_a_cluster_joins_the_aspnet_backplane() {
+    let mut cluster = Cluster::new(3, 3);
+    let redis = tokio::task::block_in_place(RedisServer::start);
+    let hub_type = "Chat.Hubs.ChatHub";
+    cluster.extra.extend(["--aspnet-backplane".into(), redis.url(), "--aspnet-hub".into(), format!("chat={hub_type}")]);
+    tokio::task::block_in_place(|| cluster.start_all());
+    let (mut two, _) = connect_client(cluster.http(2), "two").await;
+    let (mut three, _) = connect_client(cluster.http(3), "three").await;
+    let publish = |argument: &str| {
+        let frame = invocation(argument);
+        let payload = switchboard_backplane::Invocation {
+            excluded: vec![],
+            frames: vec![("json".into(), frame.into())],
+            client_result: None,
+            origin: None,
+        }
+        .encode();
+        let receivers: usize = redis::cmd("PUBLISH")
+            .arg(format!("{hub_type}:all"))
+            .arg(payload)
+            .query(&mut redis::Client::open(redis.url()).unwrap().get_connection().unwrap())
+            .unwrap();
+        receivers
+    };
+    assert_eq!(tokio::task::block_in_place(|| publish("from-aspnet")), 3, "every node listens");
+    assert_eq!(next_messages(&mut two, &mut Vec::new()).await, invocation("from-aspnet"));
+    assert_eq!(next_messages(&mut three, &mut Vec::new()).await, invocation("from-aspnet"));
+    let body = r#"{"target":"m","arguments":["from-rest"]}"#;
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat", body).await, 202);
+    tokio::task::block_in_place(|| publish("marker"));
+    for ws in [&mut two, &mut three] {
+        let mut pending = Vec::new();
+        assert_eq!(next_messages(ws, &mut pending).await, invocation("from-rest"));
+        assert_eq!(next_messages(ws, &mut pending).await, invocation("marker"), "the REST broadcast came once");
+    }
+}
+
 /// Client results and server-to-client streams through another node: `:invoke` asked on node
 /// 1 reaches the client on node 3, and its Completion comes back as the REST answer; a stream
 /// the client on node 3 opened is fed and ended through nodes 1 and 2. On the raft engine (gRPC

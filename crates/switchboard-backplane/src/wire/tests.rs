@@ -78,7 +78,12 @@ fn a_client_result_invocation_carries_its_id_and_return_channel() {
 /// reads as a client result), five for a client result.
 #[test]
 fn the_origin_marker_trails_what_dotnet_reads() {
-    let send = Invocation { excluded: vec![], frames: frames(&[("json", b"{}\x1e")]), client_result: None, origin: Some("sb".into()) };
+    let send = Invocation {
+        excluded: vec![],
+        frames: frames(&[("json", b"{}\x1e")]),
+        client_result: None,
+        origin: Some("sb".into()),
+    };
     let bytes = send.encode();
     assert_eq!(bytes[0], 0x93);
     assert!(bytes.ends_with(&[0xa2, b's', b'b']));
