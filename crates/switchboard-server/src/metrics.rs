@@ -67,6 +67,8 @@ pub struct Parts {
     pub control: Option<ControlPlane>,
     pub redis: Option<Arc<switchboard_redis::RedisEngine>>,
     pub node_id: u64,
+    /// The bridge to an ASP.NET backplane, with `--aspnet-backplane`.
+    pub bridge: Option<switchboard_redis::AspNetBridge>,
     /// What the console needs to act: the keys, the engine's bus, the public endpoint and its
     /// routes.
     pub console: crate::console::ConsoleParts,
@@ -220,6 +222,9 @@ impl Observability {
             }
             if let Some(redis) = &parts.redis {
                 write_redis(&mut out, redis);
+            }
+            if let Some(bridge) = &parts.bridge {
+                write_bridge(&mut out, bridge.stats());
             }
         }
         self.write_rest(&mut out);
@@ -430,6 +435,32 @@ fn write_admission(out: &mut String, admission: &switchboard_edge::Admission) {
 }
 
 /// The Redis engine's counters.
+fn write_bridge(out: &mut String, stats: &switchboard_redis::BridgeStats) {
+    let counters = [
+        ("switchboard_aspnet_received_total", "Messages received from the ASP.NET backplane.", &stats.received),
+        ("switchboard_aspnet_published_total", "Messages published on the ASP.NET backplane.", &stats.published),
+        (
+            "switchboard_aspnet_refused_total",
+            "Backplane messages that were not what their channel carries.",
+            &stats.refused,
+        ),
+        (
+            "switchboard_aspnet_group_commands_sent_total",
+            "Group commands sent for ASP.NET connections.",
+            &stats.group_commands_sent,
+        ),
+        (
+            "switchboard_aspnet_group_commands_answered_total",
+            "Group commands applied and acked for this node's connections.",
+            &stats.group_commands_answered,
+        ),
+    ];
+    for (name, help, value) in counters {
+        write_header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", Stats::get(value));
+    }
+}
+
 fn write_redis(out: &mut String, redis: &switchboard_redis::RedisEngine) {
     let stats = redis.stats();
     let (dropped, reconnects) = redis.losses();

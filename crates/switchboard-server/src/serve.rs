@@ -237,6 +237,7 @@ impl Node {
             control: engine.control.clone(),
             redis: engine.redis.clone(),
             node_id: engine.node_id,
+            bridge: engine.bridge.clone(),
             console: crate::console::ConsoleParts {
                 keys: keys.clone(),
                 bus: engine.bus.clone(),

@@ -141,6 +141,11 @@ async fn an_aspnet_server_and_switchboard_share_the_backplane() {
     let (payload, framed) = envelope("fromAll", "1", &[&carol_id]);
     assert!(peer.publish("all", &payload).await >= 2, "the node and the peer listen on all");
     assert_eq!(alice.next_message().await, Frame::Data(framed));
+    // What is not an envelope is ignored (and counted); the node and its clients carry on.
+    for garbage in [&b"\xc1"[..], b"\x92\x90\x81\xa4json\x01", b"not msgpack at all", b""] {
+        peer.publish("all", garbage).await;
+        peer.publish("internal:groups", garbage).await;
+    }
     let (payload, framed) = envelope("fromUser", "2", &[]);
     assert_eq!(peer.publish("user:alice", &payload).await, 1, "the node holds alice");
     assert_eq!(alice.next_message().await, Frame::Data(framed));
