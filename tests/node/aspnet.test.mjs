@@ -9,6 +9,7 @@ import { encode, decode } from '@msgpack/msgpack';
 import { setupSuite, uniq } from './lib/fixture.mjs';
 import { startRedis, respConnection } from './lib/resp.mjs';
 import { msg } from './lib/rest.mjs';
+import { writeVarInt } from './lib/upstream.mjs';
 import { TEST_TIMEOUT } from './lib/wait.mjs';
 
 const opts = { timeout: TEST_TIMEOUT };
@@ -16,24 +17,13 @@ const HUB_TYPE = 'Chat.Hubs.ChatHub';
 const PEER = 'web01_0123456789abcdef0123456789abcdef';
 const channel = (suffix) => `${HUB_TYPE}:${suffix}`;
 
-function varint(n) {
-  const out = [];
-  do {
-    let b = n & 0x7f;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    out.push(b);
-  } while (n > 0);
-  return Buffer.from(out);
-}
-
 /** The frames an ASP.NET server serializes for `Clients.X.SendAsync(target, ...args)`. */
 function frames(target, args, invocationId) {
   const json = { type: 1, ...(invocationId ? { invocationId } : {}), target, arguments: args };
   const messagepack = Buffer.from(encode([1, {}, invocationId ?? null, target, args, []]));
   return {
     json: Buffer.from(`${JSON.stringify(json)}\x1e`),
-    messagepack: Buffer.concat([varint(messagepack.length), messagepack]),
+    messagepack: Buffer.concat([writeVarInt(messagepack.length), messagepack]),
   };
 }
 
