@@ -3,11 +3,11 @@
 //! hub messages it receives and samples their latency, sends pings and (echo) invocations,
 //! leaves and comes back when it churns, and reconnects when the server drops it.
 
-use crate::Transport;
 use crate::codec;
 use crate::stats::{Counter, Recorder};
 use crate::wire::{Wire, client_frame};
 use crate::worker::{Phase, Plan};
+use crate::{Protocol, Transport};
 use anyhow::{Context, bail};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,8 +100,13 @@ impl Shared {
 }
 
 fn client_token(plan: &Plan, endpoint: &Endpoint, user: Option<&str>) -> String {
-    let audience = format!("{}/client/?hub={}", endpoint.url, plan.hub);
-    mint_client_token(&audience, user, Duration::from_secs(24 * 3600), &plan.access_key)
+    token_for(endpoint, &plan.hub, user, &plan.access_key)
+}
+
+/// A client token for `hub` on `endpoint`, valid for a day.
+pub(crate) fn token_for(endpoint: &Endpoint, hub: &str, user: Option<&str>, access_key: &str) -> String {
+    let audience = format!("{}/client/?hub={hub}", endpoint.url);
+    mint_client_token(&audience, user, Duration::from_secs(24 * 3600), access_key)
 }
 
 /// Why a session ended.
@@ -168,7 +173,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: u64, mut stop: watch::Receiv
 }
 
 /// An open connection.
-struct Session {
+pub(crate) struct Session {
     /// The WebSocket, the event stream or the poll connection.
     wire: Wire,
     /// SSE and Long Polling send with POSTs on a connection of their own.
@@ -177,7 +182,18 @@ struct Session {
     path: String,
     token: String,
     host: String,
-    id: Option<String>,
+    pub(crate) id: Option<String>,
+}
+
+/// How a connection is opened.
+pub(crate) struct Opening<'a> {
+    pub(crate) hub: &'a str,
+    pub(crate) transport: Transport,
+    pub(crate) protocol: Protocol,
+    /// Negotiate WebSockets too, so the connection id is known.
+    pub(crate) want_id: bool,
+    /// The endpoint is the baseline server (plain WebSocket, no hub protocol).
+    pub(crate) baseline: bool,
 }
 
 async fn open(shared: &Shared, endpoint: &Endpoint, source: IpAddr, user: Option<&str>) -> anyhow::Result<Session> {
@@ -186,15 +202,32 @@ async fn open(shared: &Shared, endpoint: &Endpoint, source: IpAddr, user: Option
         Some(user) => client_token(plan, endpoint, Some(user)),
         None => shared.anonymous_token.clone(),
     };
+    let opening = Opening {
+        hub: &plan.hub,
+        transport: plan.transport,
+        protocol: plan.protocol,
+        want_id: plan.report_ids,
+        baseline: plan.baseline,
+    };
+    open_with(&opening, endpoint, Some(source), token).await
+}
+
+/// Opens a connection with a client token: negotiate (when needed), the transport, the
+/// hub handshake.
+pub(crate) async fn open_with(
+    plan: &Opening<'_>,
+    endpoint: &Endpoint,
+    source: Option<IpAddr>,
+    token: String,
+) -> anyhow::Result<Session> {
     let host = endpoint.host.clone();
     let base = format!("/client/?hub={}", plan.hub);
-    let source = Some(source);
     if plan.baseline {
         let mut wire = Wire::connect(endpoint.addr, source).await?;
         upgrade(&mut wire, &format!("GET / HTTP/1.1\r\nHost: {host}\r\n")).await?;
         return Ok(Session { wire, sender: None, path: String::new(), token, host, id: None });
     }
-    let negotiated = if plan.transport != Transport::Websockets || plan.report_ids {
+    let negotiated = if plan.transport != Transport::Websockets || plan.want_id {
         Some(negotiate(endpoint, source, &base, &token).await?)
     } else {
         None
@@ -274,6 +307,24 @@ async fn negotiate(
 }
 
 impl Session {
+    /// Ends an SSE or Long Polling connection as a client's `stop()` does, with a `DELETE` on
+    /// the connection's URL (a WebSocket ends with its socket).
+    pub(crate) async fn delete(&self, addr: SocketAddr) -> anyhow::Result<()> {
+        if self.sender.is_none() {
+            return Ok(());
+        }
+        let mut wire = Wire::connect(addr, None).await?;
+        let head = format!(
+            "DELETE {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
+            self.path, self.host, self.token
+        );
+        let (status, _) = wire.request(&head, &[]).await?;
+        if !(200..300).contains(&status) {
+            bail!("DELETE answered {status}");
+        }
+        Ok(())
+    }
+
     /// Opens the sender connection of SSE and Long Polling with its first POST.
     async fn post(&mut self, addr: SocketAddr, source: Option<IpAddr>, bytes: &[u8]) -> anyhow::Result<()> {
         let mut sender = Wire::connect(addr, source).await?;
@@ -325,18 +376,18 @@ async fn serve(
 
 /// The receiving half of a session borrows the socket and its inbox; the sending half the
 /// socket (WebSockets) or the sender connection (SSE, Long Polling).
-struct Receiving<'a> {
+pub(crate) struct Receiving<'a> {
     inbox: &'a mut crate::wire::Inbox,
     stream: &'a tokio::net::TcpStream,
     poll: Option<String>,
 }
 
-enum Sending<'a> {
+pub(crate) enum Sending<'a> {
     Socket(&'a tokio::net::TcpStream),
     Posts { sender: &'a mut Wire, path: &'a str, host: &'a str, token: &'a str },
 }
 
-fn split(session: &mut Session, long_polling: bool) -> (Receiving<'_>, Sending<'_>) {
+pub(crate) fn split(session: &mut Session, long_polling: bool) -> (Receiving<'_>, Sending<'_>) {
     let Session { wire, sender, path, token, host, .. } = session;
     let poll =
         long_polling.then(|| format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"));
@@ -373,24 +424,35 @@ async fn receive(shared: &Shared, r: Receiving<'_>, index: u64, churning: bool) 
             recorder.delivered(now, messages);
         }
     };
+    read_messages(shared.plan.transport, shared.plan.baseline, r, &mut count).await
+}
+
+/// Reads a session's transport (polls for Long Polling) until it fails, calling `each` with
+/// every payload: a WebSocket frame, an SSE event or a poll's body.
+pub(crate) async fn read_messages(
+    transport: Transport,
+    baseline: bool,
+    r: Receiving<'_>,
+    each: &mut impl FnMut(&[u8]),
+) -> anyhow::Result<()> {
     let Receiving { inbox, stream, poll } = r;
-    match (shared.plan.transport, poll) {
+    match (transport, poll) {
         (_, Some(poll)) => loop {
             crate::wire::write_all(stream, poll.as_bytes()).await?;
             let head = inbox.read_head(stream).await?;
             if head.status() != 200 {
                 bail!("poll answered {}", head.status());
             }
-            count(&inbox.read_body(stream, &head).await?);
+            each(&inbox.read_body(stream, &head).await?);
         },
-        (Transport::Sse, None) if !shared.plan.baseline => {
+        (Transport::Sse, None) if !baseline => {
             let mut event = Vec::new();
             loop {
-                inbox.read_sse(stream, &mut event, &mut count).await?;
+                inbox.read_sse(stream, &mut event, each).await?;
             }
         }
         _ => loop {
-            inbox.read_ws(stream, &mut count).await?;
+            inbox.read_ws(stream, each).await?;
         },
     }
 }
@@ -450,7 +512,7 @@ async fn send(
 }
 
 impl Sending<'_> {
-    async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+    pub(crate) async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         match self {
             Sending::Socket(stream) => crate::wire::write_all(stream, &client_frame(bytes)).await,
             Sending::Posts { sender, path, host, token } => post(sender, path, host, token, bytes).await,

@@ -14,10 +14,14 @@
 //!   answer is the completion the caller receives.
 //! - `mixed`: broadcasts, group and user sends while some connections leave and come back.
 //!
+//! - `chaos`: a local cluster under a fault schedule with a mixed workload; every operation
+//!   and delivery is recorded and checked against Switchboard's promises.
+//!
 //! `baseline-server` is a minimal WebSocket broadcast server to compare against. Every run is
 //! bounded in connections, messages and time.
 
 mod baseline;
+mod chaos;
 mod client;
 mod codec;
 mod output;
@@ -57,6 +61,9 @@ enum Command {
     Echo(Args),
     /// Broadcast, group and user sends while some connections leave and come back.
     Mixed(Args),
+    /// Start a local cluster, hurt it with faults under a mixed workload, and check every
+    /// delivery and membership change against the guarantees.
+    Chaos(chaos::ChaosArgs),
     /// A minimal WebSocket broadcast server (no SignalR, routing or auth) to compare against.
     BaselineServer {
         #[arg(long, default_value = "127.0.0.1:8090")]
@@ -219,6 +226,9 @@ fn main() -> ExitCode {
         let (kind, args) = match cli.command {
             Command::Worker => return worker::serve_stdio().await.map(|_| None),
             Command::BaselineServer { listen } => return serve_baseline(&listen).await.map(|_| None),
+            Command::Chaos(args) => {
+                return chaos::run(&args).await.map(|pass| Some(Err(pass)));
+            }
             Command::Connect(a) => (scenario::Kind::Connect, a),
             Command::Broadcast(a) => (scenario::Kind::Broadcast, a),
             Command::SendToUser(a) => (scenario::Kind::User, a),
@@ -230,12 +240,18 @@ fn main() -> ExitCode {
         let report = scenario::run(kind, &args).await?;
         output::write_all(&report, &args)?;
         let to_stdout = args.report.as_deref() == Some(std::path::Path::new("-"));
-        Ok(Some((report, to_stdout)))
+        Ok(Some(Ok((report, to_stdout))))
     });
     // Connections still open in spawned tasks are closed with the runtime.
     runtime.shutdown_background();
     match result {
-        Ok(Some((report, to_stdout))) => {
+        Ok(Some(Err(chaos_passed))) => {
+            let line =
+                if chaos_passed { "PASS chaos: every promise kept" } else { "FAIL chaos: see the violations above" };
+            println!("{line}");
+            if chaos_passed { ExitCode::SUCCESS } else { ExitCode::from(EXIT_VERDICT_FAILED) }
+        }
+        Ok(Some(Ok((report, to_stdout)))) => {
             let (pass, line) = output::verdict_line(&report);
             if to_stdout {
                 println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());

@@ -1,0 +1,404 @@
+//! The checker of a chaos run's history, sans-io: what every client saw and what every REST
+//! call was answered, checked against Switchboard's promises.
+//!
+//! - A send answered 202 reached every target connection that was open from before the send
+//!   was made until after it was answered (G4), exactly once.
+//! - Nothing reached a connection the send did not target.
+//! - Per connection, a send answered before another was made arrives first (G4's order).
+//! - A send to a group, made after a join of that connection (or of its user) was answered
+//!   2xx and not possibly undone since, reaches it (G3; for user groups across restarts, G6).
+//!   A connection's own leave undoes its own join only; a user's leave undoes both the user's
+//!   join and the joins of that user's connections.
+//! - A send answered 5xx or not at all may have been delivered or not, but to each target at
+//!   most once.
+//!
+//! Times are the harness's own monotonic clock (microseconds): nothing relies on wall time
+//! across nodes.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// Whom a send targeted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) enum SendTarget {
+    All,
+    User(String),
+    Group(String),
+    Connection(String),
+}
+
+/// How a REST call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) enum Outcome {
+    /// 2xx.
+    Ok,
+    /// An answer that says it was not done (4xx).
+    Refused,
+    /// 5xx, a timeout or a broken connection: it may have happened.
+    Unknown,
+}
+
+/// One connection's life and identity.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Life {
+    pub(crate) id: String,
+    pub(crate) user: Option<String>,
+    pub(crate) opened_us: u64,
+    /// `None`: still open at the end.
+    pub(crate) closed_us: Option<u64>,
+}
+
+/// One REST send, identified by the message it carries.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Send {
+    pub(crate) message: u64,
+    pub(crate) target: SendTarget,
+    pub(crate) excluded: Vec<String>,
+    pub(crate) invoked_us: u64,
+    pub(crate) completed_us: u64,
+    pub(crate) outcome: Outcome,
+}
+
+/// Who joins or leaves a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) enum Member {
+    Connection(String),
+    User(String),
+}
+
+/// A group membership change.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct GroupChange {
+    pub(crate) member: Member,
+    pub(crate) group: String,
+    pub(crate) join: bool,
+    pub(crate) invoked_us: u64,
+    pub(crate) completed_us: u64,
+    pub(crate) outcome: Outcome,
+}
+
+/// What a run recorded.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct History {
+    pub(crate) lives: Vec<Life>,
+    pub(crate) sends: Vec<Send>,
+    pub(crate) groups: Vec<GroupChange>,
+    /// connection id → the messages it received, in arrival order.
+    pub(crate) received: HashMap<String, Vec<u64>>,
+}
+
+/// A broken promise, with what it involves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Violation {
+    Lost { message: u64, connection: String },
+    Duplicated { message: u64, connection: String, times: usize },
+    NotATarget { message: u64, connection: String },
+    OutOfOrder { connection: String, first: u64, then: u64 },
+    UnknownMessage { message: u64, connection: String },
+}
+
+/// What the check found.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Verdict {
+    pub(crate) deliveries_checked: u64,
+    pub(crate) sends_ok: u64,
+    pub(crate) sends_unknown: u64,
+    pub(crate) violations: Vec<Violation>,
+}
+
+impl Verdict {
+    pub(crate) fn pass(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Checks `history`; see the module docs.
+pub(crate) fn check(history: &History) -> Verdict {
+    let mut verdict = Verdict::default();
+    let sends: HashMap<u64, &Send> = history.sends.iter().map(|s| (s.message, s)).collect();
+    verdict.sends_ok = history.sends.iter().filter(|s| s.outcome == Outcome::Ok).count() as u64;
+    verdict.sends_unknown = history.sends.iter().filter(|s| s.outcome == Outcome::Unknown).count() as u64;
+    for life in &history.lives {
+        let received = history.received.get(&life.id).map(Vec::as_slice).unwrap_or_default();
+        let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+        for message in received {
+            *counts.entry(*message).or_default() += 1;
+        }
+        for (&message, &times) in &counts {
+            let Some(send) = sends.get(&message) else {
+                verdict.violations.push(Violation::UnknownMessage { message, connection: life.id.clone() });
+                continue;
+            };
+            if times > 1 {
+                verdict.violations.push(Violation::Duplicated { message, connection: life.id.clone(), times });
+            }
+            if !may_target(history, send, life) {
+                verdict.violations.push(Violation::NotATarget { message, connection: life.id.clone() });
+            }
+        }
+        // Order: a send answered before another was made arrives first, on every connection
+        // that got both.
+        let position: HashMap<u64, usize> = received.iter().enumerate().rev().map(|(i, m)| (*m, i)).collect();
+        let mut got: Vec<&Send> = counts.keys().filter_map(|m| sends.get(m).copied()).collect();
+        got.sort_by_key(|s| s.completed_us);
+        for (i, earlier) in got.iter().enumerate() {
+            for later in &got[i + 1..] {
+                if earlier.completed_us < later.invoked_us && position[&earlier.message] > position[&later.message] {
+                    verdict.violations.push(Violation::OutOfOrder {
+                        connection: life.id.clone(),
+                        first: earlier.message,
+                        then: later.message,
+                    });
+                }
+            }
+        }
+        verdict.deliveries_checked += received.len() as u64;
+    }
+    for send in history.sends.iter().filter(|s| s.outcome == Outcome::Ok) {
+        for life in &history.lives {
+            let open_throughout =
+                life.opened_us < send.invoked_us && life.closed_us.is_none_or(|closed| closed > send.completed_us);
+            if open_throughout && must_target(history, send, life) {
+                let got = history.received.get(&life.id).is_some_and(|r| r.contains(&send.message));
+                if !got {
+                    verdict.violations.push(Violation::Lost { message: send.message, connection: life.id.clone() });
+                }
+            }
+        }
+    }
+    verdict
+}
+
+/// Whether `send` certainly targets `life`: for a group send, a join of the connection or its
+/// user answered 2xx before the send was made, and no leave that undoes it and may have taken
+/// effect after the join began before the send was answered.
+fn must_target(history: &History, send: &Send, life: &Life) -> bool {
+    if send.excluded.contains(&life.id) {
+        return false;
+    }
+    match &send.target {
+        SendTarget::All => true,
+        SendTarget::User(user) => life.user.as_deref() == Some(user.as_str()),
+        SendTarget::Connection(id) => *id == life.id,
+        SendTarget::Group(group) => changes_of(history, group, life).any(|join| {
+            join.join
+                && join.outcome == Outcome::Ok
+                && join.completed_us < send.invoked_us
+                && !changes_of(history, group, life).any(|leave| {
+                    !leave.join
+                        && undoes(leave, join)
+                        && leave.outcome != Outcome::Refused
+                        && leave.invoked_us < send.completed_us
+                        && effective_until(leave) > join.invoked_us
+                })
+        }),
+    }
+}
+
+/// Whether `send` may have targeted `life`: a group send, if any join of the connection or its
+/// user (answered 2xx or not at all) was made before the send was answered.
+fn may_target(history: &History, send: &Send, life: &Life) -> bool {
+    if send.excluded.contains(&life.id) {
+        return false;
+    }
+    match &send.target {
+        SendTarget::Group(group) => changes_of(history, group, life)
+            .any(|g| g.join && g.outcome != Outcome::Refused && g.invoked_us < send.completed_us),
+        _ => must_target(history, send, life),
+    }
+}
+
+/// The changes of `group` that concern `life`: its own, and its user's.
+fn changes_of<'a>(history: &'a History, group: &'a str, life: &'a Life) -> impl Iterator<Item = &'a GroupChange> {
+    history.groups.iter().filter(move |g| {
+        g.group == group
+            && match &g.member {
+                Member::Connection(id) => *id == life.id,
+                Member::User(user) => life.user.as_deref() == Some(user.as_str()),
+            }
+    })
+}
+
+/// Whether `leave` (of the same group and life) undoes `join`: a member's own leave does, and
+/// a user's leave also takes that user's connections out of the group (Azure's semantics:
+/// a connection's own membership does not outlive its user's removal).
+fn undoes(leave: &GroupChange, join: &GroupChange) -> bool {
+    leave.member == join.member || matches!(leave.member, Member::User(_))
+}
+
+/// Until when a change may still take effect: its answer, or never known for an unknown outcome.
+fn effective_until(change: &GroupChange) -> u64 {
+    match change.outcome {
+        Outcome::Unknown => u64::MAX,
+        _ => change.completed_us,
+    }
+}
+
+/// The violations by kind, for a report.
+pub(crate) fn counts(verdict: &Verdict) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for violation in &verdict.violations {
+        let kind = match violation {
+            Violation::Lost { .. } => "lost",
+            Violation::Duplicated { .. } => "duplicated",
+            Violation::NotATarget { .. } => "not_a_target",
+            Violation::OutOfOrder { .. } => "out_of_order",
+            Violation::UnknownMessage { .. } => "unknown_message",
+        };
+        *counts.entry(kind).or_default() += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn life(id: &str, user: Option<&str>, opened: u64, closed: Option<u64>) -> Life {
+        Life { id: id.into(), user: user.map(Into::into), opened_us: opened, closed_us: closed }
+    }
+
+    fn send(message: u64, target: SendTarget, invoked: u64, completed: u64, outcome: Outcome) -> Send {
+        Send { message, target, excluded: vec![], invoked_us: invoked, completed_us: completed, outcome }
+    }
+
+    fn history() -> History {
+        History {
+            lives: vec![life("a", Some("alice"), 0, None), life("b", None, 0, Some(500))],
+            sends: vec![
+                send(1, SendTarget::All, 100, 110, Outcome::Ok),
+                send(2, SendTarget::User("alice".into()), 200, 210, Outcome::Ok),
+                send(3, SendTarget::Group("g".into()), 400, 410, Outcome::Ok),
+                send(4, SendTarget::All, 600, 650, Outcome::Unknown),
+            ],
+            groups: vec![GroupChange {
+                member: Member::Connection("a".into()),
+                group: "g".into(),
+                join: true,
+                invoked_us: 300,
+                completed_us: 310,
+                outcome: Outcome::Ok,
+            }],
+            received: HashMap::from([("a".into(), vec![1, 2, 3]), ("b".into(), vec![1])]),
+        }
+    }
+
+    #[test]
+    fn a_history_that_keeps_every_promise_passes() {
+        let verdict = check(&history());
+        assert!(verdict.pass(), "{:?}", verdict.violations);
+        assert_eq!((verdict.sends_ok, verdict.sends_unknown, verdict.deliveries_checked), (3, 1, 4));
+        // An unknown send may arrive, once.
+        let mut maybe = history();
+        maybe.received.get_mut("a").unwrap().push(4);
+        assert!(check(&maybe).pass());
+    }
+
+    #[test]
+    fn every_kind_of_broken_promise_is_found() {
+        type Case = (&'static str, fn(&mut History), Violation);
+        let cases: [Case; 5] = [
+            (
+                "a lost broadcast",
+                |h| h.received.get_mut("b").unwrap().clear(),
+                Violation::Lost { message: 1, connection: "b".into() },
+            ),
+            (
+                "a duplicate",
+                |h| h.received.get_mut("a").unwrap().push(2),
+                Violation::Duplicated { message: 2, connection: "a".into(), times: 2 },
+            ),
+            (
+                "a user send to another user",
+                |h| h.received.get_mut("b").unwrap().push(2),
+                Violation::NotATarget { message: 2, connection: "b".into() },
+            ),
+            (
+                "out of order",
+                |h| *h.received.get_mut("a").unwrap() = vec![2, 1, 3],
+                Violation::OutOfOrder { connection: "a".into(), first: 1, then: 2 },
+            ),
+            (
+                "a group send lost after an answered join",
+                |h| {
+                    h.received.get_mut("a").unwrap().pop();
+                },
+                Violation::Lost { message: 3, connection: "a".into() },
+            ),
+        ];
+        for (what, breaks, expected) in cases {
+            let mut broken = history();
+            breaks(&mut broken);
+            let verdict = check(&broken);
+            assert!(verdict.violations.contains(&expected), "{what}: {:?}", verdict.violations);
+        }
+    }
+
+    #[test]
+    fn a_connection_that_was_not_open_throughout_a_send_owes_nothing() {
+        let mut late = history();
+        late.lives.push(life("c", None, 105, None));
+        late.lives.push(life("d", None, 0, Some(105)));
+        assert!(check(&late).pass(), "{:?}", check(&late).violations);
+        // A join still in flight when the group send was made: the send may or may not reach it.
+        let mut racing = history();
+        racing.groups[0].completed_us = 405;
+        assert!(check(&racing).pass());
+        racing.received.get_mut("a").unwrap().pop();
+        assert!(check(&racing).pass(), "not owed either");
+    }
+
+    #[test]
+    fn user_groups_count_for_every_connection_of_the_user_and_a_rejoin_counts_again() {
+        let change = |member: Member, join: bool, invoked: u64, completed: u64, outcome: Outcome| GroupChange {
+            member,
+            group: "h".into(),
+            join,
+            invoked_us: invoked,
+            completed_us: completed,
+            outcome,
+        };
+        let mut h = history();
+        h.lives.push(life("c", Some("alice"), 0, None));
+        h.groups.push(change(Member::User("alice".into()), true, 300, 310, Outcome::Ok));
+        h.sends.push(send(5, SendTarget::Group("h".into()), 400, 410, Outcome::Ok));
+        h.received.get_mut("a").unwrap().push(5);
+        h.received.insert("c".into(), vec![1, 2]);
+        let verdict = check(&h);
+        assert_eq!(verdict.violations, vec![Violation::Lost { message: 5, connection: "c".into() }]);
+        // Left and joined again before the send: still owed; a leave of unknown outcome
+        // after the join: not owed any more.
+        h.received.insert("c".into(), vec![1, 2, 5]);
+        h.groups.push(change(Member::User("alice".into()), false, 320, 330, Outcome::Ok));
+        h.groups.push(change(Member::User("alice".into()), true, 340, 350, Outcome::Ok));
+        assert!(check(&h).pass(), "{:?}", check(&h).violations);
+        h.received.insert("c".into(), vec![1, 2]);
+        assert!(!check(&h).pass());
+        h.groups.push(change(Member::User("alice".into()), false, 360, 9_999, Outcome::Unknown));
+        assert!(check(&h).pass(), "{:?}", check(&h).violations);
+    }
+
+    #[test]
+    fn a_user_leave_takes_the_users_connections_out_but_a_connection_leave_leaves_the_user_in() {
+        let change = |member: Member, join: bool, invoked: u64| GroupChange {
+            member,
+            group: "g".into(),
+            join,
+            invoked_us: invoked,
+            completed_us: invoked + 5,
+            outcome: Outcome::Ok,
+        };
+        // "a" (alice) joined g itself at 300 (see `history`); alice leaves at 350: send 3
+        // (at 400) is not owed to "a" any more.
+        let mut h = history();
+        h.received.get_mut("a").unwrap().pop();
+        h.groups.push(change(Member::User("alice".into()), false, 350));
+        assert!(check(&h).pass(), "{:?}", check(&h).violations);
+        // alice joined at 320 and "a" left at 350: alice's membership still holds.
+        let mut h = history();
+        h.received.get_mut("a").unwrap().pop();
+        h.groups.push(change(Member::User("alice".into()), true, 320));
+        h.groups.push(change(Member::Connection("a".into()), false, 350));
+        assert_eq!(check(&h).violations, vec![Violation::Lost { message: 3, connection: "a".into() }]);
+    }
+}
