@@ -1,6 +1,7 @@
 //! The local cluster a chaos run starts and hurts: real `switchboard serve` processes on
-//! loopback ports chosen at run time, voters and edge nodes of the raft engine, each with its
-//! data directory and a log file (appended across restarts).
+//! loopback ports chosen at run time, each with its data directory and a log file (appended
+//! across restarts): voters and edge nodes of the raft engine, or nodes of the Redis engine
+//! sharing one Redis.
 
 use crate::client::Endpoint;
 use anyhow::{Context, bail};
@@ -28,6 +29,8 @@ pub(crate) struct NodeSpec {
 
 pub(crate) struct Cluster {
     binary: PathBuf,
+    /// The Redis engine's URL; `None`: the raft engine.
+    redis: Option<String>,
     pub(crate) dir: PathBuf,
     pub(crate) key: String,
     pub(crate) specs: Vec<NodeSpec>,
@@ -35,14 +38,27 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// Chooses ports and directories for `voters` voters and `edges` edge nodes (not started).
-    pub(crate) fn new(binary: &Path, dir: PathBuf, voters: u64, edges: u64, key: &str) -> anyhow::Result<Cluster> {
+    /// Chooses ports and directories for `voters` voters and `edges` edge nodes (not started);
+    /// with `redis`, `voters + edges` nodes of the Redis engine.
+    pub(crate) fn new(
+        binary: &Path,
+        dir: PathBuf,
+        (voters, edges): (u64, u64),
+        redis: Option<String>,
+        key: &str,
+    ) -> anyhow::Result<Cluster> {
         let mut specs = Vec::new();
         for id in 1..=voters + edges {
-            specs.push(NodeSpec { id, voter: id <= voters, http: free_port()?, grpc: free_port()? });
+            let voter = id <= voters && redis.is_none();
+            specs.push(NodeSpec { id, voter, http: free_port()?, grpc: free_port()? });
         }
         let children = specs.iter().map(|_| None).collect();
-        Ok(Cluster { binary: binary.to_owned(), dir, key: key.to_owned(), specs, children })
+        Ok(Cluster { binary: binary.to_owned(), redis, dir, key: key.to_owned(), specs, children })
+    }
+
+    /// Whether the nodes run the raft engine (and so have a leader).
+    pub(crate) fn is_raft(&self) -> bool {
+        self.redis.is_none()
     }
 
     pub(crate) fn endpoint(&self, node: usize) -> Endpoint {
@@ -79,15 +95,20 @@ impl Cluster {
         command
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{}", spec.http)])
-            .args(["--grpc-listen", &format!("127.0.0.1:{}", spec.grpc)])
             .args(["--data-dir", &self.dir.join(format!("node-{}", spec.id)).display().to_string()])
-            .args(["--access-key", &self.key, "--cluster-secret", SECRET])
+            .args(["--access-key", &self.key])
             .args(["--node-id", &spec.id.to_string(), "--shutdown-grace", "1"]);
-        if spec.voter {
-            command.args(["--role", "both", "--voter", &voters.join(",")]);
+        if let Some(url) = &self.redis {
+            command.args(["--engine", "redis", "--redis", url]);
         } else {
-            let joins: Vec<&str> = voters.iter().map(|v| v.split_once('=').map_or(v.as_str(), |(_, a)| a)).collect();
-            command.args(["--role", "edge", "--join", &joins.join(",")]);
+            command.args(["--grpc-listen", &format!("127.0.0.1:{}", spec.grpc), "--cluster-secret", SECRET]);
+            if spec.voter {
+                command.args(["--role", "both", "--voter", &voters.join(",")]);
+            } else {
+                let joins: Vec<&str> =
+                    voters.iter().map(|v| v.split_once('=').map_or(v.as_str(), |(_, a)| a)).collect();
+                command.args(["--role", "edge", "--join", &joins.join(",")]);
+            }
         }
         std::fs::create_dir_all(&self.dir)?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(node))?;

@@ -1,4 +1,5 @@
-//! `switchboard-loadtest chaos`: starts a local raft cluster, runs a mixed workload against it
+//! `switchboard-loadtest chaos`: starts a local cluster (raft, or the Redis engine on a Redis
+//! given with `--redis`), runs a mixed workload against it
 //! while a fault schedule hurts its nodes, records every operation and every delivery, and
 //! checks the history against Switchboard's promises (see [`check`]).
 //!
@@ -6,15 +7,17 @@
 //! through random nodes; REST sends of every kind (all, user, group, connection) and group
 //! changes of connections and of users (with and without TTL) through random nodes. The
 //! faults, one at a time so a quorum survives: `kill -9` of the leader, of another voter and
-//! of an edge node, each restarted on its data; a SIGTERM drain and restart; a SIGSTOP pause
-//! and SIGCONT. After the faults: the cluster must agree on one leader, and once every client
-//! has left, every node must list no connection in any group (routes of dead nodes purged).
+//! of an edge node (on Redis: of any node), each restarted on its data; a SIGTERM drain and
+//! restart; a SIGSTOP pause and SIGCONT. After the faults: every node must be ready again and
+//! (raft) agree on one leader, and once every client has left, every node must list no
+//! connection in any group (routes of dead nodes purged).
 
 mod check;
 mod clients;
 mod cluster;
 mod ops;
 mod rng;
+mod soak;
 
 use check::{History, Life, Member, Outcome, SendTarget, Violation};
 use clients::Clients;
@@ -50,6 +53,10 @@ pub(crate) struct ChaosArgs {
     /// Edge nodes.
     #[arg(long, default_value_t = 1)]
     edges: u64,
+    /// Run the Redis engine on this Redis (`redis://host:port`) instead of raft: `--voters`
+    /// plus `--edges` nodes, all alike.
+    #[arg(long)]
+    redis: Option<String>,
     /// Seconds of faults (the run takes this plus starting, converging and checking).
     #[arg(long, default_value_t = 60)]
     seconds: u64,
@@ -65,6 +72,12 @@ pub(crate) struct ChaosArgs {
     /// Seconds a node stays down or paused.
     #[arg(long, default_value_t = 3.0)]
     fault_length: f64,
+    /// Soak instead: no faults for `--seconds`; every node's memory and open files sampled
+    /// every `--sample-seconds`, failing when either keeps growing.
+    #[arg(long)]
+    soak: bool,
+    #[arg(long, default_value_t = 10.0)]
+    sample_seconds: f64,
     /// Seed of every choice (fault order, targets, clients' lifetimes).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -102,11 +115,20 @@ impl Fault {
             Fault::Pause => "SIGSTOP a voter",
         }
     }
+
+    fn name_on_redis(self) -> &'static str {
+        match self {
+            Fault::KillLeader | Fault::KillVoter | Fault::KillEdge => "kill -9 a node",
+            Fault::Drain => "SIGTERM (drain) a node",
+            Fault::Pause => "SIGSTOP a node",
+        }
+    }
 }
 
 /// A fault as it happened.
 struct Done {
     fault: Fault,
+    name: &'static str,
     node: usize,
     at_us: u64,
     back_us: u64,
@@ -118,20 +140,18 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
     let dir = args.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("switchboard-chaos-{}-{}", std::process::id(), args.seed))
     });
-    let mut cluster = Cluster::new(&args.switchboard, dir.clone(), args.voters.max(1), args.edges, KEY)?;
+    let sizes = (args.voters.max(1), args.edges);
+    let mut cluster = Cluster::new(&args.switchboard, dir.clone(), sizes, args.redis.clone(), KEY)?;
     let nodes = cluster.specs.len();
-    eprintln!(
-        "chaos: {} voters + {} edge nodes in {}, {} s of faults, seed {}",
-        args.voters,
-        args.edges,
-        dir.display(),
-        args.seconds,
-        args.seed
-    );
+    let shape = match &args.redis {
+        None => format!("{} voters + {} edge nodes", args.voters, args.edges),
+        Some(url) => format!("{nodes} nodes of the Redis engine on {url}"),
+    };
+    eprintln!("chaos: {shape} in {}, {} s of faults, seed {}", dir.display(), args.seconds, args.seed);
     let outcome = async {
         cluster.start_all().await?;
         let leader = converge(&cluster).await?;
-        eprintln!("chaos: the cluster serves (leader {leader})");
+        eprintln!("chaos: the cluster serves{}", leader.map(|l| format!(" (leader {l})")).unwrap_or_default());
         let clock = Clock::start();
         let endpoints: Vec<_> = (0..nodes).map(|n| cluster.endpoint(n)).collect();
         let ops = Arc::new(Ops::new(clock, endpoints.clone(), KEY, HUB));
@@ -142,9 +162,21 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
             (0..args.connections).map(|i| tokio::spawn(clients.clone().run(i, args.seed, stopping.clone()))).collect();
         let (stop_load, load_stopping) = watch::channel(false);
         let load = tokio::spawn(workload(ops.clone(), clients.clone(), args.rate, args.seed, load_stopping));
-        let faults = faults(&mut cluster, args, clock).await?;
+        let (faults, samples) = if args.soak {
+            let every = Duration::from_secs_f64(args.sample_seconds.max(1.0));
+            let samples = soak::sample_for(&cluster, args.seconds, every, || lock(&ops.sends).clone()).await;
+            (Vec::new(), samples)
+        } else {
+            (faults(&mut cluster, args, clock).await?, Vec::new())
+        };
+        let growth = soak::growth(&samples);
+        for finding in &growth {
+            eprintln!("soak: {finding}");
+        }
         let after = converge(&cluster).await?;
-        eprintln!("chaos: faults over; the nodes agree on leader {after}");
+        let leader = after.map(|l| format!(" (leader {l})")).unwrap_or_default();
+        let what = if args.soak { "soak over" } else { "faults over" };
+        eprintln!("chaos: {what}; every node serves again{leader}");
         tokio::time::sleep(AFTER_FAULTS).await;
         let _ = stop_load.send(true);
         let _ = load.await;
@@ -162,7 +194,11 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
         }
         let mut report = report(args, &history, &verdict, &faults, &routes, (&memory_before, &memory_after));
         report["lives_by_transport"] = json!(by_transport);
-        Ok::<_, anyhow::Error>((verdict.pass() && routes.is_ok(), report))
+        if args.soak {
+            report["samples"] = json!(samples);
+            report["growth"] = json!(growth);
+        }
+        Ok::<_, anyhow::Error>((verdict.pass() && routes.is_ok() && growth.is_empty(), report))
     }
     .await;
     cluster.stop_all().await;
@@ -180,24 +216,25 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
     Ok(pass)
 }
 
-/// Waits until every node is ready and all name the same leader; returns it.
-async fn converge(cluster: &Cluster) -> anyhow::Result<u64> {
+/// Waits until every node is ready and (raft) all name the same leader; returns it.
+async fn converge(cluster: &Cluster) -> anyhow::Result<Option<u64>> {
     let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
     loop {
+        let mut ready = Vec::new();
         let mut leaders = Vec::new();
         for node in 0..cluster.specs.len() {
             let stats = cluster.node_stats(node).await;
-            let ready = stats.as_ref().is_some_and(|s| s["ready"] == true);
-            leaders.push(stats.and_then(|s| s["raft"]["leader"].as_u64()).filter(|_| ready));
+            ready.push(stats.as_ref().is_some_and(|s| s["ready"] == true));
+            leaders.push(stats.and_then(|s| s["raft"]["leader"].as_u64()));
         }
-        if let Some(Some(leader)) = leaders.first()
-            && leaders.iter().all(|l| *l == Some(*leader))
-        {
-            return Ok(*leader);
+        let leader = leaders.first().copied().flatten();
+        let agreed = !cluster.is_raft() || (leader.is_some() && leaders.iter().all(|l| *l == leader));
+        if agreed && ready.iter().all(|r| *r) {
+            return Ok(leader);
         }
         if tokio::time::Instant::now() >= deadline {
             let seconds = CONVERGE_TIMEOUT.as_secs();
-            anyhow::bail!("the nodes did not agree on a leader within {seconds} s (each node's: {leaders:?})");
+            anyhow::bail!("the nodes did not converge within {seconds} s (ready: {ready:?}, leaders: {leaders:?})");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -212,6 +249,7 @@ async fn faults(cluster: &mut Cluster, args: &ChaosArgs, clock: Clock) -> anyhow
     }
     let voters: Vec<usize> = (0..cluster.specs.len()).filter(|n| cluster.specs[*n].voter).collect();
     let edges: Vec<usize> = (0..cluster.specs.len()).filter(|n| !cluster.specs[*n].voter).collect();
+    let all: Vec<usize> = (0..cluster.specs.len()).collect();
     let end = tokio::time::Instant::now() + Duration::from_secs(args.seconds);
     let interval = Duration::from_secs_f64(args.fault_interval.max(1.0));
     let length = Duration::from_secs_f64(args.fault_length.max(0.1));
@@ -220,12 +258,14 @@ async fn faults(cluster: &mut Cluster, args: &ChaosArgs, clock: Clock) -> anyhow
     while next + length < end {
         tokio::time::sleep_until(next).await;
         let fault = order[done.len() % order.len()];
-        let leader = converge(cluster).await? as usize - 1;
-        let followers: Vec<usize> = voters.iter().copied().filter(|n| *n != leader).collect();
+        let leader = converge(cluster).await?.map(|id| id as usize - 1);
+        let followers: Vec<usize> = voters.iter().copied().filter(|n| Some(*n) != leader).collect();
         let pick = |rng: &mut Rng, from: &[usize]| from.get(rng.below(from.len() as u64) as usize).copied();
         let node = match fault {
-            Fault::KillLeader => Some(leader),
-            Fault::KillVoter | Fault::Pause => pick(&mut rng, &followers).or(Some(leader)),
+            // The Redis engine's nodes are all alike: any of them.
+            _ if !cluster.is_raft() => pick(&mut rng, &all),
+            Fault::KillLeader => leader,
+            Fault::KillVoter | Fault::Pause => pick(&mut rng, &followers).or(leader),
             Fault::Drain => pick(&mut rng, &voters),
             Fault::KillEdge => pick(&mut rng, &edges),
         };
@@ -234,7 +274,8 @@ async fn faults(cluster: &mut Cluster, args: &ChaosArgs, clock: Clock) -> anyhow
             continue;
         };
         let at_us = clock.now_us();
-        eprintln!("chaos: {:>6.1} s  {} (node {})", at_us as f64 / 1e6, fault.name(), cluster.specs[node].id);
+        let name = if cluster.is_raft() { fault.name() } else { fault.name_on_redis() };
+        eprintln!("chaos: {:>6.1} s  {name} (node {})", at_us as f64 / 1e6, cluster.specs[node].id);
         match fault {
             Fault::Pause => {
                 cluster.pause(node, true)?;
@@ -253,7 +294,7 @@ async fn faults(cluster: &mut Cluster, args: &ChaosArgs, clock: Clock) -> anyhow
             }
         }
         let back_us = clock.now_us();
-        done.push(Done { fault, node, at_us, back_us });
+        done.push(Done { fault, name, node, at_us, back_us });
         next += interval;
     }
     Ok(done)
@@ -444,7 +485,7 @@ fn report(
         "edges": args.edges,
         "fault_seconds": args.seconds,
         "faults": faults.iter().map(|f| json!({
-            "fault": f.fault.name(), "node": f.node + 1,
+            "fault": f.name, "node": f.node + 1,
             "at_s": f.at_us as f64 / 1e6, "back_s": f.back_us as f64 / 1e6,
         })).collect::<Vec<_>>(),
         "sends": { "ok": outcomes(Outcome::Ok), "unknown": outcomes(Outcome::Unknown), "refused": outcomes(Outcome::Refused) },
