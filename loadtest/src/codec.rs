@@ -152,6 +152,26 @@ pub(crate) fn timestamp(protocol: Protocol, record: &[u8]) -> Option<u64> {
     }
 }
 
+/// The invocation id of a Completion, when it is a number (the harness numbers its calls).
+pub(crate) fn completion_id(protocol: Protocol, record: &[u8]) -> Option<u64> {
+    match protocol {
+        Protocol::Json => {
+            if json_type(record) != Some(b'3') {
+                return None;
+            }
+            let message: serde_json::Value = serde_json::from_slice(record).ok()?;
+            message.get("invocationId")?.as_str()?.parse().ok()
+        }
+        Protocol::Messagepack => {
+            if msgpack_type(record) != Some(3) {
+                return None;
+            }
+            let message = rmpv::decode::read_value(&mut &record[..]).ok()?;
+            message.as_array()?.get(2)?.as_str()?.parse().ok()
+        }
+    }
+}
+
 /// Just enough MessagePack to walk a hub message.
 struct MsgpackReader<'a> {
     buf: &'a [u8],

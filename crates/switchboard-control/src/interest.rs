@@ -24,6 +24,36 @@ use tokio::sync::{mpsc, watch};
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the task checks that the cluster still knows this node.
 const REGISTRATION_CHECK: Duration = Duration::from_secs(2);
+/// How often a node checks whether its lease lapsed (see [`close_clients_while_lapsed`]).
+const LAPSE_CHECK: Duration = Duration::from_millis(250);
+
+/// Closes every client of this node (telling it to reconnect) whenever the node's lease has
+/// lapsed, until it renews: the cluster may have stopped routing to this node, and a client
+/// left connected would silently miss sends that other nodes answered 202. Runs until the
+/// node stops.
+pub async fn close_clients_while_lapsed(control: ControlPlane, registry: Arc<Registry>) {
+    let request = switchboard_hub::CloseRequest {
+        error: Some("This node lost contact with the cluster; reconnect.".into()),
+        allow_reconnect: true,
+    };
+    let mut lapsed = false;
+    let mut check = tokio::time::interval(LAPSE_CHECK);
+    loop {
+        check.tick().await;
+        let now = control.lease_lapsed();
+        if now && !lapsed {
+            tracing::warn!("this node's cluster lease lapsed; closing its clients until it renews");
+        } else if lapsed && !now {
+            tracing::info!("this node's cluster lease is renewed; accepting clients again");
+        }
+        lapsed = now;
+        if lapsed {
+            for hub in registry.hubs() {
+                hub.close_all(&[], &request);
+            }
+        }
+    }
+}
 /// Most changes in one proposal.
 const MAX_CHANGES: usize = 4096;
 

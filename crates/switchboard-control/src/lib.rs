@@ -25,7 +25,9 @@
 //!   comes from an apply counter stored in the state, so eviction is identical on every replica.
 //!   `ttl=0` is not a membership at all (current connections only) and is never proposed.
 //! * **Nodes and leases**: roles, advertised address, a lease deadline renewed by heartbeat. The
-//!   leader expires dead nodes with [`Command::RemoveNode`], which also purges their interest (G7).
+//!   leader expires dead nodes with [`Command::RemoveNode`], which also purges their interest (G7),
+//!   a margin after the deadline and only once it has led for a whole lease; a node whose own
+//!   lease lapsed closes its clients first ([`close_clients_while_lapsed`]).
 //! * **Routing interest**: which nodes hold live connections of which users and groups, so a send
 //!   to a user or group goes only to nodes that care.
 //!
@@ -90,7 +92,7 @@ use std::sync::Arc;
 
 pub use command::{Command, InterestChange, Response, Roles};
 pub use error::{Error, Result};
-pub use interest::InterestReporter;
+pub use interest::{InterestReporter, close_clients_while_lapsed};
 pub use plane::{ClusterSettings, ControlPlane, RaftNumbers, RemoveError};
 pub use state::{ControlState, NodeInfo};
 pub use store::{LogStore, StateMachineStore, open_store};

@@ -76,6 +76,11 @@ const NODE_ID: u64 = 1;
 /// How long a lease lasts, and how often it is renewed.
 const LEASE: Duration = Duration::from_secs(6);
 const LEASE_RENEWAL: Duration = Duration::from_secs(2);
+/// A leader removes a node this long after its lease ran out, and only once it has led for a
+/// whole lease (renewals could not reach it before): by then a node that really lost contact
+/// has closed its clients itself ([`ControlPlane::lease_lapsed`]), so no send answered 202
+/// skips a node whose clients are still connected.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
 /// Bound on the apply barrier per node.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -95,9 +100,18 @@ pub struct ControlPlane {
     proposal_latency: Arc<switchboard_hub::metrics::Histogram>,
     /// This node's registration, kept to register again if the cluster forgets the node.
     registration: Arc<parking_lot::Mutex<Option<Command>>>,
+    /// An edge-only node's `--join` addresses and advertised address: the leader drops a
+    /// forgotten learner from the raft membership, so such a node joins again before it
+    /// registers again.
+    rejoin: Arc<parking_lot::Mutex<Option<Rejoin>>>,
+    /// When the last lease write that succeeded began (the lease it wrote runs from then).
+    renewed: Arc<parking_lot::Mutex<Option<tokio::time::Instant>>>,
     /// Set while a stopping leader hands off leadership: no new entries, local or forwarded.
     handing_off: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Where an edge-only node joins again: its `--join` addresses and its advertised address.
+type Rejoin = (Vec<String>, String);
 
 /// Raft progress of this node, for metrics.
 pub struct RaftNumbers {
@@ -129,6 +143,8 @@ impl ControlPlane {
             proposals,
             proposal_latency: Arc::default(),
             registration: Arc::default(),
+            rejoin: Arc::default(),
+            renewed: Arc::default(),
             handing_off: Arc::default(),
         };
         tokio::spawn(plane.clone().batch_proposals(queue));
@@ -214,6 +230,9 @@ impl ControlPlane {
         }
         if !cluster.join.is_empty() {
             plane.join(&cluster.join, &cluster.advertise, cluster.control).await?;
+            if !cluster.control {
+                *plane.rejoin.lock() = Some((cluster.join.clone(), cluster.advertise.clone()));
+            }
         }
         plane
             .raft
@@ -230,7 +249,9 @@ impl ControlPlane {
             http,
         };
         *plane.registration.lock() = Some(register.clone());
+        let started = tokio::time::Instant::now();
         plane.write(register).await.context("cannot register the node")?;
+        *plane.renewed.lock() = Some(started);
         let leader = plane.raft.metrics().borrow().current_leader;
         tokio::spawn(plane.keep_lease());
         tracing::info!(node_id, ?leader, "joined the cluster");
@@ -260,16 +281,42 @@ impl ControlPlane {
 
     /// Registers the node again when the routing table lost it (the leader expired its lease
     /// while it was cut off); returns whether it did, so its interest can be reported anew.
+    ///
+    /// Forgotten means: gone from the routing table as this node applied it, or its lease
+    /// expired there; the latter also catches an edge node that no longer receives the log
+    /// (the leader dropped it from the raft membership while it was cut off, so it never
+    /// applied its own removal). An edge-only node joins the raft membership again first.
     pub async fn register_again_if_forgotten(&self) -> bool {
         let Some(Command::RegisterNode { node, roles, advertise, http, .. }) = self.registration.lock().clone() else {
             return false;
         };
-        if self.state.read().nodes().contains_key(&node) {
+        let now = now_ms();
+        if self.state.read().nodes().get(&node).is_some_and(|info| info.lease_until > now) {
             return false;
         }
         tracing::warn!("the cluster forgot this node (lease expired); registering again");
-        let register = Command::RegisterNode { node, roles, advertise, http, lease_until: lease_until() };
-        self.write(register).await.is_ok()
+        let rejoin = self.rejoin.lock().clone();
+        if let Some((addresses, advertise)) = rejoin
+            && let Err(error) = self.join(&addresses, &advertise, false).await
+        {
+            tracing::warn!(%error, "cannot join the cluster again");
+            return false;
+        }
+        let started = tokio::time::Instant::now();
+        let until = lease_until();
+        let register = Command::RegisterNode { node, roles, advertise, http, lease_until: until };
+        let registered = self.write(register).await.is_ok();
+        if registered && self.state.read().nodes().get(&node).is_some_and(|n| n.lease_until >= until) {
+            *self.renewed.lock() = Some(started);
+        }
+        registered
+    }
+
+    /// Whether this node's lease has run out without a renewal: the leader may have removed
+    /// it from the routing table, so sends answered elsewhere no longer reach its clients.
+    /// The node then closes its clients (they reconnect through other nodes) until it renews.
+    pub fn lease_lapsed(&self) -> bool {
+        self.secret.is_some() && self.renewed.lock().is_some_and(|started| started.elapsed() > LEASE)
     }
 
     /// Live edge nodes that hold connections of `user` in `hub`.
@@ -382,21 +429,43 @@ impl ControlPlane {
 
     async fn keep_lease(self) {
         let mut tick = tokio::time::interval(LEASE_RENEWAL);
+        let mut leading_since: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
-            match self.write(Command::RenewLease { node: self.id, lease_until: lease_until() }).await {
+            let started = tokio::time::Instant::now();
+            match self.renew_lease().await {
                 Err(EngineError::ShuttingDown) => return,
                 Err(error) => tracing::warn!(%error, "lease renewal failed"),
-                Ok(()) => {}
+                Ok(()) => *self.renewed.lock() = Some(started),
             }
-            if self.raft.metrics().borrow().current_leader == Some(self.id) {
-                let expired = self.state.read().expired_nodes(now_ms());
+            if self.raft.metrics().borrow().current_leader != Some(self.id) {
+                leading_since = None;
+                continue;
+            }
+            let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= LEASE {
+                let expired =
+                    self.state.read().expired_nodes(now_ms().saturating_sub(EXPIRY_MARGIN.as_millis() as u64));
                 for node in expired {
                     tracing::warn!(node, "node lease expired; removing its routes");
                     let _ = self.write(Command::RemoveNode { node }).await;
                     self.forget_learner(node).await;
                 }
             }
+        }
+    }
+
+    /// Renews this node's lease: committed, and applied here (this node's view is then current
+    /// up to it). Not through [`Self::write`]: a lease waits for no other node's apply, so a
+    /// dead node holding up the apply barrier cannot make the live ones' leases run out.
+    async fn renew_lease(&self) -> Result<(), EngineError> {
+        let until = lease_until();
+        let index = self.propose(Command::RenewLease { node: self.id, lease_until: until }).await?;
+        let applied = self.raft.wait(Some(BARRIER_TIMEOUT)).applied_index_at_least(Some(index), "lease applied").await;
+        match applied {
+            Ok(_) if self.state.read().nodes().get(&self.id).is_some_and(|n| n.lease_until >= until) => Ok(()),
+            Ok(_) => Err(EngineError::NoQuorum("the renewed lease is not in the applied state".into())),
+            Err(error) => Err(EngineError::NoQuorum(format!("the renewal was not applied here: {error}"))),
         }
     }
 
@@ -499,10 +568,25 @@ impl ControlPlane {
     }
 
     /// Proposes one raft entry here or, from a follower, on the leader; returns its index.
+    ///
+    /// A follower's idea of the leader may be stale (it was cut off while leadership moved):
+    /// the node it forwards to then names the leader it knows, and the proposal goes there.
     async fn propose(&self, command: Command) -> Result<u64, EngineError> {
         // A node that just joined may know who leads before it knows where: retry briefly.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut named_leader: Option<String> = None;
         let index = loop {
+            if let Some(address) = named_leader.take() {
+                match self.propose_on(&address, &command).await {
+                    Ok(index) => break index,
+                    Err((error, _)) if tokio::time::Instant::now() > deadline => {
+                        return Err(EngineError::NoQuorum(error));
+                    }
+                    Err((_, next)) => named_leader = next.filter(|next| *next != address),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             let leading = self.raft.metrics().borrow().current_leader == Some(self.id);
             if leading && self.handing_off.load(std::sync::atomic::Ordering::SeqCst) {
                 // Our own log stays still while leadership moves; retry once someone else leads.
@@ -522,14 +606,14 @@ impl ControlPlane {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                     let forwarded = match forward.leader_node {
                         Some(leader) => self.propose_on(&leader.addr, &command).await,
-                        None => Err("no leader is known right now".to_owned()),
+                        None => Err(("no leader is known right now".to_owned(), None)),
                     };
                     match forwarded {
                         Ok(index) => break index,
-                        Err(error) if tokio::time::Instant::now() > deadline => {
+                        Err((error, _)) if tokio::time::Instant::now() > deadline => {
                             return Err(EngineError::NoQuorum(error));
                         }
-                        Err(_) => {}
+                        Err((_, next)) => named_leader = next,
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -540,12 +624,15 @@ impl ControlPlane {
         Ok(index)
     }
 
-    /// Proposes `command` on the leader at `address`; returns its log index.
-    async fn propose_on(&self, address: &str, command: &Command) -> Result<u64, String> {
-        let bytes = rmp_serde::to_vec(command).map_err(|e| e.to_string())?;
-        let mut client = self.admin(address).await?;
-        let reply =
-            client.propose(ProposeRequest { command: bytes.into() }).await.map_err(|s| s.message().to_owned())?;
+    /// Proposes `command` on the leader at `address`; returns its log index, or why not and
+    /// the leader that node named when it is not the leader.
+    async fn propose_on(&self, address: &str, command: &Command) -> Result<u64, (String, Option<String>)> {
+        let bytes = rmp_serde::to_vec(command).map_err(|e| (e.to_string(), None))?;
+        let mut client = self.admin(address).await.map_err(|e| (e, None))?;
+        let reply = client.propose(ProposeRequest { command: bytes.into() }).await.map_err(|status| {
+            let leader = status.metadata().get(LEADER_ADDRESS_HEADER).and_then(|v| v.to_str().ok());
+            (status.message().to_owned(), leader.filter(|l| !l.is_empty()).map(str::to_owned))
+        })?;
         Ok(reply.into_inner().log_index)
     }
 

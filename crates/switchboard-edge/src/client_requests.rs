@@ -228,9 +228,9 @@ async fn long_poll(state: Arc<EdgeState>, headers: &HeaderMap, query: &ClientQue
             };
         }
     };
-    let generation = connection.begin_poll();
-    let payload = connection.next_payload(&state, POLL_TIMEOUT, generation).await;
-    connection.finish_poll(generation);
+    let poll = connection.begin_poll();
+    let payload = connection.next_payload(&state, POLL_TIMEOUT, poll.generation).await;
+    drop(poll);
     match payload {
         Payload::Data(data) => {
             (StatusCode::OK, no_cache, [(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()

@@ -224,19 +224,21 @@ impl HttpConnection {
         self.changed.notify_waiters();
     }
 
-    /// Starts a Long Polling request; an older pending poll is displaced.
-    pub(crate) fn begin_poll(&self) -> u64 {
+    /// Starts a Long Polling request; an older pending poll is displaced. The poll ends when
+    /// the returned guard drops: also when the request is dropped because its client went
+    /// away mid-poll, so an abandoned connection is still reclaimed.
+    pub(crate) fn begin_poll(&self) -> Poll<'_> {
         let mut guard = self.state.lock();
         guard.poll_generation += 1;
         guard.polling = true;
         let generation = guard.poll_generation;
         drop(guard);
         self.changed.notify_waiters();
-        generation
+        Poll { connection: self, generation }
     }
 
     /// Ends a Long Polling request (whatever its outcome).
-    pub(crate) fn finish_poll(&self, generation: u64) {
+    fn finish_poll(&self, generation: u64) {
         let mut guard = self.state.lock();
         if guard.poll_generation == generation {
             guard.polling = false;
@@ -318,5 +320,17 @@ impl HttpConnection {
     /// The protocol once the handshake is done (for keep-alive pings).
     pub(crate) fn protocol(&self) -> Option<Protocol> {
         self.state.lock().session.protocol()
+    }
+}
+
+/// A Long Polling request in progress ([`HttpConnection::begin_poll`]).
+pub(crate) struct Poll<'a> {
+    connection: &'a HttpConnection,
+    pub(crate) generation: u64,
+}
+
+impl Drop for Poll<'_> {
+    fn drop(&mut self) {
+        self.connection.finish_poll(self.generation);
     }
 }

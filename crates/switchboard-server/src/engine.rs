@@ -10,7 +10,7 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_control::{ClusterSettings, ControlPlane, InterestReporter};
+use switchboard_control::{ClusterSettings, ControlPlane, InterestReporter, close_clients_while_lapsed};
 use switchboard_engine::{LocalBus, MembershipStore, NodeBus};
 use switchboard_fanout::{ClusterBus, FanoutClient, FanoutConfig, FanoutService, fanout_server};
 use switchboard_grpc::{ClusterSecret, WarnThrottle};
@@ -143,6 +143,7 @@ impl Engine {
         let http = cluster.advertise_http.clone().unwrap_or_else(|| http_address(bound, &cluster.advertise));
         control.join_cluster(cluster, http).await?;
         tokio::spawn(interest.run(interest_queue, control.clone(), registry.clone()));
+        tokio::spawn(close_clients_while_lapsed(control.clone(), registry.clone()));
         let bus = Arc::new(ClusterBus::new(fanout.clone(), Arc::new(control.clone())));
         let store = Arc::new(control.clone());
         let control = Some(control);

@@ -103,6 +103,11 @@ impl Observability {
         self.parts.lock().as_ref().and_then(|parts| parts.redis.as_ref()).is_none_or(|redis| redis.is_connected())
     }
 
+    /// Whether this node's cluster lease lapsed (see [`refuse_while_lapsed`]).
+    fn lease_lapsed(&self) -> bool {
+        self.parts.lock().as_ref().and_then(|parts| parts.control.as_ref()).is_some_and(|c| c.lease_lapsed())
+    }
+
     pub fn attach(&self, parts: Parts) {
         *self.parts.lock() = Some(parts);
     }
@@ -173,7 +178,7 @@ impl Observability {
         let history: Vec<Sample> = self.history.lock().iter().copied().collect();
         let rest_total: u64 = self.rest.requests.lock().values().sum();
         let mut stats = serde_json::json!({
-            "ready": self.readiness() == Readiness::Ready,
+            "ready": self.readiness() == Readiness::Ready && self.engine_reachable() && !self.lease_lapsed(),
             "draining": self.readiness() == Readiness::Draining,
             "process": process,
             "rest_requests_total": rest_total,
@@ -250,6 +255,24 @@ impl Observability {
 /// Counts REST requests (middleware on the public router), labelled by the kind of call
 /// (`send_user`, `add_connection_to_group`, …). Client transport requests are connections,
 /// counted by the hub.
+/// While this node's cluster lease has lapsed, its view of routes and memberships may be
+/// stale (the cluster went on without it): data-plane REST calls and clients are refused with
+/// 503 and nothing done, rather than answered from that view. Admin and status routes answer.
+pub async fn refuse_while_lapsed(
+    State(control): State<Option<switchboard_control::ControlPlane>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    let data_plane = path.starts_with("/api/hubs/") || path.starts_with("/api/v1/hubs/") || path.starts_with("/client");
+    if data_plane && control.as_ref().is_some_and(|control| control.lease_lapsed()) {
+        let message = "this node lost contact with the cluster; nothing was done, try another node";
+        return switchboard_api::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Error.Service.Unavailable", message)
+            .into_response();
+    }
+    next.run(request).await
+}
+
 pub async fn count_rest(State(observability): State<Arc<Observability>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if !path.starts_with("/api/") {
@@ -303,6 +326,9 @@ pub fn router(observability: Arc<Observability>) -> axum::Router {
                 match o.readiness() {
                     Readiness::Ready if !o.engine_reachable() => {
                         (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable").into_response()
+                    }
+                    Readiness::Ready if o.lease_lapsed() => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "lost contact with the cluster").into_response()
                     }
                     Readiness::Ready => (StatusCode::OK, "ready").into_response(),
                     Readiness::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response(),

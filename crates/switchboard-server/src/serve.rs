@@ -246,7 +246,9 @@ impl Node {
             },
         });
         observability.start_sampling();
-        let app = app.layer(axum::middleware::from_fn_with_state(observability.clone(), crate::metrics::count_rest));
+        let app = app
+            .layer(axum::middleware::from_fn_with_state(engine.control.clone(), crate::metrics::refuse_while_lapsed))
+            .layer(axum::middleware::from_fn_with_state(observability.clone(), crate::metrics::count_rest));
         Ok(Node { endpoint, connection_string, registry, keys, tls, edge, engine, app, observability, admission })
     }
 

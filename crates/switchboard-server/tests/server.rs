@@ -3,7 +3,9 @@
 mod support;
 
 use std::time::Duration;
-use support::{Frame, KEY, read_to_close, start_node};
+use support::{Frame, KEY, WAIT, read_to_close, start_node};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn rest_broadcast_reaches_a_websocket_client() {
@@ -248,6 +250,52 @@ async fn sse_and_long_polling_apply_the_handshake_timeout() {
     assert_eq!((status, body.as_str()), (200, canceled), "the next poll carries the answer");
     let (status, _, _) = node.raw_http("GET", &target, &[], b"").await;
     assert_eq!(status, 204, "then the connection is gone");
+}
+
+/// A Long Polling client that vanishes in the middle of a poll (a closed tab, a network that
+/// went away) sends no DELETE: its connection is reclaimed once the client timeout passes
+/// without a poll, the dropped poll counting as ended.
+#[tokio::test]
+async fn a_long_polling_client_that_vanishes_mid_poll_is_reclaimed() {
+    let node = start_node(|args| {
+        args.keep_alive_interval = Some(1);
+        args.client_timeout = Some(2);
+    })
+    .await;
+    let token = node.client_token("chat", None);
+    let auth = format!("Bearer {token}");
+    let (status, _, body) =
+        node.raw_http("POST", "/client/negotiate?hub=chat&negotiateVersion=1", &[("Authorization", &auth)], b"").await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (id, connection_token) =
+        (answer["connectionId"].as_str().unwrap(), answer["connectionToken"].as_str().unwrap());
+    let target = format!("/client/?hub=chat&id={connection_token}&access_token={token}");
+    assert_eq!(node.raw_http("GET", &target, &[], b"").await.0, 200, "the first poll opens the connection");
+    let handshake = b"{\"protocol\":\"json\",\"version\":1}\x1e";
+    assert_eq!(node.raw_http("POST", &target, &[], handshake).await.0, 200);
+    assert_eq!(node.raw_http("GET", &target, &[], b"").await.0, 200, "the handshake's answer");
+    let exists = format!("/api/hubs/chat/connections/{id}?api-version=2022-06-01");
+    assert_eq!(node.rest("HEAD", &exists, b"").await.0, 200);
+    // A poll that waits for messages, and its client gone without a word.
+    let mut poll = TcpStream::connect(node.addr).await.unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", node.addr);
+    poll.write_all(request.as_bytes()).await.unwrap();
+    let polling = format!("/api/hubs/chat/connections/{id}/:send?api-version=2022-06-01");
+    assert_eq!(node.rest("POST", &polling, br#"{"target":"t","arguments":[]}"#).await.0, 202);
+    let mut first = [0u8; 1];
+    tokio::time::timeout(WAIT, poll.read_exact(&mut first)).await.unwrap().unwrap();
+    let mut poll = TcpStream::connect(node.addr).await.unwrap();
+    poll.write_all(request.as_bytes()).await.unwrap();
+    // The client closes while the server holds the poll (once the server read the request:
+    // closed earlier, the poll never began and there is nothing to test).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(poll);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while node.rest("HEAD", &exists, b"").await.0 != 404 {
+        assert!(tokio::time::Instant::now() < deadline, "the vanished connection was not reclaimed within 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The hostile inputs of the hardening campaign, each through the real HTTP path: a clear 4xx

@@ -46,12 +46,16 @@ pub(crate) struct Life {
     pub(crate) opened_us: u64,
     /// `None`: still open at the end.
     pub(crate) closed_us: Option<u64>,
+    /// Its client left by choice, after its invocations were answered (not lost to a fault).
+    pub(crate) left: bool,
 }
 
 /// One REST send, identified by the message it carries.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Send {
     pub(crate) message: u64,
+    /// The node it was made through (its index), for reports.
+    pub(crate) via: usize,
     pub(crate) target: SendTarget,
     pub(crate) excluded: Vec<String>,
     pub(crate) invoked_us: u64,
@@ -77,6 +81,14 @@ pub(crate) struct GroupChange {
     pub(crate) outcome: Outcome,
 }
 
+/// A client invocation (answered by the upstream) and the connection that made it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Invocation {
+    pub(crate) connection: String,
+    pub(crate) id: u64,
+    pub(crate) invoked_us: u64,
+}
+
 /// What a run recorded.
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct History {
@@ -85,16 +97,47 @@ pub(crate) struct History {
     pub(crate) groups: Vec<GroupChange>,
     /// connection id → the messages it received, in arrival order.
     pub(crate) received: HashMap<String, Vec<u64>>,
+    pub(crate) invocations: Vec<Invocation>,
+    /// connection id → the invocation ids of the completions it received.
+    pub(crate) completions: HashMap<String, Vec<u64>>,
 }
 
 /// A broken promise, with what it involves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Violation {
-    Lost { message: u64, connection: String },
-    Duplicated { message: u64, connection: String, times: usize },
-    NotATarget { message: u64, connection: String },
-    OutOfOrder { connection: String, first: u64, then: u64 },
-    UnknownMessage { message: u64, connection: String },
+    Lost {
+        message: u64,
+        connection: String,
+    },
+    Duplicated {
+        message: u64,
+        connection: String,
+        times: usize,
+    },
+    NotATarget {
+        message: u64,
+        connection: String,
+    },
+    OutOfOrder {
+        connection: String,
+        first: u64,
+        then: u64,
+    },
+    UnknownMessage {
+        message: u64,
+        connection: String,
+    },
+    /// An invocation of a connection that stayed got no completion.
+    Unanswered {
+        invocation: u64,
+        connection: String,
+    },
+    /// A completion arrived twice, or on a connection that did not make the invocation.
+    StrayCompletion {
+        invocation: u64,
+        connection: String,
+        times: usize,
+    },
 }
 
 /// What the check found.
@@ -103,6 +146,7 @@ pub(crate) struct Verdict {
     pub(crate) deliveries_checked: u64,
     pub(crate) sends_ok: u64,
     pub(crate) sends_unknown: u64,
+    pub(crate) completions_checked: u64,
     pub(crate) violations: Vec<Violation>,
 }
 
@@ -154,6 +198,7 @@ pub(crate) fn check(history: &History) -> Verdict {
         }
         verdict.deliveries_checked += received.len() as u64;
     }
+    check_completions(history, &mut verdict);
     for send in history.sends.iter().filter(|s| s.outcome == Outcome::Ok) {
         for life in &history.lives {
             let open_throughout =
@@ -167,6 +212,39 @@ pub(crate) fn check(history: &History) -> Verdict {
         }
     }
     verdict
+}
+
+/// Client results: each invocation is answered once, on the connection that made it; one
+/// whose client left by choice (it waits for its answers first) is answered.
+fn check_completions(history: &History, verdict: &mut Verdict) {
+    let made: HashMap<u64, &Invocation> = history.invocations.iter().map(|i| (i.id, i)).collect();
+    for (connection, ids) in &history.completions {
+        let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+        for id in ids {
+            *counts.entry(*id).or_default() += 1;
+        }
+        for (&invocation, &times) in &counts {
+            let mine = made.get(&invocation).is_some_and(|i| i.connection == *connection);
+            if times > 1 || !mine {
+                verdict.violations.push(Violation::StrayCompletion {
+                    invocation,
+                    connection: connection.clone(),
+                    times,
+                });
+            }
+        }
+        verdict.completions_checked += ids.len() as u64;
+    }
+    let left: std::collections::HashSet<&str> =
+        history.lives.iter().filter(|l| l.left).map(|l| l.id.as_str()).collect();
+    for invocation in &history.invocations {
+        let answered = history.completions.get(&invocation.connection).is_some_and(|c| c.contains(&invocation.id));
+        if left.contains(invocation.connection.as_str()) && !answered {
+            verdict
+                .violations
+                .push(Violation::Unanswered { invocation: invocation.id, connection: invocation.connection.clone() });
+        }
+    }
 }
 
 /// Whether `send` certainly targets `life`: for a group send, a join of the connection or its
@@ -244,6 +322,8 @@ pub(crate) fn counts(verdict: &Verdict) -> BTreeMap<&'static str, usize> {
             Violation::NotATarget { .. } => "not_a_target",
             Violation::OutOfOrder { .. } => "out_of_order",
             Violation::UnknownMessage { .. } => "unknown_message",
+            Violation::Unanswered { .. } => "unanswered_invocation",
+            Violation::StrayCompletion { .. } => "stray_completion",
         };
         *counts.entry(kind).or_default() += 1;
     }
@@ -255,11 +335,11 @@ mod tests {
     use super::*;
 
     fn life(id: &str, user: Option<&str>, opened: u64, closed: Option<u64>) -> Life {
-        Life { id: id.into(), user: user.map(Into::into), opened_us: opened, closed_us: closed }
+        Life { id: id.into(), user: user.map(Into::into), opened_us: opened, closed_us: closed, left: false }
     }
 
     fn send(message: u64, target: SendTarget, invoked: u64, completed: u64, outcome: Outcome) -> Send {
-        Send { message, target, excluded: vec![], invoked_us: invoked, completed_us: completed, outcome }
+        Send { message, via: 0, target, excluded: vec![], invoked_us: invoked, completed_us: completed, outcome }
     }
 
     fn history() -> History {
@@ -280,6 +360,8 @@ mod tests {
                 outcome: Outcome::Ok,
             }],
             received: HashMap::from([("a".into(), vec![1, 2, 3]), ("b".into(), vec![1])]),
+            invocations: Vec::new(),
+            completions: HashMap::new(),
         }
     }
 
@@ -400,5 +482,20 @@ mod tests {
         h.groups.push(change(Member::User("alice".into()), true, 320));
         h.groups.push(change(Member::Connection("a".into()), false, 350));
         assert_eq!(check(&h).violations, vec![Violation::Lost { message: 3, connection: "a".into() }]);
+    }
+
+    #[test]
+    fn every_invocation_of_a_client_that_left_is_answered_once_where_it_was_made() {
+        let mut h = history();
+        let call = |connection: &str, id: u64| Invocation { connection: connection.into(), id, invoked_us: 50 };
+        h.invocations = vec![call("a", 7), call("b", 8)];
+        h.completions = HashMap::from([("a".into(), vec![7])]);
+        assert!(check(&h).pass(), "b was lost, not left: 8 is not owed");
+        h.lives[1].left = true;
+        assert_eq!(check(&h).violations, vec![Violation::Unanswered { invocation: 8, connection: "b".into() }]);
+        h.completions.insert("b".into(), vec![8, 8, 7]);
+        let violations = check(&h).violations;
+        assert!(violations.contains(&Violation::StrayCompletion { invocation: 8, connection: "b".into(), times: 2 }));
+        assert!(violations.contains(&Violation::StrayCompletion { invocation: 7, connection: "b".into(), times: 1 }));
     }
 }

@@ -2,16 +2,21 @@
 //! message it receives, leaves after a while and comes back, and reconnects (through another
 //! node) when its connection is lost.
 //!
+//! Every client also invokes `echo` now and then; the cluster's upstream (the harness's own)
+//! answers each with a Completion.
+//!
 //! A client that leaves first sends itself a marker message through REST and waits for it:
 //! by G4 every send answered before the marker was made has arrived by then, so the life
-//! counts as closed from the marker's start and nothing in flight is mistaken for lost.
+//! counts as closed from the marker's start and nothing in flight is mistaken for lost. It
+//! also waits for the answers to its invocations.
 
-use super::check::{Outcome, SendTarget};
+use super::check::{Invocation, Outcome, SendTarget};
 use super::ops::{Ops, lock};
 use super::rng::Rng;
 use crate::client::{self, Endpoint, Opening};
 use crate::{Protocol, Transport, codec};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -25,8 +30,12 @@ const KINDS: [(Transport, Protocol); 5] = [
     (Transport::LongPolling, Protocol::Messagepack),
 ];
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-const MARKER_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a leaving client waits for its marker and its answers (the upstream timeout is
+/// 20 s: an invocation it did not answer still gets its Completion by then).
+const MARKER_TIMEOUT: Duration = Duration::from_secs(25);
 const PING_EVERY: Duration = Duration::from_secs(10);
+/// A client invokes `echo` this often.
+const INVOKE_EVERY: Duration = Duration::from_millis(1500);
 
 /// One connection's life as the client saw it.
 #[derive(Clone, Debug)]
@@ -38,6 +47,8 @@ pub(crate) struct LifeRecord {
     pub(crate) opened_us: u64,
     /// When it was lost (as noticed) or left (its marker's start); `None` while open.
     pub(crate) closed_us: Option<u64>,
+    /// Its client left by choice once its marker and every answer had arrived.
+    pub(crate) left: bool,
 }
 
 #[derive(Default)]
@@ -45,6 +56,9 @@ pub(crate) struct Recording {
     pub(crate) lives: Vec<LifeRecord>,
     /// Connection id → the messages it received, in order.
     pub(crate) received: HashMap<String, Vec<u64>>,
+    pub(crate) invocations: Vec<Invocation>,
+    /// Connection id → the invocation ids of the completions it received.
+    pub(crate) completions: HashMap<String, Vec<u64>>,
 }
 
 /// What every client shares.
@@ -57,6 +71,7 @@ pub(crate) struct Clients {
     users: u64,
     /// Seconds a life lasts before the client leaves (spread over 1x..2x).
     lifetime: f64,
+    next_invocation: AtomicU64,
 }
 
 impl Clients {
@@ -69,6 +84,7 @@ impl Clients {
             key: key.to_owned(),
             users: users.max(1),
             lifetime: 8.0,
+            next_invocation: AtomicU64::new(1),
         }
     }
 
@@ -127,7 +143,8 @@ impl Clients {
         let mut life: Option<usize> = None;
         let start = |recording: &mut Recording| {
             let user = self.user(index);
-            let life = LifeRecord { id: id.clone(), user, node, transport, opened_us: clock.now_us(), closed_us: None };
+            let opened_us = clock.now_us();
+            let life = LifeRecord { id: id.clone(), user, node, transport, opened_us, closed_us: None, left: false };
             recording.lives.push(life);
             recording.received.entry(id.clone()).or_default();
             recording.lives.len() - 1
@@ -144,9 +161,13 @@ impl Clients {
                 life = Some(start(&mut recording));
                 payload = rest;
             }
-            let received = recording.received.entry(id.clone()).or_default();
+            let Recording { received, completions, .. } = &mut *recording;
+            let (received, completions) =
+                (received.entry(id.clone()).or_default(), completions.entry(id.clone()).or_default());
             codec::for_each_message(protocol, payload, |record| {
-                if let Some(message) = codec::timestamp(protocol, record) {
+                if let Some(invocation) = codec::completion_id(protocol, record) {
+                    completions.push(invocation);
+                } else if let Some(message) = codec::timestamp(protocol, record) {
                     received.push(message);
                 }
             });
@@ -155,10 +176,26 @@ impl Clients {
         };
         let long_polling = transport == Transport::LongPolling;
         let (receiving, mut sending) = client::split(&mut session, long_polling);
-        let pinging = async {
+        let quiet = AtomicBool::new(false);
+        // Pings (Long Polling's polls keep it alive) and `echo` invocations until leaving.
+        let calling = async {
+            let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+            let mut invoke = tokio::time::interval_at(tokio::time::Instant::now() + INVOKE_EVERY, INVOKE_EVERY);
             loop {
-                tokio::time::sleep(PING_EVERY).await;
-                if !long_polling && sending.send(codec::ping(protocol)).await.is_err() {
+                let message = tokio::select! {
+                    _ = ping.tick(), if !long_polling => codec::ping(protocol).to_vec(),
+                    _ = invoke.tick() => {
+                        if quiet.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        let number = self.next_invocation.fetch_add(1, Ordering::Relaxed);
+                        let invoked_us = clock.now_us();
+                        let invocation = Invocation { connection: id.clone(), id: number, invoked_us };
+                        lock(&self.recording).invocations.push(invocation);
+                        codec::invocation(protocol, Some(number), "echo", number, "")
+                    }
+                };
+                if sending.send(&message).await.is_err() {
                     return;
                 }
             }
@@ -168,24 +205,31 @@ impl Clients {
                 _ = tokio::time::sleep(lifetime) => {}
                 _ = stop.wait_for(|s| *s) => {}
             }
+            quiet.store(true, Ordering::SeqCst);
             let marker_us = clock.now_us();
             let (marker, outcome) = self.ops.send(node, SendTarget::Connection(id.clone())).await;
-            if outcome == Outcome::Ok {
-                let seen = |_: &u64| lock(&self.recording).received.get(&id).is_some_and(|r| r.contains(&marker));
-                let _ = tokio::time::timeout(MARKER_TIMEOUT, arrivals.wait_for(seen)).await;
-            }
-            marker_us
+            let settled = |_: &u64| {
+                let recording = lock(&self.recording);
+                let arrived = recording.received.get(&id).is_some_and(|r| r.contains(&marker));
+                let answered = recording.completions.get(&id).map(Vec::as_slice).unwrap_or_default();
+                let unanswered = recording.invocations.iter().any(|i| i.connection == id && !answered.contains(&i.id));
+                (arrived || outcome != Outcome::Ok) && !unanswered
+            };
+            let settled = tokio::time::timeout(MARKER_TIMEOUT, arrivals.wait_for(settled)).await.is_ok();
+            (marker_us, settled)
         };
-        let (closed_us, left) = tokio::select! {
-            _ = client::read_messages(transport, false, receiving, &mut on_payload) => (clock.now_us(), false),
-            _ = pinging => (clock.now_us(), false),
-            marker_us = leaving => (marker_us, true),
+        let (closed_us, left, settled) = tokio::select! {
+            _ = client::read_messages(transport, false, receiving, &mut on_payload) => (clock.now_us(), false, false),
+            _ = calling => (clock.now_us(), false, false),
+            (marker_us, settled) = leaving => (marker_us, true, settled),
         };
         if left {
             let _ = tokio::time::timeout(OPEN_TIMEOUT, session.delete(self.endpoints[node].addr)).await;
         }
         if let Some(life) = life {
-            lock(&self.recording).lives[life].closed_us = Some(closed_us);
+            let mut recording = lock(&self.recording);
+            recording.lives[life].closed_us = Some(closed_us);
+            recording.lives[life].left = left && settled;
         }
     }
 }

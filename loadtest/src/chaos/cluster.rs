@@ -2,6 +2,10 @@
 //! loopback ports chosen at run time, each with its data directory and a log file (appended
 //! across restarts): voters and edge nodes of the raft engine, or nodes of the Redis engine
 //! sharing one Redis.
+//!
+//! With a partition (`--partition`), node 1 lives alone in a network namespace joined to the
+//! host by a veth pair (root and iproute2's `ip` needed); the other nodes listen on the host's
+//! end of the link. Taking the namespace's end down cuts node 1 off in both directions.
 
 use crate::client::Endpoint;
 use anyhow::{Context, bail};
@@ -19,41 +23,127 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 const SECRET: &str = "chaos-cluster-secret";
 
-/// One node's fixed identity: it keeps its ports and data across restarts.
+/// One node's fixed identity: it keeps its address, ports and data across restarts.
 pub(crate) struct NodeSpec {
     pub(crate) id: u64,
     pub(crate) voter: bool,
+    ip: String,
     pub(crate) http: u16,
     grpc: u16,
 }
 
+/// Node 1's network namespace and the veth pair that joins it to the host; removed on drop.
+struct Namespace {
+    name: String,
+    host_link: String,
+    inner_link: String,
+}
+
+/// Ports inside the namespace (nothing else lives there).
+const INNER_HTTP: u16 = 8101;
+const INNER_GRPC: u16 = 7101;
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let status = std::process::Command::new("ip").args(args).stderr(Stdio::null()).status();
+    match status {
+        Ok(status) if status.success() => Ok(()),
+        Ok(_) => bail!("`ip {}` failed (a partition needs root)", args.join(" ")),
+        Err(e) => bail!("cannot run iproute2's `ip` (a partition needs it): {e}"),
+    }
+}
+
+impl Namespace {
+    /// Creates the namespace; returns it with the host's and the namespace's addresses.
+    fn create() -> anyhow::Result<(Namespace, String, String)> {
+        let tag = std::process::id() % 100_000;
+        let name = format!("sbchaos{tag}");
+        let (host_link, inner_link) = (format!("sbch{tag}"), format!("sbci{tag}"));
+        let subnet = format!("10.{}.{}", 200 + tag % 50, tag % 250);
+        let (host_ip, inner_ip) = (format!("{subnet}.1"), format!("{subnet}.2"));
+        // Leftovers of an earlier run with the same pid would make `add` fail.
+        let _ = ip(&["netns", "delete", &name]);
+        let _ = ip(&["link", "delete", &host_link]);
+        ip(&["netns", "add", &name])?;
+        let namespace = Namespace { name, host_link, inner_link };
+        let (name, host_link, inner_link) = (&namespace.name, &namespace.host_link, &namespace.inner_link);
+        ip(&["link", "add", host_link, "type", "veth", "peer", "name", inner_link])?;
+        ip(&["link", "set", inner_link, "netns", name])?;
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", host_link])?;
+        ip(&["link", "set", host_link, "up"])?;
+        ip(&["-n", name, "addr", "add", &format!("{inner_ip}/30"), "dev", inner_link])?;
+        ip(&["-n", name, "link", "set", inner_link, "up"])?;
+        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        Ok((namespace, host_ip, inner_ip))
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "delete", &self.host_link]);
+        let _ = ip(&["netns", "delete", &self.name]);
+    }
+}
+
 pub(crate) struct Cluster {
+    /// Dropped after the children (fields drop in order): node 1's namespace, if any.
+    children: Vec<Option<Child>>,
+    namespace: Option<Namespace>,
     binary: PathBuf,
     /// The Redis engine's URL; `None`: the raft engine.
     redis: Option<String>,
+    /// The nodes' `--upstream` URL template, if any.
+    pub(crate) upstream: Option<String>,
+    /// The address every node can reach the harness at (upstream, clients).
+    pub(crate) host_ip: String,
     pub(crate) dir: PathBuf,
     pub(crate) key: String,
     pub(crate) specs: Vec<NodeSpec>,
-    children: Vec<Option<Child>>,
 }
 
 impl Cluster {
-    /// Chooses ports and directories for `voters` voters and `edges` edge nodes (not started);
-    /// with `redis`, `voters + edges` nodes of the Redis engine.
+    /// Chooses addresses, ports and directories for `voters` voters and `edges` edge nodes
+    /// (not started); with `redis`, `voters + edges` nodes of the Redis engine; with
+    /// `partition`, node 1 in a namespace of its own.
     pub(crate) fn new(
         binary: &Path,
         dir: PathBuf,
         (voters, edges): (u64, u64),
         redis: Option<String>,
+        partition: bool,
         key: &str,
     ) -> anyhow::Result<Cluster> {
+        let (namespace, host_ip, inner_ip) = match partition {
+            true => {
+                let (namespace, host_ip, inner_ip) = Namespace::create()?;
+                (Some(namespace), host_ip, Some(inner_ip))
+            }
+            false => (None, "127.0.0.1".to_owned(), None),
+        };
         let mut specs = Vec::new();
         for id in 1..=voters + edges {
             let voter = id <= voters && redis.is_none();
-            specs.push(NodeSpec { id, voter, http: free_port()?, grpc: free_port()? });
+            let spec = match (&inner_ip, id) {
+                (Some(inner), 1) => NodeSpec { id, voter, ip: inner.clone(), http: INNER_HTTP, grpc: INNER_GRPC },
+                _ => {
+                    NodeSpec { id, voter, http: free_port(&host_ip)?, grpc: free_port(&host_ip)?, ip: host_ip.clone() }
+                }
+            };
+            specs.push(spec);
         }
         let children = specs.iter().map(|_| None).collect();
-        Ok(Cluster { binary: binary.to_owned(), redis, dir, key: key.to_owned(), specs, children })
+        let binary = binary.to_owned();
+        Ok(Cluster { children, namespace, binary, redis, upstream: None, host_ip, dir, key: key.to_owned(), specs })
+    }
+
+    /// Whether node 1 can be cut off (it lives in a namespace).
+    pub(crate) fn can_partition(&self) -> bool {
+        self.namespace.is_some()
+    }
+
+    /// Cuts node 1 off from every other node and the clients (`true`), or heals (`false`).
+    pub(crate) fn cut(&self, cut: bool) -> anyhow::Result<()> {
+        let namespace = self.namespace.as_ref().context("no node lives in a namespace")?;
+        ip(&["-n", &namespace.name, "link", "set", &namespace.inner_link, if cut { "down" } else { "up" }])
     }
 
     /// Whether the nodes run the raft engine (and so have a leader).
@@ -62,7 +152,8 @@ impl Cluster {
     }
 
     pub(crate) fn endpoint(&self, node: usize) -> Endpoint {
-        Endpoint::parse(&format!("http://127.0.0.1:{}", self.specs[node].http)).expect("a loopback endpoint parses")
+        let spec = &self.specs[node];
+        Endpoint::parse(&format!("http://{}:{}", spec.ip, spec.http)).expect("an IPv4 endpoint parses")
     }
 
     pub(crate) fn log_path(&self, node: usize) -> PathBuf {
@@ -90,18 +181,28 @@ impl Cluster {
     fn spawn(&mut self, node: usize) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
         let spec = &self.specs[node];
         let voters: Vec<String> =
-            self.specs.iter().filter(|s| s.voter).map(|s| format!("{}=127.0.0.1:{}", s.id, s.grpc)).collect();
-        let mut command = Command::new(&self.binary);
+            self.specs.iter().filter(|s| s.voter).map(|s| format!("{}={}:{}", s.id, s.ip, s.grpc)).collect();
+        let mut command = match (&self.namespace, spec.id) {
+            (Some(namespace), 1) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", &namespace.name]).arg(&self.binary);
+                command
+            }
+            _ => Command::new(&self.binary),
+        };
         command
             .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{}", spec.http)])
+            .args(["--listen", &format!("{}:{}", spec.ip, spec.http)])
             .args(["--data-dir", &self.dir.join(format!("node-{}", spec.id)).display().to_string()])
             .args(["--access-key", &self.key])
             .args(["--node-id", &spec.id.to_string(), "--shutdown-grace", "1"]);
+        if let Some(upstream) = &self.upstream {
+            command.args(["--upstream", upstream]);
+        }
         if let Some(url) = &self.redis {
             command.args(["--engine", "redis", "--redis", url]);
         } else {
-            command.args(["--grpc-listen", &format!("127.0.0.1:{}", spec.grpc), "--cluster-secret", SECRET]);
+            command.args(["--grpc-listen", &format!("{}:{}", spec.ip, spec.grpc), "--cluster-secret", SECRET]);
             if spec.voter {
                 command.args(["--role", "both", "--voter", &voters.join(",")]);
             } else {
@@ -212,7 +313,7 @@ impl Cluster {
     }
 }
 
-/// A loopback port free right now (bound and released).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A port free on `ip` right now (bound and released).
+fn free_port(ip: &str) -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
 }

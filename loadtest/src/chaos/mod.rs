@@ -57,6 +57,10 @@ pub(crate) struct ChaosArgs {
     /// plus `--edges` nodes, all alike.
     #[arg(long)]
     redis: Option<String>,
+    /// Also partition node 1 (a voter) from everything else now and then: it runs in a
+    /// network namespace of its own (needs root and iproute2).
+    #[arg(long)]
+    partition: bool,
     /// Seconds of faults (the run takes this plus starting, converging and checking).
     #[arg(long, default_value_t = 60)]
     seconds: u64,
@@ -101,6 +105,7 @@ enum Fault {
     KillEdge,
     Drain,
     Pause,
+    Partition,
 }
 
 impl Fault {
@@ -113,6 +118,7 @@ impl Fault {
             Fault::KillEdge => "kill -9 an edge node",
             Fault::Drain => "SIGTERM (drain) a voter",
             Fault::Pause => "SIGSTOP a voter",
+            Fault::Partition => "cut a voter off the network",
         }
     }
 
@@ -121,6 +127,7 @@ impl Fault {
             Fault::KillLeader | Fault::KillVoter | Fault::KillEdge => "kill -9 a node",
             Fault::Drain => "SIGTERM (drain) a node",
             Fault::Pause => "SIGSTOP a node",
+            Fault::Partition => "cut a node off the network",
         }
     }
 }
@@ -141,7 +148,13 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
         std::env::temp_dir().join(format!("switchboard-chaos-{}-{}", std::process::id(), args.seed))
     });
     let sizes = (args.voters.max(1), args.edges);
-    let mut cluster = Cluster::new(&args.switchboard, dir.clone(), sizes, args.redis.clone(), KEY)?;
+    let partition = args.partition && args.redis.is_none();
+    let mut cluster = Cluster::new(&args.switchboard, dir.clone(), sizes, args.redis.clone(), partition, KEY)?;
+    // The harness's echo upstream answers every client invocation.
+    let upstream = tokio::net::TcpListener::bind((cluster.host_ip.as_str(), 0)).await?;
+    cluster.upstream = Some(format!("http://{}/{{event}}", upstream.local_addr()?));
+    let upstream_calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let upstream = tokio::spawn(crate::upstream::serve(upstream, upstream_calls.clone()));
     let nodes = cluster.specs.len();
     let shape = match &args.redis {
         None => format!("{} voters + {} edge nodes", args.voters, args.edges),
@@ -202,7 +215,9 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
     }
     .await;
     cluster.stop_all().await;
-    let (pass, report) = outcome?;
+    upstream.abort();
+    let (pass, mut report) = outcome?;
+    report["upstream_calls"] = json!(upstream_calls.load(std::sync::atomic::Ordering::Relaxed));
     match args.report.as_deref() {
         Some(path) if path == std::path::Path::new("-") => println!("{}", serde_json::to_string_pretty(&report)?),
         Some(path) => std::fs::write(path, serde_json::to_string_pretty(&report)?)?,
@@ -244,6 +259,9 @@ async fn converge(cluster: &Cluster) -> anyhow::Result<Option<u64>> {
 async fn faults(cluster: &mut Cluster, args: &ChaosArgs, clock: Clock) -> anyhow::Result<Vec<Done>> {
     let mut rng = Rng::new(args.seed);
     let mut order = Fault::ALL.to_vec();
+    if cluster.can_partition() {
+        order.push(Fault::Partition);
+    }
     for i in (1..order.len()).rev() {
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }
@@ -268,6 +286,8 @@ async fn faults(cluster: &mut Cluster, args: &ChaosArgs, clock: Clock) -> anyhow
             Fault::KillVoter | Fault::Pause => pick(&mut rng, &followers).or(leader),
             Fault::Drain => pick(&mut rng, &voters),
             Fault::KillEdge => pick(&mut rng, &edges),
+            // Node 1 is the one in a namespace of its own.
+            Fault::Partition => Some(0),
         };
         let Some(node) = node else {
             next += interval;
@@ -281,6 +301,11 @@ async fn faults(cluster: &mut Cluster, args: &ChaosArgs, clock: Clock) -> anyhow
                 cluster.pause(node, true)?;
                 tokio::time::sleep(length).await;
                 cluster.pause(node, false)?;
+            }
+            Fault::Partition => {
+                cluster.cut(true)?;
+                tokio::time::sleep(length).await;
+                cluster.cut(false)?;
             }
             Fault::Drain => {
                 cluster.terminate(node).await?;
@@ -297,6 +322,7 @@ async fn faults(cluster: &mut Cluster, args: &ChaosArgs, clock: Clock) -> anyhow
         done.push(Done { fault, name, node, at_us, back_us });
         next += interval;
     }
+    tokio::time::sleep_until(end).await;
     Ok(done)
 }
 
@@ -351,17 +377,30 @@ async fn operation(ops: &Ops, clients: &Clients, rng: &mut Rng) {
     }
 }
 
+/// After a partition heals, its clients learn within this long whether their connections
+/// survived it.
+const PARTITION_NEWS: Duration = Duration::from_secs(5);
+
 /// The history the checker reads. A life on a node that was killed or drained counts as
-/// closed from the fault's start, not from when its client noticed.
+/// closed from the fault's start, not from when its client noticed; so does a life on a
+/// partitioned node that ended while cut off or soon after the partition healed (its client
+/// could not hear of it earlier).
 fn history(clients: &Clients, ops: &Ops, faults: &[Done]) -> History {
     let recording = lock(&clients.recording);
     let lives = recording
         .lives
         .iter()
         .map(|life| {
+            let ended_by = |f: &Done| match f.fault {
+                Fault::Pause => false,
+                Fault::Partition => {
+                    life.closed_us.is_some_and(|closed| closed <= f.back_us + PARTITION_NEWS.as_micros() as u64)
+                }
+                _ => true,
+            };
             let fault = faults
                 .iter()
-                .filter(|f| f.node == life.node && f.fault != Fault::Pause && f.at_us >= life.opened_us)
+                .filter(|f| f.node == life.node && f.at_us >= life.opened_us && ended_by(f))
                 .map(|f| f.at_us)
                 .min();
             let closed_us = match (life.closed_us, fault) {
@@ -369,7 +408,8 @@ fn history(clients: &Clients, ops: &Ops, faults: &[Done]) -> History {
                 (None, Some(fault)) => Some(fault),
                 (closed, None) => closed,
             };
-            Life { id: life.id.clone(), user: Some(life.user.clone()), opened_us: life.opened_us, closed_us }
+            let user = Some(life.user.clone());
+            Life { id: life.id.clone(), user, opened_us: life.opened_us, closed_us, left: life.left }
         })
         .collect();
     History {
@@ -377,6 +417,8 @@ fn history(clients: &Clients, ops: &Ops, faults: &[Done]) -> History {
         sends: lock(&ops.sends).clone(),
         groups: lock(&ops.groups).clone(),
         received: recording.received.clone(),
+        invocations: recording.invocations.clone(),
+        completions: recording.completions.clone(),
     }
 }
 
@@ -467,8 +509,10 @@ fn report(
         changes(Outcome::Refused),
     );
     eprintln!(
-        "chaos: {} deliveries checked over {} connection lives; {} faults",
+        "chaos: {} deliveries and {} of {} invocations' completions checked over {} connection lives; {} faults",
         verdict.deliveries_checked,
+        verdict.completions_checked,
+        history.invocations.len(),
         history.lives.len(),
         faults.len()
     );
@@ -492,6 +536,8 @@ fn report(
         "group_changes": { "ok": changes(Outcome::Ok), "unknown": changes(Outcome::Unknown), "refused": changes(Outcome::Refused) },
         "lives": history.lives.len(),
         "deliveries_checked": verdict.deliveries_checked,
+        "invocations": history.invocations.len(),
+        "completions_checked": verdict.completions_checked,
         "violations": check::counts(verdict),
         "first_violations": first,
         "routes_purged": routes.clone().err().unwrap_or_else(|| "yes".into()),
@@ -507,9 +553,10 @@ fn describe(history: &History, violation: &Violation) -> String {
             || format!("message {message} (never sent)"),
             |s| {
                 format!(
-                    "message {} to {:?} made at {:.3} s, answered {:?} at {:.3} s",
+                    "message {} to {:?} made through node {} at {:.3} s, answered {:?} at {:.3} s",
                     s.message,
                     s.target,
+                    s.via + 1,
                     s.invoked_us as f64 / 1e6,
                     s.outcome,
                     s.completed_us as f64 / 1e6
@@ -542,6 +589,12 @@ fn describe(history: &History, violation: &Violation) -> String {
         }
         Violation::OutOfOrder { connection, first, then } => {
             format!("out of order at {}: {} arrived after {}", life(connection), send(first), send(then))
+        }
+        Violation::Unanswered { invocation, connection } => {
+            format!("unanswered: invocation {invocation} of {} got no completion", life(connection))
+        }
+        Violation::StrayCompletion { invocation, connection, times } => {
+            format!("stray completion: invocation {invocation}'s completion reached {} {times} times", life(connection))
         }
         Violation::UnknownMessage { message, connection } => {
             format!("unknown message {message} at {}", life(connection))

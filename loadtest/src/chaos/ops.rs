@@ -67,7 +67,7 @@ impl Ops {
         let invoked_us = self.clock.now_us();
         let outcome = self.call(node, "POST", &path, "", body.as_bytes()).await;
         let completed_us = self.clock.now_us();
-        let send = Send { message, target, excluded: Vec::new(), invoked_us, completed_us, outcome };
+        let send = Send { message, via: node, target, excluded: Vec::new(), invoked_us, completed_us, outcome };
         lock(&self.sends).push(send);
         (message, outcome)
     }
