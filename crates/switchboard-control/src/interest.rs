@@ -157,9 +157,11 @@ impl InterestSink for InterestReporter {
         let mut applied = self.applied.subscribe();
         Box::pin(async move {
             let reached = tokio::time::timeout(SETTLE_TIMEOUT, applied.wait_for(|at| *at >= target)).await;
-            if reached.is_err() {
-                tracing::warn!("routing interest not applied everywhere within 5 s; answering anyway");
+            let settled = matches!(reached, Ok(Ok(_)));
+            if !settled {
+                tracing::warn!("routing interest not applied everywhere within 5 s; refusing what waited on it");
             }
+            settled
         })
     }
 }

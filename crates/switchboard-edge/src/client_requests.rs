@@ -289,7 +289,9 @@ pub(crate) async fn post(State(state): State<Arc<EdgeState>>, request: Request) 
             }
         }
         let _release = Release(connection.clone());
-        settle.await;
+        if !settle.await {
+            connection.refuse_unroutable(&state);
+        }
     }
     // An empty body: signalrcore parses any non-empty answer as JSON.
     StatusCode::OK.into_response()

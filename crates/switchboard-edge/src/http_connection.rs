@@ -196,6 +196,18 @@ impl HttpConnection {
         self.end(state, Disconnect::ServerClosed);
     }
 
+    /// Ends a connection whose routing could not be updated everywhere in time, answering its
+    /// handshake with an error instead of success: sends from other nodes would miss it.
+    pub(crate) fn refuse_unroutable(&self, state: &EdgeState) {
+        {
+            let mut guard = self.state.lock();
+            guard.replies = handshake::error_response(crate::UNROUTABLE);
+            guard.settling = false;
+        }
+        state.registry.stats().connect_failed(ConnectFailure::Handshake);
+        self.end(state, Disconnect::ServerClosed);
+    }
+
     /// Lets the held handshake answer (and what follows it) go out.
     pub(crate) fn settled(&self) {
         self.state.lock().settling = false;

@@ -39,6 +39,10 @@ pub use config::EdgeConfig;
 pub use forward::PeerDirectory;
 pub use session::{Output, Session};
 
+/// The handshake error of a client whose routing could not be updated everywhere in time (a
+/// cluster without a leader): it is told to try again rather than left unreachable.
+pub(crate) const UNROUTABLE: &str = "The connection could not be registered with the cluster in time; try again.";
+
 use axum::Router;
 use axum::routing::{get, post};
 use parking_lot::Mutex;

@@ -24,8 +24,12 @@ impl NodeBus for LocalBus {
         let applied = self.registry.get(hub).map_or(Applied::NotFound, |hub| hub.apply(&call));
         let settled = (applied.found() && call.adds_interest()).then(|| self.registry.interest_settled());
         Box::pin(async move {
-            if let Some(settled) = settled {
-                settled.await;
+            if let Some(settled) = settled
+                && !settled.await
+            {
+                return Err(EngineError::Timeout(
+                    "routing to the connection was not updated everywhere in time".into(),
+                ));
             }
             match applied {
                 Applied::GroupLimit => Err(EngineError::GroupLimit),

@@ -161,7 +161,9 @@ impl NodeBus for ClusterBus {
 impl From<FanoutError> for EngineError {
     fn from(error: FanoutError) -> Self {
         match error {
-            FanoutError::Unreachable { node, reason } => EngineError::Unreachable { node, reason },
+            FanoutError::Unreachable { node, reason } | FanoutError::Down { node, reason } => {
+                EngineError::Unreachable { node, reason }
+            }
             FanoutError::Refused { node, reason } => EngineError::Refused { node, reason },
             FanoutError::Timeout { node, timeout } => {
                 EngineError::NodeTimeout { node, timeout_ms: timeout.as_millis() as u64 }

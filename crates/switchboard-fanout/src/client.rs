@@ -178,8 +178,8 @@ impl FanoutClient {
 
     /// Delivers `delivery` to every node of `nodes` (for example the output of
     /// [`Router::route`](crate::Router::route)) at once, and resolves when all have answered:
-    /// `Ok` when every reachable node acknowledged (an unreachable node is skipped: it has no
-    /// live clients), else the first error in the order of `nodes`. A failing node does not hold
+    /// `Ok` when every node acknowledged but those that are down (nothing listens at their
+    /// address: they have no live clients), else the first error in the order of `nodes`. A failing node does not hold
     /// back the others; each is bounded by [`FanoutConfig::timeout`].
     pub async fn deliver_all(&self, nodes: &[(u64, &str)], delivery: Delivery) -> Outcome {
         check(&delivery)?;
@@ -196,9 +196,10 @@ impl FanoutClient {
         if local {
             apply_delivery(&self.inner.registry, &delivery);
         }
-        // An unreachable node has no live clients (they lost their connections with it), so it
+        // A node that is down has no live clients (they lost their connections with it), so it
         // does not fail the delivery: it is logged, and its lease expiry removes it from routing.
-        // A node that is there but does not acknowledge (timeout, refusal) does fail it.
+        // A node that cannot be reached otherwise (cut off, paused, a broken stream) may still
+        // hold connected clients: that fails the delivery, as does a timeout or a refusal.
         let mut first_error = None;
         for (node, waiter) in waiters {
             let outcome = match waiter {
@@ -207,8 +208,8 @@ impl FanoutClient {
             };
             match outcome {
                 Ok(()) => {}
-                Err(FanoutError::Unreachable { node, reason }) => {
-                    tracing::warn!(node, %reason, "skipping an unreachable node");
+                Err(FanoutError::Down { node, reason }) => {
+                    tracing::warn!(node, %reason, "skipping a node that is down");
                 }
                 Err(error) => {
                     first_error.get_or_insert(error);

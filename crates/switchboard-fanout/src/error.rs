@@ -14,6 +14,10 @@ pub enum FanoutError {
     /// No connection to the node, the connection broke, or the node is shutting down.
     #[error("node {node} is unreachable: {reason}")]
     Unreachable { node: u64, reason: String },
+    /// Nothing listens at the node's address any more (the connection was refused): its
+    /// process is gone, and its clients' connections with it.
+    #[error("node {node} is down: {reason}")]
+    Down { node: u64, reason: String },
     /// The node refused the call: wrong cluster secret or incompatible protocol version.
     #[error(
         "node {node} refused the call: {reason} (check that every node has the same cluster secret and a compatible release)"
@@ -36,6 +40,7 @@ impl FanoutError {
     pub fn node(&self) -> Option<u64> {
         match self {
             FanoutError::Unreachable { node, .. }
+            | FanoutError::Down { node, .. }
             | FanoutError::Refused { node, .. }
             | FanoutError::Timeout { node, .. }
             | FanoutError::Rejected { node, .. } => Some(*node),
@@ -50,6 +55,7 @@ impl FanoutError {
     /// | `PERMISSION_DENIED`, `UNAUTHENTICATED`, `FAILED_PRECONDITION` | [`Refused`](FanoutError::Refused) |
     /// | `DEADLINE_EXCEEDED` | [`Timeout`](FanoutError::Timeout) |
     /// | `INVALID_ARGUMENT`, `NOT_FOUND`, `ALREADY_EXISTS`, `RESOURCE_EXHAUSTED`, `OUT_OF_RANGE`, `UNIMPLEMENTED` | [`Rejected`](FanoutError::Rejected) |
+    /// | a refused TCP connection (nothing listens at the address) | [`Down`](FanoutError::Down) |
     /// | anything else (`UNAVAILABLE`, transport errors, resets, ...) | [`Unreachable`](FanoutError::Unreachable) |
     pub(crate) fn from_status(node: u64, status: &Status, timeout: Duration) -> Self {
         let reason = status.message().to_owned();
@@ -66,8 +72,23 @@ impl FanoutError {
             | Code::Unimplemented) => FanoutError::Rejected { node, code, reason },
             code => {
                 let reason = if reason.is_empty() { format!("{code:?}") } else { reason };
-                FanoutError::Unreachable { node, reason }
+                match connection_refused(status) {
+                    true => FanoutError::Down { node, reason },
+                    false => FanoutError::Unreachable { node, reason },
+                }
             }
         }
     }
+}
+
+/// Whether `status` comes from a TCP connection the peer's address refused.
+fn connection_refused(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }

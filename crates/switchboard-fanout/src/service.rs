@@ -178,8 +178,8 @@ pub async fn apply_connection_request(
     let call = decode_request(request).map_err(Status::invalid_argument)?;
     let Some(hub) = registry.get(&request.hub) else { return Ok(ConnectionReply::default()) };
     let applied = hub.apply(&call);
-    if applied.found() && call.adds_interest() {
-        registry.interest_settled().await;
+    if applied.found() && call.adds_interest() && !registry.interest_settled().await {
+        return Err(Status::unavailable("routing to the connection was not updated everywhere in time"));
     }
     Ok(ConnectionReply {
         found: applied.found(),

@@ -334,7 +334,7 @@ async fn a_wrong_cluster_secret_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_peer_is_unreachable_while_the_others_get_their_deliveries_and_a_restart_reopens() {
+async fn a_dead_peer_is_down_while_the_others_get_their_deliveries_and_a_restart_reopens() {
     let mut nodes = cluster().await;
     let live = live(&nodes);
     let conns: Vec<_> = nodes.iter().map(|n| n.connect(HUB, None, Protocol::Json)).collect();
@@ -352,13 +352,14 @@ async fn a_dead_peer_is_unreachable_while_the_others_get_their_deliveries_and_a_
         .client
         .deliver_all(&route, delivery(DeliveryTarget::All(Broadcast {}), &[], 2))
         .await
-        .expect("an unreachable node does not fail a fan-out");
+        .expect("a node that is down does not fail a fan-out");
     assert!(started.elapsed() < config().timeout, "took {:?}", started.elapsed());
     assert_received(&all, &[&conns[0], &conns[2]], 2);
-    // Still unreachable on the next send (no stale stream), still bounded.
+    // Still down on the next send (nothing listens at its address; no stale stream), still
+    // bounded.
     let error =
         nodes[0].client.deliver(2, &addr, delivery(DeliveryTarget::All(Broadcast {}), &[], 3)).await.unwrap_err();
-    assert!(matches!(error, FanoutError::Unreachable { node: 2, .. }), "{error:?}");
+    assert!(matches!(error, FanoutError::Down { node: 2, .. }), "{error:?}");
 
     // Node 2 comes back on the same address: the next delivery opens a new stream.
     let listener = TcpListener::bind(&addr).await.expect("rebind the same port");

@@ -26,7 +26,9 @@ pub enum InterestKind {
 }
 
 /// Resolves once a state is reached; boxed so the trait stays object safe.
-pub type Settled = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// `true` once settled; `false` when it could not be within the sink's bound (the node is
+/// then not reachable for what was reported: the caller refuses rather than answers).
+pub type Settled = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 /// Where a node's interest changes go (the control plane, in a cluster).
 pub trait InterestSink: Send + Sync {
@@ -56,11 +58,14 @@ impl InterestSink for BothSinks {
         }
     }
 
+    /// Waits for both; the answer is the first's (the engine's): the bridge's backplane being
+    /// slow must not refuse the node's own clients.
     fn settled(&self) -> Settled {
         let (first, second) = (self.0.settled(), self.1.settled());
         Box::pin(async move {
-            first.await;
+            let settled = first.await;
             second.await;
+            settled
         })
     }
 

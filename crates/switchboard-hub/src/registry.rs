@@ -117,7 +117,7 @@ impl Registry {
     pub fn interest_settled(&self) -> Settled {
         match &self.shared.interest {
             Some(sink) => sink.settled(),
-            None => Box::pin(std::future::ready(())),
+            None => Box::pin(std::future::ready(true)),
         }
     }
 

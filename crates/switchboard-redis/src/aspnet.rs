@@ -226,11 +226,7 @@ impl InterestSink for Sink {
     fn settled(&self) -> Settled {
         let (done, settled) = oneshot::channel();
         let sent = self.0.subscriptions.send(Event::Settle(done)).is_ok();
-        Box::pin(async move {
-            if sent {
-                let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT * 2, settled).await;
-            }
-        })
+        Box::pin(async move { sent && tokio::time::timeout(SUBSCRIBE_TIMEOUT * 2, settled).await.is_ok() })
     }
 
     fn wants_connections(&self) -> bool {

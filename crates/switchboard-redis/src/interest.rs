@@ -31,7 +31,8 @@ pub(crate) enum Event {
     /// The members of a group changed (the membership log).
     Members { hub: String, group: String },
     /// Resolve once every change before it is subscribed.
-    Settle(oneshot::Sender<()>),
+    /// Answered with whether the subscriptions are all in place.
+    Settle(oneshot::Sender<bool>),
     /// The connection was rebuilt: subscribe to everything again.
     Resubscribe,
     /// Every membership may have changed (a snapshot was loaded): check every group.
@@ -55,13 +56,14 @@ impl InterestSink for Sink {
     }
 }
 
-/// Resolves once every subscription change reported so far is confirmed by Redis (or could
-/// not be within the bound).
-pub(crate) async fn settled(shared: &Shared) {
+/// Resolves once every subscription change reported so far is confirmed by Redis (`true`),
+/// or could not be within the bound (`false`).
+pub(crate) async fn settled(shared: &Shared) -> bool {
     let (done, settled) = oneshot::channel();
-    if shared.subscriptions.send(Event::Settle(done)).is_ok() {
-        let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT * 2, settled).await;
+    if shared.subscriptions.send(Event::Settle(done)).is_err() {
+        return false;
     }
+    matches!(tokio::time::timeout(SUBSCRIBE_TIMEOUT * 2, settled).await, Ok(Ok(true)))
 }
 
 /// What the node holds, and what it is subscribed to.
@@ -195,7 +197,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
         }
         first = false;
         for done in waiting {
-            let _ = done.send(());
+            let _ = done.send(!failed);
         }
     }
 }

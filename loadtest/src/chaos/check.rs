@@ -64,7 +64,7 @@ pub(crate) struct Send {
 }
 
 /// Who joins or leaves a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub(crate) enum Member {
     Connection(String),
     User(String),
@@ -156,10 +156,11 @@ impl Verdict {
     }
 }
 
-/// Checks `history`; see the module docs.
+/// Checks `history`; see the module docs. Linear in the deliveries and in the sends times the
+/// connections open at once, so a long soak's history checks in seconds.
 pub(crate) fn check(history: &History) -> Verdict {
     let mut verdict = Verdict::default();
-    let sends: HashMap<u64, &Send> = history.sends.iter().map(|s| (s.message, s)).collect();
+    let index = Index::new(history);
     verdict.sends_ok = history.sends.iter().filter(|s| s.outcome == Outcome::Ok).count() as u64;
     verdict.sends_unknown = history.sends.iter().filter(|s| s.outcome == Outcome::Unknown).count() as u64;
     for life in &history.lives {
@@ -169,41 +170,26 @@ pub(crate) fn check(history: &History) -> Verdict {
             *counts.entry(*message).or_default() += 1;
         }
         for (&message, &times) in &counts {
-            let Some(send) = sends.get(&message) else {
+            let Some(send) = index.sends.get(&message) else {
                 verdict.violations.push(Violation::UnknownMessage { message, connection: life.id.clone() });
                 continue;
             };
             if times > 1 {
                 verdict.violations.push(Violation::Duplicated { message, connection: life.id.clone(), times });
             }
-            if !may_target(history, send, life) {
+            if !index.may_target(send, life) {
                 verdict.violations.push(Violation::NotATarget { message, connection: life.id.clone() });
             }
         }
-        // Order: a send answered before another was made arrives first, on every connection
-        // that got both.
-        let position: HashMap<u64, usize> = received.iter().enumerate().rev().map(|(i, m)| (*m, i)).collect();
-        let mut got: Vec<&Send> = counts.keys().filter_map(|m| sends.get(m).copied()).collect();
-        got.sort_by_key(|s| s.completed_us);
-        for (i, earlier) in got.iter().enumerate() {
-            for later in &got[i + 1..] {
-                if earlier.completed_us < later.invoked_us && position[&earlier.message] > position[&later.message] {
-                    verdict.violations.push(Violation::OutOfOrder {
-                        connection: life.id.clone(),
-                        first: earlier.message,
-                        then: later.message,
-                    });
-                }
-            }
-        }
+        check_order(&index, life, received, &mut verdict);
         verdict.deliveries_checked += received.len() as u64;
     }
     check_completions(history, &mut verdict);
     for send in history.sends.iter().filter(|s| s.outcome == Outcome::Ok) {
-        for life in &history.lives {
+        for life in index.open_at(send.invoked_us) {
             let open_throughout =
                 life.opened_us < send.invoked_us && life.closed_us.is_none_or(|closed| closed > send.completed_us);
-            if open_throughout && must_target(history, send, life) {
+            if open_throughout && index.must_target(send, life) {
                 let got = history.received.get(&life.id).is_some_and(|r| r.contains(&send.message));
                 if !got {
                     verdict.violations.push(Violation::Lost { message: send.message, connection: life.id.clone() });
@@ -212,6 +198,147 @@ pub(crate) fn check(history: &History) -> Verdict {
         }
     }
     verdict
+}
+
+/// Order on one connection: of two sends it got where one was answered before the other was
+/// made, the first arrived first. Sends by the time they were made, against the latest
+/// position among those answered before.
+fn check_order(index: &Index, life: &Life, received: &[u64], verdict: &mut Verdict) {
+    let mut position: HashMap<u64, usize> = HashMap::new();
+    for (at, message) in received.iter().enumerate() {
+        position.entry(*message).or_insert(at);
+    }
+    let mut got: Vec<&Send> = position.keys().filter_map(|m| index.sends.get(m).copied()).collect();
+    let mut by_answer = got.clone();
+    got.sort_by_key(|s| s.invoked_us);
+    by_answer.sort_by_key(|s| s.completed_us);
+    let mut answered = by_answer.iter().peekable();
+    let mut latest: Option<(usize, u64)> = None;
+    for later in got {
+        while let Some(earlier) = answered.next_if(|e| e.completed_us < later.invoked_us) {
+            let at = position[&earlier.message];
+            if latest.is_none_or(|(max, _)| at > max) {
+                latest = Some((at, earlier.message));
+            }
+        }
+        if let Some((at, first)) = latest
+            && at > position[&later.message]
+        {
+            verdict.violations.push(Violation::OutOfOrder { connection: life.id.clone(), first, then: later.message });
+        }
+    }
+}
+
+/// What the checks look up, built once.
+struct Index<'a> {
+    sends: HashMap<u64, &'a Send>,
+    /// (group, member) → its changes.
+    changes: HashMap<(String, Member), Vec<&'a GroupChange>>,
+    /// The lives open during each second of the run (by their indexes).
+    by_second: HashMap<u64, Vec<&'a Life>>,
+    /// life → group → when the life is certainly in the group, and from when it may be.
+    memberships: std::cell::RefCell<HashMap<&'a str, HashMap<String, std::rc::Rc<Membership>>>>,
+}
+
+/// A life's membership of one group: certainly in it for sends made after `.0` and answered
+/// by `.1` (one pair per join that counts), and possibly in it for sends answered after
+/// `may_from`.
+struct Membership {
+    certain: Vec<(u64, u64)>,
+    may_from: u64,
+}
+
+impl<'a> Index<'a> {
+    fn new(history: &'a History) -> Index<'a> {
+        let mut changes: HashMap<(String, Member), Vec<&GroupChange>> = HashMap::new();
+        for change in &history.groups {
+            changes.entry((change.group.clone(), change.member.clone())).or_default().push(change);
+        }
+        let end = history.sends.iter().map(|s| s.completed_us).max().unwrap_or(0);
+        let mut by_second: HashMap<u64, Vec<&Life>> = HashMap::new();
+        for life in &history.lives {
+            let until = life.closed_us.unwrap_or(end).max(life.opened_us);
+            for second in life.opened_us / 1_000_000..=until / 1_000_000 {
+                by_second.entry(second).or_default().push(life);
+            }
+        }
+        Index {
+            sends: history.sends.iter().map(|s| (s.message, s)).collect(),
+            changes,
+            by_second,
+            memberships: Default::default(),
+        }
+    }
+
+    /// Every life that may be open at `at` (a superset: those open during that second).
+    fn open_at(&self, at: u64) -> impl Iterator<Item = &'a Life> + '_ {
+        self.by_second.get(&(at / 1_000_000)).into_iter().flatten().copied()
+    }
+
+    /// Whether `send` certainly targets `life`: for a group send, a join of the connection or
+    /// its user answered 2xx before the send was made, and no leave that undoes it and may
+    /// have taken effect after the join began before the send was answered.
+    fn must_target(&self, send: &Send, life: &'a Life) -> bool {
+        if send.excluded.contains(&life.id) {
+            return false;
+        }
+        match &send.target {
+            SendTarget::All => true,
+            SendTarget::User(user) => life.user.as_deref() == Some(user.as_str()),
+            SendTarget::Connection(id) => *id == life.id,
+            SendTarget::Group(group) => {
+                let membership = self.membership(life, group);
+                membership.certain.iter().any(|(after, until)| *after < send.invoked_us && send.completed_us <= *until)
+            }
+        }
+    }
+
+    /// Whether `send` may have targeted `life`: a group send, if any join of the connection or
+    /// its user (answered 2xx or not at all) was made before the send was answered.
+    fn may_target(&self, send: &Send, life: &'a Life) -> bool {
+        match &send.target {
+            SendTarget::Group(group) if !send.excluded.contains(&life.id) => {
+                self.membership(life, group).may_from < send.completed_us
+            }
+            _ => self.must_target(send, life),
+        }
+    }
+
+    fn changes_of(&self, group: &str, member: &Member) -> &[&'a GroupChange] {
+        self.changes.get(&(group.to_owned(), member.clone())).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    fn membership(&self, life: &'a Life, group: &str) -> std::rc::Rc<Membership> {
+        if let Some(known) = self.memberships.borrow().get(life.id.as_str()).and_then(|groups| groups.get(group)) {
+            return known.clone();
+        }
+        let connection = Member::Connection(life.id.clone());
+        let user = life.user.clone().map(Member::User);
+        let own = self.changes_of(group, &connection);
+        let users = user.as_ref().map(|user| self.changes_of(group, user)).unwrap_or_default();
+        let mut membership = Membership { certain: Vec::new(), may_from: u64::MAX };
+        // A connection's join is undone by its own leaves and its user's; a user's by the user's.
+        for (joins, undoing) in [(own, [own, users]), (users, [users, &[][..]])] {
+            for join in joins.iter().filter(|j| j.join && j.outcome != Outcome::Refused) {
+                membership.may_from = membership.may_from.min(join.invoked_us);
+                if join.outcome != Outcome::Ok {
+                    continue;
+                }
+                let until = undoing
+                    .iter()
+                    .flat_map(|changes| changes.iter())
+                    .filter(|l| !l.join && l.outcome != Outcome::Refused && effective_until(l) > join.invoked_us)
+                    .map(|l| l.invoked_us)
+                    .min()
+                    .unwrap_or(u64::MAX);
+                membership.certain.push((join.completed_us, until));
+            }
+        }
+        let membership = std::rc::Rc::new(membership);
+        let mut memberships = self.memberships.borrow_mut();
+        memberships.entry(life.id.as_str()).or_default().insert(group.to_owned(), membership.clone());
+        membership
+    }
 }
 
 /// Client results: each invocation is answered once, on the connection that made it; one
@@ -245,63 +372,6 @@ fn check_completions(history: &History, verdict: &mut Verdict) {
                 .push(Violation::Unanswered { invocation: invocation.id, connection: invocation.connection.clone() });
         }
     }
-}
-
-/// Whether `send` certainly targets `life`: for a group send, a join of the connection or its
-/// user answered 2xx before the send was made, and no leave that undoes it and may have taken
-/// effect after the join began before the send was answered.
-fn must_target(history: &History, send: &Send, life: &Life) -> bool {
-    if send.excluded.contains(&life.id) {
-        return false;
-    }
-    match &send.target {
-        SendTarget::All => true,
-        SendTarget::User(user) => life.user.as_deref() == Some(user.as_str()),
-        SendTarget::Connection(id) => *id == life.id,
-        SendTarget::Group(group) => changes_of(history, group, life).any(|join| {
-            join.join
-                && join.outcome == Outcome::Ok
-                && join.completed_us < send.invoked_us
-                && !changes_of(history, group, life).any(|leave| {
-                    !leave.join
-                        && undoes(leave, join)
-                        && leave.outcome != Outcome::Refused
-                        && leave.invoked_us < send.completed_us
-                        && effective_until(leave) > join.invoked_us
-                })
-        }),
-    }
-}
-
-/// Whether `send` may have targeted `life`: a group send, if any join of the connection or its
-/// user (answered 2xx or not at all) was made before the send was answered.
-fn may_target(history: &History, send: &Send, life: &Life) -> bool {
-    if send.excluded.contains(&life.id) {
-        return false;
-    }
-    match &send.target {
-        SendTarget::Group(group) => changes_of(history, group, life)
-            .any(|g| g.join && g.outcome != Outcome::Refused && g.invoked_us < send.completed_us),
-        _ => must_target(history, send, life),
-    }
-}
-
-/// The changes of `group` that concern `life`: its own, and its user's.
-fn changes_of<'a>(history: &'a History, group: &'a str, life: &'a Life) -> impl Iterator<Item = &'a GroupChange> {
-    history.groups.iter().filter(move |g| {
-        g.group == group
-            && match &g.member {
-                Member::Connection(id) => *id == life.id,
-                Member::User(user) => life.user.as_deref() == Some(user.as_str()),
-            }
-    })
-}
-
-/// Whether `leave` (of the same group and life) undoes `join`: a member's own leave does, and
-/// a user's leave also takes that user's connections out of the group (Azure's semantics:
-/// a connection's own membership does not outlive its user's removal).
-fn undoes(leave: &GroupChange, join: &GroupChange) -> bool {
-    leave.member == join.member || matches!(leave.member, Member::User(_))
 }
 
 /// Until when a change may still take effect: its answer, or never known for an unknown outcome.

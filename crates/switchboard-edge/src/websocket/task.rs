@@ -10,7 +10,7 @@ use super::write::{opcode_for, write_data};
 use crate::rate::{MessageRate, RATE_EXCEEDED};
 use crate::session::{Output, Session};
 use crate::stateful::{ReplayBuffer, encode_ack};
-use crate::{EdgeState, Ticket, outbox_ready, upstream_link};
+use crate::{EdgeState, Ticket, UNROUTABLE, outbox_ready, upstream_link};
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -235,8 +235,16 @@ impl ConnectionTask {
                     }
                 }
             }
-            if let Some(settle) = io.settle.take() {
-                settle.await;
+            if let Some(settle) = io.settle.take()
+                && !settle.await
+            {
+                // Sends from other nodes could not reach this client: refuse the handshake
+                // instead of answering it (the client tries again).
+                io.out = handshake::error_response(UNROUTABLE);
+                let _ = socket.write(&io.out, config.client_timeout).await;
+                state.registry.stats().connect_failed(ConnectFailure::Handshake);
+                lost = true;
+                break;
             }
             if !io.out.is_empty() {
                 let written = socket.write(&io.out, config.client_timeout).await;

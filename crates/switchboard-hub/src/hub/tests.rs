@@ -189,7 +189,7 @@ impl crate::InterestSink for Recorder {
     }
 
     fn settled(&self) -> crate::Settled {
-        Box::pin(std::future::ready(()))
+        Box::pin(std::future::ready(true))
     }
 }
 
