@@ -338,7 +338,7 @@ impl ControlPlane {
         state
             .nodes()
             .get(&node)
-            .filter(|info| info.lease_until > now && !info.http.is_empty())
+            .filter(|info| routable(info.lease_until, now) && !info.http.is_empty())
             .map(|info| info.http.clone())
     }
 
@@ -349,7 +349,7 @@ impl ControlPlane {
         state
             .nodes()
             .iter()
-            .filter(|(_, info)| info.roles.edge && info.lease_until > now)
+            .filter(|(_, info)| info.roles.edge && routable(info.lease_until, now))
             .map(|(id, info)| (*id, info.advertise.clone()))
             .collect()
     }
@@ -655,7 +655,7 @@ impl ControlPlane {
                 .membership()
                 .nodes()
                 .filter(|(id, _)| **id != self.id)
-                .filter(|(id, _)| state.nodes().get(*id).is_some_and(|info| info.lease_until > now))
+                .filter(|(id, _)| state.nodes().get(*id).is_some_and(|info| routable(info.lease_until, now)))
                 .map(|(id, node)| (*id, node.addr.clone()))
                 .collect()
         };
@@ -781,6 +781,14 @@ where
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Whether a node whose lease runs until `lease_until` is still routed to at `now`: until the
+/// margin past its deadline, by when a node that lost contact has closed its clients itself
+/// (it checks every 250 ms from its own deadline on), so no send skips a node whose clients are
+/// still connected.
+fn routable(lease_until: u64, now: u64) -> bool {
+    lease_until.saturating_add(EXPIRY_MARGIN.as_millis() as u64) > now
 }
 
 fn lease_until() -> u64 {

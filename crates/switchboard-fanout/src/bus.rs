@@ -75,6 +75,7 @@ impl NodeBus for ClusterBus {
             | Call::UserLeaveAllGroups { user } => self.directory.nodes_for_user(hub, user),
             _ => self.directory.live_nodes(),
         };
+        tracing::debug!(hub, ?call, nodes = ?nodes.iter().map(|n| n.0).collect::<Vec<_>>(), "routing a call");
         let stop_at_found = matches!(call, Call::Exists(_));
         match (encode_call(hub, call), connection) {
             (Wire::Delivery(delivery), _) => {

@@ -93,6 +93,8 @@ pub(crate) struct Cluster {
     redis: Option<String>,
     /// The nodes' `--upstream` URL template, if any.
     pub(crate) upstream: Option<String>,
+    /// The nodes' log filter (`SWITCHBOARD_LOG`).
+    pub(crate) log: String,
     /// The address every node can reach the harness at (upstream, clients).
     pub(crate) host_ip: String,
     pub(crate) dir: PathBuf,
@@ -132,7 +134,19 @@ impl Cluster {
         }
         let children = specs.iter().map(|_| None).collect();
         let binary = binary.to_owned();
-        Ok(Cluster { children, namespace, binary, redis, upstream: None, host_ip, dir, key: key.to_owned(), specs })
+        let log = "warn,openraft=off".to_owned();
+        Ok(Cluster {
+            children,
+            namespace,
+            binary,
+            redis,
+            upstream: None,
+            log,
+            host_ip,
+            dir,
+            key: key.to_owned(),
+            specs,
+        })
     }
 
     /// Whether node 1 can be cut off (it lives in a namespace).
@@ -214,7 +228,7 @@ impl Cluster {
         std::fs::create_dir_all(&self.dir)?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(node))?;
         let mut child = command
-            .env("SWITCHBOARD_LOG", "warn,openraft=off")
+            .env("SWITCHBOARD_LOG", &self.log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -313,7 +327,19 @@ impl Cluster {
     }
 }
 
-/// A port free on `ip` right now (bound and released).
+/// A port free on `ip` right now (bound and released), below Linux's ephemeral range
+/// (32768 and up), so no connection the nodes open meanwhile takes it as its source port.
 fn free_port(ip: &str) -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
+    let start = (std::process::id() % u32::from(COUNT)) as u16;
+    for _ in 0..COUNT {
+        let port = FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % COUNT;
+        if std::net::TcpListener::bind((ip, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on {ip} between {FIRST} and {}", FIRST + COUNT)
 }

@@ -95,6 +95,9 @@ pub(crate) struct ChaosArgs {
     /// Write the whole history (every operation, life and delivery) here as JSON.
     #[arg(long)]
     history: Option<PathBuf>,
+    /// The nodes' log filter (their `SWITCHBOARD_LOG`; the logs are in the run's directory).
+    #[arg(long, default_value = "warn,openraft=off")]
+    node_log: String,
 }
 
 /// The faults, in the order the seed shuffles them into.
@@ -150,6 +153,7 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
     let sizes = (args.voters.max(1), args.edges);
     let partition = args.partition && args.redis.is_none();
     let mut cluster = Cluster::new(&args.switchboard, dir.clone(), sizes, args.redis.clone(), partition, KEY)?;
+    cluster.log = args.node_log.clone();
     // The harness's echo upstream answers every client invocation.
     let upstream = tokio::net::TcpListener::bind((cluster.host_ip.as_str(), 0)).await?;
     cluster.upstream = Some(format!("http://{}/{{event}}", upstream.local_addr()?));
@@ -377,24 +381,26 @@ async fn operation(ops: &Ops, clients: &Clients, rng: &mut Rng) {
     }
 }
 
-/// After a partition heals, its clients learn within this long whether their connections
-/// survived it.
-const PARTITION_NEWS: Duration = Duration::from_secs(5);
+/// After a pause or a partition ends, the node's clients learn within this long whether their
+/// connections survived it.
+const NEWS_AFTER_ABSENCE: Duration = Duration::from_secs(5);
 
 /// The history the checker reads. A life on a node that was killed or drained counts as
 /// closed from the fault's start, not from when its client noticed; so does a life on a
-/// partitioned node that ended while cut off or soon after the partition healed (its client
-/// could not hear of it earlier).
+/// paused or partitioned node that ended while it was away or soon after it came back (its
+/// client could not hear of it earlier).
 fn history(clients: &Clients, ops: &Ops, faults: &[Done]) -> History {
     let recording = lock(&clients.recording);
     let lives = recording
         .lives
         .iter()
         .map(|life| {
+            // A paused or cut-off node cannot tell its clients anything until it is back;
+            // one that was away past its lease closes them then (the cluster stopped routing
+            // to it). A connection that survives the fault stays owed every send.
             let ended_by = |f: &Done| match f.fault {
-                Fault::Pause => false,
-                Fault::Partition => {
-                    life.closed_us.is_some_and(|closed| closed <= f.back_us + PARTITION_NEWS.as_micros() as u64)
+                Fault::Pause | Fault::Partition => {
+                    life.closed_us.is_some_and(|closed| closed <= f.back_us + NEWS_AFTER_ABSENCE.as_micros() as u64)
                 }
                 _ => true,
             };
