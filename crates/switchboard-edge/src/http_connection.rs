@@ -125,10 +125,12 @@ impl HttpConnection {
                     };
                     let conn = Connection::new(self.id.clone(), self.user_id.as_deref(), protocol, info);
                     let conn = Arc::new(conn.over(transport));
-                    if self.hub.add_connection(conn.clone()) {
-                        guard.settling = true;
-                        settle = Some(state.registry.interest_settled());
-                    }
+                    // Held until every interest change reported so far is applied, also when
+                    // this connection reported none: its user's first connection here may
+                    // have, and still be on its way.
+                    self.hub.add_connection(conn.clone());
+                    guard.settling = true;
+                    settle = Some(state.registry.interest_settled());
                     tracing::debug!(connection_id = %self.id, transport = ?self.transport, "connected");
                     guard.upstream = upstream_link::open(state, self.hub.name(), &conn);
                     guard.conn = Some(conn);

@@ -211,8 +211,9 @@ impl Hub {
     // ----------------------------------------------------------------- connections
 
     /// Registers a connected client. Returns whether the node's interest changed (the user's
-    /// first connection here), after which [`crate::Registry::interest_settled`] tells when
-    /// every node routes the user here.
+    /// first connection here). Either way, [`crate::Registry::interest_settled`] then tells
+    /// when every node routes the user here: a second connection of the user may arrive while
+    /// the first one's interest is still on its way.
     pub fn add_connection(&self, conn: Arc<Connection>) -> bool {
         let mut state = self.state.write();
         let mut reported = false;

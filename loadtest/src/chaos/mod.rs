@@ -165,7 +165,7 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
         Some(url) => format!("{nodes} nodes of the Redis engine on {url}"),
     };
     eprintln!("chaos: {shape} in {}, {} s of faults, seed {}", dir.display(), args.seconds, args.seed);
-    let outcome = async {
+    let work = async {
         cluster.start_all().await?;
         let leader = converge(&cluster).await?;
         eprintln!("chaos: the cluster serves{}", leader.map(|l| format!(" (leader {l})")).unwrap_or_default());
@@ -216,8 +216,12 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
             report["growth"] = json!(growth);
         }
         Ok::<_, anyhow::Error>((verdict.pass() && routes.is_ok() && growth.is_empty(), report))
-    }
-    .await;
+    };
+    // Interrupted, the run still stops the nodes it started.
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        signal = interrupted() => Err(anyhow::anyhow!("stopped by {signal}; the nodes were stopped too")),
+    };
     cluster.stop_all().await;
     upstream.abort();
     let (pass, mut report) = outcome?;
@@ -233,6 +237,19 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
         eprintln!("chaos: the nodes' logs are in {}", dir.display());
     }
     Ok(pass)
+}
+
+/// Resolves with the signal's name on SIGINT or SIGTERM.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
 }
 
 /// Waits until every node is ready and (raft) all name the same leader; returns it.

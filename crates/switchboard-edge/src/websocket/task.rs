@@ -345,9 +345,11 @@ impl ConnectionTask {
                 let info = self.info.take().map(|info| *info).unwrap_or_default();
                 let conn =
                     Arc::new(Connection::new(self.connection_id.clone(), self.user_id.as_deref(), protocol, info));
-                if self.hub.add_connection(conn.clone()) {
-                    io.settle = Some(self.state.registry.interest_settled());
-                }
+                // Held until every interest change reported so far is applied, also when this
+                // connection reported none: its user's first connection here may have, and
+                // still be on its way.
+                self.hub.add_connection(conn.clone());
+                io.settle = Some(self.state.registry.interest_settled());
                 tracing::debug!(connection_id = %self.connection_id, hub = self.hub.name(), protocol = protocol.name(), "connected");
                 io.upstream = upstream_link::open(&self.state, self.hub.name(), &conn);
                 io.conn = Some(conn);
