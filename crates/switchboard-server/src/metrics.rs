@@ -196,6 +196,7 @@ impl Observability {
             }
             stats["node_id"] = parts.node_id.into();
             stats["connections"] = Stats::get(&hub.connections).into();
+            stats["queued_bytes"] = parts.registry.queued_bytes().into();
             stats["connections_by_transport"] = by_transport.into();
             stats["messages_in_total"] = Stats::get(&hub.messages_in).into();
             stats["delivered_total"] = Stats::get(&hub.delivered).into();

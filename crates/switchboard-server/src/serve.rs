@@ -46,6 +46,9 @@ pub fn main(args: ServeArgs) -> Result<(), Exit> {
         }
         let listener = listen(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
         let node = Node::start_observed(&settings, &listener, observability).await?;
+        // Listening for signals before the connection string goes out: a supervisor may stop
+        // the node as soon as it reads it.
+        let shutdown = shutdown_signal();
         println!("{}", node.connection_string);
         let bound = listener.local_addr().context("listener has no address")?;
         tracing::info!(listen = %bound, endpoint = %node.endpoint, "switchboard is serving; the connection string is on stdout");
@@ -56,7 +59,7 @@ pub fn main(args: ServeArgs) -> Result<(), Exit> {
         if let Some(certificate) = node.tls.clone() {
             tokio::spawn(on_change_or_hangup(move |by_signal| reload_certificate(&certificate, by_signal)));
         }
-        node.serve(listener, settings.shutdown_grace, shutdown_signal()).await;
+        node.serve(listener, settings.shutdown_grace, shutdown).await;
         Ok(())
     })
 }
@@ -503,25 +506,29 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Listens for SIGTERM and Ctrl-C from now on; the future resolves on either.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
+    let (terminate, interrupt) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok())
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let received = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => drop(signal.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = received(terminate) => {},
+                () = received(interrupt) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

@@ -203,6 +203,10 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
         }
         let routes = routes_purged(&cluster, &clients).await;
         let memory_after = memory(&cluster).await;
+        let memory_kept = memory_returned(&memory_before, &memory_after);
+        if let Err(why) = &memory_kept {
+            eprintln!("chaos: memory did not return: {why}");
+        }
         let history = history(&clients, &ops, &faults);
         let by_transport = lives_by_transport(&clients);
         let verdict = check::check(&history);
@@ -211,11 +215,13 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
         }
         let mut report = report(args, &history, &verdict, &faults, &routes, (&memory_before, &memory_after));
         report["lives_by_transport"] = json!(by_transport);
+        report["memory_returned"] = json!(memory_kept.clone().err().unwrap_or_else(|| "yes".into()));
         if args.soak {
             report["samples"] = json!(samples);
             report["growth"] = json!(growth);
         }
-        Ok::<_, anyhow::Error>((verdict.pass() && routes.is_ok() && growth.is_empty(), report))
+        let pass = verdict.pass() && routes.is_ok() && growth.is_empty() && memory_kept.is_ok();
+        Ok::<_, anyhow::Error>((pass, report))
     };
     // Interrupted, the run still stops the nodes it started.
     let outcome = tokio::select! {
@@ -500,6 +506,24 @@ async fn routes_purged(cluster: &Cluster, clients: &Clients) -> Result<(), Strin
     }
 }
 
+/// Once every client has left, each node's memory is back near where it was once the cluster
+/// served: at most half again as much, or 32 MiB more (a restarted node starts afresh).
+fn memory_returned(before: &[Option<u64>], after: &[Option<u64>]) -> Result<(), String> {
+    let grown: Vec<String> = before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .filter_map(|(node, pair)| match pair {
+            (Some(before), Some(after)) if *after > (before + before / 2).max(before + (32 << 20)) => {
+                Some(format!("node {}: {} MiB -> {} MiB", node + 1, before >> 20, after >> 20))
+            }
+            (_, None) => Some(format!("node {}: no answer", node + 1)),
+            _ => None,
+        })
+        .collect();
+    if grown.is_empty() { Ok(()) } else { Err(grown.join("; ")) }
+}
+
 /// Each node's resident memory in bytes (`None` when it does not answer).
 async fn memory(cluster: &Cluster) -> Vec<Option<u64>> {
     let mut memory = Vec::new();
@@ -622,5 +646,19 @@ fn describe(history: &History, violation: &Violation) -> String {
         Violation::UnknownMessage { message, connection } => {
             format!("unknown message {message} at {}", life(connection))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_may_settle_higher_but_not_keep_what_the_run_added() {
+        const MIB: u64 = 1 << 20;
+        let before = [Some(50 * MIB), Some(200 * MIB), Some(50 * MIB)];
+        assert!(memory_returned(&before, &[Some(80 * MIB), Some(290 * MIB), Some(20 * MIB)]).is_ok());
+        let grown = memory_returned(&before, &[Some(83 * MIB), Some(310 * MIB), None]).unwrap_err();
+        assert_eq!(grown, "node 1: 50 MiB -> 83 MiB; node 2: 200 MiB -> 310 MiB; node 3: no answer");
     }
 }

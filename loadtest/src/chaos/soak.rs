@@ -1,6 +1,7 @@
 //! Soak: the chaos workload without faults for a long time, each node's resident memory, open
-//! files and connections sampled as it goes, REST latency percentiles per interval, and a
-//! verdict on growth: a series may rise while the run warms up, but must level off.
+//! files, connections and bytes queued to clients sampled as it goes, REST latency percentiles
+//! per interval, and a verdict on growth: a series may rise while the run warms up, but must
+//! level off.
 
 use super::check::Send;
 use super::cluster::Cluster;
@@ -14,6 +15,7 @@ pub(crate) struct Sample {
     pub(crate) memory_bytes: Vec<Option<u64>>,
     pub(crate) open_files: Vec<Option<u64>>,
     pub(crate) connections: Vec<Option<u64>>,
+    pub(crate) queued_bytes: Vec<Option<u64>>,
     /// REST sends answered in the interval before this sample: p50 and p99 in milliseconds.
     pub(crate) rest_p50_ms: Option<f64>,
     pub(crate) rest_p99_ms: Option<f64>,
@@ -38,6 +40,7 @@ pub(crate) async fn sample_for(
             memory_bytes: Vec::new(),
             open_files: Vec::new(),
             connections: Vec::new(),
+            queued_bytes: Vec::new(),
             rest_p50_ms: None,
             rest_p99_ms: None,
         };
@@ -47,6 +50,7 @@ pub(crate) async fn sample_for(
             sample.memory_bytes.push(field(|s| s["process"]["memory_bytes"].as_u64()));
             sample.open_files.push(field(|s| s["process"]["open_files"].as_u64()));
             sample.connections.push(field(|s| s["connections"].as_u64()));
+            sample.queued_bytes.push(field(|s| s["queued_bytes"].as_u64()));
         }
         let all = sends();
         let mut latencies: Vec<u64> =
@@ -57,11 +61,12 @@ pub(crate) async fn sample_for(
         sample.rest_p99_ms = percentile(&latencies, 0.99);
         let memory: Vec<Option<u64>> = sample.memory_bytes.iter().map(|m| m.map(|b| b >> 20)).collect();
         eprintln!(
-            "soak: {:>6.0} s  memory MiB {}  open files {}  connections {}  REST p99 {:.1} ms",
+            "soak: {:>6.0} s  memory MiB {}  open files {}  connections {}  queued bytes {}  REST p99 {:.1} ms",
             sample.at_s,
             per_node(&memory),
             per_node(&sample.open_files),
             per_node(&sample.connections),
+            per_node(&sample.queued_bytes),
             sample.rest_p99_ms.unwrap_or(f64::NAN)
         );
         samples.push(sample);
@@ -96,6 +101,10 @@ pub(crate) fn growth(samples: &[Sample]) -> Vec<String> {
         let files = series(|s| &s.open_files);
         if !levels_off(&files, 16.0) {
             findings.push(format!("node {}: open files keep growing ({})", node + 1, thirds(&files, 1, "")));
+        }
+        let queued = series(|s| &s.queued_bytes);
+        if !levels_off(&queued, (1 << 20) as f64) {
+            findings.push(format!("node {}: queued bytes keep growing ({})", node + 1, thirds(&queued, 1, "bytes")));
         }
     }
     findings
@@ -147,6 +156,7 @@ mod tests {
                 memory_bytes: vec![Some(50 << 20), Some((50 + 20 * i) << 20)],
                 open_files: vec![Some(40), Some(40)],
                 connections: vec![None, None],
+                queued_bytes: vec![Some(0), Some(0)],
                 rest_p50_ms: None,
                 rest_p99_ms: None,
             })
