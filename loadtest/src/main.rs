@@ -21,6 +21,7 @@
 //! bounded in connections, messages and time.
 
 mod baseline;
+mod bench;
 mod chaos;
 mod client;
 mod codec;
@@ -64,6 +65,9 @@ enum Command {
     /// Start a local cluster, hurt it with faults under a mixed workload, and check every
     /// delivery and membership change against the guarantees.
     Chaos(chaos::ChaosArgs),
+    /// Start fresh nodes and the baseline server, measure how close Switchboard runs to the
+    /// floor (broadcast, new connections, idle memory, REST, clusters) and print the ratios.
+    Bench(bench::BenchArgs),
     /// A minimal WebSocket broadcast server (no SignalR, routing or auth) to compare against.
     BaselineServer {
         #[arg(long, default_value = "127.0.0.1:8090")]
@@ -227,7 +231,10 @@ fn main() -> ExitCode {
             Command::Worker => return worker::serve_stdio().await.map(|_| None),
             Command::BaselineServer { listen } => return serve_baseline(&listen).await.map(|_| None),
             Command::Chaos(args) => {
-                return chaos::run(&args).await.map(|pass| Some(Err(pass)));
+                return chaos::run(&args).await.map(|pass| Some(Err(("chaos", pass))));
+            }
+            Command::Bench(args) => {
+                return bench::run(&args).await.map(|pass| Some(Err(("bench", pass))));
             }
             Command::Connect(a) => (scenario::Kind::Connect, a),
             Command::Broadcast(a) => (scenario::Kind::Broadcast, a),
@@ -245,11 +252,15 @@ fn main() -> ExitCode {
     // Connections still open in spawned tasks are closed with the runtime.
     runtime.shutdown_background();
     match result {
-        Ok(Some(Err(chaos_passed))) => {
-            let line =
-                if chaos_passed { "PASS chaos: every promise kept" } else { "FAIL chaos: see the violations above" };
+        Ok(Some(Err((what, passed)))) => {
+            let line = match (what, passed) {
+                ("chaos", true) => "PASS chaos: every promise kept",
+                ("chaos", false) => "FAIL chaos: see the violations above",
+                (_, true) => "PASS bench: every goal met",
+                (_, false) => "FAIL bench: see the goals not met above",
+            };
             println!("{line}");
-            if chaos_passed { ExitCode::SUCCESS } else { ExitCode::from(EXIT_VERDICT_FAILED) }
+            if passed { ExitCode::SUCCESS } else { ExitCode::from(EXIT_VERDICT_FAILED) }
         }
         Ok(Some(Ok((report, to_stdout)))) => {
             let (pass, line) = output::verdict_line(&report);
@@ -267,6 +278,16 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// The options of a scenario from its command line (`argv[0]` first), for presets.
+pub(crate) fn scenario_args(argv: &[String]) -> anyhow::Result<Args> {
+    #[derive(Parser)]
+    struct One {
+        #[command(flatten)]
+        args: Args,
+    }
+    Ok(One::try_parse_from(argv)?.args)
 }
 
 /// Exit codes: the run failed Azure's pass rule; the run could not be made at all.

@@ -148,7 +148,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn machine() -> Value {
+pub(crate) fn machine() -> Value {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
         info.lines()

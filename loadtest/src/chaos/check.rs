@@ -11,6 +11,10 @@
 //!   join and the joins of that user's connections.
 //! - A send answered 5xx or not at all may have been delivered or not, but to each target at
 //!   most once.
+//! - A membership change answered 5xx or not at all may have taken effect or not, but
+//!   consistently: of two group sends answered 202 to a connection open throughout both, the
+//!   later made after the earlier was answered, one reaching it and the other not needs a
+//!   change of its membership that may have taken effect between them.
 //!
 //! Times are the harness's own monotonic clock (microseconds): nothing relies on wall time
 //! across nodes.
@@ -138,6 +142,15 @@ pub(crate) enum Violation {
         connection: String,
         times: usize,
     },
+    /// Of two sends to `group`, `first` answered before `then` was made, one reached the
+    /// connection and the other did not, with no change of its membership in between that
+    /// may explain it: a change of unknown outcome both took effect and did not.
+    Inconsistent {
+        group: String,
+        connection: String,
+        first: u64,
+        then: u64,
+    },
 }
 
 /// What the check found.
@@ -185,19 +198,70 @@ pub(crate) fn check(history: &History) -> Verdict {
         verdict.deliveries_checked += received.len() as u64;
     }
     check_completions(history, &mut verdict);
+    // (life, group) → the group sends answered 202 while it was open, and whether each reached it.
+    let mut seen: HashMap<(&str, &str), Vec<(&Send, bool)>> = HashMap::new();
     for send in history.sends.iter().filter(|s| s.outcome == Outcome::Ok) {
         for life in index.open_at(send.invoked_us) {
             let open_throughout =
                 life.opened_us < send.invoked_us && life.closed_us.is_none_or(|closed| closed > send.completed_us);
-            if open_throughout && index.must_target(send, life) {
-                let got = history.received.get(&life.id).is_some_and(|r| r.contains(&send.message));
-                if !got {
-                    verdict.violations.push(Violation::Lost { message: send.message, connection: life.id.clone() });
-                }
+            if !open_throughout || send.excluded.contains(&life.id) {
+                continue;
+            }
+            let got = history.received.get(&life.id).is_some_and(|r| r.contains(&send.message));
+            if !got && index.must_target(send, life) {
+                verdict.violations.push(Violation::Lost { message: send.message, connection: life.id.clone() });
+            }
+            if let SendTarget::Group(group) = &send.target {
+                seen.entry((life.id.as_str(), group.as_str())).or_default().push((send, got));
             }
         }
     }
+    for ((connection, group), sends) in seen {
+        check_consistency(&index, connection, group, sends, &mut verdict);
+    }
     verdict
+}
+
+/// Membership seen consistently: for each send, the earlier send answered before it was made
+/// that saw the opposite (reached or not) and was made last; it needs a change of the
+/// connection's or its user's membership, made before the later send was answered, that may
+/// have taken effect after the earlier one was made. (The latest-made such send is the one
+/// hardest to explain: any change that explains it explains the others.)
+fn check_consistency(
+    index: &Index,
+    connection: &str,
+    group: &str,
+    mut sends: Vec<(&Send, bool)>,
+    verdict: &mut Verdict,
+) {
+    let Some(life) = index.lives.get(connection) else { return };
+    let changes = index.changes_affecting(life, group);
+    sends.sort_by_key(|(s, _)| s.invoked_us);
+    let mut by_answer = sends.clone();
+    by_answer.sort_by_key(|(s, _)| s.completed_us);
+    let mut answered = by_answer.iter().peekable();
+    // The latest-made send answered so far that reached the connection, and one that did not.
+    let mut latest: [Option<&Send>; 2] = [None, None];
+    for (later, got) in &sends {
+        while let Some((earlier, earlier_got)) = answered.next_if(|(e, _)| e.completed_us < later.invoked_us) {
+            let slot = &mut latest[*earlier_got as usize];
+            if slot.is_none_or(|s| s.invoked_us < earlier.invoked_us) {
+                *slot = Some(earlier);
+            }
+        }
+        let Some(earlier) = latest[!*got as usize] else { continue };
+        let explained = changes
+            .iter()
+            .any(|c| c.join == *got && c.invoked_us < later.completed_us && effective_until(c) > earlier.invoked_us);
+        if !explained {
+            verdict.violations.push(Violation::Inconsistent {
+                group: group.to_owned(),
+                connection: connection.to_owned(),
+                first: earlier.message,
+                then: later.message,
+            });
+        }
+    }
 }
 
 /// Order on one connection: of two sends it got where one was answered before the other was
@@ -232,6 +296,7 @@ fn check_order(index: &Index, life: &Life, received: &[u64], verdict: &mut Verdi
 /// What the checks look up, built once.
 struct Index<'a> {
     sends: HashMap<u64, &'a Send>,
+    lives: HashMap<&'a str, &'a Life>,
     /// (group, member) → its changes.
     changes: HashMap<(String, Member), Vec<&'a GroupChange>>,
     /// The lives open during each second of the run (by their indexes).
@@ -264,6 +329,7 @@ impl<'a> Index<'a> {
         }
         Index {
             sends: history.sends.iter().map(|s| (s.message, s)).collect(),
+            lives: history.lives.iter().map(|l| (l.id.as_str(), l)).collect(),
             changes,
             by_second,
             memberships: Default::default(),
@@ -306,6 +372,13 @@ impl<'a> Index<'a> {
 
     fn changes_of(&self, group: &str, member: &Member) -> &[&'a GroupChange] {
         self.changes.get(&(group.to_owned(), member.clone())).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Every change, answered or not, of `life`'s own membership of `group` or its user's.
+    fn changes_affecting(&self, life: &Life, group: &str) -> Vec<&'a GroupChange> {
+        let own = self.changes_of(group, &Member::Connection(life.id.clone()));
+        let users = life.user.clone().map(|user| self.changes_of(group, &Member::User(user))).unwrap_or_default();
+        own.iter().chain(users).filter(|c| c.outcome != Outcome::Refused).copied().collect()
     }
 
     fn membership(&self, life: &'a Life, group: &str) -> std::rc::Rc<Membership> {
@@ -394,6 +467,7 @@ pub(crate) fn counts(verdict: &Verdict) -> BTreeMap<&'static str, usize> {
             Violation::UnknownMessage { .. } => "unknown_message",
             Violation::Unanswered { .. } => "unanswered_invocation",
             Violation::StrayCompletion { .. } => "stray_completion",
+            Violation::Inconsistent { .. } => "inconsistent_membership",
         };
         *counts.entry(kind).or_default() += 1;
     }
@@ -552,6 +626,43 @@ mod tests {
         h.groups.push(change(Member::User("alice".into()), true, 320));
         h.groups.push(change(Member::Connection("a".into()), false, 350));
         assert_eq!(check(&h).violations, vec![Violation::Lost { message: 3, connection: "a".into() }]);
+    }
+
+    #[test]
+    fn a_change_of_unknown_outcome_may_take_effect_late_but_not_come_and_go() {
+        let group_send = |message: u64, at: u64| send(message, SendTarget::Group("u".into()), at, at + 10, Outcome::Ok);
+        let change = |join: bool, invoked: u64, outcome: Outcome| GroupChange {
+            member: Member::Connection("a".into()),
+            group: "u".into(),
+            join,
+            invoked_us: invoked,
+            completed_us: invoked + 50,
+            outcome,
+        };
+        // A join that timed out: not owed to "a", and it may take effect late, between sends.
+        let mut h = history();
+        h.groups.push(change(true, 1_000, Outcome::Unknown));
+        h.sends.extend([group_send(10, 2_000), group_send(11, 3_000), group_send(12, 4_000)]);
+        h.received.get_mut("a").unwrap().extend([11, 12]);
+        assert!(check(&h).pass(), "{:?}", check(&h).violations);
+        // Seen by 11, then not by 12 with nothing in between: it took effect and did not.
+        h.received.get_mut("a").unwrap().pop();
+        let inconsistent =
+            |first, then| Violation::Inconsistent { group: "u".into(), connection: "a".into(), first, then };
+        assert_eq!(check(&h).violations, vec![inconsistent(11, 12)]);
+        // A leave made meanwhile explains it, even one that timed out too.
+        h.groups.push(change(false, 3_500, Outcome::Unknown));
+        assert!(check(&h).pass(), "{:?}", check(&h).violations);
+        // A leave that timed out: 11 not reached and then 12 reached needs a join between.
+        let mut h = history();
+        h.groups.push(change(true, 1_000, Outcome::Ok));
+        h.groups.push(change(false, 1_500, Outcome::Unknown));
+        h.sends.extend([group_send(10, 2_000), group_send(11, 3_000), group_send(12, 4_000)]);
+        h.received.get_mut("a").unwrap().extend([10, 12]);
+        assert_eq!(check(&h).violations, vec![inconsistent(11, 12)]);
+        // Sends that overlap owe each other nothing.
+        h.sends[6].invoked_us = 3_005;
+        assert!(check(&h).pass(), "{:?}", check(&h).violations);
     }
 
     #[test]

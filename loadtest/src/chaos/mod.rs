@@ -14,7 +14,7 @@
 
 mod check;
 mod clients;
-mod cluster;
+pub(crate) mod cluster;
 mod ops;
 mod rng;
 mod soak;
@@ -645,6 +645,31 @@ fn describe(history: &History, violation: &Violation) -> String {
         }
         Violation::UnknownMessage { message, connection } => {
             format!("unknown message {message} at {}", life(connection))
+        }
+        Violation::Inconsistent { group, connection, first, then } => {
+            let changes: Vec<String> = history
+                .groups
+                .iter()
+                .filter(|c| c.group == *group)
+                .filter(|c| match &c.member {
+                    Member::Connection(id) => id == connection,
+                    Member::User(user) => {
+                        history.lives.iter().any(|l| l.id == *connection && l.user.as_ref() == Some(user))
+                    }
+                })
+                .map(|c| {
+                    let what = if c.join { "join" } else { "leave" };
+                    let (made, answered) = (c.invoked_us as f64 / 1e6, c.completed_us as f64 / 1e6);
+                    format!("{what} of {:?} at {made:.3} s answered {:?} at {answered:.3} s", c.member, c.outcome)
+                })
+                .collect();
+            format!(
+                "inconsistent membership of {} in {group}: {} and then {} saw it differently; its changes: [{}]",
+                life(connection),
+                send(first),
+                send(then),
+                changes.join("; ")
+            )
         }
     }
 }

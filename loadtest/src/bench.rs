@@ -1,0 +1,329 @@
+//! `switchboard-loadtest bench`: the figures that say how close Switchboard runs to the floor,
+//! each measured side by side in one run on this machine and stated as a ratio with its goal.
+//!
+//! Every measurement gets fresh nodes (started here from `--switchboard`) and, where there is
+//! one, the baseline server (the floor: WebSockets and nothing else) under the same load:
+//! - broadcast: server CPU per delivery (5,000 connections, 100-byte messages, 100/s), and the
+//!   highest step passing Azure's rule with its p99 (10,000 connections, steps of 100/s);
+//! - new connections: server CPU per connection (Switchboard: negotiate, upgrade and handshake
+//!   as a real client does them; the floor: the upgrade only);
+//! - idle memory per WebSocket connection (19,500 connections);
+//! - REST sends to users on one node: the most per second, and p99 REST-to-client at half that;
+//! - group sends on 3 nodes against one node: deliveries per CPU second at 150/s and 300/s.
+
+use crate::chaos::cluster::Cluster;
+use crate::scenario::{self, Kind};
+use anyhow::Context;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+const KEY: &str = "bench-run-access-key-0123456789abcdef";
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// The `switchboard` binary to measure (a release build).
+    #[arg(long, default_value = "target/release/switchboard")]
+    switchboard: PathBuf,
+    /// Multiplies every connection and message count (e.g. 0.02 for a quick check that the
+    /// preset runs; the figures of a scaled-down run are not comparable).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Only these measurements (repeat or comma-separate).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Measurement>,
+    /// Write the JSON report (every scenario's own report included) here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write the table as Markdown here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Measurement {
+    Broadcast,
+    BroadcastSteps,
+    Connect,
+    Idle,
+    Rest,
+    Cluster,
+}
+
+/// One line of the table: a figure of the floor (or of one node) and of Switchboard.
+struct Row {
+    figure: String,
+    floor: f64,
+    switchboard: f64,
+    unit: &'static str,
+    /// The ratio's goal: Switchboard ÷ floor at most this (`Lower`) or at least (`Higher`).
+    goal: Goal,
+}
+
+#[derive(Clone, Copy)]
+enum Goal {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        (self.floor > 0.0 && self.switchboard.is_finite()).then(|| self.switchboard / self.floor)
+    }
+
+    fn met(&self) -> bool {
+        self.ratio().is_some_and(|r| match self.goal {
+            Goal::AtMost(goal) => r <= goal,
+            Goal::AtLeast(goal) => r >= goal,
+        })
+    }
+}
+
+/// Runs the measurements; `Ok(true)` when every goal is met.
+pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
+    anyhow::ensure!(args.scale > 0.0, "--scale must be positive");
+    let wanted = |m: Measurement| args.only.is_empty() || args.only.contains(&m);
+    let n = |count: u64| ((count as f64 * args.scale).round() as u64).max(1).to_string();
+    let mut rows = Vec::new();
+    let mut reports = serde_json::Map::new();
+    let mut bench = Bench { args, reports: &mut reports };
+
+    if wanted(Measurement::Broadcast) {
+        let argv = ["--connections", &n(5000), "--rate", "2500", "--payload", "100"];
+        let more = ["--messages", &n(1000), "--message-rate", "100", "--compare-baseline"];
+        let report = bench.one_node("broadcast", Kind::Broadcast, &[&argv[..], &more[..]].concat()).await?;
+        rows.push(Row {
+            figure: "server CPU per delivered broadcast message".into(),
+            floor: number(&report["baseline"], &["server_cpu_us_per_delivery"]),
+            switchboard: number(&report["result"], &["server_cpu_us_per_delivery"]),
+            unit: "µs",
+            goal: Goal::AtMost(1.1),
+        });
+    }
+    if wanted(Measurement::BroadcastSteps) {
+        let argv = ["--connections", &n(10_000), "--workers", "2", "--rate", "5000", "--payload", "100"];
+        let steps = ["--step-start", "100", "--step-increment", "100", "--step-max", "900", "--step-duration", "10"];
+        let argv = [&argv[..], &steps[..], &["--compare-baseline"][..]].concat();
+        let report = bench.one_node("broadcast_steps", Kind::Broadcast, &argv).await?;
+        let highest = |r: &Value| number(r, &["highest_passing_rate"]);
+        let (sb, floor) = (highest(&report["result"]), highest(&report["baseline"]));
+        rows.push(Row {
+            figure: "broadcasts/s: highest step passing Azure's rule".into(),
+            floor,
+            switchboard: sb,
+            unit: "/s",
+            goal: Goal::AtLeast(0.9),
+        });
+        rows.push(Row {
+            figure: format!("broadcast p99 at the highest passing step ({sb}/s against {floor}/s)"),
+            floor: p99_at(&report["baseline"], floor),
+            switchboard: p99_at(&report["result"], sb),
+            unit: "ms",
+            goal: Goal::AtMost(1.5),
+        });
+    }
+    if wanted(Measurement::Connect) {
+        let argv = ["--connections", &n(5000), "--rate", "2500", "--hold", "1", "--compare-baseline"];
+        let report = bench.one_node("connect", Kind::Connect, &argv).await?;
+        rows.push(Row {
+            figure: "server CPU per new connection (floor: upgrade only)".into(),
+            floor: number(&report["baseline"], &["server_cpu_us_per_connection"]),
+            switchboard: number(&report["result"], &["server_cpu_us_per_connection"]),
+            unit: "µs",
+            goal: Goal::AtMost(1.5),
+        });
+    }
+    if wanted(Measurement::Idle) {
+        let argv = ["--connections", &n(19_500), "--workers", "2", "--rate", "5000", "--hold", "5"];
+        let report = bench.one_node("idle", Kind::Connect, &[&argv[..], &["--compare-baseline"][..]].concat()).await?;
+        rows.push(Row {
+            figure: "server memory per idle WebSocket connection".into(),
+            floor: number(&report["baseline"], &["server_bytes_per_connection"]),
+            switchboard: number(&report["result"], &["server_bytes_per_connection"]),
+            unit: "B",
+            goal: Goal::AtMost(1.05),
+        });
+    }
+    if wanted(Measurement::Rest) {
+        let argv =
+            ["--connections", &n(1000), "--messages", &n(200_000), "--message-rate", "0", "--rest-concurrency", "16"];
+        let most = bench.one_node("rest_most", Kind::User, &argv).await?;
+        let rate = number(&most["result"], &["rest_sends_per_second"]);
+        rows.push(Row {
+            figure: "REST sends to users per second (goal: 60,000)".into(),
+            floor: 60_000.0,
+            switchboard: rate,
+            unit: "/s",
+            goal: Goal::AtLeast(1.0),
+        });
+        let half = (rate / 2.0).max(1.0).round();
+        let messages = ((half * 10.0 * args.scale).round() as u64).max(1).to_string();
+        let argv = ["--connections", &n(1000), "--messages", &messages, "--message-rate", &half.to_string()];
+        let halfway =
+            bench.one_node("rest_half", Kind::User, &[&argv[..], &["--rest-concurrency", "16"]].concat()).await?;
+        rows.push(Row {
+            figure: format!("p99 REST-to-client at {half}/s (goal: 2 ms)"),
+            floor: 2.0,
+            switchboard: number(&halfway["result"], &["latency", "p99_ms"]),
+            unit: "ms",
+            goal: Goal::AtMost(1.0),
+        });
+    }
+    if wanted(Measurement::Cluster) {
+        for (rate, goal) in [(150, 0.9), (300, 0.8)] {
+            let argv = ["--connections", &n(10_000), "--workers", "2", "--rate", "5000", "--groups", "10"];
+            let more = ["--messages", &n(rate * 10), "--message-rate", &rate.to_string(), "--rest-concurrency", "32"];
+            let argv = [&argv[..], &more[..]].concat();
+            let one = bench.nodes(&format!("group_{rate}_one_node"), 1, Kind::Group, &argv).await?;
+            let three = bench.nodes(&format!("group_{rate}_three_nodes"), 3, Kind::Group, &argv).await?;
+            rows.push(Row {
+                figure: format!("group sends at {rate}/s: deliveries per server CPU second, 3 nodes against 1"),
+                floor: per_cpu_second(&one["result"]),
+                switchboard: per_cpu_second(&three["result"]),
+                unit: "/CPU s",
+                goal: Goal::AtLeast(goal),
+            });
+        }
+    }
+
+    let table = table(&rows);
+    println!("{table}");
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, &table).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.report {
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                json!({"figure": r.figure, "floor": r.floor, "switchboard": r.switchboard, "unit": r.unit,
+                       "ratio": r.ratio(), "goal_met": r.met()})
+            })
+            .collect();
+        let report = json!({"machine": scenario::machine(), "scale": args.scale, "rows": rows, "runs": reports});
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(rows.iter().all(Row::met))
+}
+
+/// Starts fresh nodes for each measurement and keeps every scenario's report.
+struct Bench<'a> {
+    args: &'a BenchArgs,
+    reports: &'a mut serde_json::Map<String, Value>,
+}
+
+impl Bench<'_> {
+    async fn one_node(&mut self, name: &str, kind: Kind, argv: &[&str]) -> anyhow::Result<Value> {
+        self.nodes(name, 1, kind, argv).await
+    }
+
+    /// Runs scenario `kind` with `argv` against `nodes` fresh raft nodes (all voters).
+    async fn nodes(&mut self, name: &str, nodes: u64, kind: Kind, argv: &[&str]) -> anyhow::Result<Value> {
+        let dir = std::env::temp_dir().join(format!("switchboard-bench-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cluster = Cluster::new(&self.args.switchboard, dir.clone(), (nodes, 0), None, false, KEY)?;
+        cluster.log = "warn,openraft=off".into();
+        cluster.start_all().await?;
+        let endpoints: Vec<String> = (0..cluster.specs.len()).map(|n| cluster.endpoint(n).url.clone()).collect();
+        let mut full: Vec<String> =
+            vec!["bench".into(), "--endpoint".into(), endpoints.join(","), "--access-key".into()];
+        full.push(KEY.into());
+        for node in 0..cluster.specs.len() {
+            full.push("--server-pid".into());
+            full.push(cluster.pid(node).context("a node exited")?.to_string());
+        }
+        full.extend(argv.iter().map(|a| a.to_string()));
+        let args = crate::scenario_args(&full)?;
+        eprintln!("bench: {name} ({} node{})", nodes, if nodes == 1 { "" } else { "s" });
+        let report = scenario::run(kind, &args).await;
+        cluster.stop_all().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let report = report.with_context(|| format!("bench: {name}"))?;
+        self.reports.insert(name.to_owned(), report.clone());
+        Ok(report)
+    }
+}
+
+fn number(value: &Value, path: &[&str]) -> f64 {
+    path.iter().fold(value, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN)
+}
+
+/// The p99 of the step that ran at `rate`.
+fn p99_at(result: &Value, rate: f64) -> f64 {
+    let steps = result["steps"].as_array().map(Vec::as_slice).unwrap_or_default();
+    steps.iter().find(|s| s["rate"].as_f64() == Some(rate)).map_or(f64::NAN, |s| number(s, &["latency", "p99_ms"]))
+}
+
+/// Deliveries per second of server CPU (summed over the nodes).
+fn per_cpu_second(result: &Value) -> f64 {
+    number(result, &["deliveries_received"]) / number(result, &["server_cpu_seconds"])
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| figure | floor / one node / goal | Switchboard | ratio | goal | met |\n|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let ratio = row.ratio().map_or("-".into(), |r| format!("{r:.2}"));
+        let goal = match row.goal {
+            Goal::AtMost(g) => format!("<= {g}"),
+            Goal::AtLeast(g) => format!(">= {g}"),
+        };
+        let met = if row.met() { "yes" } else { "no" };
+        out += &format!(
+            "| {} | {} {} | {} {} | {ratio} | {goal} | {met} |\n",
+            row.figure,
+            figure(row.floor),
+            row.unit,
+            figure(row.switchboard),
+            row.unit
+        );
+    }
+    out
+}
+
+/// Three significant digits, thousands separated.
+fn figure(value: f64) -> String {
+    if !value.is_finite() {
+        return "-".into();
+    }
+    if value.abs() >= 1000.0 {
+        let whole = value.round() as i64;
+        let digits = whole.abs().to_string();
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        return if whole < 0 { format!("-{grouped}") } else { grouped };
+    }
+    let decimals = if value.abs() >= 100.0 {
+        0
+    } else if value.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{value:.decimals$}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_meets_its_goal_by_its_ratio() {
+        let row = |floor, switchboard, goal| Row { figure: "f".into(), floor, switchboard, unit: "µs", goal };
+        assert!(row(1.0, 1.05, Goal::AtMost(1.1)).met());
+        assert!(!row(1.0, 1.2, Goal::AtMost(1.1)).met());
+        assert!(row(700.0, 700.0, Goal::AtLeast(0.9)).met());
+        assert!(!row(700.0, 400.0, Goal::AtLeast(0.9)).met());
+        assert!(!row(f64::NAN, 1.0, Goal::AtMost(1.1)).met(), "a missing figure meets nothing");
+        let table = table(&[row(2370.0, 2620.0, Goal::AtMost(1.05))]);
+        assert!(table.contains("| f | 2,370 µs | 2,620 µs | 1.11 | <= 1.05 | no |"), "{table}");
+        assert_eq!(
+            (figure(1.034), figure(12.34), figure(215.4), figure(60_123.0)),
+            ("1.03".into(), "12.3".into(), "215".into(), "60,123".into())
+        );
+    }
+}
