@@ -122,10 +122,10 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
         });
     }
     if wanted(Measurement::Connect) {
-        let argv = ["--connections", &n(5000), "--rate", "2500", "--hold", "1", "--compare-baseline"];
+        let argv = ["--connections", &n(5000), "--rate", "2500", "--hold", "1", "--negotiate", "--compare-baseline"];
         let report = bench.one_node("connect", Kind::Connect, &argv).await?;
         rows.push(Row {
-            figure: "server CPU per new connection (floor: upgrade only)".into(),
+            figure: "server CPU per new connection (negotiate, upgrade, handshake; floor: upgrade only)".into(),
             floor: number(&report["baseline"], &["server_cpu_us_per_connection"]),
             switchboard: number(&report["result"], &["server_cpu_us_per_connection"]),
             unit: "µs",

@@ -117,6 +117,10 @@ pub(crate) struct Args {
     /// Upper bound on the whole run, in seconds.
     #[arg(long, default_value_t = 300)]
     pub(crate) max_seconds: u64,
+    /// Negotiate before a WebSocket as well (as clients without skipNegotiation do; SSE and
+    /// Long Polling always negotiate).
+    #[arg(long)]
+    pub(crate) negotiate: bool,
     /// Seconds to hold the connections open (connect).
     #[arg(long, default_value_t = 2.0)]
     pub(crate) hold: f64,

@@ -84,13 +84,22 @@ impl Drop for Namespace {
     }
 }
 
+/// A redis-server the run started: its binary and port stay for restarts.
+struct RedisServer {
+    child: Option<Child>,
+    binary: PathBuf,
+    port: u16,
+}
+
 pub(crate) struct Cluster {
     /// Dropped after the children (fields drop in order): node 1's namespace, if any.
     children: Vec<Option<Child>>,
     namespace: Option<Namespace>,
     binary: PathBuf,
-    /// The Redis engine's URL; `None`: the raft engine.
-    redis: Option<String>,
+    /// The Redis engine's URL (`redis://127.0.0.1:port`); `None`: the raft engine.
+    pub(crate) redis: Option<String>,
+    /// The harness's own redis-server, if it started one.
+    redis_server: Option<RedisServer>,
     /// The nodes' `--upstream` URL template, if any.
     pub(crate) upstream: Option<String>,
     /// The nodes' log filter (`SWITCHBOARD_LOG`).
@@ -104,7 +113,8 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// Chooses addresses, ports and directories for `voters` voters and `edges` edge nodes
-    /// (not started); with `redis`, `voters + edges` nodes of the Redis engine; with
+    /// (not started); with `redis`, `voters + edges` nodes of the Redis engine (`Some("")`: on
+    /// a Redis [`Cluster::start_redis`] starts once the addresses are known); with
     /// `partition`, node 1 in a namespace of its own.
     pub(crate) fn new(
         binary: &Path,
@@ -140,6 +150,7 @@ impl Cluster {
             namespace,
             binary,
             redis,
+            redis_server: None,
             upstream: None,
             log,
             host_ip,
@@ -214,7 +225,12 @@ impl Cluster {
             command.args(["--upstream", upstream]);
         }
         if let Some(url) = &self.redis {
-            command.args(["--engine", "redis", "--redis", url]);
+            // Node 1 in its namespace reaches the host's loopback Redis at the host's address.
+            let url = match self.namespace {
+                Some(_) if spec.id == 1 => url.replace("127.0.0.1", &self.host_ip),
+                _ => url.clone(),
+            };
+            command.args(["--engine", "redis", "--redis", &url]);
         } else {
             command.args(["--grpc-listen", &format!("{}:{}", spec.ip, spec.grpc), "--cluster-secret", SECRET]);
             if spec.voter {
@@ -295,6 +311,62 @@ impl Cluster {
         let pid = self.pid(node).and_then(|pid| Pid::from_raw(pid as i32)).context("the node is not running")?;
         kill_process(pid, signal)?;
         Ok(())
+    }
+
+    /// Starts `binary` (a redis-server) for the Redis engine on a free port, listening on
+    /// loopback and, with a namespace, on the host's side of it; durable (every write in the
+    /// append-only file before it is answered), so memberships survive its restarts.
+    pub(crate) async fn start_redis(&mut self, binary: &Path) -> anyhow::Result<()> {
+        let port = match &self.redis_server {
+            Some(running) => running.port,
+            None => free_port("127.0.0.1")?,
+        };
+        let dir = self.dir.join("redis");
+        std::fs::create_dir_all(&dir)?;
+        let bind = if self.namespace.is_some() { format!("127.0.0.1 {}", self.host_ip) } else { "127.0.0.1".into() };
+        let log = std::fs::File::create(self.dir.join("redis.log"))?;
+        let child = Command::new(binary)
+            // Protected mode would refuse node 1: it connects from outside loopback.
+            .args(["--port", &port.to_string(), "--bind", &bind, "--save", "", "--protected-mode", "no"])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir", &dir.display().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        self.redis_server = Some(RedisServer { child: Some(child), binary: binary.to_owned(), port });
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "{} did not listen on port {port} (its log: {})",
+                    binary.display(),
+                    self.dir.join("redis.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.redis = Some(format!("redis://127.0.0.1:{port}"));
+        Ok(())
+    }
+
+    /// Whether the run started the Redis (and so can kill it).
+    pub(crate) fn owns_redis(&self) -> bool {
+        self.redis_server.is_some()
+    }
+
+    /// `kill -9` of the run's redis-server.
+    pub(crate) async fn kill_redis(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.redis_server.as_mut().and_then(|r| r.child.take()) {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the run's redis-server again, on its port and its append-only file.
+    pub(crate) async fn restart_redis(&mut self) -> anyhow::Result<()> {
+        let binary = self.redis_server.as_ref().context("the run started no Redis")?.binary.clone();
+        self.start_redis(&binary).await
     }
 
     /// Stops every node (`kill -9`: nothing is checked after this).

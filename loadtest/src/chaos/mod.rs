@@ -1,5 +1,5 @@
 //! `switchboard-loadtest chaos`: starts a local cluster (raft, or the Redis engine on a Redis
-//! given with `--redis`), runs a mixed workload against it
+//! given with `--redis` or started with `--redis-server`), runs a mixed workload against it
 //! while a fault schedule hurts its nodes, records every operation and every delivery, and
 //! checks the history against Switchboard's promises (see [`check`]).
 //!
@@ -8,7 +8,8 @@
 //! changes of connections and of users (with and without TTL) through random nodes. The
 //! faults, one at a time so a quorum survives: `kill -9` of the leader, of another voter and
 //! of an edge node (on Redis: of any node), each restarted on its data; a SIGTERM drain and
-//! restart; a SIGSTOP pause and SIGCONT. After the faults: every node must be ready again and
+//! restart; a SIGSTOP pause and SIGCONT; with `--partition`, node 1 cut off the network (its
+//! clients, its peers and its Redis) and healed. After the faults: every node must be ready again and
 //! (raft) agree on one leader, and once every client has left, every node must list no
 //! connection in any group (routes of dead nodes purged).
 
@@ -55,10 +56,15 @@ pub(crate) struct ChaosArgs {
     edges: u64,
     /// Run the Redis engine on this Redis (`redis://host:port`) instead of raft: `--voters`
     /// plus `--edges` nodes, all alike.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "redis_server")]
     redis: Option<String>,
-    /// Also partition node 1 (a voter) from everything else now and then: it runs in a
-    /// network namespace of its own (needs root and iproute2).
+    /// Run the Redis engine on a redis-server the run starts itself (this binary, e.g.
+    /// `redis-server`), durable (`appendfsync always`) and reachable from a partitioned node.
+    #[arg(long)]
+    redis_server: Option<PathBuf>,
+    /// Also partition node 1 (a voter, or on Redis any node) from everything else now and
+    /// then: it runs in a network namespace of its own (needs root and iproute2; on Redis,
+    /// `--redis-server`, since a Redis on the host's loopback is out of its reach).
     #[arg(long)]
     partition: bool,
     /// Seconds of faults (the run takes this plus starting, converging and checking).
@@ -109,6 +115,7 @@ enum Fault {
     Drain,
     Pause,
     Partition,
+    KillRedis,
 }
 
 impl Fault {
@@ -122,6 +129,7 @@ impl Fault {
             Fault::Drain => "SIGTERM (drain) a voter",
             Fault::Pause => "SIGSTOP a voter",
             Fault::Partition => "cut a voter off the network",
+            Fault::KillRedis => "kill -9 the Redis server",
         }
     }
 
@@ -131,6 +139,7 @@ impl Fault {
             Fault::Drain => "SIGTERM (drain) a node",
             Fault::Pause => "SIGSTOP a node",
             Fault::Partition => "cut a node off the network",
+            Fault::KillRedis => "kill -9 the Redis server",
         }
     }
 }
@@ -151,8 +160,16 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
         std::env::temp_dir().join(format!("switchboard-chaos-{}-{}", std::process::id(), args.seed))
     });
     let sizes = (args.voters.max(1), args.edges);
-    let partition = args.partition && args.redis.is_none();
-    let mut cluster = Cluster::new(&args.switchboard, dir.clone(), sizes, args.redis.clone(), partition, KEY)?;
+    anyhow::ensure!(
+        !(args.partition && args.redis.is_some()),
+        "--partition on the Redis engine needs --redis-server (the partitioned node cannot reach a Redis on loopback)"
+    );
+    // The Redis engine on a Redis started below: its URL is known once it runs.
+    let redis = args.redis.clone().or_else(|| args.redis_server.as_ref().map(|_| String::new()));
+    let mut cluster = Cluster::new(&args.switchboard, dir.clone(), sizes, redis, args.partition, KEY)?;
+    if let Some(binary) = &args.redis_server {
+        cluster.start_redis(binary).await?;
+    }
     cluster.log = args.node_log.clone();
     // The harness's echo upstream answers every client invocation.
     let upstream = tokio::net::TcpListener::bind((cluster.host_ip.as_str(), 0)).await?;
@@ -160,7 +177,7 @@ pub(crate) async fn run(args: &ChaosArgs) -> anyhow::Result<bool> {
     let upstream_calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let upstream = tokio::spawn(crate::upstream::serve(upstream, upstream_calls.clone()));
     let nodes = cluster.specs.len();
-    let shape = match &args.redis {
+    let shape = match &cluster.redis {
         None => format!("{} voters + {} edge nodes", args.voters, args.edges),
         Some(url) => format!("{nodes} nodes of the Redis engine on {url}"),
     };
@@ -289,6 +306,9 @@ async fn faults(cluster: &mut Cluster, args: &ChaosArgs, clock: Clock) -> anyhow
     if cluster.can_partition() {
         order.push(Fault::Partition);
     }
+    if cluster.owns_redis() {
+        order.push(Fault::KillRedis);
+    }
     for i in (1..order.len()).rev() {
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }
@@ -307,14 +327,14 @@ async fn faults(cluster: &mut Cluster, args: &ChaosArgs, clock: Clock) -> anyhow
         let followers: Vec<usize> = voters.iter().copied().filter(|n| Some(*n) != leader).collect();
         let pick = |rng: &mut Rng, from: &[usize]| from.get(rng.below(from.len() as u64) as usize).copied();
         let node = match fault {
+            // Node 1 is the one in a namespace of its own; (the Redis server is no node).
+            Fault::Partition | Fault::KillRedis => Some(0),
             // The Redis engine's nodes are all alike: any of them.
             _ if !cluster.is_raft() => pick(&mut rng, &all),
             Fault::KillLeader => leader,
             Fault::KillVoter | Fault::Pause => pick(&mut rng, &followers).or(leader),
             Fault::Drain => pick(&mut rng, &voters),
             Fault::KillEdge => pick(&mut rng, &edges),
-            // Node 1 is the one in a namespace of its own.
-            Fault::Partition => Some(0),
         };
         let Some(node) = node else {
             next += interval;
@@ -322,7 +342,9 @@ async fn faults(cluster: &mut Cluster, args: &ChaosArgs, clock: Clock) -> anyhow
         };
         let at_us = clock.now_us();
         let name = if cluster.is_raft() { fault.name() } else { fault.name_on_redis() };
-        eprintln!("chaos: {:>6.1} s  {name} (node {})", at_us as f64 / 1e6, cluster.specs[node].id);
+        let whom =
+            if fault == Fault::KillRedis { String::new() } else { format!(" (node {})", cluster.specs[node].id) };
+        eprintln!("chaos: {:>6.1} s  {name}{whom}", at_us as f64 / 1e6);
         match fault {
             Fault::Pause => {
                 cluster.pause(node, true)?;
@@ -333,6 +355,11 @@ async fn faults(cluster: &mut Cluster, args: &ChaosArgs, clock: Clock) -> anyhow
                 cluster.cut(true)?;
                 tokio::time::sleep(length).await;
                 cluster.cut(false)?;
+            }
+            Fault::KillRedis => {
+                cluster.kill_redis().await?;
+                tokio::time::sleep(length).await;
+                cluster.restart_redis().await?;
             }
             Fault::Drain => {
                 cluster.terminate(node).await?;
@@ -425,6 +452,8 @@ fn history(clients: &Clients, ops: &Ops, faults: &[Done]) -> History {
                 Fault::Pause | Fault::Partition => {
                     life.closed_us.is_some_and(|closed| closed <= f.back_us + NEWS_AFTER_ABSENCE.as_micros() as u64)
                 }
+                // Clients stay connected while Redis is away: every connection stays owed.
+                Fault::KillRedis => false,
                 _ => true,
             };
             let fault = faults
@@ -576,7 +605,7 @@ fn report(
         "edges": args.edges,
         "fault_seconds": args.seconds,
         "faults": faults.iter().map(|f| json!({
-            "fault": f.name, "node": f.node + 1,
+            "fault": f.name, "node": (f.fault != Fault::KillRedis).then_some(f.node + 1),
             "at_s": f.at_us as f64 / 1e6, "back_s": f.back_us as f64 / 1e6,
         })).collect::<Vec<_>>(),
         "sends": { "ok": outcomes(Outcome::Ok), "unknown": outcomes(Outcome::Unknown), "refused": outcomes(Outcome::Refused) },

@@ -13,6 +13,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::rustls::ServerConnection;
 
+/// The most one read takes from the socket.
+const READ_SIZE: usize = 4096;
+
 pub(super) enum Socket {
     Plain(TcpStream),
     Tls(TcpStream, Box<ServerConnection>),
@@ -33,35 +36,42 @@ impl Socket {
     /// Reads what arrived, without waiting, handing it to `on_data`; `Ok(false)` at the end of
     /// the stream (or a TLS close_notify).
     pub(super) fn read_available(&mut self, mut on_data: impl FnMut(&mut [u8])) -> io::Result<bool> {
-        let mut buffer = [0u8; 4096];
         match self {
-            Socket::Plain(tcp) => match tcp.try_read(&mut buffer) {
-                Ok(0) => Ok(false),
-                Ok(n) => {
-                    on_data(&mut buffer[..n]);
-                    Ok(true)
+            // Into uninitialised capacity: zeroing a buffer for every read cost more than the
+            // allocation.
+            Socket::Plain(tcp) => {
+                let mut buffer = bytes::BytesMut::with_capacity(READ_SIZE);
+                match tcp.try_read_buf(&mut buffer) {
+                    Ok(0) => Ok(false),
+                    Ok(_) => {
+                        on_data(&mut buffer);
+                        Ok(true)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+                    Err(e) => Err(e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
-                Err(e) => Err(e),
-            },
-            Socket::Tls(tcp, tls) => loop {
+            }
+            Socket::Tls(tcp, tls) => {
+                let mut buffer = [0u8; READ_SIZE];
                 loop {
-                    match tls.reader().read(&mut buffer) {
+                    loop {
+                        match tls.reader().read(&mut buffer) {
+                            Ok(0) => return Ok(false),
+                            Ok(n) => on_data(&mut buffer[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    match tls.read_tls(&mut NonBlocking(tcp)) {
                         Ok(0) => return Ok(false),
-                        Ok(n) => on_data(&mut buffer[..n]),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Ok(_) => {
+                            tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                         Err(e) => return Err(e),
                     }
                 }
-                match tls.read_tls(&mut NonBlocking(tcp)) {
-                    Ok(0) => return Ok(false),
-                    Ok(_) => {
-                        tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                    Err(e) => return Err(e),
-                }
-            },
+            }
         }
     }
 
