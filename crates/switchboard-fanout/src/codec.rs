@@ -96,18 +96,18 @@ fn wire_target(target: Target) -> WireTarget {
     }
 }
 
-/// Builds the delivery of one message for `hub`, with the frame of each protocol taken from
-/// `frames`: the entry node serializes once per protocol and every target node only copies
-/// bytes. A protocol the message cannot be expressed in is left empty. `hub` is the name as the
-/// [`Registry`](switchboard_hub::Registry) keys it (already lower-cased): target nodes look it up
-/// verbatim.
+/// Builds the delivery of one message for `hub` with the frames at hand
+/// ([`Frames::for_other_nodes`]): a protocol left empty is built by each target node that has a
+/// client speaking it. `hub` is the name as the [`Registry`](switchboard_hub::Registry) keys it
+/// (already lower-cased): target nodes look it up verbatim.
 pub fn encode_delivery(hub: &str, target: WireTarget, excluded: Vec<String>, frames: &Frames) -> Delivery {
+    let (json, messagepack) = frames.for_other_nodes();
     Delivery {
         hub: hub.to_owned(),
         target: Some(target),
         excluded,
-        json: frames.get(Protocol::Json).cloned().unwrap_or_default(),
-        messagepack: frames.get(Protocol::MessagePack).cloned().unwrap_or_default(),
+        json: json.unwrap_or_default(),
+        messagepack: messagepack.unwrap_or_default(),
         ..Delivery::default()
     }
 }

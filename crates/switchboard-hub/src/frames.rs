@@ -103,6 +103,22 @@ impl Frames {
         }
     }
 
+    /// The frames to ship to other nodes: every frame at hand (given, or already built for a
+    /// client here), and for a REST message its JSON frame at least. A protocol left out is
+    /// built by each node that has a client speaking it, so no node encodes MessagePack for a
+    /// message that no MessagePack client receives.
+    pub fn for_other_nodes(&self) -> (Option<Bytes>, Option<Bytes>) {
+        let at_hand = |built: &OnceLock<Option<Bytes>>, given: Option<&Bytes>| {
+            built.get().cloned().flatten().or_else(|| given.cloned())
+        };
+        match &self.source {
+            Source::Json { .. } => (self.get(Protocol::Json).cloned(), at_hand(&self.messagepack, None)),
+            Source::Prebuilt { json, messagepack } => {
+                (at_hand(&self.json, json.as_ref()), at_hand(&self.messagepack, messagepack.as_ref()))
+            }
+        }
+    }
+
     fn build(&self, protocol: Protocol) -> Option<Bytes> {
         let mut out = Vec::new();
         match (&self.source, protocol) {
@@ -181,6 +197,21 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn other_nodes_get_the_frames_at_hand_and_build_the_rest_themselves() {
+        let frames = Frames::invocation("Receive", raw(r#"["hi",{"a":1}]"#));
+        let (json_frame, messagepack) = frames.for_other_nodes();
+        assert_eq!(json_frame.as_ref(), frames.get(Protocol::Json));
+        assert!(messagepack.is_none(), "no MessagePack client here: none built");
+        // Another node builds it from the JSON frame, byte for byte as the source would.
+        let there = Frames::prebuilt(json_frame, None);
+        assert_eq!(there.get(Protocol::MessagePack), frames.get(Protocol::MessagePack));
+        // Built here (a MessagePack client here), it travels too.
+        assert_eq!(frames.for_other_nodes().1.as_ref(), frames.get(Protocol::MessagePack));
+        let given = Frames::prebuilt(None, Some(Bytes::from_static(b"\x01")));
+        assert_eq!(given.for_other_nodes(), (None, Some(Bytes::from_static(b"\x01"))));
     }
 
     #[test]

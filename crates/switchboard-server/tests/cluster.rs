@@ -823,7 +823,7 @@ async fn rest_calls_reach_clients_on_every_node_exactly_once(cluster: &mut Clust
         let (ws, connection) = connect_client(cluster.http(id), &format!("u{id}")).await;
         clients.push((ws, connection, Vec::new()));
     }
-    // A MessagePack client too: the entry node encodes each message once per protocol.
+    // A MessagePack client too: sends enter elsewhere as JSON, its node builds its frames.
     let (mut packed, _) = connect_client_speaking(cluster.http(3), "mp", "messagepack").await;
 
     // Broadcast through node 2, then a marker: each client sees the broadcast once, then the marker.
