@@ -52,6 +52,26 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     }
 }
 
+/// Runs `nft` in namespace `namespace` with `script` (one command, or a ruleset) on stdin.
+fn nft(namespace: &str, script: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", namespace, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = child.context("cannot run `ip netns exec … nft` (a lossy link needs iproute2 and nftables)")?;
+    child.stdin.take().context("nft's stdin")?.write_all(script.as_bytes())?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!(
+            "`nft` failed (a lossy link needs root and nftables): {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 impl Namespace {
     /// Creates the namespace; returns it with the host's and the namespace's addresses.
     fn create() -> anyhow::Result<(Namespace, String, String)> {
@@ -169,6 +189,22 @@ impl Cluster {
     pub(crate) fn cut(&self, cut: bool) -> anyhow::Result<()> {
         let namespace = self.namespace.as_ref().context("no node lives in a namespace")?;
         ip(&["-n", &namespace.name, "link", "set", &namespace.inner_link, if cut { "down" } else { "up" }])
+    }
+
+    /// Makes node 1's link lose `percent` of its packets each way (`Some`), or heals it
+    /// (`None`): a slow, lossy link, TCP retransmitting (nftables in its namespace; `tc netem`
+    /// delays are not available on every kernel).
+    pub(crate) fn lossy(&self, percent: Option<u32>) -> anyhow::Result<()> {
+        let namespace = self.namespace.as_ref().context("no node lives in a namespace")?;
+        let Some(percent) = percent else {
+            return nft(&namespace.name, "delete table inet sbchaos");
+        };
+        let rules = format!(
+            "table inet sbchaos {{\n\
+             chain lose_in {{ type filter hook input priority 0; numgen random mod 100 < {percent} drop; }}\n\
+             chain lose_out {{ type filter hook output priority 0; numgen random mod 100 < {percent} drop; }}\n}}\n"
+        );
+        nft(&namespace.name, &rules)
     }
 
     /// Whether the nodes run the raft engine (and so have a leader).

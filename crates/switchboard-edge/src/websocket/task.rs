@@ -246,7 +246,8 @@ impl ConnectionTask {
                 lost = true;
                 break;
             }
-            if !io.out.is_empty() {
+            // The last bytes (a Close) wait until the connection has left the hub, below.
+            if !io.out.is_empty() && !io.stop {
                 let written = socket.write(&io.out, config.client_timeout).await;
                 state.registry.stats().sent(io.out.len());
                 io.out = Vec::new();
@@ -257,6 +258,7 @@ impl ConnectionTask {
                 last_sent = Instant::now();
             }
         }
+        let last_words = std::mem::take(&mut io.out);
         let Io { session, conn, replay, upstream, end_error, ended_by: io_ended_by, .. } = io;
         match (lost, replay, conn) {
             (true, Some(replay), Some(conn)) if !conn.outbox.is_closing() => {
@@ -283,6 +285,14 @@ impl ConnectionTask {
                     upstream.disconnected(error);
                 }
                 self.finish(conn, true);
+            }
+        }
+        // Only now is the close answered: a client that saw it finds itself gone from every
+        // listing and count, and no send answered after it counts this connection.
+        if !lost && !last_words.is_empty() {
+            let written = Box::pin(socket.write(&last_words, config.client_timeout)).await;
+            if written {
+                state.registry.stats().sent(last_words.len());
             }
         }
         // Boxed: it runs once, at the end, and would otherwise enlarge every connection's task.
