@@ -9,9 +9,10 @@
 //! faults, one at a time so a quorum survives: `kill -9` of the leader, of another voter and
 //! of an edge node (on Redis: of any node), each restarted on its data; a SIGTERM drain and
 //! restart; a SIGSTOP pause and SIGCONT; with `--partition`, node 1 cut off the network (its
-//! clients, its peers and its Redis) and healed, and its link made to lose packets. After the faults: every node must be ready again and
-//! (raft) agree on one leader, and once every client has left, every node must list no
-//! connection in any group (routes of dead nodes purged).
+//! clients, its peers and its Redis) and healed, and its link made to lose packets; with
+//! `--redis-server`, `kill -9` of Redis itself. After the faults: every node must be ready
+//! again and (raft) agree on one leader, and once every client has left, every node must list
+//! no connection in any group (routes of dead nodes purged).
 
 mod check;
 mod clients;
@@ -337,7 +338,7 @@ async fn faults(cluster: &mut Cluster, args: &ChaosArgs, clock: Clock) -> anyhow
         let followers: Vec<usize> = voters.iter().copied().filter(|n| Some(*n) != leader).collect();
         let pick = |rng: &mut Rng, from: &[usize]| from.get(rng.below(from.len() as u64) as usize).copied();
         let node = match fault {
-            // Node 1 is the one in a namespace of its own; (the Redis server is no node).
+            // Node 1 is the one in a namespace of its own (Redis is no node: any will do).
             Fault::Partition | Fault::Lossy | Fault::KillRedis => Some(0),
             // The Redis engine's nodes are all alike: any of them.
             _ if !cluster.is_raft() => pick(&mut rng, &all),
