@@ -8,6 +8,7 @@ use crate::upstream_link;
 use crate::{EdgeState, outbox_ready};
 use bytes::Bytes;
 use parking_lot::Mutex;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_hub::{ConnectFailure, Connection, ConnectionInfo, Disconnect, Hub, Transport};
@@ -273,7 +274,7 @@ impl HttpConnection {
     /// Waits up to `wait` for bytes to send. `generation` is the poll's (0 for SSE).
     pub(crate) async fn next_payload(&self, state: &EdgeState, wait: Duration, generation: u64) -> Payload {
         let deadline = Instant::now() + wait;
-        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch: VecDeque<Bytes> = VecDeque::new();
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -294,7 +295,7 @@ impl HttpConnection {
         &self,
         state: &EdgeState,
         generation: u64,
-        batch: &mut Vec<Bytes>,
+        batch: &mut VecDeque<Bytes>,
     ) -> (Option<Arc<Connection>>, Option<Payload>) {
         let mut guard = self.state.lock();
         if generation != 0 && generation != guard.poll_generation {

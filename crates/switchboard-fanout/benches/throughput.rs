@@ -38,7 +38,7 @@ fn registry_of(node: u64) -> Arc<Registry> {
     let conn = Arc::new(Connection::new(new_connection_id(node), None, Protocol::Json, ConnectionInfo::default()));
     registry.get_or_create("bench").add_connection(conn.clone());
     tokio::spawn(async move {
-        let mut out = Vec::new();
+        let mut out = std::collections::VecDeque::new();
         loop {
             conn.outbox.ready().await;
             conn.outbox.drain(&mut out);

@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_hub::{Connection, ConnectionInfo, Frames, HubConfig, Registry};
@@ -34,7 +35,7 @@ fn message() -> Frames {
     Frames::invocation("ReceiveMessage", args)
 }
 
-fn drain_and_frame(connections: &[Arc<Connection>], batch: &mut Vec<Bytes>, out: &mut Vec<u8>) {
+fn drain_and_frame(connections: &[Arc<Connection>], batch: &mut VecDeque<Bytes>, out: &mut Vec<u8>) {
     for conn in connections {
         conn.outbox.drain(batch);
         for frame in batch.drain(..) {
@@ -50,7 +51,7 @@ fn fanout(c: &mut Criterion) {
     for (name, msgpack_share) in [("json", 0), ("half_msgpack", 50)] {
         let (registry, connections) = setup(msgpack_share);
         let hub = registry.get("bench").unwrap();
-        let mut batch = Vec::new();
+        let mut batch = VecDeque::new();
         let mut out = Vec::with_capacity(256);
         group.bench_function(format!("enqueue/{name}"), |b| {
             b.iter_custom(|iterations| {

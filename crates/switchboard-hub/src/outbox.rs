@@ -94,16 +94,19 @@ impl Outbox {
         self.notify.notified().await;
     }
 
-    /// Moves every queued frame into `out` (in order) and reports a pending close request.
-    /// Returns the number of frames moved.
-    pub fn drain(&self, out: &mut Vec<Bytes>) -> (usize, Option<CloseRequest>) {
+    /// Moves every queued frame to the end of `out` (in order) and reports a pending close
+    /// request. Returns the number of frames moved. An empty `out` trades places with the
+    /// queue, storage and all: no frame is moved one by one under the lock, and a caller that
+    /// keeps its emptied `out` hands the outbox that storage back at the next drain.
+    pub fn drain(&self, out: &mut VecDeque<Bytes>) -> (usize, Option<CloseRequest>) {
         let mut state = self.state.lock();
         let count = state.frames.len();
-        out.extend(state.frames.drain(..));
-        state.queued_bytes = 0;
-        if state.frames.capacity() > 64 {
-            state.frames = VecDeque::new();
+        if out.is_empty() {
+            std::mem::swap(&mut state.frames, out);
+        } else {
+            out.extend(state.frames.drain(..));
         }
+        state.queued_bytes = 0;
         (count, state.close.clone())
     }
 
@@ -124,10 +127,32 @@ mod tests {
         assert_eq!(outbox.push(Bytes::from_static(b"0123456789"), 100), Ok(()));
         assert_eq!(outbox.push(Bytes::from_static(b"0123456789"), 100), Err(PushError::Overflow));
         assert_eq!(outbox.push(Bytes::from_static(b"x"), 100), Err(PushError::Closed));
-        let mut out = Vec::new();
+        let mut out = VecDeque::new();
         let (count, close) = outbox.drain(&mut out);
         assert_eq!(count, 0);
         assert!(close.unwrap().error.unwrap().contains("not reading"));
+    }
+
+    #[test]
+    fn a_drain_trades_storage_with_an_empty_batch_and_appends_to_a_full_one() {
+        let outbox = Outbox::default();
+        let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
+        outbox.push(frame("a"), 1000).unwrap();
+        outbox.push(frame("b"), 1000).unwrap();
+        let mut batch = VecDeque::with_capacity(16);
+        let spare = batch.capacity();
+        assert_eq!(outbox.drain(&mut batch).0, 2);
+        assert_eq!(batch, [frame("a"), frame("b")]);
+        // The batch's storage went to the outbox: it queues there, nothing allocated.
+        assert!(outbox.state.lock().frames.capacity() >= spare);
+        batch.clear();
+        outbox.push(frame("c"), 1000).unwrap();
+        outbox.drain(&mut batch);
+        outbox.push(frame("d"), 1000).unwrap();
+        // A batch still holding frames gets the new ones after them.
+        outbox.drain(&mut batch);
+        assert_eq!(batch, [frame("c"), frame("d")]);
+        assert_eq!(outbox.queued_bytes(), 0);
     }
 
     #[tokio::test]
@@ -137,7 +162,7 @@ mod tests {
             let outbox = outbox.clone();
             tokio::spawn(async move {
                 outbox.ready().await;
-                let mut out = Vec::new();
+                let mut out = VecDeque::new();
                 outbox.drain(&mut out);
                 out
             })

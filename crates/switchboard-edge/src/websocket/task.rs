@@ -13,6 +13,7 @@ use crate::stateful::{ReplayBuffer, encode_ack};
 use crate::{EdgeState, Ticket, UNROUTABLE, outbox_ready, upstream_link};
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_auth::ClientIdentity;
@@ -193,7 +194,7 @@ impl ConnectionTask {
             .unwrap_or(config.handshake_timeout);
         let mut last_received = started;
         let mut last_sent = started;
-        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch: VecDeque<Bytes> = VecDeque::new();
         let mut lost = false;
         if !leftover.is_empty() {
             self.on_bytes(&mut io, &mut leftover.to_vec());
@@ -417,7 +418,7 @@ impl ConnectionTask {
         }
     }
 
-    fn on_outbox(&mut self, io: &mut Io, batch: &mut Vec<Bytes>) {
+    fn on_outbox(&mut self, io: &mut Io, batch: &mut VecDeque<Bytes>) {
         let Some(conn) = &io.conn else { return };
         let (count, close) = conn.outbox.drain(batch);
         let protocol = conn.protocol;
@@ -433,7 +434,11 @@ impl ConnectionTask {
                 }
             }
         }
-        *batch = Vec::new();
+        // The queue's storage came with the frames; kept (when small) it goes back to the
+        // outbox at the next drain, so pushes do not allocate.
+        if batch.capacity() > 64 {
+            *batch = VecDeque::new();
+        }
         if let Some(close) = close {
             let mut bytes = Vec::new();
             protocol.encode_close(close.error.as_deref(), close.allow_reconnect, &mut bytes);

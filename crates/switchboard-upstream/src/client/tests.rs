@@ -116,7 +116,7 @@ fn context_of(conn: &Connection) -> ConnectionContext {
 
 /// The next `n` frames queued for the client.
 async fn frames(conn: &Connection, n: usize) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = std::collections::VecDeque::new();
     while out.len() < n {
         tokio::time::timeout(Duration::from_secs(10), conn.outbox.ready()).await.expect("a completion");
         conn.outbox.drain(&mut out);
