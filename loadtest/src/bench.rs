@@ -66,6 +66,17 @@ enum Goal {
 }
 
 impl Row {
+    /// The figure `key` of a scenario report run with `--compare-baseline`, both sides.
+    fn against_floor(figure: impl Into<String>, report: &Value, key: &str, unit: &'static str, goal: Goal) -> Row {
+        Row {
+            figure: figure.into(),
+            floor: number(&report["baseline"], &[key]),
+            switchboard: number(&report["result"], &[key]),
+            unit,
+            goal,
+        }
+    }
+
     fn ratio(&self) -> Option<f64> {
         (self.floor > 0.0 && self.switchboard.is_finite()).then(|| self.switchboard / self.floor)
     }
@@ -91,13 +102,8 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
         let argv = ["--connections", &n(5000), "--rate", "2500", "--payload", "100"];
         let more = ["--messages", &n(1000), "--message-rate", "100", "--compare-baseline"];
         let report = bench.one_node("broadcast", Kind::Broadcast, &[&argv[..], &more[..]].concat()).await?;
-        rows.push(Row {
-            figure: "server CPU per delivered broadcast message".into(),
-            floor: number(&report["baseline"], &["server_cpu_us_per_delivery"]),
-            switchboard: number(&report["result"], &["server_cpu_us_per_delivery"]),
-            unit: "µs",
-            goal: Goal::AtMost(1.1),
-        });
+        let figure = "server CPU per delivered broadcast message";
+        rows.push(Row::against_floor(figure, &report, "server_cpu_us_per_delivery", "µs", Goal::AtMost(1.1)));
     }
     if wanted(Measurement::BroadcastSteps) {
         let argv = ["--connections", &n(10_000), "--workers", "2", "--rate", "5000", "--payload", "100"];
@@ -132,25 +138,15 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
             let mut argv = vec!["--connections", &connections, "--rate", "2500", "--hold", "1", "--compare-baseline"];
             argv.extend(negotiate.then_some("--negotiate"));
             let report = bench.one_node(name, Kind::Connect, &argv).await?;
-            rows.push(Row {
-                figure: format!("server CPU per new connection ({what}; floor: upgrade only)"),
-                floor: number(&report["baseline"], &["server_cpu_us_per_connection"]),
-                switchboard: number(&report["result"], &["server_cpu_us_per_connection"]),
-                unit: "µs",
-                goal: Goal::AtMost(1.5),
-            });
+            let figure = format!("server CPU per new connection ({what}; floor: upgrade only)");
+            rows.push(Row::against_floor(figure, &report, "server_cpu_us_per_connection", "µs", Goal::AtMost(1.5)));
         }
     }
     if wanted(Measurement::Idle) {
         let argv = ["--connections", &n(19_500), "--workers", "2", "--rate", "5000", "--hold", "5"];
         let report = bench.one_node("idle", Kind::Connect, &[&argv[..], &["--compare-baseline"][..]].concat()).await?;
-        rows.push(Row {
-            figure: "server memory per idle WebSocket connection".into(),
-            floor: number(&report["baseline"], &["server_bytes_per_connection"]),
-            switchboard: number(&report["result"], &["server_bytes_per_connection"]),
-            unit: "B",
-            goal: Goal::AtMost(1.05),
-        });
+        let figure = "server memory per idle WebSocket connection";
+        rows.push(Row::against_floor(figure, &report, "server_bytes_per_connection", "B", Goal::AtMost(1.05)));
     }
     if wanted(Measurement::Rest) {
         let argv =
