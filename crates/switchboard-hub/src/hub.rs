@@ -1,8 +1,10 @@
 //! One hub's connections, users and groups, and delivery into their outboxes.
 //!
 //! All state sits behind one `RwLock`: sends take the read lock and push shared frames into
-//! outboxes (which never block), membership changes take the write lock briefly.
+//! outboxes (which never block), membership changes take the write lock briefly. A broadcast
+//! is appended once to the hub's [`BroadcastLog`], which every connection's outbox reads.
 
+use crate::broadcast_log::{BroadcastLog, protocol_slot};
 use crate::call::{Applied, Call, Command, Listed, Target};
 use crate::connection::{Connection, ResultWaiter};
 use crate::filter::{Filter, Subject};
@@ -21,6 +23,7 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use switchboard_protocol::Protocol;
 
 /// `^[A-Za-z][A-Za-z0-9_`,.[\]]{0,127}$`: the hub (and `application`) rule of the REST API.
 pub fn is_valid_hub_name(name: &str) -> bool {
@@ -40,6 +43,8 @@ struct State {
     connections: HashMap<Arc<str>, Arc<Connection>>,
     users: HashMap<Arc<str>, Vec<Arc<Connection>>>,
     groups: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Connection>>>,
+    /// Connections by protocol (JSON, MessagePack): a broadcast builds only the frames read.
+    protocols: [u64; 2],
 }
 
 impl State {
@@ -90,11 +95,13 @@ pub struct Hub {
     name: Arc<str>,
     state: RwLock<State>,
     shared: Arc<Shared>,
+    broadcasts: Arc<BroadcastLog>,
 }
 
 impl Hub {
     pub(crate) fn new(name: Arc<str>, shared: Arc<Shared>) -> Self {
-        Self { name, state: RwLock::default(), shared }
+        let broadcasts = Arc::new(BroadcastLog::new(shared.config.max_queued_bytes));
+        Self { name, state: RwLock::default(), shared, broadcasts }
     }
 
     pub fn name(&self) -> &str {
@@ -226,7 +233,7 @@ impl Hub {
         if state.connections.is_empty() {
             reported |= self.report(InterestKind::Hub, "", true);
         }
-        let (transport, protocol) = (conn.transport as usize, protocol_index(conn.protocol));
+        let (transport, protocol) = (conn.transport as usize, protocol_slot(conn.protocol));
         let detail = || {
             let user = conn.user_id.as_deref().map_or_else(String::new, |u| format!(", user {u}"));
             format!("{} {}{user}", conn.transport.label(), conn.protocol.name())
@@ -235,11 +242,21 @@ impl Hub {
         if self.shared.interest.as_ref().is_some_and(|sink| sink.wants_connections()) {
             reported |= self.report(InterestKind::Connection, &conn.id, true);
         }
-        if state.connections.insert(conn.id.clone(), conn).is_none() {
-            let stats = &self.shared.stats;
-            stats.connections.fetch_add(1, Ordering::Relaxed);
-            stats.open[transport].add(protocol, 1);
-            stats.connects.add(transport, 1);
+        conn.outbox.subscribe(&self.broadcasts, conn.protocol, conn.id.clone());
+        match state.connections.insert(conn.id.clone(), conn.clone()) {
+            None => {
+                let stats = &self.shared.stats;
+                stats.connections.fetch_add(1, Ordering::Relaxed);
+                stats.open[transport].add(protocol, 1);
+                stats.connects.add(transport, 1);
+                state.protocols[protocol] += 1;
+            }
+            Some(old) if !Arc::ptr_eq(&old, &conn) => {
+                old.outbox.unsubscribe();
+                state.protocols[protocol_slot(old.protocol)] -= 1;
+                state.protocols[protocol] += 1;
+            }
+            Some(_) => {}
         }
         reported
     }
@@ -257,12 +274,14 @@ impl Hub {
     pub fn remove_connection(&self, id: &str) {
         let mut state = self.state.write();
         let Some(conn) = state.connections.remove(id) else { return };
+        conn.outbox.unsubscribe();
+        state.protocols[protocol_slot(conn.protocol)] -= 1;
         if self.shared.interest.as_ref().is_some_and(|sink| sink.wants_connections()) {
             self.report(InterestKind::Connection, id, false);
         }
         let stats = &self.shared.stats;
         stats.connections.fetch_sub(1, Ordering::Relaxed);
-        stats.open[conn.transport as usize].sub(protocol_index(conn.protocol), 1);
+        stats.open[conn.transport as usize].sub(protocol_slot(conn.protocol), 1);
         if let Some(user) = &conn.user_id
             && let Some(list) = state.users.get_mut(user)
         {
@@ -362,7 +381,7 @@ impl Hub {
 
     fn deliver(&self, conn: &Connection, frames: &Frames) -> bool {
         let Some(frame) = frames.get(conn.protocol) else { return false };
-        self.shared.tracer.emit(|| TraceEvent::new(&self.name, &conn.id, "message-out", "").bytes(frame.len()));
+        self.trace_delivery(conn, frame);
         match conn.outbox.push(frame.clone(), self.shared.config.max_queued_bytes) {
             Ok(()) => true,
             Err(PushError::Overflow) => {
@@ -373,20 +392,52 @@ impl Hub {
         }
     }
 
+    fn trace_delivery(&self, conn: &Connection, frame: &[u8]) {
+        self.shared.tracer.emit(|| TraceEvent::new(&self.name, &conn.id, "message-out", "").bytes(frame.len()));
+    }
+
     fn count(&self, route: SendKind, delivered: u64) -> u64 {
         self.shared.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
         self.shared.stats.messages_out.add(route as usize, delivered);
         delivered
     }
 
-    /// Sends to every connection of the hub except `excluded` ids; returns deliveries.
+    /// Sends to every connection of the hub except `excluded` ids; returns deliveries (a
+    /// connection already closing is counted: it is still subscribed to the broadcasts).
     pub fn broadcast(&self, frames: &Frames, excluded: &[String]) -> u64 {
         let state = self.state.read();
+        let mut per_protocol = [None, None];
         let mut delivered = 0;
-        for conn in state.connections.values() {
-            if !is_excluded(&conn.id, excluded) && self.deliver(conn, frames) {
-                delivered += 1;
+        for protocol in [Protocol::Json, Protocol::MessagePack] {
+            let slot = protocol_slot(protocol);
+            if state.protocols[slot] > 0
+                && let Some(frame) = frames.get(protocol)
+            {
+                per_protocol[slot] = Some(frame.clone());
+                delivered += state.protocols[slot];
             }
+        }
+        for (at, id) in excluded.iter().enumerate() {
+            if let Some(conn) = state.connections.get(id.as_str())
+                && per_protocol[protocol_slot(conn.protocol)].is_some()
+                && !excluded[..at].contains(id)
+            {
+                delivered -= 1;
+            }
+        }
+        if delivered == 0 {
+            return 0;
+        }
+        if self.shared.tracer.active() {
+            for conn in state.connections.values().filter(|conn| !is_excluded(&conn.id, excluded)) {
+                if let Some(frame) = &per_protocol[protocol_slot(conn.protocol)] {
+                    self.trace_delivery(conn, frame);
+                }
+            }
+        }
+        if self.broadcasts.append(per_protocol, excluded) {
+            let closed = state.connections.values().filter(|conn| conn.outbox.close_if_behind()).count();
+            self.shared.stats.slow_consumer_closes.fetch_add(closed as u64, Ordering::Relaxed);
         }
         self.count(SendKind::Broadcast, delivered)
     }
@@ -588,14 +639,6 @@ impl Hub {
         for conn in state.users.get(user).into_iter().flatten().filter(|c| !is_excluded(&c.id, excluded)) {
             conn.outbox.close(request.clone());
         }
-    }
-}
-
-/// The protocol's slot in [`crate::Stats::open`].
-fn protocol_index(protocol: switchboard_protocol::Protocol) -> usize {
-    match protocol {
-        switchboard_protocol::Protocol::Json => 0,
-        switchboard_protocol::Protocol::MessagePack => 1,
     }
 }
 

@@ -9,11 +9,13 @@
 //!                                                    replicated by the control plane)
 //!  Frames: one message, serialized at most once per protocol, shared by every target
 //!  Connection.outbox: bounded queue of shared frames; the transport task drains it in batches
+//!  Hub broadcasts: one log per hub, read by every outbox with its own cursor
 //! ```
 //!
 //! Nothing here touches a socket: transports (the edge crate) own the I/O and drain
 //! [`Outbox`]es; REST handlers and the fan-out call [`Hub`] methods.
 
+mod broadcast_log;
 mod call;
 mod connection;
 mod filter;

@@ -3,10 +3,20 @@
 //! Senders push shared [`Bytes`] (the same allocation for every target of a message) and never
 //! block; the transport task waits on [`Outbox::ready`] and drains everything queued into one
 //! write. A queue over its byte bound closes the connection instead of growing (G5).
+//!
+//! A connection in a hub also reads the hub's broadcasts from its [`BroadcastLog`]: each
+//! queued frame carries the log's end when it was queued, and a drain puts the broadcasts
+//! before it that were appended first, so one sender's sends arrive in order (G4).
 
+use crate::broadcast_log::{BroadcastLog, Cursor, Lagged};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
+use switchboard_protocol::Protocol;
 use tokio::sync::Notify;
 
 /// Accounting overhead charged per queued frame, so a flood of tiny frames is bounded too.
@@ -29,11 +39,23 @@ pub struct CloseRequest {
     pub allow_reconnect: bool,
 }
 
+impl CloseRequest {
+    fn slow_consumer() -> Self {
+        CloseRequest {
+            error: Some("Connection closed: the client is not reading messages fast enough.".into()),
+            allow_reconnect: true,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
-    frames: VecDeque<Bytes>,
+    /// Targeted frames, each with the broadcast log's end when it was queued.
+    frames: VecDeque<(u64, Bytes)>,
     queued_bytes: usize,
     close: Option<CloseRequest>,
+    /// Where this connection is in its hub's broadcasts (`None`: not subscribed, or left).
+    cursor: Option<Cursor>,
 }
 
 /// See the module docs.
@@ -41,6 +63,8 @@ struct State {
 pub struct Outbox {
     state: Mutex<State>,
     notify: Notify,
+    /// The hub's broadcasts, once the connection joined a hub.
+    broadcasts: OnceLock<Arc<BroadcastLog>>,
 }
 
 impl Outbox {
@@ -52,19 +76,16 @@ impl Outbox {
         }
         let cost = frame.len() + FRAME_OVERHEAD;
         if state.queued_bytes + cost > limit {
-            state.frames.clear();
-            state.queued_bytes = 0;
-            state.close = Some(CloseRequest {
-                error: Some("Connection closed: the client is not reading messages fast enough.".into()),
-                allow_reconnect: true,
-            });
+            self.overflowed(&mut state);
             drop(state);
             self.notify.notify_one();
             return Err(PushError::Overflow);
         }
         state.queued_bytes += cost;
         let was_empty = state.frames.is_empty();
-        state.frames.push_back(frame);
+        // Read under the lock: stamps never decrease along the queue.
+        let stamp = self.broadcasts.get().map_or(0, |log| log.end());
+        state.frames.push_back((stamp, frame));
         drop(state);
         if was_empty {
             self.notify.notify_one();
@@ -72,14 +93,61 @@ impl Outbox {
         Ok(())
     }
 
+    /// Clears the queue and asks for the slow-consumer close.
+    fn overflowed(&self, state: &mut State) {
+        state.frames.clear();
+        state.queued_bytes = 0;
+        self.request_close(state, CloseRequest::slow_consumer());
+    }
+
+    /// The first request wins; broadcasts appended after it are not read.
+    fn request_close(&self, state: &mut State, request: CloseRequest) {
+        if state.close.is_none() {
+            state.close = Some(request);
+            if let (Some(cursor), Some(log)) = (&mut state.cursor, self.broadcasts.get()) {
+                log.stop_at_end(cursor);
+            }
+        }
+    }
+
+    /// Starts reading `log` from its end (the hub calls this as the connection joins it).
+    pub(crate) fn subscribe(&self, log: &Arc<BroadcastLog>, protocol: Protocol, id: Arc<str>) {
+        let log = self.broadcasts.get_or_init(|| log.clone());
+        let mut state = self.state.lock();
+        if state.cursor.is_none() {
+            state.cursor = Some(log.subscribe(protocol, id));
+        }
+    }
+
+    /// Stops reading the hub's broadcasts (the connection left the hub).
+    pub(crate) fn unsubscribe(&self) {
+        let cursor = self.state.lock().cursor.take();
+        if let (Some(cursor), Some(log)) = (cursor, self.broadcasts.get()) {
+            log.leave(&cursor);
+        }
+    }
+
+    /// Closes the connection as a slow consumer if broadcasts it had not read were dropped.
+    /// Returns whether it did.
+    pub(crate) fn close_if_behind(&self) -> bool {
+        let Some(log) = self.broadcasts.get() else { return false };
+        let mut state = self.state.lock();
+        if !state.cursor.as_ref().is_some_and(|cursor| log.is_behind(cursor)) {
+            return false;
+        }
+        let cursor = state.cursor.take().expect("checked");
+        log.leave(&cursor);
+        let first = state.close.is_none();
+        self.overflowed(&mut state);
+        drop(state);
+        self.notify.notify_one();
+        first
+    }
+
     /// Asks the transport to close the connection; the first request wins. Frames already
     /// queued are still written before the Close message.
     pub fn close(&self, request: CloseRequest) {
-        let mut state = self.state.lock();
-        if state.close.is_none() {
-            state.close = Some(request);
-        }
-        drop(state);
+        self.request_close(&mut self.state.lock(), request);
         self.notify.notify_one();
     }
 
@@ -88,31 +156,65 @@ impl Outbox {
         self.state.lock().close.is_some()
     }
 
-    /// Resolves when frames or a close request may be waiting. Cancel-safe: a wake-up that
-    /// arrives while nobody waits is kept for the next call.
+    /// Resolves when frames, broadcasts or a close request may be waiting. Cancel-safe: a
+    /// wake-up that arrives while nobody waits is kept for the next call, and broadcasts
+    /// appended meanwhile are seen at once.
     pub async fn ready(&self) {
-        self.notify.notified().await;
-    }
-
-    /// Moves every queued frame to the end of `out` (in order) and reports a pending close
-    /// request. Returns the number of frames moved. An empty `out` trades places with the
-    /// queue, storage and all: no frame is moved one by one under the lock, and a caller that
-    /// keeps its emptied `out` hands the outbox that storage back at the next drain.
-    pub fn drain(&self, out: &mut VecDeque<Bytes>) -> (usize, Option<CloseRequest>) {
-        let mut state = self.state.lock();
-        let count = state.frames.len();
-        if out.is_empty() {
-            std::mem::swap(&mut state.frames, out);
-        } else {
-            out.extend(state.frames.drain(..));
+        let Some(log) = self.broadcasts.get() else { return self.notify.notified().await };
+        let mut appended = pin!(log.appended());
+        appended.as_mut().enable();
+        if self.state.lock().cursor.as_ref().is_some_and(|cursor| log.has_unread(cursor)) {
+            return;
         }
-        state.queued_bytes = 0;
-        (count, state.close.clone())
+        let mut queued = pin!(self.notify.notified());
+        poll_fn(|cx| {
+            if queued.as_mut().poll(cx).is_ready() || appended.as_mut().poll(cx).is_ready() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 
-    /// Bytes waiting (with per-frame overhead), for metrics.
+    /// Moves every queued frame and unread broadcast to the end of `out`, in order, and
+    /// reports a pending close request. Returns the number of frames moved.
+    pub fn drain(&self, out: &mut VecDeque<Bytes>) -> (usize, Option<CloseRequest>) {
+        let before = out.len();
+        let mut state = self.state.lock();
+        let State { frames, queued_bytes, close, cursor } = &mut *state;
+        let log = self.broadcasts.get();
+        match (cursor.as_mut(), log) {
+            (Some(at), Some(log)) if log.has_unread(at) => {
+                let mut own = frames.drain(..).peekable();
+                // Lagged: the broadcast that dropped its entries closes it (`close_if_behind`).
+                let _: Result<(), Lagged> = log.read(at, |seq, frame| {
+                    // A frame queued while the log ended at `stamp` goes before entry `stamp`.
+                    while let Some((_, frame)) = own.next_if(|(stamp, _)| *stamp <= seq) {
+                        out.push_back(frame);
+                    }
+                    out.push_back(frame.clone());
+                });
+                out.extend(own.map(|(_, frame)| frame));
+            }
+            _ => out.extend(frames.drain(..).map(|(_, frame)| frame)),
+        }
+        *queued_bytes = 0;
+        // Storage a burst grew is given back rather than kept by an idle connection.
+        if frames.capacity() > 64 {
+            *frames = VecDeque::new();
+        }
+        (out.len() - before, close.clone())
+    }
+
+    /// Bytes waiting (with per-frame overhead), unread broadcasts included, for metrics.
     pub fn queued_bytes(&self) -> usize {
-        self.state.lock().queued_bytes
+        let state = self.state.lock();
+        let broadcasts = match (&state.cursor, self.broadcasts.get()) {
+            (Some(cursor), Some(log)) => log.bytes_after(cursor),
+            _ => 0,
+        };
+        state.queued_bytes + broadcasts
     }
 }
 
@@ -133,26 +235,59 @@ mod tests {
         assert!(close.unwrap().error.unwrap().contains("not reading"));
     }
 
+    fn frame(text: &'static str) -> Bytes {
+        Bytes::from_static(text.as_bytes())
+    }
+
+    fn broadcast(log: &BroadcastLog, text: &'static str) {
+        log.append([Some(frame(text)), None], &[]);
+    }
+
     #[test]
-    fn a_drain_trades_storage_with_an_empty_batch_and_appends_to_a_full_one() {
+    fn a_drain_puts_each_queued_frame_after_the_broadcasts_appended_before_it() {
+        let log = Arc::new(BroadcastLog::new(1 << 20));
         let outbox = Outbox::default();
-        let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
-        outbox.push(frame("a"), 1000).unwrap();
-        outbox.push(frame("b"), 1000).unwrap();
-        let mut batch = VecDeque::with_capacity(16);
-        let spare = batch.capacity();
-        assert_eq!(outbox.drain(&mut batch).0, 2);
-        assert_eq!(batch, [frame("a"), frame("b")]);
-        // The batch's storage went to the outbox: it queues there, nothing allocated.
-        assert!(outbox.state.lock().frames.capacity() >= spare);
-        batch.clear();
-        outbox.push(frame("c"), 1000).unwrap();
-        outbox.drain(&mut batch);
-        outbox.push(frame("d"), 1000).unwrap();
+        outbox.subscribe(&log, Protocol::Json, "c".into());
+        broadcast(&log, "b0");
+        outbox.push(frame("t1"), 1000).unwrap();
+        broadcast(&log, "b1");
+        broadcast(&log, "b2");
+        outbox.push(frame("t2"), 1000).unwrap();
+        outbox.push(frame("t3"), 1000).unwrap();
+        assert_eq!(outbox.queued_bytes(), 3 * (2 + FRAME_OVERHEAD) + 3 * (2 + 32));
+        let mut out = VecDeque::new();
+        assert_eq!(outbox.drain(&mut out).0, 6);
+        assert_eq!(out, ["b0", "t1", "b1", "b2", "t2", "t3"].map(frame));
         // A batch still holding frames gets the new ones after them.
-        outbox.drain(&mut batch);
-        assert_eq!(batch, [frame("c"), frame("d")]);
+        outbox.push(frame("t4"), 1000).unwrap();
+        broadcast(&log, "b3");
+        assert_eq!(outbox.drain(&mut out).0, 2);
+        assert_eq!(out.len(), 8);
+        assert_eq!(out.back(), Some(&frame("b3")));
         assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_wakes_a_waiting_reader() {
+        let log = Arc::new(BroadcastLog::new(1 << 20));
+        let outbox = Arc::new(Outbox::default());
+        outbox.subscribe(&log, Protocol::Json, "c".into());
+        let waiter = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                outbox.ready().await;
+                let mut out = VecDeque::new();
+                outbox.drain(&mut out);
+                out
+            })
+        };
+        tokio::task::yield_now().await;
+        broadcast(&log, "b");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await.unwrap().unwrap();
+        assert_eq!(got, [frame("b")]);
+        // Unread broadcasts make the next wait return at once.
+        broadcast(&log, "c");
+        tokio::time::timeout(std::time::Duration::from_secs(10), outbox.ready()).await.unwrap();
     }
 
     #[tokio::test]

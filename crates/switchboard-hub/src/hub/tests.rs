@@ -129,6 +129,12 @@ fn close_requests_reach_outboxes() {
     assert!(a.outbox.is_closing());
     assert!(!b.outbox.is_closing());
     assert!(!hub.close_connection("zzz", request));
+    // What was sent before the close still goes out, nothing after it.
+    let c = connect(&hub, "c", None, Protocol::Json);
+    hub.broadcast(&frames(), &[]);
+    assert!(hub.close_connection("c", CloseRequest { error: None, allow_reconnect: false }));
+    hub.broadcast(&frames(), &[]);
+    assert_eq!((received(&c), received(&b)), (1, 2));
 }
 
 #[test]
@@ -142,6 +148,45 @@ fn slow_consumers_are_closed_and_counted() {
         assert!(sent < 100);
     }
     assert!(a.outbox.is_closing());
+    assert_eq!(Stats::get(&registry.stats().slow_consumer_closes), 1);
+}
+
+#[test]
+fn a_connection_reads_the_broadcasts_made_while_it_was_in_the_hub() {
+    let hub = Registry::default().get_or_create("h");
+    let early = connect(&hub, "early", None, Protocol::Json);
+    assert_eq!(hub.broadcast(&frames(), &[]), 1);
+    let late = connect(&hub, "late", None, Protocol::MessagePack);
+    assert_eq!(hub.broadcast(&frames(), &["nobody".to_string()]), 2);
+    assert_eq!((received(&early), received(&late)), (2, 1));
+    hub.remove_connection("late");
+    assert_eq!(hub.broadcast(&frames(), &[]), 1);
+    assert_eq!((received(&early), received(&late)), (1, 0));
+    assert_eq!(hub.queued_bytes(), 0, "read broadcasts are not kept");
+}
+
+/// G5 and W4 for broadcasts: a connection that fell the queue bound behind the others is
+/// closed, counted and gone for REST at once; the others go on.
+#[test]
+fn a_connection_behind_on_broadcasts_is_closed_as_a_slow_consumer() {
+    let registry = Registry::new(crate::HubConfig { max_queued_bytes: 200, ..Default::default() });
+    let hub = registry.get_or_create("h");
+    let slow = connect(&hub, "slow", None, Protocol::Json);
+    let fast = connect(&hub, "fast", None, Protocol::Json);
+    let mut sent = 0;
+    while !slow.outbox.is_closing() {
+        hub.broadcast(&frames(), &[]);
+        assert_eq!(received(&fast), 1);
+        sent += 1;
+        assert!(sent < 100);
+    }
+    assert!(sent > 1, "the bound holds more than one broadcast");
+    assert_eq!(Stats::get(&registry.stats().slow_consumer_closes), 1);
+    assert!(!hub.apply(&Call::Exists(Target::Connection("slow".into()))).found());
+    assert!(!fast.outbox.is_closing());
+    assert_eq!(received(&slow), 0, "what it had queued is dropped");
+    hub.broadcast(&frames(), &[]);
+    assert_eq!(received(&fast), 1);
     assert_eq!(Stats::get(&registry.stats().slow_consumer_closes), 1);
 }
 

@@ -1,0 +1,281 @@
+//! A hub's broadcasts, stored once and read by every connection at its own pace.
+//!
+//! Pushing a broadcast into each of 10,000 outboxes touches 10,000 connections' cache lines
+//! (a lock and a queue write each); at a few hundred broadcasts a second those misses were
+//! the largest single cost of the node. Instead a broadcast appends one entry here and wakes
+//! the connections that wait, and each [`Outbox`](crate::Outbox) reads the entries after its
+//! cursor when it drains, in order with its targeted frames (G4).
+//!
+//! An entry counts the readers that have yet to pass it and goes once none has. The entries
+//! kept are bounded by the hub's `max_queued_bytes`: an append past the bound drops the
+//! oldest entries, and the connections that had not read them are closed as slow consumers
+//! (G5), as an overflowing outbox is.
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use switchboard_protocol::Protocol;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+
+/// Accounting overhead charged per entry, as an outbox charges per frame.
+const ENTRY_OVERHEAD: usize = 32;
+
+/// See the module docs.
+pub(crate) struct BroadcastLog {
+    entries: Mutex<Entries>,
+    /// Sequence number of the next entry: a reader with a lower cursor has entries to read.
+    end: AtomicU64,
+    /// Woken (every waiter at once) by each append.
+    appended: Notify,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct Entries {
+    /// Sequence number of `list[0]`.
+    first: u64,
+    list: VecDeque<Entry>,
+    /// Cost of the entries in `list`.
+    bytes: usize,
+    /// Cost of every entry ever appended, so the bytes after a cursor are one subtraction.
+    appended_bytes: u64,
+    /// Subscribed cursors: each entry waits for this many.
+    readers: usize,
+}
+
+struct Entry {
+    /// The frame for each protocol (indexed by [`protocol_slot`]); `None` where no reader
+    /// speaks it or the message cannot be put in it.
+    frames: [Option<Bytes>; 2],
+    /// Connection ids left out (`excluded` of the REST call; usually none).
+    excluded: Box<[String]>,
+    /// Readers subscribed when it was appended that have not passed it yet.
+    unread: usize,
+    cost: usize,
+    /// `appended_bytes` before this entry.
+    offset: u64,
+}
+
+/// A reader's place in the log: the next sequence number it reads.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    next: u64,
+    /// Where reading stops: the end when the connection was asked to close (what was
+    /// sent before the close still goes out, nothing after it).
+    until: u64,
+    protocol: Protocol,
+    pub(crate) id: std::sync::Arc<str>,
+}
+
+/// The reader's entries were dropped before it read them.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Lagged;
+
+impl BroadcastLog {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self { entries: Mutex::default(), end: AtomicU64::new(0), appended: Notify::new(), limit }
+    }
+
+    /// The sequence number the next entry will get.
+    pub(crate) fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+
+    /// A cursor that reads what is appended from now on, until it [leaves](Self::leave).
+    pub(crate) fn subscribe(&self, protocol: Protocol, id: std::sync::Arc<str>) -> Cursor {
+        let mut entries = self.entries.lock();
+        entries.readers += 1;
+        Cursor { next: entries.first + entries.list.len() as u64, until: u64::MAX, protocol, id }
+    }
+
+    /// Whether `cursor` has entries to read.
+    pub(crate) fn has_unread(&self, cursor: &Cursor) -> bool {
+        cursor.next < self.end().min(cursor.until)
+    }
+
+    /// `cursor` reads nothing appended from now on.
+    pub(crate) fn stop_at_end(&self, cursor: &mut Cursor) {
+        cursor.until = cursor.until.min(self.end());
+    }
+
+    /// Appends a broadcast for every subscribed cursor, then wakes the waiting ones. Returns
+    /// whether entries some reader had not read yet were dropped to stay within the bound:
+    /// the caller then closes the readers that fell behind ([`is_behind`](Self::is_behind)).
+    pub(crate) fn append(&self, frames: [Option<Bytes>; 2], excluded: &[String]) -> bool {
+        let cost = frames.iter().flatten().map(Bytes::len).max().unwrap_or(0) + ENTRY_OVERHEAD;
+        let mut entries = self.entries.lock();
+        let (offset, unread) = (entries.appended_bytes, entries.readers);
+        entries.list.push_back(Entry { frames, excluded: excluded.into(), unread, cost, offset });
+        entries.bytes += cost;
+        entries.appended_bytes += cost as u64;
+        let mut dropped_unread = false;
+        while entries.bytes > self.limit
+            && let Some(oldest) = entries.list.pop_front()
+        {
+            entries.bytes -= oldest.cost;
+            entries.first += 1;
+            dropped_unread |= oldest.unread > 0;
+        }
+        self.end.store(entries.first + entries.list.len() as u64, Ordering::Release);
+        drop(entries);
+        self.appended.notify_waiters();
+        dropped_unread
+    }
+
+    /// Whether `cursor` missed entries that were dropped.
+    pub(crate) fn is_behind(&self, cursor: &Cursor) -> bool {
+        cursor.next < self.entries.lock().first
+    }
+
+    /// Hands `visit` every entry from `cursor` to the end that is meant for it (its
+    /// protocol's frame, unless it is excluded), with the entry's sequence number, and moves
+    /// the cursor past them.
+    pub(crate) fn read(&self, cursor: &mut Cursor, mut visit: impl FnMut(u64, &Bytes)) -> Result<(), Lagged> {
+        let mut entries = self.entries.lock();
+        if cursor.next < entries.first {
+            return Err(Lagged);
+        }
+        let first = entries.first;
+        let end = (first + entries.list.len() as u64).min(cursor.until).max(cursor.next);
+        let slot = protocol_slot(cursor.protocol);
+        for seq in cursor.next..end {
+            let entry = &mut entries.list[(seq - first) as usize];
+            entry.unread -= 1;
+            if let Some(frame) = &entry.frames[slot]
+                && !entry.excluded.iter().any(|id| **id == *cursor.id)
+            {
+                visit(seq, frame);
+            }
+        }
+        cursor.next = end;
+        entries.drop_read();
+        Ok(())
+    }
+
+    /// A reader goes away: it will not read the entries after `cursor`.
+    pub(crate) fn leave(&self, cursor: &Cursor) {
+        let mut entries = self.entries.lock();
+        entries.readers -= 1;
+        let first = entries.first;
+        for entry in entries.list.iter_mut().skip(cursor.next.saturating_sub(first) as usize) {
+            entry.unread -= 1;
+        }
+        entries.drop_read();
+    }
+
+    /// The bytes (with per-entry overhead) from `cursor` to the end, for metrics.
+    pub(crate) fn bytes_after(&self, cursor: &Cursor) -> usize {
+        let entries = self.entries.lock();
+        let first = entries.first;
+        let from = cursor.next.max(first) - first;
+        entries.list.get(from as usize).map_or(0, |entry| (entries.appended_bytes - entry.offset) as usize)
+    }
+
+    /// Resolves at the next append after it is [enabled](Notified::enable) or first polled.
+    pub(crate) fn appended(&self) -> Notified<'_> {
+        self.appended.notified()
+    }
+
+    #[cfg(test)]
+    fn retained(&self) -> usize {
+        self.entries.lock().list.len()
+    }
+}
+
+impl Entries {
+    /// Drops the oldest entries every reader has passed (they are a prefix: readers pass
+    /// entries in order, and one that arrived later is counted only in later entries).
+    fn drop_read(&mut self) {
+        while self.list.front().is_some_and(|entry| entry.unread == 0) {
+            let entry = self.list.pop_front().expect("checked");
+            self.bytes -= entry.cost;
+            self.first += 1;
+        }
+    }
+}
+
+/// Where a protocol's frame sits in an entry.
+pub(crate) fn protocol_slot(protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::Json => 0,
+        Protocol::MessagePack => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &'static str) -> [Option<Bytes>; 2] {
+        [Some(Bytes::from_static(text.as_bytes())), None]
+    }
+
+    fn read_all(log: &BroadcastLog, cursor: &mut Cursor) -> Result<Vec<(u64, Bytes)>, Lagged> {
+        let mut got = Vec::new();
+        log.read(cursor, |seq, frame| got.push((seq, frame.clone()))).map(|()| got)
+    }
+
+    #[test]
+    fn entries_go_once_every_reader_passed_them() {
+        let log = BroadcastLog::new(1 << 20);
+        let mut a = log.subscribe(Protocol::Json, "a".into());
+        log.append(frame("1"), &[]);
+        let mut b = log.subscribe(Protocol::Json, "b".into());
+        log.append(frame("2"), &[]);
+        assert_eq!(read_all(&log, &mut b).unwrap(), [(1, Bytes::from_static(b"2"))], "b reads from its start");
+        assert_eq!(log.retained(), 2);
+        assert_eq!(read_all(&log, &mut a).unwrap().len(), 2);
+        assert_eq!(log.retained(), 0);
+        log.append(frame("3"), &[]);
+        log.leave(&a);
+        assert_eq!(read_all(&log, &mut b).unwrap().len(), 1);
+        assert_eq!(log.retained(), 0, "a reader that left holds nothing");
+    }
+
+    #[test]
+    fn readers_skip_what_excludes_them_or_is_not_in_their_protocol() {
+        let log = BroadcastLog::new(1 << 20);
+        let mut json = log.subscribe(Protocol::Json, "j".into());
+        let mut binary = log.subscribe(Protocol::MessagePack, "m".into());
+        log.append(frame("to json only"), &[]);
+        log.append([Some(Bytes::from_static(b"j")), Some(Bytes::from_static(b"m"))], &["j".to_owned()]);
+        assert_eq!(read_all(&log, &mut json).unwrap(), [(0, Bytes::from_static(b"to json only"))]);
+        assert_eq!(read_all(&log, &mut binary).unwrap(), [(1, Bytes::from_static(b"m"))]);
+        assert_eq!(log.retained(), 0);
+    }
+
+    #[test]
+    fn a_stopped_reader_reads_only_what_came_before() {
+        let log = BroadcastLog::new(1 << 20);
+        let mut closing = log.subscribe(Protocol::Json, "c".into());
+        log.append(frame("before"), &[]);
+        log.stop_at_end(&mut closing);
+        log.append(frame("after"), &[]);
+        assert!(log.has_unread(&closing));
+        assert_eq!(read_all(&log, &mut closing).unwrap(), [(0, Bytes::from_static(b"before"))]);
+        assert!(!log.has_unread(&closing));
+        assert_eq!(read_all(&log, &mut closing).unwrap(), []);
+        log.leave(&closing);
+        assert_eq!(log.retained(), 0);
+    }
+
+    #[test]
+    fn a_reader_behind_the_bound_has_lagged() {
+        let log = BroadcastLog::new(3 * (ENTRY_OVERHEAD + 1));
+        let mut slow = log.subscribe(Protocol::Json, "slow".into());
+        let mut fast = log.subscribe(Protocol::Json, "fast".into());
+        for _ in 0..3 {
+            assert!(!log.append(frame("x"), &[]));
+            read_all(&log, &mut fast).unwrap();
+        }
+        assert_eq!(log.bytes_after(&slow), 3 * (ENTRY_OVERHEAD + 1));
+        assert!(log.append(frame("x"), &[]), "dropping an entry slow had not read");
+        assert!(log.is_behind(&slow) && !log.is_behind(&fast));
+        assert_eq!(read_all(&log, &mut slow), Err(Lagged));
+        assert_eq!(read_all(&log, &mut fast).unwrap().len(), 1);
+        log.leave(&slow);
+        assert_eq!(log.retained(), 0);
+    }
+}
