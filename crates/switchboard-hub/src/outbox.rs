@@ -180,7 +180,18 @@ impl Outbox {
     /// Moves every queued frame and unread broadcast to the end of `out`, in order, and
     /// reports a pending close request. Returns the number of frames moved.
     pub fn drain(&self, out: &mut VecDeque<Bytes>) -> (usize, Option<CloseRequest>) {
-        let before = out.len();
+        self.drain_with(|frame| out.push_back(frame.clone()))
+    }
+
+    /// Hands every queued frame and unread broadcast to `visit`, in order, and reports a
+    /// pending close request; returns how many it handed. A writer that copies the frames
+    /// into its output here touches no broadcast frame's reference count.
+    pub fn drain_with(&self, mut visit: impl FnMut(&Bytes)) -> (usize, Option<CloseRequest>) {
+        let mut count = 0;
+        let mut visit = |frame: &Bytes| {
+            count += 1;
+            visit(frame);
+        };
         let mut state = self.state.lock();
         let State { frames, queued_bytes, close, cursor } = &mut *state;
         let log = self.broadcasts.get();
@@ -190,21 +201,21 @@ impl Outbox {
                 // Lagged: the broadcast that dropped its entries closes it (`close_if_behind`).
                 let _: Result<(), Lagged> = log.read(at, |seq, frame| {
                     // A frame queued while the log ended at `stamp` goes before entry `stamp`.
-                    while let Some((_, frame)) = own.next_if(|(stamp, _)| *stamp <= seq) {
-                        out.push_back(frame);
+                    while let Some((_, queued)) = own.next_if(|(stamp, _)| *stamp <= seq) {
+                        visit(&queued);
                     }
-                    out.push_back(frame.clone());
+                    visit(frame);
                 });
-                out.extend(own.map(|(_, frame)| frame));
+                own.for_each(|(_, queued)| visit(&queued));
             }
-            _ => out.extend(frames.drain(..).map(|(_, frame)| frame)),
+            _ => frames.drain(..).for_each(|(_, queued)| visit(&queued)),
         }
         *queued_bytes = 0;
         // Storage a burst grew is given back rather than kept by an idle connection.
         if frames.capacity() > 64 {
             *frames = VecDeque::new();
         }
-        (out.len() - before, close.clone())
+        (count, close.clone())
     }
 
     /// Bytes waiting (with per-frame overhead), unread broadcasts included, for metrics.

@@ -123,16 +123,48 @@ impl WsError {
 /// Lets a writer send the header and an existing payload buffer with a vectored
 /// write instead of copying the payload.
 pub fn write_frame_header(opcode: OpCode, payload_len: usize, out: &mut Vec<u8>) {
-    out.push(0x80 | opcode.code());
-    if payload_len < 126 {
-        out.push(payload_len as u8);
+    let (header, len) = frame_header(opcode, payload_len);
+    out.extend_from_slice(&header[..len]);
+}
+
+/// The most bytes a server frame header takes.
+pub const MAX_HEADER: usize = 10;
+
+/// A server frame header and how many of its bytes are used (the length in the fewest
+/// bytes, as RFC 6455 §5.2 requires).
+fn frame_header(opcode: OpCode, payload_len: usize) -> ([u8; MAX_HEADER], usize) {
+    let mut header = [0; MAX_HEADER];
+    header[0] = 0x80 | opcode.code();
+    let len = if payload_len < 126 {
+        header[1] = payload_len as u8;
+        2
     } else if let Ok(len) = u16::try_from(payload_len) {
-        out.push(126);
-        out.extend_from_slice(&len.to_be_bytes());
+        header[1] = 126;
+        header[2..4].copy_from_slice(&len.to_be_bytes());
+        4
     } else {
-        out.push(127);
-        out.extend_from_slice(&(payload_len as u64).to_be_bytes());
-    }
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+        10
+    };
+    (header, len)
+}
+
+/// Starts a frame whose payload is appended piece by piece, its length known only at the
+/// end: reserves header room and returns where the frame starts, for [`finish_frame`].
+pub fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; MAX_HEADER]);
+    start
+}
+
+/// Writes the header of the frame [begun](begin_frame) at `start` for everything appended
+/// since, and closes the header room it did not use.
+pub fn finish_frame(opcode: OpCode, start: usize, out: &mut Vec<u8>) {
+    let (header, len) = frame_header(opcode, out.len() - start - MAX_HEADER);
+    let unused = MAX_HEADER - len;
+    out[start + unused..start + MAX_HEADER].copy_from_slice(&header[..len]);
+    out.drain(start..start + unused);
 }
 
 /// Appends a complete server frame: FIN set, unmasked.

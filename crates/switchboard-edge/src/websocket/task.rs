@@ -13,7 +13,6 @@ use crate::stateful::{ReplayBuffer, encode_ack};
 use crate::{EdgeState, Ticket, UNROUTABLE, outbox_ready, upstream_link};
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_auth::ClientIdentity;
@@ -194,7 +193,6 @@ impl ConnectionTask {
             .unwrap_or(config.handshake_timeout);
         let mut last_received = started;
         let mut last_sent = started;
-        let mut batch: VecDeque<Bytes> = VecDeque::new();
         let mut lost = false;
         if !leftover.is_empty() {
             self.on_bytes(&mut io, &mut leftover.to_vec());
@@ -206,6 +204,11 @@ impl ConnectionTask {
             lost = true;
             io.stop = true;
         }
+        // One timer for the connection's life, moved only when it must fire sooner: a deadline
+        // that moved later (after each write or read) lets it fire early, and `on_timer` acts
+        // only on what is due. Re-arming it at every wake-up cost a timer-wheel update per
+        // message.
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(started + handshake_timeout));
         while !io.stop {
             if io.out.is_empty() {
                 let deadline = match &io.conn {
@@ -215,11 +218,14 @@ impl ConnectionTask {
                         io.ack_at.map_or(keep_alive, |ack| ack.min(keep_alive))
                     }
                 };
+                if timer.is_elapsed() || deadline < timer.deadline() {
+                    timer.as_mut().reset(deadline);
+                }
                 let replay_full = io.replay.as_ref().is_some_and(|r| r.is_full());
                 tokio::select! {
                     biased;
                     _ = outbox_ready(&io.conn), if !replay_full => {
-                        self.on_outbox(&mut io, &mut batch);
+                        self.on_outbox(&mut io);
                     }
                     readable = socket.readable() => {
                         if readable.is_err() || !self.on_readable(&mut io, &mut socket) {
@@ -231,7 +237,7 @@ impl ConnectionTask {
                             io.ack_at = Some(last_received + ACK_DELAY);
                         }
                     }
-                    _ = tokio::time::sleep_until(deadline) => {
+                    () = &mut timer => {
                         self.on_timer(&mut io, last_sent, last_received);
                     }
                 }
@@ -418,26 +424,26 @@ impl ConnectionTask {
         }
     }
 
-    fn on_outbox(&mut self, io: &mut Io, batch: &mut VecDeque<Bytes>) {
+    fn on_outbox(&mut self, io: &mut Io) {
         let Some(conn) = &io.conn else { return };
-        let (count, close) = conn.outbox.drain(batch);
         let protocol = conn.protocol;
-        if count > 0 {
-            // One WebSocket message carrying every queued frame, copied once into the output.
-            let total: usize = batch.iter().map(Bytes::len).sum();
-            io.out.reserve(total + 10);
-            websocket::write_frame_header(opcode_for(Some(protocol)), total, &mut io.out);
-            for frame in batch.drain(..) {
-                io.out.extend_from_slice(&frame);
-                if let Some(replay) = &mut io.replay {
-                    replay.record(frame);
-                }
+        // One WebSocket message carrying every queued frame, copied once into the output.
+        let start = websocket::begin_frame(&mut io.out);
+        let (out, replay) = (&mut io.out, &mut io.replay);
+        let (count, close) = conn.outbox.drain_with(|frame| {
+            out.extend_from_slice(frame);
+            if let Some(replay) = replay {
+                replay.record(frame.clone());
             }
-        }
-        // The queue's storage came with the frames; kept (when small) it goes back to the
-        // outbox at the next drain, so pushes do not allocate.
-        if batch.capacity() > 64 {
-            *batch = VecDeque::new();
+        });
+        if count > 0 {
+            websocket::finish_frame(opcode_for(Some(protocol)), start, &mut io.out);
+        } else {
+            io.out.truncate(start);
+            if io.out.is_empty() {
+                // A wake-up with nothing to write leaves no buffer behind on an idle connection.
+                io.out = Vec::new();
+            }
         }
         if let Some(close) = close {
             let mut bytes = Vec::new();

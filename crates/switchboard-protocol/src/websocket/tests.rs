@@ -248,3 +248,19 @@ fn opcodes_round_trip() {
         }
     }
 }
+
+#[test]
+fn a_frame_built_piece_by_piece_is_the_frame_written_at_once() {
+    for len in [0, 1, 125, 126, 65_535, 65_536, 70_000] {
+        let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let mut whole = b"before".to_vec();
+        write_frame(OpCode::Binary, &payload, &mut whole);
+        let mut pieces = b"before".to_vec();
+        let start = begin_frame(&mut pieces);
+        for chunk in payload.chunks(1000) {
+            pieces.extend_from_slice(chunk);
+        }
+        finish_frame(OpCode::Binary, start, &mut pieces);
+        assert_eq!(pieces, whole, "payload of {len} bytes");
+    }
+}
