@@ -307,7 +307,7 @@ impl HttpConnection {
         let mut out = std::mem::take(&mut guard.replies);
         let mut close_now = false;
         if let Some(conn) = guard.conn.clone() {
-            let (_, close) = conn.outbox.drain(batch);
+            let (_, close) = conn.drain(batch);
             for frame in batch.drain(..) {
                 out.extend_from_slice(&frame);
             }

@@ -90,7 +90,7 @@ impl Client {
     /// The numbers carried by the messages received since the last call, in order.
     fn received(&self) -> Vec<u64> {
         let mut frames = std::collections::VecDeque::<Bytes>::new();
-        self.conn.outbox.drain(&mut frames);
+        self.conn.drain(&mut frames);
         frames.iter().map(|frame| number_of(frame)).collect()
     }
 

@@ -41,7 +41,7 @@ fn registry_of(node: u64) -> Arc<Registry> {
         let mut out = std::collections::VecDeque::new();
         loop {
             conn.outbox.ready().await;
-            conn.outbox.drain(&mut out);
+            conn.drain(&mut out);
             out.clear();
         }
     });

@@ -119,7 +119,7 @@ fn expected(conn: &Connection, n: usize) -> Bytes {
 
 fn drain(conn: &Connection) -> Vec<Bytes> {
     let mut out = std::collections::VecDeque::new();
-    conn.outbox.drain(&mut out);
+    conn.drain(&mut out);
     out.into()
 }
 
@@ -307,7 +307,7 @@ async fn connection_calls_go_to_the_owner_and_group_sends_from_another_node_foll
     let close = Action::Close(Close { reason: "bye".into() });
     assert!(nodes[0].client.connection_call(owner, addr, call(&conn, close)).await.unwrap().found);
     let mut out = std::collections::VecDeque::new();
-    let (_, request) = conn.outbox.drain(&mut out);
+    let (_, request) = conn.drain(&mut out);
     let request = request.expect("close requested");
     assert_eq!(request.error.as_deref(), Some("bye"));
     assert!(!request.allow_reconnect);

@@ -37,7 +37,7 @@ fn message() -> Frames {
 
 fn drain_and_frame(connections: &[Arc<Connection>], batch: &mut VecDeque<Bytes>, out: &mut Vec<u8>) {
     for conn in connections {
-        conn.outbox.drain(batch);
+        conn.drain(batch);
         for frame in batch.drain(..) {
             out.clear();
             websocket::write_frame(OpCode::Text, &frame, out);

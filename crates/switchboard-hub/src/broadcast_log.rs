@@ -65,8 +65,13 @@ pub(crate) struct Cursor {
     /// Where reading stops: the end when the connection was asked to close (what was
     /// sent before the close still goes out, nothing after it).
     until: u64,
-    protocol: Protocol,
-    pub(crate) id: std::sync::Arc<str>,
+}
+
+/// Who reads: which frame it takes and which exclusions name it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reader<'a> {
+    pub(crate) protocol: Protocol,
+    pub(crate) id: &'a str,
 }
 
 /// The reader's entries were dropped before it read them.
@@ -84,10 +89,10 @@ impl BroadcastLog {
     }
 
     /// A cursor that reads what is appended from now on, until it [leaves](Self::leave).
-    pub(crate) fn subscribe(&self, protocol: Protocol, id: std::sync::Arc<str>) -> Cursor {
+    pub(crate) fn subscribe(&self) -> Cursor {
         let mut entries = self.entries.lock();
         entries.readers += 1;
-        Cursor { next: entries.first + entries.list.len() as u64, until: u64::MAX, protocol, id }
+        Cursor { next: entries.first + entries.list.len() as u64, until: u64::MAX }
     }
 
     /// Whether `cursor` has entries to read.
@@ -129,22 +134,27 @@ impl BroadcastLog {
         cursor.next < self.entries.lock().first
     }
 
-    /// Hands `visit` every entry from `cursor` to the end that is meant for it (its
+    /// Hands `visit` every entry from `cursor` to the end that is meant for `reader` (its
     /// protocol's frame, unless it is excluded), with the entry's sequence number, and moves
     /// the cursor past them.
-    pub(crate) fn read(&self, cursor: &mut Cursor, mut visit: impl FnMut(u64, &Bytes)) -> Result<(), Lagged> {
+    pub(crate) fn read(
+        &self,
+        cursor: &mut Cursor,
+        reader: Reader,
+        mut visit: impl FnMut(u64, &Bytes),
+    ) -> Result<(), Lagged> {
         let mut entries = self.entries.lock();
         if cursor.next < entries.first {
             return Err(Lagged);
         }
         let first = entries.first;
         let end = (first + entries.list.len() as u64).min(cursor.until).max(cursor.next);
-        let slot = protocol_slot(cursor.protocol);
+        let slot = protocol_slot(reader.protocol);
         for seq in cursor.next..end {
             let entry = &mut entries.list[(seq - first) as usize];
             entry.unread -= 1;
             if let Some(frame) = &entry.frames[slot]
-                && !entry.excluded.iter().any(|id| **id == *cursor.id)
+                && !entry.excluded.iter().any(|id| id == reader.id)
             {
                 visit(seq, frame);
             }
@@ -212,17 +222,23 @@ mod tests {
         [Some(Bytes::from_static(text.as_bytes())), None]
     }
 
-    fn read_all(log: &BroadcastLog, cursor: &mut Cursor) -> Result<Vec<(u64, Bytes)>, Lagged> {
-        let mut got = Vec::new();
-        log.read(cursor, |seq, frame| got.push((seq, frame.clone()))).map(|()| got)
+    fn read_all(log: &BroadcastLog, cursor: &mut Cursor) -> ReadAll {
+        read_as(log, cursor, Protocol::Json, "c")
     }
+
+    fn read_as(log: &BroadcastLog, cursor: &mut Cursor, protocol: Protocol, id: &str) -> ReadAll {
+        let mut got = Vec::new();
+        log.read(cursor, Reader { protocol, id }, |seq, frame| got.push((seq, frame.clone()))).map(|()| got)
+    }
+
+    type ReadAll = Result<Vec<(u64, Bytes)>, Lagged>;
 
     #[test]
     fn entries_go_once_every_reader_passed_them() {
         let log = BroadcastLog::new(1 << 20);
-        let mut a = log.subscribe(Protocol::Json, "a".into());
+        let mut a = log.subscribe();
         log.append(frame("1"), &[]);
-        let mut b = log.subscribe(Protocol::Json, "b".into());
+        let mut b = log.subscribe();
         log.append(frame("2"), &[]);
         assert_eq!(read_all(&log, &mut b).unwrap(), [(1, Bytes::from_static(b"2"))], "b reads from its start");
         assert_eq!(log.retained(), 2);
@@ -237,19 +253,19 @@ mod tests {
     #[test]
     fn readers_skip_what_excludes_them_or_is_not_in_their_protocol() {
         let log = BroadcastLog::new(1 << 20);
-        let mut json = log.subscribe(Protocol::Json, "j".into());
-        let mut binary = log.subscribe(Protocol::MessagePack, "m".into());
+        let mut json = log.subscribe();
+        let mut binary = log.subscribe();
         log.append(frame("to json only"), &[]);
         log.append([Some(Bytes::from_static(b"j")), Some(Bytes::from_static(b"m"))], &["j".to_owned()]);
-        assert_eq!(read_all(&log, &mut json).unwrap(), [(0, Bytes::from_static(b"to json only"))]);
-        assert_eq!(read_all(&log, &mut binary).unwrap(), [(1, Bytes::from_static(b"m"))]);
+        assert_eq!(read_as(&log, &mut json, Protocol::Json, "j").unwrap(), [(0, Bytes::from_static(b"to json only"))]);
+        assert_eq!(read_as(&log, &mut binary, Protocol::MessagePack, "m").unwrap(), [(1, Bytes::from_static(b"m"))]);
         assert_eq!(log.retained(), 0);
     }
 
     #[test]
     fn a_stopped_reader_reads_only_what_came_before() {
         let log = BroadcastLog::new(1 << 20);
-        let mut closing = log.subscribe(Protocol::Json, "c".into());
+        let mut closing = log.subscribe();
         log.append(frame("before"), &[]);
         log.stop_at_end(&mut closing);
         log.append(frame("after"), &[]);
@@ -264,8 +280,8 @@ mod tests {
     #[test]
     fn a_reader_behind_the_bound_has_lagged() {
         let log = BroadcastLog::new(3 * (ENTRY_OVERHEAD + 1));
-        let mut slow = log.subscribe(Protocol::Json, "slow".into());
-        let mut fast = log.subscribe(Protocol::Json, "fast".into());
+        let mut slow = log.subscribe();
+        let mut fast = log.subscribe();
         for _ in 0..3 {
             assert!(!log.append(frame("x"), &[]));
             read_all(&log, &mut fast).unwrap();

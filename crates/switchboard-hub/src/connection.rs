@@ -1,10 +1,13 @@
 //! A client connection as the hub sees it: identity, protocol and outbox.
 
+use crate::broadcast_log::Reader;
 use crate::metrics::Transport;
-use crate::outbox::Outbox;
+use crate::outbox::{CloseRequest, Outbox};
 use base64::Engine;
+use bytes::Bytes;
 use parking_lot::Mutex;
 use rand::Rng;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use switchboard_protocol::Protocol;
 
@@ -73,6 +76,19 @@ impl Connection {
             results: Mutex::new(Vec::new()),
             streams: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Moves every queued frame and unread broadcast to the end of `out`, in order, and
+    /// reports a pending close request. Returns the number of frames moved.
+    pub fn drain(&self, out: &mut VecDeque<Bytes>) -> (usize, Option<CloseRequest>) {
+        self.drain_with(|frame| out.push_back(frame.clone()))
+    }
+
+    /// Hands every queued frame and unread broadcast to `visit`, in order, and reports a
+    /// pending close request; returns how many it handed. A writer that copies the frames
+    /// into its output here touches no broadcast frame's reference count.
+    pub fn drain_with(&self, visit: impl FnMut(&Bytes)) -> (usize, Option<CloseRequest>) {
+        self.outbox.drain_with(Reader { protocol: self.protocol, id: &self.id }, visit)
     }
 
     /// Waits for the client's Completion of `invocation_id` (a client-result invocation).

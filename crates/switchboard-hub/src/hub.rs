@@ -242,7 +242,7 @@ impl Hub {
         if self.shared.interest.as_ref().is_some_and(|sink| sink.wants_connections()) {
             reported |= self.report(InterestKind::Connection, &conn.id, true);
         }
-        conn.outbox.subscribe(&self.broadcasts, conn.protocol, conn.id.clone());
+        conn.outbox.subscribe(&self.broadcasts);
         match state.connections.insert(conn.id.clone(), conn.clone()) {
             None => {
                 let stats = &self.shared.stats;

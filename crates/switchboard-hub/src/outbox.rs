@@ -8,16 +8,14 @@
 //! queued frame carries the log's end when it was queued, and a drain puts the broadcasts
 //! before it that were appended first, so one sender's sends arrive in order (G4).
 
-use crate::broadcast_log::{BroadcastLog, Cursor, Lagged};
+use crate::broadcast_log::{BroadcastLog, Cursor, Lagged, Reader};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::{Arc, OnceLock};
-use std::task::Poll;
-use switchboard_protocol::Protocol;
-use tokio::sync::Notify;
+use std::task::{Poll, Waker};
 
 /// Accounting overhead charged per queued frame, so a flood of tiny frames is bounded too.
 const FRAME_OVERHEAD: usize = 32;
@@ -54,16 +52,28 @@ struct State {
     frames: VecDeque<(u64, Bytes)>,
     queued_bytes: usize,
     close: Option<CloseRequest>,
-    /// Where this connection is in its hub's broadcasts (`None`: not subscribed, or left).
+    /// Where this connection is in its hub's broadcasts (`None`: not in a hub, or left it).
     cursor: Option<Cursor>,
+    /// The task waiting in [`Outbox::ready`], woken by the next frame or close request.
+    waiter: Option<Waker>,
+    /// A wake-up that came while nobody waited, kept for the next wait.
+    woken: bool,
+}
+
+impl State {
+    /// Marks a wake-up and hands back the waiter to wake once the lock is released.
+    fn wake(&mut self) -> Option<Waker> {
+        self.woken = true;
+        self.waiter.take()
+    }
 }
 
 /// See the module docs.
 #[derive(Default)]
 pub struct Outbox {
     state: Mutex<State>,
-    notify: Notify,
-    /// The hub's broadcasts, once the connection joined a hub.
+    /// The hub's broadcasts, once the connection joined a hub (outside the lock: waiting
+    /// borrows it).
     broadcasts: OnceLock<Arc<BroadcastLog>>,
 }
 
@@ -77,8 +87,7 @@ impl Outbox {
         let cost = frame.len() + FRAME_OVERHEAD;
         if state.queued_bytes + cost > limit {
             self.overflowed(&mut state);
-            drop(state);
-            self.notify.notify_one();
+            wake(state.wake(), state);
             return Err(PushError::Overflow);
         }
         state.queued_bytes += cost;
@@ -86,9 +95,8 @@ impl Outbox {
         // Read under the lock: stamps never decrease along the queue.
         let stamp = self.broadcasts.get().map_or(0, |log| log.end());
         state.frames.push_back((stamp, frame));
-        drop(state);
         if was_empty {
-            self.notify.notify_one();
+            wake(state.wake(), state);
         }
         Ok(())
     }
@@ -111,11 +119,11 @@ impl Outbox {
     }
 
     /// Starts reading `log` from its end (the hub calls this as the connection joins it).
-    pub(crate) fn subscribe(&self, log: &Arc<BroadcastLog>, protocol: Protocol, id: Arc<str>) {
+    pub(crate) fn subscribe(&self, log: &Arc<BroadcastLog>) {
         let log = self.broadcasts.get_or_init(|| log.clone());
         let mut state = self.state.lock();
         if state.cursor.is_none() {
-            state.cursor = Some(log.subscribe(protocol, id));
+            state.cursor = Some(log.subscribe());
         }
     }
 
@@ -139,16 +147,16 @@ impl Outbox {
         log.leave(&cursor);
         let first = state.close.is_none();
         self.overflowed(&mut state);
-        drop(state);
-        self.notify.notify_one();
+        wake(state.wake(), state);
         first
     }
 
     /// Asks the transport to close the connection; the first request wins. Frames already
     /// queued are still written before the Close message.
     pub fn close(&self, request: CloseRequest) {
-        self.request_close(&mut self.state.lock(), request);
-        self.notify.notify_one();
+        let mut state = self.state.lock();
+        self.request_close(&mut state, request);
+        wake(state.wake(), state);
     }
 
     /// Whether a close was requested.
@@ -160,46 +168,46 @@ impl Outbox {
     /// wake-up that arrives while nobody waits is kept for the next call, and broadcasts
     /// appended meanwhile are seen at once.
     pub async fn ready(&self) {
-        let Some(log) = self.broadcasts.get() else { return self.notify.notified().await };
-        let mut appended = pin!(log.appended());
-        appended.as_mut().enable();
-        if self.state.lock().cursor.as_ref().is_some_and(|cursor| log.has_unread(cursor)) {
-            return;
+        let log = self.broadcasts.get();
+        let mut appended = pin!(log.map(|log| log.appended()));
+        if let Some(appended) = appended.as_mut().as_pin_mut() {
+            appended.enable();
         }
-        let mut queued = pin!(self.notify.notified());
         poll_fn(|cx| {
-            if queued.as_mut().poll(cx).is_ready() || appended.as_mut().poll(cx).is_ready() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
+            {
+                let mut state = self.state.lock();
+                let unread = |cursor: &Cursor| log.is_some_and(|log| log.has_unread(cursor));
+                if std::mem::take(&mut state.woken) || state.cursor.as_ref().is_some_and(unread) {
+                    return Poll::Ready(());
+                }
+                if !state.waiter.as_ref().is_some_and(|waiter| waiter.will_wake(cx.waker())) {
+                    state.waiter = Some(cx.waker().clone());
+                }
+            }
+            match appended.as_mut().as_pin_mut() {
+                Some(appended) => appended.poll(cx),
+                None => Poll::Pending,
             }
         })
         .await
     }
 
-    /// Moves every queued frame and unread broadcast to the end of `out`, in order, and
-    /// reports a pending close request. Returns the number of frames moved.
-    pub fn drain(&self, out: &mut VecDeque<Bytes>) -> (usize, Option<CloseRequest>) {
-        self.drain_with(|frame| out.push_back(frame.clone()))
-    }
-
-    /// Hands every queued frame and unread broadcast to `visit`, in order, and reports a
-    /// pending close request; returns how many it handed. A writer that copies the frames
-    /// into its output here touches no broadcast frame's reference count.
-    pub fn drain_with(&self, mut visit: impl FnMut(&Bytes)) -> (usize, Option<CloseRequest>) {
+    /// Hands every queued frame and the unread broadcasts meant for `reader` to `visit`, in
+    /// order, and reports a pending close request; returns how many it handed. Used through
+    /// [`Connection::drain_with`](crate::Connection::drain_with).
+    pub(crate) fn drain_with(&self, reader: Reader, mut visit: impl FnMut(&Bytes)) -> (usize, Option<CloseRequest>) {
         let mut count = 0;
         let mut visit = |frame: &Bytes| {
             count += 1;
             visit(frame);
         };
         let mut state = self.state.lock();
-        let State { frames, queued_bytes, close, cursor } = &mut *state;
-        let log = self.broadcasts.get();
-        match (cursor.as_mut(), log) {
-            (Some(at), Some(log)) if log.has_unread(at) => {
+        let State { frames, queued_bytes, close, cursor, .. } = &mut *state;
+        match (cursor, self.broadcasts.get()) {
+            (Some(cursor), Some(log)) if log.has_unread(cursor) => {
                 let mut own = frames.drain(..).peekable();
                 // Lagged: the broadcast that dropped its entries closes it (`close_if_behind`).
-                let _: Result<(), Lagged> = log.read(at, |seq, frame| {
+                let _: Result<(), Lagged> = log.read(cursor, reader, |seq, frame| {
                     // A frame queued while the log ended at `stamp` goes before entry `stamp`.
                     while let Some((_, queued)) = own.next_if(|(stamp, _)| *stamp <= seq) {
                         visit(&queued);
@@ -229,9 +237,24 @@ impl Outbox {
     }
 }
 
+/// Wakes `waiter` after releasing the lock it was taken under.
+fn wake<T>(waiter: Option<Waker>, guard: T) {
+    drop(guard);
+    if let Some(waiter) = waiter {
+        waiter.wake();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_protocol::Protocol;
+
+    impl Outbox {
+        fn drain(&self, out: &mut VecDeque<Bytes>) -> (usize, Option<CloseRequest>) {
+            self.drain_with(Reader { protocol: Protocol::Json, id: "c" }, |frame| out.push_back(frame.clone()))
+        }
+    }
 
     #[test]
     fn overflow_closes_and_clears() {
@@ -258,7 +281,7 @@ mod tests {
     fn a_drain_puts_each_queued_frame_after_the_broadcasts_appended_before_it() {
         let log = Arc::new(BroadcastLog::new(1 << 20));
         let outbox = Outbox::default();
-        outbox.subscribe(&log, Protocol::Json, "c".into());
+        outbox.subscribe(&log);
         broadcast(&log, "b0");
         outbox.push(frame("t1"), 1000).unwrap();
         broadcast(&log, "b1");
@@ -282,7 +305,7 @@ mod tests {
     async fn a_broadcast_wakes_a_waiting_reader() {
         let log = Arc::new(BroadcastLog::new(1 << 20));
         let outbox = Arc::new(Outbox::default());
-        outbox.subscribe(&log, Protocol::Json, "c".into());
+        outbox.subscribe(&log);
         let waiter = {
             let outbox = outbox.clone();
             tokio::spawn(async move {

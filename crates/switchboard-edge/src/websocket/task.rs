@@ -204,11 +204,6 @@ impl ConnectionTask {
             lost = true;
             io.stop = true;
         }
-        // One timer for the connection's life, moved only when it must fire sooner: a deadline
-        // that moved later (after each write or read) lets it fire early, and `on_timer` acts
-        // only on what is due. Re-arming it at every wake-up cost a timer-wheel update per
-        // message.
-        let mut timer = std::pin::pin!(tokio::time::sleep_until(started + handshake_timeout));
         while !io.stop {
             if io.out.is_empty() {
                 let deadline = match &io.conn {
@@ -218,9 +213,6 @@ impl ConnectionTask {
                         io.ack_at.map_or(keep_alive, |ack| ack.min(keep_alive))
                     }
                 };
-                if timer.is_elapsed() || deadline < timer.deadline() {
-                    timer.as_mut().reset(deadline);
-                }
                 let replay_full = io.replay.as_ref().is_some_and(|r| r.is_full());
                 tokio::select! {
                     biased;
@@ -237,7 +229,7 @@ impl ConnectionTask {
                             io.ack_at = Some(last_received + ACK_DELAY);
                         }
                     }
-                    () = &mut timer => {
+                    _ = tokio::time::sleep_until(deadline) => {
                         self.on_timer(&mut io, last_sent, last_received);
                     }
                 }
@@ -430,7 +422,7 @@ impl ConnectionTask {
         // One WebSocket message carrying every queued frame, copied once into the output.
         let start = websocket::begin_frame(&mut io.out);
         let (out, replay) = (&mut io.out, &mut io.replay);
-        let (count, close) = conn.outbox.drain_with(|frame| {
+        let (count, close) = conn.drain_with(|frame| {
             out.extend_from_slice(frame);
             if let Some(replay) = replay {
                 replay.record(frame.clone());

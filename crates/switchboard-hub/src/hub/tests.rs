@@ -15,7 +15,7 @@ fn connect(hub: &Hub, id: &str, user: Option<&str>, protocol: Protocol) -> Arc<C
 
 fn received(conn: &Connection) -> usize {
     let mut out = std::collections::VecDeque::<Bytes>::new();
-    conn.outbox.drain(&mut out).0
+    conn.drain(&mut out).0
 }
 
 #[test]

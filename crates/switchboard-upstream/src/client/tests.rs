@@ -119,7 +119,7 @@ async fn frames(conn: &Connection, n: usize) -> Vec<String> {
     let mut out = std::collections::VecDeque::new();
     while out.len() < n {
         tokio::time::timeout(Duration::from_secs(10), conn.outbox.ready()).await.expect("a completion");
-        conn.outbox.drain(&mut out);
+        conn.drain(&mut out);
     }
     out.iter().map(|f| String::from_utf8(f.to_vec()).unwrap()).collect()
 }
