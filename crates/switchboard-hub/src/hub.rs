@@ -435,9 +435,14 @@ impl Hub {
                 }
             }
         }
+        let first = self.broadcasts.end() == 0;
         if self.broadcasts.append(per_protocol, excluded) {
             let closed = state.connections.values().filter(|conn| conn.outbox.close_if_behind()).count();
             self.shared.stats.slow_consumer_closes.fetch_add(closed as u64, Ordering::Relaxed);
+        }
+        if first {
+            // Connections of a hub that had never broadcast wait without watching the log.
+            state.connections.values().for_each(|conn| conn.outbox.wake());
         }
         self.count(SendKind::Broadcast, delivered)
     }

@@ -151,6 +151,12 @@ impl Outbox {
         first
     }
 
+    /// Wakes the waiting writer (or the next wait) to look for frames and broadcasts.
+    pub(crate) fn wake(&self) {
+        let mut state = self.state.lock();
+        wake(state.wake(), state);
+    }
+
     /// Asks the transport to close the connection; the first request wins. Frames already
     /// queued are still written before the Close message.
     pub fn close(&self, request: CloseRequest) {
@@ -168,7 +174,9 @@ impl Outbox {
     /// wake-up that arrives while nobody waits is kept for the next call, and broadcasts
     /// appended meanwhile are seen at once.
     pub async fn ready(&self) {
-        let log = self.broadcasts.get();
+        // Waiting on the log costs a lock on a hub-wide list per wait: a hub that never
+        // broadcast skips it, and its first broadcast wakes every connection ([`Self::wake`]).
+        let log = self.broadcasts.get().filter(|log| log.end() > 0);
         let mut appended = pin!(log.map(|log| log.appended()));
         if let Some(appended) = appended.as_mut().as_pin_mut() {
             appended.enable();
@@ -306,6 +314,10 @@ mod tests {
         let log = Arc::new(BroadcastLog::new(1 << 20));
         let outbox = Arc::new(Outbox::default());
         outbox.subscribe(&log);
+        // A log that has had a broadcast is watched by every wait (before that, the hub wakes
+        // its connections at the first one).
+        broadcast(&log, "a");
+        outbox.drain(&mut VecDeque::new());
         let waiter = {
             let outbox = outbox.clone();
             tokio::spawn(async move {

@@ -165,6 +165,23 @@ fn a_connection_reads_the_broadcasts_made_while_it_was_in_the_hub() {
     assert_eq!(hub.queued_bytes(), 0, "read broadcasts are not kept");
 }
 
+#[tokio::test]
+async fn the_first_broadcast_of_a_hub_wakes_its_waiting_connections() {
+    let hub = Registry::default().get_or_create("h");
+    let conn = connect(&hub, "a", None, Protocol::Json);
+    let waiter = {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            conn.outbox.ready().await;
+            received(&conn)
+        })
+    };
+    tokio::task::yield_now().await;
+    hub.broadcast(&frames(), &[]);
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await;
+    assert_eq!(got.expect("woken").unwrap(), 1);
+}
+
 /// G5 and W4 for broadcasts: a connection that fell the queue bound behind the others is
 /// closed, counted and gone for REST at once; the others go on.
 #[test]
