@@ -222,11 +222,14 @@ impl ControlState {
 
     /// Returns the nodes a send to `group` must reach: nodes with connections in the group, plus
     /// nodes with connections of any unexpired member user (those connections join the group).
-    /// Costs one lookup per member user.
+    /// Costs one lookup per member user until every registered node is in.
     pub fn nodes_for_group(&self, hub: &str, group: &str, now: u64) -> BTreeSet<u64> {
         let Some(hub_state) = self.hubs.get(hub) else { return BTreeSet::new() };
         let mut nodes = hub_state.group_interest.get(group).cloned().unwrap_or_default();
         for user in self.users_in(hub, group, now) {
+            if nodes.len() >= self.nodes.len() {
+                break;
+            }
             if let Some(user_nodes) = hub_state.user_interest.get(user) {
                 nodes.extend(user_nodes);
             }

@@ -8,7 +8,7 @@
 //! state). Serialized as the user → group → membership map alone; the group index is rebuilt.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Lifetime of a membership added without `ttl`: one year.
 pub const DEFAULT_TTL_SECS: u64 = 365 * 24 * 3600;
@@ -32,8 +32,9 @@ pub struct Membership {
 pub struct UserGroups {
     /// user → group → membership: the data.
     by_user: HashMap<String, HashMap<String, Membership>>,
-    /// group → users with a stored membership: an index over `by_user`.
-    by_group: HashMap<String, HashSet<String>>,
+    /// group → user → expiry of its stored membership: an index over `by_user`, so walking
+    /// a group's members needs no lookup per member.
+    by_group: HashMap<String, HashMap<String, u64>>,
     /// Stored memberships, expired ones included (what the per-hub cap counts).
     len: usize,
 }
@@ -51,7 +52,7 @@ impl UserGroups {
             return false;
         }
         let membership = Membership { expires_at, ttl_less, updated: order };
-        self.by_group.entry(group.to_owned()).or_default().insert(user.to_owned());
+        self.by_group.entry(group.to_owned()).or_default().insert(user.to_owned(), expires_at);
         let groups = self.by_user.entry(user.to_owned()).or_default();
         if groups.insert(group.to_owned(), membership).is_none() {
             self.len += 1;
@@ -108,15 +109,13 @@ impl UserGroups {
 
     /// Users with a stored membership of `group`, expired ones included.
     pub fn member_count(&self, group: &str) -> usize {
-        self.by_group.get(group).map_or(0, HashSet::len)
+        self.by_group.get(group).map_or(0, HashMap::len)
     }
 
     /// Unexpired members of `group` at `now`, in no particular order.
     pub fn users_in<'a>(&'a self, group: &str, now: u64) -> impl Iterator<Item = &'a str> + use<'a> {
-        let found = self.by_group.get_key_value(group);
-        found.into_iter().flat_map(move |(group, users)| {
-            users.iter().filter(move |user| self.contains(user, group, now)).map(String::as_str)
-        })
+        let users = self.by_group.get(group).into_iter().flatten();
+        users.filter(move |(_, expires_at)| **expires_at > now).map(|(user, _)| user.as_str())
     }
 
     /// Groups `user` is an unexpired member of at `now`, in no particular order.
@@ -146,8 +145,8 @@ impl UserGroups {
     }
 }
 
-/// Removes `value` from `index[key]`, dropping the set once empty.
-fn unindex(index: &mut HashMap<String, HashSet<String>>, key: &str, value: &str) {
+/// Removes `value` from `index[key]`, dropping the map once empty.
+fn unindex(index: &mut HashMap<String, HashMap<String, u64>>, key: &str, value: &str) {
     if let Some(values) = index.get_mut(key) {
         values.remove(value);
         if values.is_empty() {
@@ -165,11 +164,11 @@ impl Serialize for UserGroups {
 impl<'de> Deserialize<'de> for UserGroups {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let by_user: HashMap<String, HashMap<String, Membership>> = HashMap::deserialize(deserializer)?;
-        let mut by_group: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut by_group: HashMap<String, HashMap<String, u64>> = HashMap::new();
         let len = by_user.values().map(HashMap::len).sum();
         for (user, groups) in &by_user {
-            for group in groups.keys() {
-                by_group.entry(group.clone()).or_default().insert(user.clone());
+            for (group, membership) in groups {
+                by_group.entry(group.clone()).or_default().insert(user.clone(), membership.expires_at);
             }
         }
         Ok(UserGroups { by_user, by_group, len })
@@ -220,6 +219,19 @@ mod tests {
         assert_eq!(ug.users_in("g", 200).count(), 0);
         assert_eq!(ug.purge_expired(200), 1);
         assert!(ug.is_empty());
+    }
+
+    /// The group index carries each membership's expiry: a refresh moves it, and a snapshot
+    /// rebuilds it.
+    #[test]
+    fn a_refreshed_membership_lives_on_in_the_group_index() {
+        let mut ug = UserGroups::default();
+        add(&mut ug, "u", "g", Some(10), 100);
+        add(&mut ug, "u", "g", Some(100), 105);
+        assert_eq!(ug.users_in("g", 150).collect::<Vec<_>>(), ["u"]);
+        let copy: UserGroups = serde_json::from_str(&serde_json::to_string(&ug).unwrap()).unwrap();
+        assert_eq!(copy.users_in("g", 150).collect::<Vec<_>>(), ["u"]);
+        assert_eq!(copy.users_in("g", 205).count(), 0);
     }
 
     #[test]
