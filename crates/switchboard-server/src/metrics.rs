@@ -260,7 +260,7 @@ impl Observability {
 /// stale (the cluster went on without it): data-plane REST calls and clients are refused with
 /// 503 and nothing done, rather than answered from that view. Admin and status routes answer.
 pub async fn refuse_while_lapsed(
-    State(control): State<Option<switchboard_control::ControlPlane>>,
+    State(control): State<Option<Arc<switchboard_control::ControlPlane>>>,
     request: Request,
     next: Next,
 ) -> Response {

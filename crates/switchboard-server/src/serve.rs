@@ -250,7 +250,11 @@ impl Node {
         });
         observability.start_sampling();
         let app = app
-            .layer(axum::middleware::from_fn_with_state(engine.control.clone(), crate::metrics::refuse_while_lapsed))
+            .layer(axum::middleware::from_fn_with_state(
+                // In an `Arc`: axum clones a middleware's state for every request.
+                engine.control.clone().map(Arc::new),
+                crate::metrics::refuse_while_lapsed,
+            ))
             .layer(axum::middleware::from_fn_with_state(observability.clone(), crate::metrics::count_rest));
         Ok(Node { endpoint, connection_string, registry, keys, tls, edge, engine, app, observability, admission })
     }
