@@ -9,7 +9,8 @@
 //! An entry counts the readers that have yet to pass it and goes once none has. The entries
 //! kept are bounded by the hub's `max_queued_bytes`: an append past the bound drops the
 //! oldest entries, and the connections that had not read them are closed as slow consumers
-//! (G5), as an overflowing outbox is.
+//! (G5), as an overflowing outbox is. The bound applies to the log and to each connection's own
+//! queue of targeted frames separately, so a connection behind on both holds up to twice it.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
