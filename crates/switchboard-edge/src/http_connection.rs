@@ -6,9 +6,7 @@ use crate::rate::{MessageRate, RATE_EXCEEDED};
 use crate::session::{Output, Session};
 use crate::upstream_link;
 use crate::{EdgeState, outbox_ready};
-use bytes::Bytes;
 use parking_lot::Mutex;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_hub::{ConnectFailure, Connection, ConnectionInfo, Disconnect, Hub, Transport};
@@ -274,12 +272,11 @@ impl HttpConnection {
     /// Waits up to `wait` for bytes to send. `generation` is the poll's (0 for SSE).
     pub(crate) async fn next_payload(&self, state: &EdgeState, wait: Duration, generation: u64) -> Payload {
         let deadline = Instant::now() + wait;
-        let mut batch: VecDeque<Bytes> = VecDeque::new();
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let (conn, payload) = self.take_ready(state, generation, &mut batch);
+            let (conn, payload) = self.take_ready(state, generation);
             if let Some(payload) = payload {
                 return payload;
             }
@@ -291,12 +288,7 @@ impl HttpConnection {
         }
     }
 
-    fn take_ready(
-        &self,
-        state: &EdgeState,
-        generation: u64,
-        batch: &mut VecDeque<Bytes>,
-    ) -> (Option<Arc<Connection>>, Option<Payload>) {
+    fn take_ready(&self, state: &EdgeState, generation: u64) -> (Option<Arc<Connection>>, Option<Payload>) {
         let mut guard = self.state.lock();
         if generation != 0 && generation != guard.poll_generation {
             return (None, Some(Payload::Displaced));
@@ -307,10 +299,7 @@ impl HttpConnection {
         let mut out = std::mem::take(&mut guard.replies);
         let mut close_now = false;
         if let Some(conn) = guard.conn.clone() {
-            let (_, close) = conn.drain(batch);
-            for frame in batch.drain(..) {
-                out.extend_from_slice(&frame);
-            }
+            let (_, close) = conn.drain_with(|frame| out.extend_from_slice(frame));
             if let Some(close) = close {
                 conn.protocol.encode_close(close.error.as_deref(), close.allow_reconnect, &mut out);
                 close_now = true;

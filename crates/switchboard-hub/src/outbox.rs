@@ -281,6 +281,17 @@ mod tests {
         Bytes::from_static(text.as_bytes())
     }
 
+    /// A task that waits for the outbox, then drains it.
+    fn drain_when_ready(outbox: &Arc<Outbox>) -> tokio::task::JoinHandle<VecDeque<Bytes>> {
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            outbox.ready().await;
+            let mut out = VecDeque::new();
+            outbox.drain(&mut out);
+            out
+        })
+    }
+
     fn broadcast(log: &BroadcastLog, text: &'static str) {
         log.append([Some(frame(text)), None], &[]);
     }
@@ -318,15 +329,7 @@ mod tests {
         // its connections at the first one).
         broadcast(&log, "a");
         outbox.drain(&mut VecDeque::new());
-        let waiter = {
-            let outbox = outbox.clone();
-            tokio::spawn(async move {
-                outbox.ready().await;
-                let mut out = VecDeque::new();
-                outbox.drain(&mut out);
-                out
-            })
-        };
+        let waiter = drain_when_ready(&outbox);
         tokio::task::yield_now().await;
         broadcast(&log, "b");
         let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await.unwrap().unwrap();
@@ -338,16 +341,8 @@ mod tests {
 
     #[tokio::test]
     async fn wakes_a_waiter_and_keeps_order() {
-        let outbox = std::sync::Arc::new(Outbox::default());
-        let waiter = {
-            let outbox = outbox.clone();
-            tokio::spawn(async move {
-                outbox.ready().await;
-                let mut out = VecDeque::new();
-                outbox.drain(&mut out);
-                out
-            })
-        };
+        let outbox = Arc::new(Outbox::default());
+        let waiter = drain_when_ready(&outbox);
         outbox.push(Bytes::from_static(b"a"), 1000).unwrap();
         outbox.push(Bytes::from_static(b"b"), 1000).unwrap();
         let got = waiter.await.unwrap();

@@ -118,15 +118,6 @@ impl WsError {
     }
 }
 
-/// Appends the header of an unfragmented, unmasked server frame of `payload_len` bytes.
-///
-/// Lets a writer send the header and an existing payload buffer with a vectored
-/// write instead of copying the payload.
-pub fn write_frame_header(opcode: OpCode, payload_len: usize, out: &mut Vec<u8>) {
-    let (header, len) = frame_header(opcode, payload_len);
-    out.extend_from_slice(&header[..len]);
-}
-
 /// The most bytes a server frame header takes.
 pub const MAX_HEADER: usize = 10;
 
@@ -170,8 +161,9 @@ pub fn finish_frame(opcode: OpCode, start: usize, out: &mut Vec<u8>) {
 /// Appends a complete server frame: FIN set, unmasked.
 pub fn write_frame(opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
     debug_assert!(!opcode.is_control() || payload.len() <= MAX_CONTROL_PAYLOAD);
-    out.reserve(payload.len() + 10);
-    write_frame_header(opcode, payload.len(), out);
+    out.reserve(payload.len() + MAX_HEADER);
+    let (header, len) = frame_header(opcode, payload.len());
+    out.extend_from_slice(&header[..len]);
     out.extend_from_slice(payload);
 }
 
