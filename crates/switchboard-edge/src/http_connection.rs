@@ -281,6 +281,9 @@ impl HttpConnection {
                 return payload;
             }
             tokio::select! {
+                // `changed` first: a poll displaced by a newer one must leave without waiting
+                // on the outbox again, which would take the newer poll's place as its waiter.
+                biased;
                 () = &mut changed => {}
                 () = outbox_ready(&conn) => {}
                 () = tokio::time::sleep_until(deadline) => return Payload::Idle,

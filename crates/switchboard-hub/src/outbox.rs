@@ -170,7 +170,8 @@ impl Outbox {
         self.state.lock().close.is_some()
     }
 
-    /// Resolves when frames, broadcasts or a close request may be waiting. Cancel-safe: a
+    /// Resolves when frames, broadcasts or a close request may be waiting. One waiter at a
+    /// time: a later wait takes the place of an earlier one, which is not woken any more. Cancel-safe: a
     /// wake-up that arrives while nobody waits is kept for the next call, and broadcasts
     /// appended meanwhile are seen at once.
     pub async fn ready(&self) {
