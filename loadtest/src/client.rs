@@ -64,8 +64,6 @@ pub(crate) struct Shared {
     pub(crate) plan: Plan,
     pub(crate) endpoints: Vec<Endpoint>,
     pub(crate) recorder: Recorder,
-    /// Token of anonymous connections (the audience ignores the port, so one fits every node).
-    anonymous_token: String,
     phase: watch::Receiver<Phase>,
     /// First attempts that finished, either way.
     pub(crate) settled: AtomicU64,
@@ -78,14 +76,12 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(plan: Plan, phase: watch::Receiver<Phase>) -> anyhow::Result<Shared> {
         let endpoints = plan.endpoints.iter().map(|e| Endpoint::parse(e)).collect::<anyhow::Result<Vec<_>>>()?;
-        let anonymous_token = client_token(&plan, &endpoints[0], None);
         let seconds = plan.max_seconds as usize + 120;
         Ok(Shared {
             recorder: Recorder::new(plan.epoch_us, seconds),
             padding: "x".repeat(plan.payload),
             plan,
             endpoints,
-            anonymous_token,
             phase,
             settled: AtomicU64::new(0),
             settled_changed: Notify::new(),
@@ -99,14 +95,22 @@ impl Shared {
     }
 }
 
-fn client_token(plan: &Plan, endpoint: &Endpoint, user: Option<&str>) -> String {
-    token_for(endpoint, &plan.hub, user, &plan.access_key)
+/// Connection `index`'s token. Every connection presents a token of its own, as real clients
+/// do (their lifetimes differ by `index` seconds), never one the server saw from another.
+fn client_token(plan: &Plan, endpoint: &Endpoint, user: Option<&str>, index: u64) -> String {
+    mint_for(endpoint, &plan.hub, user, &plan.access_key, Duration::from_secs(DAY + index))
 }
+
+const DAY: u64 = 24 * 3600;
 
 /// A client token for `hub` on `endpoint`, valid for a day.
 pub(crate) fn token_for(endpoint: &Endpoint, hub: &str, user: Option<&str>, access_key: &str) -> String {
+    mint_for(endpoint, hub, user, access_key, Duration::from_secs(DAY))
+}
+
+fn mint_for(endpoint: &Endpoint, hub: &str, user: Option<&str>, access_key: &str, lifetime: Duration) -> String {
     let audience = format!("{}/client/?hub={hub}", endpoint.url);
-    mint_client_token(&audience, user, Duration::from_secs(24 * 3600), access_key)
+    mint_client_token(&audience, user, lifetime, access_key)
 }
 
 /// Why a session ended.
@@ -129,7 +133,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: u64, mut stop: watch::Receiv
         recorder.add(if first { Counter::Attempts } else { Counter::Reconnects }, 1);
         let started = Instant::now();
         let opened = tokio::select! {
-            opened = tokio::time::timeout(OPEN_TIMEOUT, open(&shared, endpoint, source, user.as_deref())) => opened,
+            opened = tokio::time::timeout(OPEN_TIMEOUT, open(&shared, endpoint, source, user.as_deref(), index)) => opened,
             _ = stop.wait_for(|s| *s) => return,
         };
         let session = match opened {
@@ -196,12 +200,15 @@ pub(crate) struct Opening<'a> {
     pub(crate) baseline: bool,
 }
 
-async fn open(shared: &Shared, endpoint: &Endpoint, source: IpAddr, user: Option<&str>) -> anyhow::Result<Session> {
+async fn open(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    source: IpAddr,
+    user: Option<&str>,
+    index: u64,
+) -> anyhow::Result<Session> {
     let plan = &shared.plan;
-    let token = match user {
-        Some(user) => client_token(plan, endpoint, Some(user)),
-        None => shared.anonymous_token.clone(),
-    };
+    let token = client_token(plan, endpoint, user, index);
     let opening = Opening {
         hub: &plan.hub,
         transport: plan.transport,

@@ -5,7 +5,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, copyFileSync } from 'node:fs';
+import { readFileSync, copyFileSync, rmSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
 import { connect as tcpConnect } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -37,7 +37,10 @@ describe('TLS on the public port', () => {
     files = pki.issue('first');
     server = await startServer({ extraArgs: ['--tls-cert', files.cert, '--tls-key', files.key] });
   });
-  after(async () => { await server?.stop(); });
+  after(async () => {
+    await server?.stop();
+    if (pki) rmSync(pki.dir, { recursive: true, force: true });
+  });
 
   it('the connection string names the https endpoint', () => {
     assert.match(server.endpoint, /^https:\/\/127\.0\.0\.1:\d+$/);

@@ -3,6 +3,7 @@
 use crate::ApiError;
 use http::{Method, StatusCode};
 use percent_encoding::percent_decode_str;
+use std::borrow::Cow;
 use switchboard_hub::{Target, is_valid_group_name, is_valid_hub_name};
 
 /// Which route family a request used; a few status codes differ between them.
@@ -127,13 +128,13 @@ pub struct Route {
 pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Result<Route, ApiError> {
     // A segment that is not UTF-8 once decoded is refused: decoded lossily, `%FF` and `%FE`
     // would name the same group.
-    let segments: Vec<String> = path
+    let segments: Vec<Cow<'_, str>> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode_str(s).decode_utf8().map(|d| d.into_owned()))
+        .map(|s| percent_decode_str(s).decode_utf8())
         .collect::<Result<_, _>>()
         .map_err(|_| ApiError::bad_request("the path holds percent-encoded bytes that are not UTF-8"))?;
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let segments: Vec<&str> = segments.iter().map(AsRef::as_ref).collect();
     let (family, rest) = match segments.as_slice() {
         ["api", "v1", rest @ ..] => (Family::V1, rest),
         ["api", rest @ ..] => (Family::Dated, rest),

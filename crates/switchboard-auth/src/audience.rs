@@ -41,23 +41,50 @@ impl Audience {
     /// Whether `aud` is a client audience for `hub`: exactly `{endpoint}/client/?hub={hub}`, with
     /// the leniencies of every audience (port, case, trailing `/`, other query values).
     pub fn matches_client(&self, aud: &str, hub: &str) -> bool {
-        let Some(url) = self.parse_with_known_host(aud) else { return false };
-        if !self.client_paths.contains(&normalize_path(url.path())) {
-            return false;
-        }
-        url.query_pairs().any(|(k, v)| k == "hub" && v.eq_ignore_ascii_case(hub))
+        self.resolve(aud).is_some_and(|named| self.names_client(&named, hub))
     }
 
     /// Whether `aud` names the REST resource at `request_path` (the raw, still-encoded path).
     pub fn matches_server(&self, aud: &str, request_path: &str) -> bool {
-        let Some(url) = self.parse_with_known_host(aud) else { return false };
-        normalize_path(url.path()) == normalize_path(request_path)
+        self.resolve(aud).is_some_and(|named| named.names_path(request_path))
     }
 
-    fn parse_with_known_host(&self, aud: &str) -> Option<Url> {
+    /// What `aud` names, when it is a URL on one of our hosts.
+    pub(crate) fn resolve(&self, aud: &str) -> Option<Named> {
         let url = Url::parse(aud).ok()?;
         let host = url.host_str()?.to_ascii_lowercase();
-        self.hosts.contains(&host).then_some(url)
+        if !self.hosts.contains(&host) {
+            return None;
+        }
+        let hubs = url.query_pairs().filter(|(k, _)| k == "hub").map(|(_, v)| v.into_owned()).collect();
+        Some(Named { path: normalize_path(url.path()), hubs })
+    }
+
+    /// Whether a resolved audience is a client audience for `hub`.
+    pub(crate) fn names_client(&self, named: &Named, hub: &str) -> bool {
+        self.client_paths.contains(&named.path) && named.hubs.iter().any(|h| h.eq_ignore_ascii_case(hub))
+    }
+}
+
+/// An audience on one of our hosts, reduced to what the checks compare: kept with a verified
+/// token, so a token presented again is checked without parsing its audience again.
+#[derive(Debug, Clone)]
+pub(crate) struct Named {
+    /// The path, normalized.
+    path: String,
+    /// Every `hub` value of the query.
+    hubs: Vec<String>,
+}
+
+impl Named {
+    /// Whether this names the REST resource at `request_path` (the raw, still-encoded path).
+    pub(crate) fn names_path(&self, request_path: &str) -> bool {
+        if request_path.is_ascii() && !request_path.contains('%') {
+            // What `normalize_path` would make of it, without building it: `self.path` is
+            // already lower case.
+            return self.path.eq_ignore_ascii_case(request_path.trim_end_matches('/'));
+        }
+        self.path == normalize_path(request_path)
     }
 }
 
@@ -93,6 +120,10 @@ mod tests {
         assert!(!a.matches_server("https://evil.example.com/api/hubs/chat/groups/a%2Fb/:send", path));
         assert!(!a.matches_server("https://svc.example.com/api/hubs/other/:send", path));
         assert!(!a.matches_server("not a url", path));
+        // A plain request path is compared the same way as an encoded one.
+        assert!(a.matches_server("https://svc.example.com/api/hubs/chat/users/Ann", "/API/hubs/Chat/users/ann/"));
+        assert!(!a.matches_server("https://svc.example.com/api/hubs/chat/users/ann", "/api/hubs/chat/users/anna"));
+        assert!(a.matches_server("https://svc.example.com/api/hubs/chat/users/%C3%84", "/api/hubs/chat/users/%c3%a4"));
     }
 
     #[test]

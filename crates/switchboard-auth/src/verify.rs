@@ -1,10 +1,13 @@
 //! Token verification for client connects and REST calls (azure-serverless.md §2-§3).
 
+use crate::audience::Named;
 use crate::{AccessKeys, Audience, AuthError};
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Claims that say who a client is, kept with its connection for routing and upstream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,6 +32,7 @@ pub struct Verifier {
     keys: AccessKeys,
     audience: Audience,
     validation: Validation,
+    recent: Arc<Mutex<RecentTokens>>,
 }
 
 impl Verifier {
@@ -40,7 +44,8 @@ impl Verifier {
         validation.validate_nbf = true;
         validation.leeway = leeway_secs;
         validation.set_required_spec_claims(&["exp"]);
-        Self { keys, audience, validation }
+        let recent = Arc::new(Mutex::new(RecentTokens::new(keys.current())));
+        Self { keys, audience, validation, recent }
     }
 
     /// The keys this verifier accepts (primary first).
@@ -50,32 +55,52 @@ impl Verifier {
 
     /// Checks a client token for `hub` (lower-cased hub identity) and returns who it names.
     pub fn verify_client(&self, token: &str, hub: &str) -> Result<ClientIdentity, AuthError> {
-        let claims = self.decode(token)?;
-        let aud_ok = audiences(&claims).any(|aud| self.audience.matches_client(aud, hub));
-        if !aud_ok {
-            return Err(AuthError::Audience(first_audience(&claims)));
+        let verified = self.verified(token)?;
+        if verified.audiences.iter().any(|named| self.audience.names_client(named, hub)) {
+            Ok(verified.identity.clone())
+        } else {
+            Err(AuthError::Audience(verified.first_audience.clone()))
         }
-        Ok(identity_from(claims))
     }
 
     /// Checks a REST token for the request's raw path.
     pub fn verify_server(&self, token: &str, request_path: &str) -> Result<(), AuthError> {
-        let claims = self.decode(token)?;
-        if audiences(&claims).any(|aud| self.audience.matches_server(aud, request_path)) {
+        let verified = self.verified(token)?;
+        if verified.audiences.iter().any(|named| named.names_path(request_path)) {
             Ok(())
         } else {
-            Err(AuthError::Audience(first_audience(&claims)))
+            Err(AuthError::Audience(verified.first_audience.clone()))
         }
     }
 
-    fn decode(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
+    /// A token whose signature holds and which is valid now. A token verified recently under
+    /// the same keys is only checked against the clock again: clients present their token to
+    /// negotiate and again to connect, and SDKs reuse one token for a burst of REST calls.
+    fn verified(&self, token: &str) -> Result<Arc<Verified>, AuthError> {
         if token.is_empty() {
             return Err(AuthError::MissingToken);
         }
+        let keys = self.keys.current();
+        let now = unix_now();
+        let leeway = self.validation.leeway;
+        let recent = lock(&self.recent).get(token, &keys);
+        if let Some(verified) = recent.filter(|v| v.valid_at(now, leeway)) {
+            return Ok(verified);
+        }
+        let claims = self.decode(token, &keys)?;
+        let verified = Arc::new(Verified::new(claims, &self.audience));
+        // Only a token whose time claims are read the way the decoder read them is kept.
+        if verified.valid_at(now, leeway) {
+            lock(&self.recent).insert(token, &keys, verified.clone());
+        }
+        Ok(verified)
+    }
+
+    fn decode(&self, token: &str, keys: &[String]) -> Result<Map<String, Value>, AuthError> {
         check_algorithm(token)?;
         let mut last = AuthError::Signature;
         // `kid` is a per-process hash in the Azure SDK and means nothing here: try every key.
-        for key in self.keys.current().iter() {
+        for key in keys {
             let key = DecodingKey::from_secret(key.as_bytes());
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key, &self.validation) {
                 Ok(data) => return Ok(data.claims),
@@ -98,16 +123,101 @@ impl Verifier {
     }
 }
 
+fn lock(recent: &Mutex<RecentTokens>) -> std::sync::MutexGuard<'_, RecentTokens> {
+    recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// What a verified token says, reduced to what the checks need.
+#[derive(Debug)]
+struct Verified {
+    /// `exp` as the decoder read it; `None` (never kept then) unless `exp` and any `nbf` are
+    /// whole seconds, the only reading the decoder's checks are repeated for.
+    expires: Option<u64>,
+    not_before: Option<u64>,
+    /// The audiences on our hosts; `first_audience` is the first of all, for the error.
+    audiences: Vec<Named>,
+    first_audience: String,
+    identity: ClientIdentity,
+}
+
+impl Verified {
+    fn new(claims: Map<String, Value>, audience: &Audience) -> Self {
+        let audiences = audiences(&claims).filter_map(|aud| audience.resolve(aud)).collect();
+        let nbf = claims.get("nbf");
+        let nbf_read = nbf.is_none_or(|v| v.as_u64().is_some());
+        Self {
+            expires: claims.get("exp").and_then(Value::as_u64).filter(|_| nbf_read),
+            not_before: nbf.and_then(Value::as_u64),
+            audiences,
+            first_audience: first_audience(&claims),
+            identity: identity_from(claims),
+        }
+    }
+
+    /// The decoder's time checks: expired once `exp` is more than `leeway` in the past, not
+    /// yet valid while `nbf` is more than `leeway` ahead.
+    fn valid_at(&self, now: u64, leeway: u64) -> bool {
+        let Some(expires) = self.expires else { return false };
+        let started = self.not_before.is_none_or(|nbf| nbf <= now + leeway);
+        expires >= now.saturating_sub(leeway) && started
+    }
+}
+
+/// Tokens verified recently, keyed by their whole text (only a byte-identical token is found),
+/// for the key set they were verified under: a key change forgets them all. Two generations of
+/// at most [`RecentTokens::GENERATION`] each bound the memory; a token found in the older one
+/// is still found until the newer one fills up again.
+#[derive(Debug)]
+struct RecentTokens {
+    keys: Arc<[String]>,
+    newer: HashMap<Box<str>, Arc<Verified>>,
+    older: HashMap<Box<str>, Arc<Verified>>,
+}
+
+impl RecentTokens {
+    const GENERATION: usize = 1024;
+
+    fn new(keys: Arc<[String]>) -> Self {
+        Self { keys, newer: HashMap::new(), older: HashMap::new() }
+    }
+
+    fn get(&mut self, token: &str, keys: &Arc<[String]>) -> Option<Arc<Verified>> {
+        if !Arc::ptr_eq(&self.keys, keys) {
+            *self = Self::new(keys.clone());
+            return None;
+        }
+        self.newer.get(token).or_else(|| self.older.get(token)).cloned()
+    }
+
+    fn insert(&mut self, token: &str, keys: &Arc<[String]>, verified: Arc<Verified>) {
+        if !Arc::ptr_eq(&self.keys, keys) {
+            *self = Self::new(keys.clone());
+        }
+        if self.newer.len() >= Self::GENERATION {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer.insert(token.into(), verified);
+    }
+}
+
 /// Refuses anything but HS256/HS512 (notably `alg: none`) with a clear error before any
 /// signature work.
 fn check_algorithm(token: &str) -> Result<(), AuthError> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        alg: Option<Value>,
+    }
     let header = token.split('.').next().unwrap_or_default();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header.trim_end_matches('='))
         .map_err(|_| AuthError::Malformed("header is not base64url".into()))?;
-    let header: Map<String, Value> =
+    let header: Header =
         serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed("header is not a JSON object".into()))?;
-    match header.get("alg").and_then(Value::as_str) {
+    match header.alg.as_ref().and_then(Value::as_str) {
         Some("HS256" | "HS512") => Ok(()),
         _ => Err(AuthError::Algorithm),
     }
@@ -257,6 +367,68 @@ mod tests {
             let token = format!("{}.{payload}.", b64(&json!({"alg": alg, "typ": "JWT"})));
             assert_eq!(v.verify_client(&token, "chat"), Err(AuthError::Algorithm), "{alg}");
         }
+    }
+
+    #[test]
+    fn a_token_seen_before_is_checked_again_for_its_audience_and_keys() {
+        let v = verifier();
+        let token = mint(&client_claims(json!({"asrs.s.uid": "alice"})), "secondary-key", Algorithm::HS256);
+        for _ in 0..2 {
+            assert_eq!(v.verify_client(&token, "chat").unwrap().user_id.as_deref(), Some("alice"));
+            assert!(matches!(v.verify_client(&token, "other"), Err(AuthError::Audience(_))));
+        }
+        // A key removed by a reload no longer verifies the tokens it signed, seen or not.
+        assert!(v.keys().replace(["primary-key"]));
+        assert_eq!(v.verify_client(&token, "chat"), Err(AuthError::Signature));
+        let server = mint(
+            &json!({"aud": "http://127.0.0.1/api/v1/hubs/chat", "exp": now() + 60}),
+            "primary-key",
+            Algorithm::HS256,
+        );
+        for _ in 0..2 {
+            assert!(v.verify_server(&server, "/api/v1/hubs/chat").is_ok());
+            assert!(matches!(v.verify_server(&server, "/api/v1/hubs/other"), Err(AuthError::Audience(_))));
+        }
+    }
+
+    #[test]
+    fn a_token_seen_before_is_held_to_the_clock() {
+        let verified = |exp: Value, nbf: Option<Value>| {
+            let mut claims = json!({"aud": "http://127.0.0.1:8080/client/?hub=chat", "exp": exp});
+            if let Some(nbf) = nbf {
+                claims["nbf"] = nbf;
+            }
+            let Value::Object(claims) = claims else { unreachable!() };
+            Verified::new(claims, &verifier().audience)
+        };
+        let (now, leeway) = (1_000_000, 30);
+        assert!(verified(json!(now), None).valid_at(now + leeway, leeway));
+        assert!(!verified(json!(now), None).valid_at(now + leeway + 1, leeway), "expired");
+        assert!(verified(json!(now + 60), Some(json!(now + leeway))).valid_at(now, leeway));
+        assert!(!verified(json!(now + 60), Some(json!(now + leeway + 1))).valid_at(now, leeway), "not yet valid");
+        assert!(!verified(json!(now as f64 + 60.5), None).valid_at(now, leeway), "only whole seconds are kept");
+        assert!(!verified(json!(now + 60), Some(json!("soon"))).valid_at(now, leeway));
+    }
+
+    #[test]
+    fn recent_tokens_are_bounded_and_forgotten_when_the_keys_change() {
+        let keys: Arc<[String]> = vec!["k".to_owned()].into();
+        let entry = || {
+            let Value::Object(claims) = json!({"exp": 1}) else { unreachable!() };
+            Arc::new(Verified::new(claims, &verifier().audience))
+        };
+        let mut recent = RecentTokens::new(keys.clone());
+        for n in 0..=RecentTokens::GENERATION * 2 {
+            recent.insert(&n.to_string(), &keys, entry());
+        }
+        assert!(recent.newer.len() + recent.older.len() <= RecentTokens::GENERATION * 2);
+        assert!(recent.get(&(RecentTokens::GENERATION * 2).to_string(), &keys).is_some());
+        assert!(recent.get(&RecentTokens::GENERATION.to_string(), &keys).is_some(), "the older generation is kept");
+        assert!(recent.get("0", &keys).is_none(), "the oldest generation was dropped");
+        recent.insert("0", &keys, entry());
+        let reloaded: Arc<[String]> = vec!["k".to_owned()].into();
+        assert!(recent.get("0", &reloaded).is_none(), "another key set, even an equal one, starts empty");
+        assert!(recent.newer.is_empty() && recent.older.is_empty());
     }
 
     #[test]

@@ -743,6 +743,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(resolve(flag).unwrap().cluster.unwrap().secret, "from-flag");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
