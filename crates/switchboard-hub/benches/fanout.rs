@@ -4,6 +4,10 @@
 //! into every outbox). `enqueue_and_frame`: the same plus what each connection's writer does
 //! before its socket write (drain the outbox, wrap the batch in a WebSocket frame). Socket
 //! writes themselves are measured by the load harness, not here. Throughput is in deliveries.
+//!
+//! `batches_two_threads`: what a busy node does, 64 broadcasts, then two threads (one per
+//! core here) each drain half of the connections into an output buffer, as the connections'
+//! writers do when they wake.
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -72,6 +76,32 @@ fn fanout(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+
+    const BATCH: usize = 64;
+    let mut group = c.benchmark_group("fanout_10k");
+    group.throughput(Throughput::Elements((CONNECTIONS * BATCH) as u64));
+    let (registry, connections) = setup(0);
+    let hub = registry.get("bench").unwrap();
+    let (left, right) = connections.split_at(CONNECTIONS / 2);
+    group.bench_function(format!("batches_two_threads/{BATCH}"), |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                hub.broadcast(&message(), &[]);
+            }
+            std::thread::scope(|scope| {
+                for half in [left, right] {
+                    scope.spawn(move || {
+                        let mut out = Vec::with_capacity(BATCH * 128);
+                        for conn in half {
+                            out.clear();
+                            conn.drain_with(|frame| out.extend_from_slice(frame));
+                        }
+                    });
+                }
+            });
+        })
+    });
     group.finish();
 }
 

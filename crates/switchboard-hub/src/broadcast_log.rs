@@ -6,7 +6,10 @@
 //! the connections that wait, and each [`Outbox`](crate::Outbox) reads the entries after its
 //! cursor when it drains, in order with its targeted frames (G4).
 //!
-//! An entry counts the readers that have yet to pass it and goes once none has. The entries
+//! Each entry counts the readers whose next entry it is, so a read moves one reader between two
+//! counts instead of writing every entry it passes (entries are shared by every reader, and
+//! writing them bounced their cache lines between cores); the oldest entries go once no reader
+//! waits at them. The entries
 //! kept are bounded by the hub's `max_queued_bytes`: an append past the bound drops the
 //! oldest entries, and the connections that had not read them are closed as slow consumers
 //! (G5), as an overflowing outbox is. The bound applies to the log and to each connection's own
@@ -42,8 +45,8 @@ struct Entries {
     bytes: usize,
     /// Cost of every entry ever appended, so the bytes after a cursor are one subtraction.
     appended_bytes: u64,
-    /// Subscribed cursors: each entry waits for this many.
-    readers: usize,
+    /// Readers that have read everything: the next entry appended is theirs to read next.
+    waiting_at_end: usize,
 }
 
 struct Entry {
@@ -52,8 +55,8 @@ struct Entry {
     frames: [Option<Bytes>; 2],
     /// Connection ids left out (`excluded` of the REST call; usually none).
     excluded: Box<[String]>,
-    /// Readers subscribed when it was appended that have not passed it yet.
-    unread: usize,
+    /// Readers whose next entry this is.
+    waiting: usize,
     cost: usize,
     /// `appended_bytes` before this entry.
     offset: u64,
@@ -92,7 +95,7 @@ impl BroadcastLog {
     /// A cursor that reads what is appended from now on, until it [leaves](Self::leave).
     pub(crate) fn subscribe(&self) -> Cursor {
         let mut entries = self.entries.lock();
-        entries.readers += 1;
+        entries.waiting_at_end += 1;
         Cursor { next: entries.first + entries.list.len() as u64, until: u64::MAX }
     }
 
@@ -112,8 +115,8 @@ impl BroadcastLog {
     pub(crate) fn append(&self, frames: [Option<Bytes>; 2], excluded: &[String]) -> bool {
         let cost = frames.iter().flatten().map(Bytes::len).max().unwrap_or(0) + ENTRY_OVERHEAD;
         let mut entries = self.entries.lock();
-        let (offset, unread) = (entries.appended_bytes, entries.readers);
-        entries.list.push_back(Entry { frames, excluded: excluded.into(), unread, cost, offset });
+        let (offset, waiting) = (entries.appended_bytes, std::mem::take(&mut entries.waiting_at_end));
+        entries.list.push_back(Entry { frames, excluded: excluded.into(), waiting, cost, offset });
         entries.bytes += cost;
         entries.appended_bytes += cost as u64;
         let mut dropped_unread = false;
@@ -122,8 +125,9 @@ impl BroadcastLog {
         {
             entries.bytes -= oldest.cost;
             entries.first += 1;
-            dropped_unread |= oldest.unread > 0;
+            dropped_unread |= oldest.waiting > 0;
         }
+        entries.drop_read();
         self.end.store(entries.first + entries.list.len() as u64, Ordering::Release);
         drop(entries);
         self.appended.notify_waiters();
@@ -150,10 +154,14 @@ impl BroadcastLog {
         }
         let first = entries.first;
         let end = (first + entries.list.len() as u64).min(cursor.until).max(cursor.next);
+        if end == cursor.next {
+            return Ok(());
+        }
+        *entries.waiting_at(cursor.next) -= 1;
+        *entries.waiting_at(end) += 1;
         let slot = protocol_slot(reader.protocol);
         for seq in cursor.next..end {
-            let entry = &mut entries.list[(seq - first) as usize];
-            entry.unread -= 1;
+            let entry = &entries.list[(seq - first) as usize];
             if let Some(frame) = &entry.frames[slot]
                 && !entry.excluded.iter().any(|id| id == reader.id)
             {
@@ -168,12 +176,11 @@ impl BroadcastLog {
     /// A reader goes away: it will not read the entries after `cursor`.
     pub(crate) fn leave(&self, cursor: &Cursor) {
         let mut entries = self.entries.lock();
-        entries.readers -= 1;
-        let first = entries.first;
-        for entry in entries.list.iter_mut().skip(cursor.next.saturating_sub(first) as usize) {
-            entry.unread -= 1;
+        // A reader behind the first entry waited at entries that were dropped with their counts.
+        if cursor.next >= entries.first {
+            *entries.waiting_at(cursor.next) -= 1;
+            entries.drop_read();
         }
-        entries.drop_read();
     }
 
     /// The bytes (with per-entry overhead) from `cursor` to the end, for metrics.
@@ -196,10 +203,18 @@ impl BroadcastLog {
 }
 
 impl Entries {
-    /// Drops the oldest entries every reader has passed (they are a prefix: readers pass
-    /// entries in order, and one that arrived later is counted only in later entries).
+    /// The count of readers whose next entry is `seq` (`first..=` the end).
+    fn waiting_at(&mut self, seq: u64) -> &mut usize {
+        match self.list.get_mut((seq - self.first) as usize) {
+            Some(entry) => &mut entry.waiting,
+            None => &mut self.waiting_at_end,
+        }
+    }
+
+    /// Drops the oldest entries while no reader waits at the first: every reader is past it
+    /// (readers only move forward, and one that subscribes later starts at the end).
     fn drop_read(&mut self) {
-        while self.list.front().is_some_and(|entry| entry.unread == 0) {
+        while self.list.front().is_some_and(|entry| entry.waiting == 0) {
             let entry = self.list.pop_front().expect("checked");
             self.bytes -= entry.cost;
             self.first += 1;
@@ -249,6 +264,9 @@ mod tests {
         log.leave(&a);
         assert_eq!(read_all(&log, &mut b).unwrap().len(), 1);
         assert_eq!(log.retained(), 0, "a reader that left holds nothing");
+        log.leave(&b);
+        log.append(frame("4"), &[]);
+        assert_eq!(log.retained(), 0, "nobody subscribed: nothing is kept");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use super::parking::Parked;
 use super::socket::Socket;
-use super::write::{opcode_for, write_data};
+use super::write::{give_back, opcode_for, take_buffer, write_data};
 use crate::rate::{MessageRate, RATE_EXCEEDED};
 use crate::session::{Output, Session};
 use crate::stateful::{ReplayBuffer, encode_ack};
@@ -194,6 +194,10 @@ impl ConnectionTask {
         let mut last_received = started;
         let mut last_sent = started;
         let mut lost = false;
+        // One timer for the connection's life, moved as its deadline moves: moving a deadline
+        // later is one atomic store, where a fresh timer per wait took the timer wheel's lock
+        // to arm and again to drop. Boxed, so the task of an idle connection stays as small.
+        let mut timer = Box::pin(tokio::time::sleep_until(started + handshake_timeout));
         if !leftover.is_empty() {
             self.on_bytes(&mut io, &mut leftover.to_vec());
         }
@@ -213,6 +217,9 @@ impl ConnectionTask {
                         io.ack_at.map_or(keep_alive, |ack| ack.min(keep_alive))
                     }
                 };
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
                 let replay_full = io.replay.as_ref().is_some_and(|r| r.is_full());
                 tokio::select! {
                     biased;
@@ -229,7 +236,7 @@ impl ConnectionTask {
                             io.ack_at = Some(last_received + ACK_DELAY);
                         }
                     }
-                    _ = tokio::time::sleep_until(deadline) => {
+                    _ = &mut timer => {
                         self.on_timer(&mut io, last_sent, last_received);
                     }
                 }
@@ -249,7 +256,7 @@ impl ConnectionTask {
             if !io.out.is_empty() && !io.stop {
                 let written = socket.write(&io.out, config.client_timeout).await;
                 state.registry.stats().sent(io.out.len());
-                io.out = Vec::new();
+                give_back(std::mem::take(&mut io.out));
                 if !written {
                     lost = true;
                     break;
@@ -420,6 +427,9 @@ impl ConnectionTask {
         let Some(conn) = &io.conn else { return };
         let protocol = conn.protocol;
         // One WebSocket message carrying every queued frame, copied once into the output.
+        if io.out.capacity() == 0 {
+            io.out = take_buffer();
+        }
         let start = websocket::begin_frame(&mut io.out);
         let (out, replay) = (&mut io.out, &mut io.replay);
         let (count, close) = conn.drain_with(|frame| {
@@ -434,7 +444,7 @@ impl ConnectionTask {
             io.out.truncate(start);
             if io.out.is_empty() {
                 // A wake-up with nothing to write leaves no buffer behind on an idle connection.
-                io.out = Vec::new();
+                give_back(std::mem::take(&mut io.out));
             }
         }
         if let Some(close) = close {

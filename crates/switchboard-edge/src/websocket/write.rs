@@ -1,12 +1,40 @@
 //! Socket writes of the WebSocket task: hub bytes framed as WebSocket messages, writes that
 //! rarely wait, and the linger after a close.
 
+use std::cell::Cell;
 use std::time::Duration;
 use switchboard_protocol::Protocol;
 use switchboard_protocol::websocket::{self, OpCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+thread_local! {
+    /// This worker thread's spare output buffer. A connection woken to write takes it for the
+    /// wake-up and gives it back after the write: no allocation, and no growing a fresh buffer
+    /// frame by frame, per wake-up, while an idle connection still holds no buffer of its own.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// The largest buffer kept as a spare: what a rare burst grew is freed.
+const SPARE_LIMIT: usize = 256 * 1024;
+
+/// An empty buffer: this thread's spare, if it has one.
+pub(super) fn take_buffer() -> Vec<u8> {
+    SPARE.with(Cell::take)
+}
+
+/// Keeps `buffer`, emptied, as this thread's spare (the larger of it and the current one).
+pub(super) fn give_back(mut buffer: Vec<u8>) {
+    if buffer.capacity() == 0 || buffer.capacity() > SPARE_LIMIT {
+        return;
+    }
+    buffer.clear();
+    SPARE.with(|spare| {
+        let current = spare.take();
+        spare.set(if current.capacity() >= buffer.capacity() { current } else { buffer });
+    });
+}
 
 /// Writes `bytes`, almost always at once without waiting; a socket that is full falls back to
 /// a bounded wait (boxed, so the rare slow path does not enlarge every connection's task).
