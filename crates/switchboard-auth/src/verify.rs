@@ -89,8 +89,9 @@ impl Verifier {
         }
         let claims = self.decode(token, &keys)?;
         let verified = Arc::new(Verified::new(claims, &self.audience));
-        // Only a token whose time claims are read the way the decoder read them is kept.
-        if verified.valid_at(now, leeway) {
+        // Only a token whose time claims are read the way the decoder read them is kept, and
+        // only a token of a usual size (a few hundred bytes), so the memory kept stays small.
+        if verified.valid_at(now, leeway) && token.len() <= RecentTokens::LONGEST {
             lock(&self.recent).insert(token, &keys, verified.clone());
         }
         Ok(verified)
@@ -169,8 +170,9 @@ impl Verified {
 
 /// Tokens verified recently, keyed by their whole text (only a byte-identical token is found),
 /// for the key set they were verified under: a key change forgets them all. Two generations of
-/// at most [`RecentTokens::GENERATION`] each bound the memory; a token found in the older one
-/// is still found until the newer one fills up again.
+/// at most [`RecentTokens::GENERATION`] tokens of at most [`RecentTokens::LONGEST`] bytes bound
+/// the memory (about 1 MiB for typical tokens); a token found in the older generation is still
+/// found until the newer one fills up again.
 #[derive(Debug)]
 struct RecentTokens {
     keys: Arc<[String]>,
@@ -180,6 +182,7 @@ struct RecentTokens {
 
 impl RecentTokens {
     const GENERATION: usize = 1024;
+    const LONGEST: usize = 2048;
 
     fn new(keys: Arc<[String]>) -> Self {
         Self { keys, newer: HashMap::new(), older: HashMap::new() }
@@ -376,6 +379,10 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(v.verify_client(&token, "chat").unwrap().user_id.as_deref(), Some("alice"));
             assert!(matches!(v.verify_client(&token, "other"), Err(AuthError::Audience(_))));
+        }
+        let long = mint(&client_claims(json!({"note": "x".repeat(3000)})), "primary-key", Algorithm::HS256);
+        for _ in 0..2 {
+            assert!(v.verify_client(&long, "chat").is_ok(), "a long token is verified each time, not kept");
         }
         // A key removed by a reload no longer verifies the tokens it signed, seen or not.
         assert!(v.keys().replace(["primary-key"]));

@@ -194,10 +194,6 @@ impl ConnectionTask {
         let mut last_received = started;
         let mut last_sent = started;
         let mut lost = false;
-        // One timer for the connection's life, moved as its deadline moves: moving a deadline
-        // later is one atomic store, where a fresh timer per wait took the timer wheel's lock
-        // to arm and again to drop. Boxed, so the task of an idle connection stays as small.
-        let mut timer = Box::pin(tokio::time::sleep_until(started + handshake_timeout));
         if !leftover.is_empty() {
             self.on_bytes(&mut io, &mut leftover.to_vec());
         }
@@ -217,9 +213,6 @@ impl ConnectionTask {
                         io.ack_at.map_or(keep_alive, |ack| ack.min(keep_alive))
                     }
                 };
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
                 let replay_full = io.replay.as_ref().is_some_and(|r| r.is_full());
                 tokio::select! {
                     biased;
@@ -236,7 +229,7 @@ impl ConnectionTask {
                             io.ack_at = Some(last_received + ACK_DELAY);
                         }
                     }
-                    _ = &mut timer => {
+                    _ = tokio::time::sleep_until(deadline) => {
                         self.on_timer(&mut io, last_sent, last_received);
                     }
                 }
