@@ -88,7 +88,9 @@ impl Verifier {
             return Ok(verified);
         }
         let claims = self.decode(token, &keys)?;
-        let verified = Arc::new(Verified::new(claims, &self.audience));
+        // Most tokens name one of a few audiences (a hub's client URL): each is parsed once.
+        let resolve = |aud: &str| lock(&self.recent).resolve(aud, &self.audience);
+        let verified = Arc::new(Verified::new(claims, resolve));
         // Only a token whose time claims are read the way the decoder read them is kept, and
         // only a token of a usual size (a few hundred bytes), so the memory kept stays small.
         if verified.valid_at(now, leeway) && token.len() <= RecentTokens::LONGEST {
@@ -146,8 +148,8 @@ struct Verified {
 }
 
 impl Verified {
-    fn new(claims: Map<String, Value>, audience: &Audience) -> Self {
-        let audiences = audiences(&claims).filter_map(|aud| audience.resolve(aud)).collect();
+    fn new(claims: Map<String, Value>, resolve: impl Fn(&str) -> Option<Named>) -> Self {
+        let audiences = audiences(&claims).filter_map(resolve).collect();
         let nbf = claims.get("nbf");
         let nbf_read = nbf.is_none_or(|v| v.as_u64().is_some());
         Self {
@@ -178,14 +180,32 @@ struct RecentTokens {
     keys: Arc<[String]>,
     newer: HashMap<Box<str>, Arc<Verified>>,
     older: HashMap<Box<str>, Arc<Verified>>,
+    /// Audiences of verified tokens, resolved (`None`: not one of our hosts).
+    audiences: HashMap<Box<str>, Option<Named>>,
 }
 
 impl RecentTokens {
     const GENERATION: usize = 1024;
     const LONGEST: usize = 2048;
+    const AUDIENCES: usize = 256;
 
     fn new(keys: Arc<[String]>) -> Self {
-        Self { keys, newer: HashMap::new(), older: HashMap::new() }
+        Self { keys, newer: HashMap::new(), older: HashMap::new(), audiences: HashMap::new() }
+    }
+
+    /// What `aud` names, parsed once while it is among the last [`Self::AUDIENCES`] seen.
+    fn resolve(&mut self, aud: &str, audience: &Audience) -> Option<Named> {
+        if let Some(named) = self.audiences.get(aud) {
+            return named.clone();
+        }
+        let named = audience.resolve(aud);
+        if aud.len() <= Self::LONGEST {
+            if self.audiences.len() >= Self::AUDIENCES {
+                self.audiences.clear();
+            }
+            self.audiences.insert(aud.into(), named.clone());
+        }
+        named
     }
 
     fn get(&mut self, token: &str, keys: &Arc<[String]>) -> Option<Arc<Verified>> {
@@ -384,6 +404,19 @@ mod tests {
         for _ in 0..2 {
             assert!(v.verify_client(&long, "chat").is_ok(), "a long token is verified each time, not kept");
         }
+        let foreign = mint(
+            &json!({"aud": "http://other.example/client/?hub=chat", "exp": now() + 60}),
+            "primary-key",
+            Algorithm::HS256,
+        );
+        let other_token_same_audience = mint(
+            &json!({"aud": "http://other.example/client/?hub=chat", "exp": now() + 61}),
+            "primary-key",
+            Algorithm::HS256,
+        );
+        for token in [&foreign, &foreign, &other_token_same_audience] {
+            assert!(matches!(v.verify_client(token, "chat"), Err(AuthError::Audience(_))), "another host, every time");
+        }
         // A key removed by a reload no longer verifies the tokens it signed, seen or not.
         assert!(v.keys().replace(["primary-key"]));
         assert_eq!(v.verify_client(&token, "chat"), Err(AuthError::Signature));
@@ -406,7 +439,7 @@ mod tests {
                 claims["nbf"] = nbf;
             }
             let Value::Object(claims) = claims else { unreachable!() };
-            Verified::new(claims, &verifier().audience)
+            Verified::new(claims, |aud| verifier().audience.resolve(aud))
         };
         let (now, leeway) = (1_000_000, 30);
         assert!(verified(json!(now), None).valid_at(now + leeway, leeway));
@@ -422,7 +455,7 @@ mod tests {
         let keys: Arc<[String]> = vec!["k".to_owned()].into();
         let entry = || {
             let Value::Object(claims) = json!({"exp": 1}) else { unreachable!() };
-            Arc::new(Verified::new(claims, &verifier().audience))
+            Arc::new(Verified::new(claims, |_| None))
         };
         let mut recent = RecentTokens::new(keys.clone());
         for n in 0..=RecentTokens::GENERATION * 2 {
