@@ -81,7 +81,8 @@ class Switchboard:
             raise RuntimeError(f"switchboard binary not found at {self.bin}")
         self.key = secrets.token_urlsafe(33)
         self.data_dir = tempfile.mkdtemp(prefix="switchboard-pytest-")
-        self.stderr_path = os.path.join(self.data_dir, "..", os.path.basename(self.data_dir) + ".stderr")
+        # Beside the data directory, not through it: "dir/../x" stops resolving once dir is removed.
+        self.stderr_path = self.data_dir + ".stderr"
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--listen", "127.0.0.1:0", "--access-key", self.key, "--data-dir", self.data_dir],
