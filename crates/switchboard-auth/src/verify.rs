@@ -193,6 +193,13 @@ impl RecentTokens {
         Self { keys, newer: HashMap::new(), older: HashMap::new(), audiences: HashMap::new() }
     }
 
+    /// Forgets everything verified under another key set than `keys`.
+    fn forget_unless(&mut self, keys: &Arc<[String]>) {
+        if !Arc::ptr_eq(&self.keys, keys) {
+            *self = Self::new(keys.clone());
+        }
+    }
+
     /// What `aud` names, parsed once while it is among the last [`Self::AUDIENCES`] seen.
     fn resolve(&mut self, aud: &str, audience: &Audience) -> Option<Named> {
         if let Some(named) = self.audiences.get(aud) {
@@ -209,17 +216,12 @@ impl RecentTokens {
     }
 
     fn get(&mut self, token: &str, keys: &Arc<[String]>) -> Option<Arc<Verified>> {
-        if !Arc::ptr_eq(&self.keys, keys) {
-            *self = Self::new(keys.clone());
-            return None;
-        }
+        self.forget_unless(keys);
         self.newer.get(token).or_else(|| self.older.get(token)).cloned()
     }
 
     fn insert(&mut self, token: &str, keys: &Arc<[String]>, verified: Arc<Verified>) {
-        if !Arc::ptr_eq(&self.keys, keys) {
-            *self = Self::new(keys.clone());
-        }
+        self.forget_unless(keys);
         if self.newer.len() >= Self::GENERATION {
             self.older = std::mem::take(&mut self.newer);
         }

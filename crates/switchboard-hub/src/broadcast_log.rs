@@ -9,9 +9,8 @@
 //! Each entry counts the readers whose next entry it is, so a read moves one reader between two
 //! counts instead of writing every entry it passes (entries are shared by every reader, and
 //! writing them bounced their cache lines between cores); the oldest entries go once no reader
-//! waits at them. The entries
-//! kept are bounded by the hub's `max_queued_bytes`: an append past the bound drops the
-//! oldest entries, and the connections that had not read them are closed as slow consumers
+//! waits at them. The entries kept are bounded by the hub's `max_queued_bytes`: an append
+//! past the bound drops the oldest entries, and the connections that had not read them are closed as slow consumers
 //! (G5), as an overflowing outbox is. The bound applies to the log and to each connection's own
 //! queue of targeted frames separately, so a connection behind on both holds up to twice it.
 
@@ -121,10 +120,8 @@ impl BroadcastLog {
         entries.appended_bytes += cost as u64;
         let mut dropped_unread = false;
         while entries.bytes > self.limit
-            && let Some(oldest) = entries.list.pop_front()
+            && let Some(oldest) = entries.pop_oldest()
         {
-            entries.bytes -= oldest.cost;
-            entries.first += 1;
             dropped_unread |= oldest.waiting > 0;
         }
         entries.drop_read();
@@ -215,10 +212,15 @@ impl Entries {
     /// (readers only move forward, and one that subscribes later starts at the end).
     fn drop_read(&mut self) {
         while self.list.front().is_some_and(|entry| entry.waiting == 0) {
-            let entry = self.list.pop_front().expect("checked");
-            self.bytes -= entry.cost;
-            self.first += 1;
+            self.pop_oldest();
         }
+    }
+
+    fn pop_oldest(&mut self) -> Option<Entry> {
+        let entry = self.list.pop_front()?;
+        self.bytes -= entry.cost;
+        self.first += 1;
+        Some(entry)
     }
 }
 
