@@ -11,11 +11,12 @@ use tonic::{Code, Status};
 /// only known to be applied once acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FanoutError {
-    /// No connection to the node, the connection broke, or the node is shutting down.
+    /// No connection to the node, or the connection broke.
     #[error("node {node} is unreachable: {reason}")]
     Unreachable { node: u64, reason: String },
-    /// Nothing listens at the node's address any more (the connection was refused): its
-    /// process is gone, and its clients' connections with it.
+    /// Nothing listens at the node's address any more (the connection was refused), or the
+    /// node said it is shutting down (it has already told its clients to reconnect elsewhere):
+    /// its clients' connections with it are gone.
     #[error("node {node} is down: {reason}")]
     Down { node: u64, reason: String },
     /// The node refused the call: wrong cluster secret or incompatible protocol version.
@@ -55,7 +56,7 @@ impl FanoutError {
     /// | `PERMISSION_DENIED`, `UNAUTHENTICATED`, `FAILED_PRECONDITION` | [`Refused`](FanoutError::Refused) |
     /// | `DEADLINE_EXCEEDED` | [`Timeout`](FanoutError::Timeout) |
     /// | `INVALID_ARGUMENT`, `NOT_FOUND`, `ALREADY_EXISTS`, `RESOURCE_EXHAUSTED`, `OUT_OF_RANGE`, `UNIMPLEMENTED` | [`Rejected`](FanoutError::Rejected) |
-    /// | a refused TCP connection (nothing listens at the address) | [`Down`](FanoutError::Down) |
+    /// | a refused TCP connection (nothing listens at the address), or `UNAVAILABLE` with [`SHUTTING_DOWN`] | [`Down`](FanoutError::Down) |
     /// | anything else (`UNAVAILABLE`, transport errors, resets, ...) | [`Unreachable`](FanoutError::Unreachable) |
     pub(crate) fn from_status(node: u64, status: &Status, timeout: Duration) -> Self {
         let reason = status.message().to_owned();
@@ -72,7 +73,7 @@ impl FanoutError {
             | Code::Unimplemented) => FanoutError::Rejected { node, code, reason },
             code => {
                 let reason = if reason.is_empty() { format!("{code:?}") } else { reason };
-                match connection_refused(status) {
+                match code == Code::Unavailable && status.message() == SHUTTING_DOWN || connection_refused(status) {
                     true => FanoutError::Down { node, reason },
                     false => FanoutError::Unreachable { node, reason },
                 }
@@ -80,6 +81,10 @@ impl FanoutError {
         }
     }
 }
+
+/// What a node answers once it is shutting down: it has drained its clients by then, so a
+/// sender treats it as [`FanoutError::Down`] rather than as a node cut off with live clients.
+pub(crate) const SHUTTING_DOWN: &str = "node is shutting down";
 
 /// Whether `status` comes from a TCP connection the peer's address refused.
 fn connection_refused(status: &Status) -> bool {

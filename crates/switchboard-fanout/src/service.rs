@@ -42,9 +42,10 @@ impl FanoutService {
     }
 
     /// Ends every open `Deliver` stream (after the batch being applied) with `UNAVAILABLE`, and
-    /// refuses new ones. Call it before a graceful server shutdown: the streams are long-lived
-    /// and would otherwise hold the shutdown open until their senders go away. Senders fail the
-    /// unacknowledged batches with [`FanoutError::Unreachable`](crate::FanoutError::Unreachable).
+    /// refuses new ones. Call it once the node's clients have been told to leave, before the
+    /// gRPC server stops: the streams are long-lived and would otherwise hold the shutdown open
+    /// until their senders go away. Senders treat the node as
+    /// [`FanoutError::Down`](crate::FanoutError::Down): a fan-out skips it.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
     }
@@ -95,7 +96,7 @@ impl Fanout for FanoutService {
 }
 
 fn shutting_down() -> Status {
-    Status::unavailable("node is shutting down")
+    Status::unavailable(crate::error::SHUTTING_DOWN)
 }
 
 /// Applies batches from one stream in order, acking each; returns why the stream ended.

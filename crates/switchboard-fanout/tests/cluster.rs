@@ -370,6 +370,27 @@ async fn a_dead_peer_is_down_while_the_others_get_their_deliveries_and_a_restart
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_shutting_down_is_skipped_like_one_that_is_down() {
+    let nodes = cluster().await;
+    let live = live(&nodes);
+    let conns: Vec<_> = nodes.iter().map(|n| n.connect(HUB, None, Protocol::Json)).collect();
+    let all: Vec<_> = conns.iter().collect();
+    send(&nodes[0], &live, DeliveryTarget::All(Broadcast {}), &[], 1).await;
+    assert_received(&all, &all, 1);
+
+    // Node 2 has drained its clients and ends its streams, its server still answering: the
+    // open stream and any new one both say it is shutting down, and the fan-out skips it.
+    nodes[1].service.shutdown();
+    for n in 2..=3 {
+        send(&nodes[0], &live, DeliveryTarget::All(Broadcast {}), &[], n).await;
+        assert_received(&all, &[&conns[0], &conns[2]], n);
+    }
+    let error =
+        nodes[0].client.deliver(2, &nodes[1].addr, delivery(DeliveryTarget::All(Broadcast {}), &[], 4)).await.unwrap_err();
+    assert!(matches!(error, FanoutError::Down { node: 2, .. }), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_peer_times_out_within_the_bound_while_the_others_get_their_deliveries() {
     let nodes = cluster().await;
     let conn = nodes[2].connect(HUB, None, Protocol::Json);
