@@ -385,8 +385,11 @@ async fn a_peer_shutting_down_is_skipped_like_one_that_is_down() {
         send(&nodes[0], &live, DeliveryTarget::All(Broadcast {}), &[], n).await;
         assert_received(&all, &[&conns[0], &conns[2]], n);
     }
-    let error =
-        nodes[0].client.deliver(2, &nodes[1].addr, delivery(DeliveryTarget::All(Broadcast {}), &[], 4)).await.unwrap_err();
+    let error = nodes[0]
+        .client
+        .deliver(2, &nodes[1].addr, delivery(DeliveryTarget::All(Broadcast {}), &[], 4))
+        .await
+        .unwrap_err();
     assert!(matches!(error, FanoutError::Down { node: 2, .. }), "{error:?}");
 }
 

@@ -107,7 +107,8 @@ impl AspNetBridge {
             ));
         }
         let servers = Servers::Standalone(settings.url.clone());
-        let (link, pushes) = Link::open(servers, settings.password.clone(), settings.ca_pem.clone())
+        // A standalone Redis never ends a subscription on its own: nothing reads `_ended`.
+        let (link, pushes, _ended) = Link::open(servers, settings.password.clone(), settings.ca_pem.clone())
             .await
             .map_err(|e| crate::StartError::Unreachable(e.to_string()))?;
         let server = format!(

@@ -22,6 +22,10 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 const SWEEP: Duration = Duration::from_secs(30);
 /// How soon a failed subscription change is tried again.
 const RETRY: Duration = Duration::from_secs(1);
+/// On a Redis Cluster, how long after a resubscribe everything is subscribed once more: the
+/// library repairs its node connections in the background after a failover, and a
+/// subscription made on a connection it then replaces is lost without a word.
+const CLUSTER_SETTLE: Duration = Duration::from_secs(3);
 
 /// A change for the subscription task.
 pub(crate) enum Event {
@@ -81,11 +85,17 @@ struct State {
     subscribed: HashSet<String>,
 }
 
-/// Owns the subscriptions. See the module docs.
-pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Event>) {
+/// Owns the subscriptions. See the module docs. `ended`: sharded channels whose subscription
+/// Redis ended (a slot moved); the ones still wanted are subscribed again.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    mut ended: mpsc::Receiver<crate::link::Ended>,
+) {
     let mut state = State::default();
     let fixed = [shared.names.all(), shared.names.members(), shared.names.node(shared.node)];
     let mut batch = Vec::with_capacity(BATCH);
+    let mut ended_batch = Vec::new();
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut retry = tokio::time::interval(RETRY);
@@ -93,14 +103,22 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
     let mut first = true;
     // Set when subscribing failed: everything is subscribed again at the next retry tick.
     let mut failed = false;
+    // When everything is subscribed once more after a resubscribe (a Cluster only).
+    let mut settle: Option<tokio::time::Instant> = None;
     loop {
         let mut groups = HashSet::new();
         let mut users = HashSet::new();
         let mut resubscribe = first;
+        let mut settling = false;
         tokio::select! {
             received = events.recv_many(&mut batch, BATCH) => if received == 0 { return },
+            // The link keeps a sender: this queue closes only with the engine.
+            received = ended.recv_many(&mut ended_batch, BATCH) => if received == 0 { return },
             _ = sweep.tick() => groups.extend(state.group_channels.values().cloned()),
             _ = retry.tick(), if failed => resubscribe = true,
+            () = tokio::time::sleep_until(settle.unwrap_or_else(tokio::time::Instant::now)), if settle.is_some() => {
+                (resubscribe, settling, settle) = (true, true, None);
+            }
         }
         let mut waiting = Vec::new();
         let mut hubs = HashSet::new();
@@ -169,7 +187,22 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
         if resubscribe {
             state.subscribed.extend(fixed.iter().cloned());
             add = state.subscribed.iter().cloned().collect();
+        } else if !ended_batch.is_empty() {
+            // Mostly the confirmations of this node's own unsubscribes: those are not wanted.
+            let again: HashSet<String> = (ended_batch.iter())
+                .filter_map(|channel| std::str::from_utf8(channel).ok())
+                .filter(|channel| state.subscribed.contains(*channel) && !add.iter().any(|added| added == channel))
+                .map(str::to_owned)
+                .collect();
+            if !again.is_empty() {
+                tracing::info!(
+                    channels = again.len(),
+                    "Redis ended subscriptions (their slot moved); subscribing again"
+                );
+                add.extend(again);
+            }
         }
+        ended_batch.clear();
         let link = &shared.link;
         if !add.is_empty() {
             shared.stats.subscribes.fetch_add(add.len() as u64, Ordering::Relaxed);
@@ -184,6 +217,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
             match subscribed {
                 Ok(Ok(())) if resubscribe && !first => {
                     shared.stats.resubscribes.fetch_add(1, Ordering::Relaxed);
+                    if link.is_cluster() && !settling {
+                        settle = Some(tokio::time::Instant::now() + CLUSTER_SETTLE);
+                    }
                 }
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::warn!(%error, channels = add.len(), "subscribing failed; retrying"),

@@ -34,7 +34,10 @@
 //! * **At most once**: a node whose connection to Redis dropped misses what was published
 //!   until it resubscribed; the publishers did not count it, and it reconnects with backoff,
 //!   resubscribes and catches up on the log. A connection that looks healthy but stopped
-//!   receiving is found by a probe it publishes to itself every few seconds.
+//!   receiving is found by a probe it publishes to itself every few seconds. On a Redis
+//!   Cluster, a subscription that Redis ends because its slot moved (a resharding) is made again
+//!   at the new owner, and after a failover everything is subscribed once more when the cluster
+//!   connection has settled.
 
 mod aspnet;
 mod bus;
@@ -138,6 +141,7 @@ impl Shared {
 /// Receivers that the engine's tasks take over when it starts.
 struct Queues {
     pushes: mpsc::Receiver<link::Push>,
+    ended: mpsc::Receiver<link::Ended>,
     subscriptions: mpsc::UnboundedReceiver<interest::Event>,
     syncs: mpsc::UnboundedReceiver<members::Sync>,
     replies: mpsc::UnboundedReceiver<(u64, Bytes)>,
@@ -153,7 +157,7 @@ pub struct RedisEngine {
 impl RedisEngine {
     /// Connects to Redis and takes a node id; nothing is subscribed or read yet.
     pub async fn connect(settings: &RedisSettings) -> Result<RedisEngine, StartError> {
-        let (link, pushes) =
+        let (link, pushes, ended) =
             link::Link::open(settings.servers.clone(), settings.password.clone(), settings.ca_pem.clone())
                 .await
                 .map_err(|error| match error.kind() {
@@ -184,7 +188,8 @@ impl RedisEngine {
             stopping: AtomicBool::new(false),
             snapshot_every: settings.snapshot_every.max(1),
         });
-        let queues = Queues { pushes, subscriptions: subscription_queue, syncs: sync_queue, replies: reply_queue };
+        let queues =
+            Queues { pushes, ended, subscriptions: subscription_queue, syncs: sync_queue, replies: reply_queue };
         Ok(RedisEngine { shared, queues: Mutex::new(Some(queues)), tasks: Mutex::new(Vec::new()) })
     }
 
@@ -237,7 +242,7 @@ impl RedisEngine {
         let mut tasks = vec![
             tokio::spawn(bus::receive(shared.clone(), queues.pushes)),
             tokio::spawn(bus::send_replies(shared.clone(), queues.replies)),
-            tokio::spawn(interest::run(shared.clone(), queues.subscriptions)),
+            tokio::spawn(interest::run(shared.clone(), queues.subscriptions, queues.ended)),
             tokio::spawn(members::run(shared.clone(), queues.syncs)),
         ];
         interest::settled(shared).await;

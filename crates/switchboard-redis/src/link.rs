@@ -3,7 +3,10 @@
 //! pub/sub, `SSUBSCRIBE`/`SPUBLISH`) to a Redis Cluster.
 //!
 //! Pushes go to a bounded queue; a push that finds it full is dropped and counted (a slow node
-//! must not grow without bound). When the connection drops, the library says so with a
+//! must not grow without bound). A Redis Cluster node ends the sharded subscriptions of a slot
+//! that moves away from it (a failover, a resharding) with an unrequested `SUNSUBSCRIBE`, and
+//! the library then forgets them: those channels go to a second queue, and the engine
+//! subscribes to the ones it still wants again, at the slot's new owner. When the connection drops, the library says so with a
 //! disconnection push: [`Link::reconnect`] rebuilds it with backoff and the engine resubscribes
 //! and catches up on the membership log. (A cluster connection rebuilds its own node
 //! connections and follows slot moves; the engine resubscribes anyway.)
@@ -28,6 +31,9 @@ pub(crate) const PUSH_QUEUE: usize = 65_536;
 
 /// A message that arrived on a subscription: (channel, payload).
 pub(crate) type Push = (Bytes, Bytes);
+
+/// A sharded channel whose subscription Redis ended (see the module docs).
+pub(crate) type Ended = Bytes;
 
 /// Where the Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +128,7 @@ pub(crate) struct Link {
     /// `None` once closed.
     conn: RwLock<Option<Conn>>,
     pushes: mpsc::Sender<Push>,
+    ended: mpsc::Sender<Ended>,
     /// Pushes dropped because the queue was full.
     pub(crate) dropped: Arc<AtomicU64>,
     /// Told when the library saw the connection close.
@@ -133,17 +140,19 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// Connects; the pushes of this and every later connection arrive on the returned queue.
+    /// Connects; the pushes of this and every later connection arrive on the first returned
+    /// queue, the subscriptions Redis ended on the second.
     pub(crate) async fn open(
         servers: Servers,
         password: Option<String>,
         ca_pem: Option<Vec<u8>>,
-    ) -> redis::RedisResult<(Link, mpsc::Receiver<Push>)> {
+    ) -> redis::RedisResult<(Link, mpsc::Receiver<Push>, mpsc::Receiver<Ended>)> {
         // One crypto provider for rustls, whatever features other crates enable.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (pushes, received) = mpsc::channel(PUSH_QUEUE);
+        let (ended, ended_queue) = mpsc::channel(PUSH_QUEUE);
         let (dropped, disconnected) = (Arc::new(AtomicU64::new(0)), Arc::new(Notify::new()));
-        let push = sender(&pushes, &dropped, &disconnected);
+        let push = sender(&pushes, &ended, &dropped, &disconnected);
         let conn = connect(&servers, password.as_deref(), ca_pem.as_deref(), push).await?;
         let link = Link {
             servers,
@@ -151,12 +160,13 @@ impl Link {
             ca_pem,
             conn: RwLock::new(Some(conn)),
             pushes,
+            ended,
             dropped,
             disconnected,
             reconnects: AtomicU64::new(0),
             name: RwLock::new(None),
         };
-        Ok((link, received))
+        Ok((link, received, ended_queue))
     }
 
     /// The current connection.
@@ -222,7 +232,7 @@ impl Link {
         }
         let mut backoff = Duration::from_millis(100);
         loop {
-            let push = sender(&self.pushes, &self.dropped, &self.disconnected);
+            let push = sender(&self.pushes, &self.ended, &self.dropped, &self.disconnected);
             match connect(&self.servers, self.password.as_deref(), self.ca_pem.as_deref(), push).await {
                 Ok(mut conn) => {
                     let name = self.name.read().clone();
@@ -312,17 +322,29 @@ fn timed_out() -> redis::RedisError {
 }
 
 /// The push sender of one connection: messages to the bounded queue (dropped and counted when
-/// it is full), a disconnection to the notifier. Never fails: a failing sender would break the
-/// connection it belongs to.
+/// it is full), ended sharded subscriptions to theirs (when it is full, everything is
+/// subscribed again as after a disconnection; nobody reads it for the ASP.NET bridge, which
+/// does not shard), a disconnection to the notifier. Never fails: a
+/// failing sender would break the connection it belongs to.
 fn sender(
     queue: &mpsc::Sender<Push>,
+    ended: &mpsc::Sender<Ended>,
     dropped: &Arc<AtomicU64>,
     disconnected: &Arc<Notify>,
 ) -> impl redis::aio::AsyncPushSender + Clone {
-    let (queue, dropped, disconnected) = (queue.clone(), dropped.clone(), disconnected.clone());
+    let (queue, ended, dropped, disconnected) = (queue.clone(), ended.clone(), dropped.clone(), disconnected.clone());
     move |info: PushInfo| -> Result<(), ()> {
         match info.kind {
             PushKind::Disconnection => disconnected.notify_one(),
+            // Also the confirmation of this node's own SUNSUBSCRIBE: the engine ignores a
+            // channel it no longer wants.
+            PushKind::SUnsubscribe => {
+                if let Some(Value::BulkString(channel)) = info.data.into_iter().next()
+                    && let Err(mpsc::error::TrySendError::Full(_)) = ended.try_send(Bytes::from(channel))
+                {
+                    disconnected.notify_one();
+                }
+            }
             PushKind::Message | PushKind::SMessage => {
                 let mut data = info.data.into_iter();
                 if let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) = (data.next(), data.next())

@@ -107,7 +107,10 @@ impl Cluster {
         let (child, ready_rx) = support::spawn_node(
             Command::new(env!("CARGO_BIN_EXE_switchboard"))
                 .args(&args)
-                .env("SWITCHBOARD_LOG", "warn,openraft=off")
+                .env(
+                    "SWITCHBOARD_LOG",
+                    std::env::var("SWITCHBOARD_TEST_NODE_LOG").as_deref().unwrap_or("warn,openraft=off"),
+                )
                 .stderr(if std::env::var_os("SWITCHBOARD_TEST_NODE_STDERR").is_some() {
                     Stdio::inherit()
                 } else {
@@ -170,6 +173,15 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_all();
+        // A failing test shows what its nodes said (their logs go with the directory).
+        if std::thread::panicking() {
+            for spec in &self.specs {
+                let log = std::fs::read_to_string(self.log_path(spec.id)).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("---- node {} log (last 40 lines) ----", spec.id);
+                lines[lines.len().saturating_sub(40)..].iter().for_each(|line| eprintln!("{line}"));
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -469,14 +481,20 @@ async fn the_redis_engine_rides_out_a_redis_cluster_failover() {
     assert_eq!(next_messages(&mut b, &mut pending_b).await, invocation("before"));
 
     let master = tokio::task::block_in_place(|| redis.master_of("switchboard:all"));
+    let resubscribed_before: Vec<u64> = tokio::task::block_in_place(|| {
+        (1..=2).map(|id| cluster.metric(id, "switchboard_redis_resubscribes_total")).collect()
+    });
     tokio::task::block_in_place(|| redis.nodes[master].kill());
     // A send meanwhile fails or succeeds without the dead shard; either way the nodes notice.
     let during = post(cluster.http(1), "/api/v1/hubs/chat", &broadcast("during")).await;
     assert!(matches!(during, 202 | 500 | 503), "{during}");
     tokio::task::block_in_place(|| {
         redis.wait_healthy();
-        wait_for("both nodes resubscribed after the failover", Duration::from_secs(30), || {
-            (1..=2).all(|id| cluster.metric(id, "switchboard_redis_resubscribes_total") >= 1)
+        // Once at the new master, and once more when the cluster connection has settled.
+        wait_for("both nodes resubscribed twice after the failover", Duration::from_secs(30), || {
+            (1..=2).all(|id| {
+                cluster.metric(id, "switchboard_redis_resubscribes_total") >= resubscribed_before[id as usize - 1] + 2
+            })
         });
     });
     assert_eq!(post(cluster.http(2), "/api/v1/hubs/chat", &broadcast("after")).await, 202);
@@ -486,6 +504,34 @@ async fn the_redis_engine_rides_out_a_redis_cluster_failover() {
             message = next_messages(ws, pending).await;
         }
         assert_eq!(message, invocation("after"));
+    }
+}
+
+/// A resharding moves the slot of the hub's channel to another master: Redis ends the nodes'
+/// subscriptions to it there, and they subscribe again at the new owner, so broadcasts reach
+/// every client as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_engine_follows_a_slot_moved_to_another_master() {
+    let (mut cluster, redis) = tokio::task::block_in_place(|| Cluster::on_redis(2, redis_cluster));
+    tokio::task::block_in_place(|| cluster.start_all());
+    let (mut a, _) = connect_client(cluster.http(1), "a").await;
+    let (mut b, _) = connect_client(cluster.http(2), "b").await;
+    let (mut pending_a, mut pending_b) = (Vec::new(), Vec::new());
+    let broadcast = |argument: &str| format!(r#"{{"target":"m","arguments":["{argument}"]}}"#);
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat", &broadcast("before")).await, 202);
+    assert_eq!(next_messages(&mut a, &mut pending_a).await, invocation("before"));
+    assert_eq!(next_messages(&mut b, &mut pending_b).await, invocation("before"));
+
+    tokio::task::block_in_place(|| {
+        let channel = "switchboard:hub:chat";
+        let from = redis.master_of(channel);
+        let to = redis.masters().into_iter().find(|&m| m != from).expect("another master");
+        redis.move_slot_of(channel, to);
+    });
+    for (entry, n) in [(2, "after-1"), (1, "after-2")] {
+        assert_eq!(post(cluster.http(entry), "/api/v1/hubs/chat", &broadcast(n)).await, 202);
+        assert_eq!(next_messages(&mut a, &mut pending_a).await, invocation(n));
+        assert_eq!(next_messages(&mut b, &mut pending_b).await, invocation(n));
     }
 }
 

@@ -206,27 +206,70 @@ impl RedisCluster {
         });
     }
 
+    /// Moves the slot of `key` (holding no key) from its master to master `to`, the way a
+    /// resharding does (importing, migrating, then the new owner on both sides), and waits
+    /// until every running node agrees.
+    pub fn move_slot_of(&self, key: &str, to: usize) {
+        let from = self.master_of(key);
+        assert_ne!(from, to, "{key} is already served by node {to}");
+        let slot: u16 = self.nodes[from].cli(&["cluster", "keyslot", key]).trim().parse().expect("a slot number");
+        let slot_text = slot.to_string();
+        let id = |index: usize| self.nodes[index].cli(&["cluster", "myid"]).trim().to_owned();
+        let (source, target) = (id(from), id(to));
+        let steps = [
+            (to, ["cluster", "setslot", &slot_text, "importing", &source]),
+            (from, ["cluster", "setslot", &slot_text, "migrating", &target]),
+            (to, ["cluster", "setslot", &slot_text, "node", &target]),
+            (from, ["cluster", "setslot", &slot_text, "node", &target]),
+        ];
+        for (index, args) in steps {
+            let answer = self.nodes[index].cli(&args);
+            assert_eq!(answer.trim(), "OK", "node {index}: {args:?}");
+        }
+        wait_for("every node sees the slot's new owner", START, || {
+            let port = self.nodes[to].port;
+            self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                n.cli(&["cluster", "nodes"])
+                    .lines()
+                    .any(|line| line.starts_with(&target) && line.contains(&format!(":{port}@")) && serves(line, slot))
+            })
+        });
+    }
+
+    /// The indexes of the running masters.
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some() && self.nodes[i].cli(&["role"]).starts_with("master"))
+            .collect()
+    }
+
     /// The index of the running master serving the slot of `key` (a key or a sharded channel).
     pub fn master_of(&self, key: &str) -> usize {
         let running = self.nodes.iter().find(|n| n.child.is_some()).expect("a running node");
         let slot: u16 = running.cli(&["cluster", "keyslot", key]).trim().parse().expect("a slot number");
         let table = running.cli(&["cluster", "nodes"]);
         for line in table.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
-                continue;
-            }
-            let serves = fields[8..].iter().any(|range| {
-                let (low, high) = range.split_once('-').unwrap_or((range, range));
-                matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(low), Ok(high)) if low <= slot && slot <= high)
-            });
-            let port: Option<u16> = fields[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok());
-            if serves && let Some(index) = self.nodes.iter().position(|n| Some(n.port) == port) {
+            let port: Option<u16> = line.split(' ').nth(1).and_then(|a| a.split(['@', ':']).nth(1)?.parse().ok());
+            if serves(line, slot)
+                && let Some(index) = self.nodes.iter().position(|n| Some(n.port) == port)
+            {
                 return index;
             }
         }
         panic!("no master serves slot {slot}: {table}");
     }
+}
+
+/// Whether a line of `CLUSTER NODES` is a running master serving `slot`.
+fn serves(line: &str, slot: u16) -> bool {
+    let fields: Vec<&str> = line.split(' ').collect();
+    fields.len() >= 9
+        && fields[2].contains("master")
+        && !fields[2].contains("fail")
+        && fields[8..].iter().any(|range| {
+            let (low, high) = range.split_once('-').unwrap_or((range, range));
+            matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(low), Ok(high)) if low <= slot && slot <= high)
+        })
 }
 
 /// A free port whose cluster bus port (+10000) is free too.
