@@ -3,30 +3,28 @@
 //! and preflights are answered for the custom headers every request carries.
 
 use crate::EdgeState;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use std::sync::Arc;
 
 const ALLOWED_HEADERS: &str = "authorization, content-type, x-requested-with, x-signalr-user-agent";
 
-/// Adds CORS headers to responses for allowed origins and refuses others.
-pub(crate) async fn apply(State(state): State<Arc<EdgeState>>, request: Request, next: Next) -> Response {
-    let origin = request.headers().get(header::ORIGIN).cloned();
-    if let Some(origin) = &origin
-        && !state.config.origin_allowed(origin.to_str().unwrap_or_default())
-    {
-        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+/// The request's `Origin` when it is allowed (or absent: `Ok(None)`); a 403 for others.
+pub(crate) fn check_origin(state: &EdgeState, request: &Request) -> Result<Option<HeaderValue>, Response> {
+    match request.headers().get(header::ORIGIN) {
+        Some(origin) if !state.config.origin_allowed(origin.to_str().unwrap_or_default()) => {
+            Err((StatusCode::FORBIDDEN, "origin not allowed").into_response())
+        }
+        origin => Ok(origin.cloned()),
     }
-    let mut response = next.run(request).await;
-    if let Some(origin) = origin {
-        let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-        headers.append(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    response
+}
+
+/// Adds the CORS headers for an allowed `origin` to a response.
+pub(crate) fn allow(response: &mut Response, origin: HeaderValue) {
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
 }
 
 /// Answers an `OPTIONS` preflight.

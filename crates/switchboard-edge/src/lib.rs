@@ -127,19 +127,24 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .route("/client", client())
         .route("/client/", client())
         .with_state(state.clone());
-    routes
-        .layer(axum::middleware::from_fn_with_state(state.clone(), count_refusals))
-        .layer(axum::middleware::from_fn_with_state(state, cors::apply))
+    routes.layer(axum::middleware::from_fn_with_state(state, front))
 }
 
-/// Counts refused connection attempts by their status (the handlers answer them in many places).
-async fn count_refusals(
+/// Every client request passes here (one layer, not one per concern: it runs per request):
+/// a foreign origin is refused, and the response gets the CORS headers for an allowed one;
+/// refused connection attempts are counted by their status (the handlers answer them in many
+/// places).
+async fn front(
     axum::extract::State(state): axum::extract::State<Arc<EdgeState>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::http::StatusCode;
-    let response = next.run(request).await;
+    let origin = match cors::check_origin(&state, &request) {
+        Ok(origin) => origin,
+        Err(refused) => return refused,
+    };
+    let mut response = next.run(request).await;
     let reason = match response.status() {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Some(ConnectFailure::Unauthorized),
         StatusCode::NOT_FOUND => Some(ConnectFailure::UnknownConnection),
@@ -148,6 +153,9 @@ async fn count_refusals(
     };
     if let Some(reason) = reason {
         state.registry.stats().connect_failed(reason);
+    }
+    if let Some(origin) = origin {
+        cors::allow(&mut response, origin);
     }
     response
 }

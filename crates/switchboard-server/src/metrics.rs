@@ -74,13 +74,32 @@ pub struct Parts {
     pub console: crate::console::ConsoleParts,
 }
 
-/// REST requests by route template and status, and their latency by route.
+/// REST requests by route template and status, and their latency by route: under one lock,
+/// taken once per request.
 #[derive(Default)]
-struct RestMetrics {
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    latency: Mutex<BTreeMap<&'static str, Arc<Histogram>>>,
+struct RestMetrics(Mutex<RestTally>);
+
+#[derive(Default)]
+struct RestTally {
+    requests: BTreeMap<(&'static str, u16), u64>,
+    latency: BTreeMap<&'static str, Arc<Histogram>>,
     /// Latencies (microseconds) since the last sample, at most [`RECENT_KEPT`].
-    recent_us: Mutex<Vec<u32>>,
+    recent_us: Vec<u32>,
+}
+
+impl RestMetrics {
+    fn record(&self, route: &'static str, status: u16, elapsed: std::time::Duration) {
+        let mut tally = self.0.lock();
+        *tally.requests.entry((route, status)).or_default() += 1;
+        tally.latency.entry(route).or_default().observe(elapsed);
+        if tally.recent_us.len() < RECENT_KEPT {
+            tally.recent_us.push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.0.lock().requests.values().sum()
+    }
 }
 
 const RECENT_KEPT: usize = 4096;
@@ -103,7 +122,7 @@ impl Observability {
         self.parts.lock().as_ref().and_then(|parts| parts.redis.as_ref()).is_none_or(|redis| redis.is_connected())
     }
 
-    /// Whether this node's cluster lease lapsed (see [`refuse_while_lapsed`]).
+    /// Whether this node's cluster lease lapsed (see [`front`]).
     fn lease_lapsed(&self) -> bool {
         self.parts.lock().as_ref().and_then(|parts| parts.control.as_ref()).is_some_and(|c| c.lease_lapsed())
     }
@@ -143,9 +162,9 @@ impl Observability {
             }
             None => (0, 0, 0),
         };
-        let rest_total: u64 = self.rest.requests.lock().values().sum();
+        let rest_total = self.rest.total();
         let totals = [messages_in as f64, delivered as f64, rest_total as f64, process.cpu_seconds.unwrap_or(0.0)];
-        let mut latencies = std::mem::take(&mut *self.rest.recent_us.lock());
+        let mut latencies = std::mem::take(&mut self.rest.0.lock().recent_us);
         latencies.sort_unstable();
         let rest_p99_ms = latencies
             .get((latencies.len() * 99).div_ceil(100).saturating_sub(1))
@@ -176,7 +195,7 @@ impl Observability {
     pub fn node_stats(&self) -> serde_json::Value {
         let process = ProcessStats::read();
         let history: Vec<Sample> = self.history.lock().iter().copied().collect();
-        let rest_total: u64 = self.rest.requests.lock().values().sum();
+        let rest_total = self.rest.total();
         let mut stats = serde_json::json!({
             "ready": self.readiness() == Readiness::Ready && self.engine_reachable() && !self.lease_lapsed(),
             "draining": self.readiness() == Readiness::Draining,
@@ -240,44 +259,45 @@ impl Observability {
 
     fn write_rest(&self, out: &mut String) {
         write_header(out, "switchboard_rest_requests_total", "counter", "REST requests by route and status.");
-        for ((route, status), count) in self.rest.requests.lock().iter() {
+        let (requests, latency): (Vec<_>, Vec<(&str, Arc<Histogram>)>) = {
+            let tally = self.rest.0.lock();
+            (
+                tally.requests.iter().map(|(k, v)| (*k, *v)).collect(),
+                tally.latency.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            )
+        };
+        for ((route, status), count) in requests {
             let _ = writeln!(out, "switchboard_rest_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}");
         }
         let name = "switchboard_rest_request_duration_seconds";
         write_header(out, name, "histogram", "REST request latency by route.");
-        let latency: Vec<(&str, Arc<Histogram>)> =
-            self.rest.latency.lock().iter().map(|(k, v)| (*k, v.clone())).collect();
         for (route, histogram) in latency {
             histogram.write(out, name, &format!("route=\"{route}\""));
         }
     }
 }
 
-/// Counts REST requests (middleware on the public router), labelled by the kind of call
-/// (`send_user`, `add_connection_to_group`, …). Client transport requests are connections,
-/// counted by the hub.
-/// While this node's cluster lease has lapsed, its view of routes and memberships may be
-/// stale (the cluster went on without it): data-plane REST calls and clients are refused with
-/// 503 and nothing done, rather than answered from that view. Admin and status routes answer.
-pub async fn refuse_while_lapsed(
-    State(control): State<Option<Arc<switchboard_control::ControlPlane>>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path();
-    let data_plane = path.starts_with("/api/hubs/") || path.starts_with("/api/v1/hubs/") || path.starts_with("/client");
-    if data_plane && control.as_ref().is_some_and(|control| control.lease_lapsed()) {
-        let message = "this node lost contact with the cluster; nothing was done, try another node";
-        return switchboard_api::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Error.Service.Unavailable", message)
-            .into_response();
-    }
-    next.run(request).await
+/// What every request to the public router passes first (one middleware layer: it runs per
+/// request).
+pub struct Front {
+    pub observability: Arc<Observability>,
+    pub control: Option<Arc<switchboard_control::ControlPlane>>,
 }
 
-pub async fn count_rest(State(observability): State<Arc<Observability>>, request: Request, next: Next) -> Response {
+/// The public router's middleware:
+/// * while this node's cluster lease has lapsed, its view of routes and memberships may be
+///   stale (the cluster went on without it): data-plane REST calls and clients are refused
+///   with 503 and nothing done, rather than answered from that view (admin and status routes
+///   answer);
+/// * REST requests are counted, labelled by the kind of call (`send_user`,
+///   `add_connection_to_group`, …), with their latency. Client transport requests are
+///   connections, counted by the hub.
+pub async fn front(State(front): State<Arc<Front>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
+    let data_plane = path.starts_with("/api/hubs/") || path.starts_with("/api/v1/hubs/") || path.starts_with("/client");
+    let lapsed = data_plane && front.control.as_ref().is_some_and(|control| control.lease_lapsed());
     if !path.starts_with("/api/") {
-        return next.run(request).await;
+        return if lapsed { refusal() } else { next.run(request).await };
     }
     let route = if path == crate::cluster::STATUS_PATH {
         "cluster_status"
@@ -285,19 +305,20 @@ pub async fn count_rest(State(observability): State<Arc<Observability>>, request
         switchboard_api::parse_route(request.method(), path, None).map_or("unmatched", |r| r.operation.kind())
     };
     let started = Instant::now();
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    let response = next.run(request).await;
-    tracing::debug!(%method, path, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "rest call");
-    let rest = &observability.rest;
-    *rest.requests.lock().entry((route, response.status().as_u16())).or_default() += 1;
-    let histogram = rest.latency.lock().entry(route).or_default().clone();
-    histogram.observe(started.elapsed());
-    let mut recent = rest.recent_us.lock();
-    if recent.len() < RECENT_KEPT {
-        recent.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+    let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| (request.method().clone(), path.to_owned()));
+    let response = if lapsed { refusal() } else { next.run(request).await };
+    let elapsed = started.elapsed();
+    if let Some((method, path)) = logged {
+        tracing::debug!(%method, path, status = response.status().as_u16(), micros = elapsed.as_micros() as u64, "rest call");
     }
-    drop(recent);
+    front.observability.rest.record(route, response.status().as_u16(), elapsed);
     response
+}
+
+fn refusal() -> Response {
+    let message = "this node lost contact with the cluster; nothing was done, try another node";
+    switchboard_api::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Error.Service.Unavailable", message)
+        .into_response()
 }
 
 /// Binds `address` and serves the internal endpoint there; returns the bound address.

@@ -249,13 +249,12 @@ impl Node {
             },
         });
         observability.start_sampling();
-        let app = app
-            .layer(axum::middleware::from_fn_with_state(
-                // In an `Arc`: axum clones a middleware's state for every request.
-                engine.control.clone().map(Arc::new),
-                crate::metrics::refuse_while_lapsed,
-            ))
-            .layer(axum::middleware::from_fn_with_state(observability.clone(), crate::metrics::count_rest));
+        // In an `Arc`: axum clones a middleware's state for every request.
+        let front = Arc::new(crate::metrics::Front {
+            observability: observability.clone(),
+            control: engine.control.clone().map(Arc::new),
+        });
+        let app = app.layer(axum::middleware::from_fn_with_state(front, crate::metrics::front));
         Ok(Node { endpoint, connection_string, registry, keys, tls, edge, engine, app, observability, admission })
     }
 
