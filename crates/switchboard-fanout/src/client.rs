@@ -405,20 +405,37 @@ impl PeerTask {
     async fn stream(&mut self, first: Queued) {
         let timeout = self.config.timeout;
         let window = self.config.window.max(1);
-        let (out, outgoing) = mpsc::channel(window);
+        let (mut out, outgoing) = mpsc::channel(window);
         let mut pending = VecDeque::with_capacity(window);
         let first = self.batch(first);
+        // Kept to open the stream once more should the first attempt never get to send it.
+        let mut resend = Some(first.0.clone());
         if let Err(error) = self.send(&out, &mut pending, first) {
             return self.fail(pending, error);
         }
         let mut client = self.client.clone();
-        let mut acks = match tokio::time::timeout(timeout, client.deliver(ReceiverStream::new(outgoing))).await {
-            Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => {
-                let error = FanoutError::from_status(self.node, &status, timeout);
-                return self.fail_all_queued(pending, error);
+        let mut outgoing = Some(outgoing);
+        let mut acks = loop {
+            let stream = ReceiverStream::new(outgoing.take().expect("one stream per attempt"));
+            match tokio::time::timeout(timeout, client.deliver(stream)).await {
+                Ok(Ok(response)) => break response.into_inner(),
+                // The connection closed before the call was written (the peer went away between
+                // streams): nothing was applied, so one more attempt on a new connection says
+                // whether it is down or answers.
+                Ok(Err(status)) if crate::error::never_sent(&status) && resend.is_some() => {
+                    let again;
+                    (out, again) = mpsc::channel(window);
+                    let _ = out.try_send(resend.take().expect("checked"));
+                    outgoing = Some(again);
+                }
+                Ok(Err(status)) => {
+                    let error = FanoutError::from_status(self.node, &status, timeout);
+                    return self.fail_all_queued(pending, error);
+                }
+                Err(_elapsed) => {
+                    return self.fail_all_queued(pending, FanoutError::Timeout { node: self.node, timeout });
+                }
             }
-            Err(_elapsed) => return self.fail_all_queued(pending, FanoutError::Timeout { node: self.node, timeout }),
         };
         self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(peer_id = self.node, "fan-out stream open");

@@ -86,6 +86,19 @@ impl FanoutError {
 /// sender treats it as [`FanoutError::Down`] rather than as a node cut off with live clients.
 pub(crate) const SHUTTING_DOWN: &str = "node is shutting down";
 
+/// Whether `status` says the call was never written: the connection it was given closed
+/// before it started (hyper's "canceled"), so sending it again cannot apply it twice.
+pub(crate) fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled) {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 /// Whether `status` comes from a TCP connection the peer's address refused.
 fn connection_refused(status: &Status) -> bool {
     let mut source = std::error::Error::source(status);

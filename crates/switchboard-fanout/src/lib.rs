@@ -71,7 +71,10 @@
 //! # Shutdown
 //! `Deliver` streams are long-lived, so a graceful tonic shutdown would wait for them forever:
 //! call [`FanoutService::shutdown`] first; it ends every stream with `UNAVAILABLE` after the
-//! batch being applied.
+//! batch being applied. Senders take that answer (the node has drained its clients by then),
+//! like a refused connection, as the node being down: a fan-out skips it. A stream opened on
+//! a connection that closed before the call was written is opened once more, on a new
+//! connection: nothing of it was applied, and the second attempt says whether the node is down.
 //!
 //! # Dependencies
 //! The stream types come from `tokio-stream`, through tonic's public `codegen` re-export, so the
