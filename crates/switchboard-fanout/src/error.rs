@@ -89,21 +89,19 @@ pub(crate) const SHUTTING_DOWN: &str = "node is shutting down";
 /// Whether `status` says the call was never written: the connection it was given closed
 /// before it started (hyper's "canceled"), so sending it again cannot apply it twice.
 pub(crate) fn never_sent(status: &Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(error) = source {
-        if error.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled) {
-            return true;
-        }
-        source = error.source();
-    }
-    false
+    caused_by::<hyper::Error>(status, hyper::Error::is_canceled)
 }
 
 /// Whether `status` comes from a TCP connection the peer's address refused.
 fn connection_refused(status: &Status) -> bool {
+    caused_by::<std::io::Error>(status, |e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
+/// Whether an error of type `E` matching `matches` is among the causes of `status`.
+fn caused_by<E: std::error::Error + 'static>(status: &Status, matches: impl Fn(&E) -> bool) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {
-        if error.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused) {
+        if error.downcast_ref::<E>().is_some_and(&matches) {
             return true;
         }
         source = error.source();

@@ -6,10 +6,12 @@
 //! must not grow without bound). A Redis Cluster node ends the sharded subscriptions of a slot
 //! that moves away from it (a failover, a resharding) with an unrequested `SUNSUBSCRIBE`, and
 //! the library then forgets them: those channels go to a second queue, and the engine
-//! subscribes to the ones it still wants again, at the slot's new owner. When the connection drops, the library says so with a
-//! disconnection push: [`Link::reconnect`] rebuilds it with backoff and the engine resubscribes
-//! and catches up on the membership log. (A cluster connection rebuilds its own node
-//! connections and follows slot moves; the engine resubscribes anyway.)
+//! subscribes to the ones it still wants again, at the slot's new owner.
+//!
+//! When the connection drops, the library says so with a disconnection push:
+//! [`Link::reconnect`] rebuilds it with backoff and the engine resubscribes and catches up on
+//! the membership log. (A cluster connection rebuilds its own node connections and follows slot
+//! moves; the engine resubscribes anyway.)
 
 use bytes::Bytes;
 use parking_lot::RwLock;

@@ -371,6 +371,23 @@ async fn messagepack_arguments(ws: &mut support::WsClient, count: usize) -> Vec<
     arguments
 }
 
+/// The body of a REST broadcast of `m(argument)`.
+fn broadcast(argument: &str) -> String {
+    format!(r#"{{"target":"m","arguments":["{argument}"]}}"#)
+}
+
+/// Client "a" on node 1 and client "b" on node 2 (hub `chat`), each with its buffer of received
+/// records, once a broadcast through node 1 reached both.
+async fn clients_a_and_b(cluster: &Cluster) -> [(support::WsClient, Vec<Vec<u8>>); 2] {
+    let (mut a, _) = connect_client(cluster.http(1), "a").await;
+    let (mut b, _) = connect_client(cluster.http(2), "b").await;
+    let (mut pending_a, mut pending_b) = (Vec::new(), Vec::new());
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat", &broadcast("before")).await, 202);
+    assert_eq!(next_messages(&mut a, &mut pending_a).await, invocation("before"));
+    assert_eq!(next_messages(&mut b, &mut pending_b).await, invocation("before"));
+    [(a, pending_a), (b, pending_b)]
+}
+
 async fn post(port: u16, path: &str, body: &str) -> u16 {
     let (path, body) = (path.to_owned(), body.to_owned());
     tokio::task::spawn_blocking(move || rest_post(port, &path, &body)).await.unwrap()
@@ -427,7 +444,6 @@ async fn the_redis_engine_rides_out_a_killed_node_and_a_redis_restart() {
     let (mut b, _) = connect_client(cluster.http(2), "b").await;
     let (_c, c) = connect_client(cluster.http(3), "c").await;
     let (mut pending_a, mut pending_b) = (Vec::new(), Vec::new());
-    let broadcast = |argument: &str| format!(r#"{{"target":"m","arguments":["{argument}"]}}"#);
 
     // kill -9 of a node: sends through the others succeed at once and reach everyone left;
     // its connection is gone for existence questions.
@@ -472,13 +488,7 @@ async fn the_redis_engine_rides_out_a_killed_node_and_a_redis_restart() {
 async fn the_redis_engine_rides_out_a_redis_cluster_failover() {
     let (mut cluster, mut redis) = tokio::task::block_in_place(|| Cluster::on_redis(3, redis_cluster));
     tokio::task::block_in_place(|| cluster.start_all());
-    let (mut a, _) = connect_client(cluster.http(1), "a").await;
-    let (mut b, _) = connect_client(cluster.http(2), "b").await;
-    let (mut pending_a, mut pending_b) = (Vec::new(), Vec::new());
-    let broadcast = |argument: &str| format!(r#"{{"target":"m","arguments":["{argument}"]}}"#);
-    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat", &broadcast("before")).await, 202);
-    assert_eq!(next_messages(&mut a, &mut pending_a).await, invocation("before"));
-    assert_eq!(next_messages(&mut b, &mut pending_b).await, invocation("before"));
+    let [(mut a, mut pending_a), (mut b, mut pending_b)] = clients_a_and_b(&cluster).await;
 
     let master = tokio::task::block_in_place(|| redis.master_of("switchboard:all"));
     let resubscribed_before: Vec<u64> = tokio::task::block_in_place(|| {
@@ -514,13 +524,7 @@ async fn the_redis_engine_rides_out_a_redis_cluster_failover() {
 async fn the_redis_engine_follows_a_slot_moved_to_another_master() {
     let (mut cluster, redis) = tokio::task::block_in_place(|| Cluster::on_redis(2, redis_cluster));
     tokio::task::block_in_place(|| cluster.start_all());
-    let (mut a, _) = connect_client(cluster.http(1), "a").await;
-    let (mut b, _) = connect_client(cluster.http(2), "b").await;
-    let (mut pending_a, mut pending_b) = (Vec::new(), Vec::new());
-    let broadcast = |argument: &str| format!(r#"{{"target":"m","arguments":["{argument}"]}}"#);
-    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat", &broadcast("before")).await, 202);
-    assert_eq!(next_messages(&mut a, &mut pending_a).await, invocation("before"));
-    assert_eq!(next_messages(&mut b, &mut pending_b).await, invocation("before"));
+    let [(mut a, mut pending_a), (mut b, mut pending_b)] = clients_a_and_b(&cluster).await;
 
     tokio::task::block_in_place(|| {
         let channel = "switchboard:hub:chat";
@@ -835,7 +839,6 @@ async fn a_hung_node_is_cut_off_from_redis_and_comes_back() {
     let (mut a, _) = connect_client(cluster.http(1), "a").await;
     let (mut c, _) = connect_client(cluster.http(3), "c").await;
     let (mut pending_a, mut pending_c) = (Vec::new(), Vec::new());
-    let broadcast = |argument: &str| format!(r#"{{"target":"m","arguments":["{argument}"]}}"#);
     let pid = cluster.children[2].as_ref().expect("node 3 runs").id().to_string();
     let signal = |name: &str| {
         let status = Command::new("kill").args([name, &pid]).status().expect("kill runs");
