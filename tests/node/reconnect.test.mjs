@@ -23,7 +23,7 @@ import { clientToken } from './lib/jwt.mjs';
 import { negotiate } from './lib/raw.mjs';
 import { Rest, msg, API } from './lib/rest.mjs';
 import { uniq } from './lib/fixture.mjs';
-import { TEST_TIMEOUT, T } from './lib/wait.mjs';
+import { TEST_TIMEOUT, T, eventually } from './lib/wait.mjs';
 
 const opts = { timeout: TEST_TIMEOUT };
 
@@ -67,17 +67,6 @@ describe('stateful reconnect over WebSockets (TCP connections cut by a proxy)', 
     for (let i = from; i <= to; i++) {
       const r = await rest.sendToUser(hub, user, msg('other', i, `payload ${i} ${'é'.repeat(i % 7)}`));
       assert.equal(r.status, 202, String(r));
-    }
-  }
-
-  /** Resolves once `check()` is truthy; re-checks every 50 ms, fails after `timeoutMs`. */
-  async function eventually(check, what, timeoutMs = T) {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const v = await check();
-      if (v) return v;
-      if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
-      await new Promise((res) => setTimeout(res, 50));
     }
   }
 

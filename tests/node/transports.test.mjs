@@ -11,7 +11,7 @@ import { setupSuite, uniq } from './lib/fixture.mjs';
 import { clientToken } from './lib/jwt.mjs';
 import { negotiate, RawSocket } from './lib/raw.mjs';
 import { msg } from './lib/rest.mjs';
-import { TEST_TIMEOUT, T } from './lib/wait.mjs';
+import { TEST_TIMEOUT, T, eventually } from './lib/wait.mjs';
 
 const opts = { timeout: TEST_TIMEOUT };
 
@@ -140,15 +140,9 @@ describe('@microsoft/signalr on every transport (through the negotiate redirect)
       const id = c.id;
       await c.stop();
       // The server learns of an SSE client leaving when its stream is dropped, possibly a
-      // moment after stop() resolved: re-check (bounded) until the connection is gone.
-      const deadline = Date.now() + T;
-      let head;
-      for (;;) {
-        head = await s.rest.request('HEAD', `/api/hubs/${hub}/connections/${id}`, { query: { 'api-version': '2022-06-01' } });
-        if (head.status === 404 || Date.now() > deadline) break;
-        await new Promise((res) => setTimeout(res, 50));
-      }
-      assert.equal(head.status, 404, `connection ${id} (${transport}) still exists ${T} ms after stop(): ${head}`);
+      // moment after stop() resolved.
+      const exists = () => s.rest.request('HEAD', `/api/hubs/${hub}/connections/${id}`, { query: { 'api-version': '2022-06-01' } });
+      await eventually(async () => (await exists()).status === 404, `connection ${id} (${transport}) gone after stop()`);
     }
   });
 });

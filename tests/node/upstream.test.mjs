@@ -146,6 +146,9 @@ describe('upstream: catch-all template, two access keys', () => {
       await withTimeout(c.conn.invoke('echo', 1), T, 'invoke echo');
       await c.stop();
       const disc = await hook.waitFor((r) => r.connectionId === id && r.event === 'disconnected', 'disconnected event');
+      // By the time the app hears of it, the connection is gone from what the REST API sees.
+      const head = await suite.rest.request('HEAD', `/api/hubs/${hub}/connections/${id}`, { query: { 'api-version': '2022-06-01' } });
+      assert.equal(head.status, 404, `the connection still exists when disconnected arrives: ${head}`);
       const recs = hook.of(id);
       const conn = recs.find((r) => r.category === 'connections' && r.event === 'connected');
       assert.ok(conn, `no connected event; got ${recs.map((r) => `${r.category}/${r.event}`).join(', ')}`);

@@ -217,21 +217,22 @@ impl HttpConnection {
 
     /// Ends the connection: it leaves the hub and every waiter learns it.
     pub(crate) fn end(&self, state: &EdgeState, reason: Disconnect) {
-        let conn = {
+        let (conn, upstream) = {
             let mut guard = self.state.lock();
             if guard.ended {
                 return;
             }
             guard.ended = true;
-            if let Some(upstream) = guard.upstream.take() {
-                upstream.disconnected(None);
-            }
-            guard.conn.take()
+            (guard.conn.take(), guard.upstream.take())
         };
         if conn.is_some() {
             self.hub.remove_connection(&self.id);
             self.hub.connection_ended(&self.id, reason, None);
             tracing::debug!(connection_id = %self.id, transport = ?self.transport, "disconnected");
+        }
+        // Upstream hears of it only once it is gone from the hub's listings and counts.
+        if let Some(upstream) = upstream {
+            upstream.disconnected(None);
         }
         state.remember_ended(self.id.clone(), self.token_expiry);
         self.changed.notify_waiters();

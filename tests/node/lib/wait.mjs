@@ -23,3 +23,18 @@ export function deferred() {
 export const T = Math.round(5000 * Number(process.env.SWITCHBOARD_TEST_TIMEOUT_SCALE || 1));
 /** Per-test timeout for node:test. */
 export const TEST_TIMEOUT = Math.round(60000 * Number(process.env.SWITCHBOARD_TEST_TIMEOUT_SCALE || 1));
+
+/**
+ * Resolves with `check()`'s value once it is truthy; re-checks every 50 ms and fails after
+ * `timeoutMs`. For what the server learns a moment after the client's call returned (the
+ * client's stop() does not wait for the server's answer to its close).
+ */
+export async function eventually(check, what, timeoutMs = T) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new TimeoutError(`not within ${timeoutMs} ms: ${what}`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}

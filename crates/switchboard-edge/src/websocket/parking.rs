@@ -41,11 +41,11 @@ impl EdgeState {
                 }
             };
             if let Some(parked) = expired {
+                parked.hub.remove_connection(&id);
+                parked.hub.connection_ended(&id, Disconnect::Lost, Some("did not reconnect in time"));
                 if let Some(upstream) = parked.upstream {
                     upstream.disconnected(Some("The connection was lost and did not reconnect in time.".into()));
                 }
-                parked.hub.remove_connection(&id);
-                parked.hub.connection_ended(&id, Disconnect::Lost, Some("did not reconnect in time"));
                 state.remember_ended(id.clone(), parked.token_expiry);
                 tracing::debug!(connection_id = %id, "stateful connection not resumed in time");
             }

@@ -280,10 +280,12 @@ impl ConnectionTask {
                     let reason = if lost { Disconnect::Lost } else { io_ended_by.unwrap_or(Disconnect::ClientClosed) };
                     self.hub.connection_ended(&self.connection_id, reason, error.as_deref());
                 }
+                // Gone before upstream hears of it: an app that counts or lists on `disconnected`
+                // no longer finds this connection.
+                self.finish(conn, true);
                 if let Some(upstream) = upstream {
                     upstream.disconnected(error);
                 }
-                self.finish(conn, true);
             }
         }
         // Only now is the close answered: a client that saw it finds itself gone from every
