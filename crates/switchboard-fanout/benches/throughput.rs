@@ -54,7 +54,7 @@ async fn setup() -> Setup {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let server = Server::builder().add_service(fanout_server(FanoutService::new(registry.clone()), secret.server()));
-    tokio::spawn(server.serve_with_incoming(TcpIncoming::from(listener)));
+    tokio::spawn(server.serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))));
     // FANOUT_WINDOW overrides the in-flight window, to compare settings.
     let window = std::env::var("FANOUT_WINDOW").ok().and_then(|w| w.parse().ok());
     let config = FanoutConfig { window: window.unwrap_or(FanoutConfig::default().window), ..Default::default() };

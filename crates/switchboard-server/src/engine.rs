@@ -230,7 +230,12 @@ async fn serve_grpc(
             let _ = stopped.await;
         };
         let served = match tls {
-            None => server.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped).await,
+            // Without it, a reply written in two parts waits for the peer's delayed ACK (40 ms
+            // on Linux): forwarded membership writes and their apply barriers took 44 ms each.
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                server.serve_with_incoming_shutdown(incoming, stopped).await
+            }
             Some(acceptor) => server.serve_with_incoming_shutdown(tls_incoming(listener, acceptor), stopped).await,
         };
         if let Err(error) = served {
