@@ -8,13 +8,18 @@
 //! `batches_two_threads`: what a busy node does, 64 broadcasts, then two threads (one per
 //! core here) each drain half of the connections into an output buffer, as the connections'
 //! writers do when they wake.
+//!
+//! `group_send`: the hub's part of a send to a group of 1,000 users (user-group memberships),
+//! on one node holding all 10,000 users (`one_node`) and on one of three nodes holding a third
+//! of them (`one_of_three`: 333 of the members are here, the rest elsewhere). Throughput is in
+//! the group's members, so the two compare per member.
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchboard_hub::{Connection, ConnectionInfo, Frames, HubConfig, Registry};
+use switchboard_hub::{Connection, ConnectionInfo, Frames, HubConfig, LocalUserGroups, Registry};
 use switchboard_protocol::Protocol;
 use switchboard_protocol::websocket::{self, OpCode};
 
@@ -105,5 +110,49 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fanout);
+fn group_send(c: &mut Criterion) {
+    const USERS: usize = 10_000;
+    const MEMBERS: usize = 1_000;
+    let mut group = c.benchmark_group("group_send");
+    group.throughput(Throughput::Elements(MEMBERS as u64));
+    for (name, nodes) in [("one_node", 1), ("one_of_three", 3)] {
+        let user_groups = Arc::new(LocalUserGroups::default());
+        // Users u0, u10, u20 … are the group's members, as the load harness assigns them.
+        for user in (0..USERS).step_by(USERS / MEMBERS) {
+            user_groups.add_now("bench", &format!("user-{user}"), "room", Some(3600));
+        }
+        let config = HubConfig { max_queued_bytes: 1 << 20, ..HubConfig::default() };
+        let registry = Registry::with_user_groups(config, user_groups);
+        let hub = registry.get_or_create("bench");
+        let connections: Vec<_> = (0..USERS)
+            .filter(|user| user % nodes == 0)
+            .map(|user| {
+                let id = format!("c{user}");
+                let user = format!("user-{user}");
+                let conn = Arc::new(Connection::new(id, Some(&user), Protocol::Json, ConnectionInfo::default()));
+                hub.add_connection(conn.clone());
+                conn
+            })
+            .collect();
+        let mut batch = VecDeque::new();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                let mut measured = Duration::ZERO;
+                for _ in 0..iterations {
+                    let started = Instant::now();
+                    hub.send_to_group("room", &message(), &[]);
+                    measured += started.elapsed();
+                    for conn in &connections {
+                        conn.drain(&mut batch);
+                        batch.clear();
+                    }
+                }
+                measured
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout, group_send);
 criterion_main!(benches);

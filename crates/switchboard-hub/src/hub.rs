@@ -20,7 +20,7 @@ use crate::registry::Stats;
 use crate::trace::TraceEvent;
 use crate::unix_now;
 use parking_lot::RwLock;
-use std::collections::HashMap;
+use crate::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use switchboard_protocol::Protocol;

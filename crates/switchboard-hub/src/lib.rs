@@ -29,6 +29,11 @@ mod registry;
 mod trace;
 mod user_groups;
 
+/// The maps a send walks (connections, users, groups, memberships), hashed with foldhash instead
+/// of SipHash: SipHash was most of the hub's part of a group send. Their keys come from tokens
+/// and calls the app signed, and the hasher is randomly seeded per process.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use call::{Applied, Call, Command, Listed, Target};
 pub use connection::{
     Connection, ConnectionInfo, MAX_OPEN_STREAMS, ResultWaiter, new_connection_id, new_invocation_id, owner_of,

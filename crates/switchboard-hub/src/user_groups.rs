@@ -8,7 +8,7 @@
 //! state). Serialized as the user → group → membership map alone; the group index is rebuilt.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::collections::HashMap;
+use crate::HashMap;
 
 /// Lifetime of a membership added without `ttl`: one year.
 pub const DEFAULT_TTL_SECS: u64 = 365 * 24 * 3600;
@@ -164,7 +164,7 @@ impl Serialize for UserGroups {
 impl<'de> Deserialize<'de> for UserGroups {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let by_user: HashMap<String, HashMap<String, Membership>> = HashMap::deserialize(deserializer)?;
-        let mut by_group: HashMap<String, HashMap<String, u64>> = HashMap::new();
+        let mut by_group: HashMap<String, HashMap<String, u64>> = HashMap::default();
         let len = by_user.values().map(HashMap::len).sum();
         for (user, groups) in &by_user {
             for (group, membership) in groups {
