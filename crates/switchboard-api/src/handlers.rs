@@ -71,16 +71,26 @@ impl Query {
 }
 
 pub(crate) async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Response {
-    match handle_inner(&state, request).await {
+    let mut kind = None;
+    let mut response = match handle_inner(&state, request, &mut kind).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
+    };
+    if let Some(kind) = kind {
+        response.extensions_mut().insert(crate::RouteKind(kind));
     }
+    response
 }
 
-async fn handle_inner(state: &ApiState, request: Request) -> Result<Response, ApiError> {
+async fn handle_inner(
+    state: &ApiState,
+    request: Request,
+    kind: &mut Option<&'static str>,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let query = Query::parse(parts.uri.query());
     let route = parse_route(&parts.method, parts.uri.path(), query.application.as_deref())?;
+    *kind = Some(route.operation.kind());
     if route.operation == Operation::Health {
         return Ok(StatusCode::OK.into_response());
     }

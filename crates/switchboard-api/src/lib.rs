@@ -42,6 +42,11 @@ pub struct ApiState {
     pub max_memberships_per_hub: usize,
 }
 
+/// The kind of call ([`Operation::kind`]) a REST response answered, in its extensions: what
+/// the server's metrics label it with, without parsing the route again.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteKind(pub &'static str);
+
 /// Every `/api` route.
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new().route("/api/{*rest}", any(handlers::handle)).with_state(state)

@@ -299,20 +299,27 @@ pub async fn front(State(front): State<Arc<Front>>, request: Request, next: Next
     if !path.starts_with("/api/") {
         return if lapsed { refusal() } else { next.run(request).await };
     }
-    let route = if path == crate::cluster::STATUS_PATH {
-        "cluster_status"
-    } else {
-        switchboard_api::parse_route(request.method(), path, None).map_or("unmatched", |r| r.operation.kind())
-    };
+    let status_path = path == crate::cluster::STATUS_PATH;
+    // A refused call never reaches the API handler, which names the kind of the others.
+    let refused = lapsed.then(|| kind_of(request.method(), path));
     let started = Instant::now();
     let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| (request.method().clone(), path.to_owned()));
     let response = if lapsed { refusal() } else { next.run(request).await };
     let elapsed = started.elapsed();
+    let route = match refused {
+        _ if status_path => "cluster_status",
+        Some(kind) => kind,
+        None => response.extensions().get::<switchboard_api::RouteKind>().map_or("unmatched", |kind| kind.0),
+    };
     if let Some((method, path)) = logged {
         tracing::debug!(%method, path, status = response.status().as_u16(), micros = elapsed.as_micros() as u64, "rest call");
     }
     front.observability.rest.record(route, response.status().as_u16(), elapsed);
     response
+}
+
+fn kind_of(method: &axum::http::Method, path: &str) -> &'static str {
+    switchboard_api::parse_route(method, path, None).map_or("unmatched", |r| r.operation.kind())
 }
 
 fn refusal() -> Response {
