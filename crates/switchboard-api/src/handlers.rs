@@ -1,7 +1,7 @@
 //! The one handler behind `/api/*`: limit, authenticate, route, act.
 
 use crate::payload;
-use crate::route::{Family, Operation, parse_route};
+use crate::route::{Family, Operation, Route, parse_route};
 use crate::{ApiError, ApiState, MAX_BODY_BYTES};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -71,26 +71,26 @@ impl Query {
 }
 
 pub(crate) async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Response {
-    let mut kind = None;
-    let mut response = match handle_inner(&state, request, &mut kind).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
+    let (parts, body) = request.into_parts();
+    let query = Query::parse(parts.uri.query());
+    let route = match parse_route(&parts.method, parts.uri.path(), query.application.as_deref()) {
+        Ok(route) => route,
+        Err(error) => return error.into_response(),
     };
-    if let Some(kind) = kind {
-        response.extensions_mut().insert(crate::RouteKind(kind));
-    }
+    let kind = crate::RouteKind(route.operation.kind());
+    let mut response =
+        handle_route(&state, parts, body, query, route).await.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(kind);
     response
 }
 
-async fn handle_inner(
+async fn handle_route(
     state: &ApiState,
-    request: Request,
-    kind: &mut Option<&'static str>,
+    parts: http::request::Parts,
+    body: Body,
+    query: Query,
+    route: Route,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
-    let query = Query::parse(parts.uri.query());
-    let route = parse_route(&parts.method, parts.uri.path(), query.application.as_deref())?;
-    *kind = Some(route.operation.kind());
     if route.operation == Operation::Health {
         return Ok(StatusCode::OK.into_response());
     }

@@ -4,6 +4,7 @@
 //! outboxes (which never block), membership changes take the write lock briefly. A broadcast
 //! is appended once to the hub's [`BroadcastLog`], which every connection's outbox reads.
 
+use crate::HashMap;
 use crate::broadcast_log::{BroadcastLog, protocol_slot};
 use crate::call::{Applied, Call, Command, Listed, Target};
 use crate::connection::{Connection, ResultWaiter};
@@ -20,7 +21,6 @@ use crate::registry::Stats;
 use crate::trace::TraceEvent;
 use crate::unix_now;
 use parking_lot::RwLock;
-use crate::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use switchboard_protocol::Protocol;

@@ -7,8 +7,8 @@
 //! store applies them identically on every replica (the raft engine keeps one counter in its
 //! state). Serialized as the user → group → membership map alone; the group index is rebuilt.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::HashMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Lifetime of a membership added without `ttl`: one year.
 pub const DEFAULT_TTL_SECS: u64 = 365 * 24 * 3600;

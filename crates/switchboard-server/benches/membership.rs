@@ -123,13 +123,7 @@ async fn rest_writes(nodes: &[LocalNode], seconds: u64) -> Outcome {
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let begun = Instant::now();
-                match put(
-                    &mut stream,
-                    addr,
-                    &format!("/api/hubs/bench/users/r{n}/groups/g{}", n % 100),
-                )
-                .await
-                {
+                match put(&mut stream, addr, &format!("/api/hubs/bench/users/r{n}/groups/g{}", n % 100)).await {
                     Some(200) => latencies.push(begun.elapsed().as_micros() as u32),
                     Some(_) => errors += 1,
                     None => {

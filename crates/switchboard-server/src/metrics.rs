@@ -12,6 +12,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
+use switchboard_api::RouteKind;
 use switchboard_control::ControlPlane;
 use switchboard_fanout::FanoutStats;
 use switchboard_hub::metrics::{ConnectFailure, Disconnect, Histogram, SendKind, Transport, write_header};
@@ -300,26 +301,28 @@ pub async fn front(State(front): State<Arc<Front>>, request: Request, next: Next
         return if lapsed { refusal() } else { next.run(request).await };
     }
     let status_path = path == crate::cluster::STATUS_PATH;
-    // A refused call never reaches the API handler, which names the kind of the others.
-    let refused = lapsed.then(|| kind_of(request.method(), path));
     let started = Instant::now();
     let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| (request.method().clone(), path.to_owned()));
-    let response = if lapsed { refusal() } else { next.run(request).await };
+    let response = if lapsed {
+        // It never reaches the API handler, which names the kind of call of the others.
+        let mut refused = refusal();
+        if let Ok(route) = switchboard_api::parse_route(request.method(), path, None) {
+            refused.extensions_mut().insert(RouteKind(route.operation.kind()));
+        }
+        refused
+    } else {
+        next.run(request).await
+    };
     let elapsed = started.elapsed();
-    let route = match refused {
+    let route = match response.extensions().get::<RouteKind>() {
         _ if status_path => "cluster_status",
-        Some(kind) => kind,
-        None => response.extensions().get::<switchboard_api::RouteKind>().map_or("unmatched", |kind| kind.0),
+        kind => kind.map_or("unmatched", |kind| kind.0),
     };
     if let Some((method, path)) = logged {
         tracing::debug!(%method, path, status = response.status().as_u16(), micros = elapsed.as_micros() as u64, "rest call");
     }
     front.observability.rest.record(route, response.status().as_u16(), elapsed);
     response
-}
-
-fn kind_of(method: &axum::http::Method, path: &str) -> &'static str {
-    switchboard_api::parse_route(method, path, None).map_or("unmatched", |r| r.operation.kind())
 }
 
 fn refusal() -> Response {
