@@ -231,16 +231,17 @@ async fn workers_stepping_and_the_baseline() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    // The same broadcast against the baseline server, as a ratio.
+    // The same broadcast against the baseline server, as a ratio. Long enough (about a second
+    // each) that both servers use CPU time the clock-tick accounting can see.
     let compared = run(&[
         &["broadcast"][..],
         &common,
-        &["--connections", "20", "--messages", "20", "--message-rate", "400", "--compare-baseline"],
+        &["--connections", "20", "--messages", "2000", "--message-rate", "2000", "--compare-baseline"],
     ]
     .concat());
     assert_accounted("compare", &compared);
     let baseline = &compared["baseline"];
-    assert_eq!(baseline["deliveries_expected"], 20 * 20, "{compared}");
+    assert_eq!(baseline["deliveries_expected"], 20 * 2000, "{compared}");
     assert_eq!(baseline["deliveries_received"], baseline["deliveries_expected"], "{compared}");
     assert!(compared["ratio_to_baseline"]["delivered_per_second"].is_number(), "{compared}");
     assert!(compared["ratio_to_baseline"]["cpu_efficiency"].is_number(), "{compared}");
