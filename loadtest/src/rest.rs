@@ -128,35 +128,44 @@ impl Rest {
     ///
     /// A paced request carries the time it was due, not the time it went out: when the
     /// server answers slowly and the requests fall behind, that wait counts in the latency
-    /// (no coordinated omission).
+    /// (no coordinated omission). The next request goes to whichever connection is free.
     pub(crate) async fn run(&self, load: Arc<Load>, first: u64, count: u64, rate: f64, deadline: Instant) -> Outcome {
         let started = Instant::now();
         let started_us = now_us();
         let connections = self.concurrency.max(self.endpoints.len()).max(1) as u64;
+        let pacer = (rate > 0.0).then(|| Pacer::start(started, rate, count, connections, deadline));
+        let next = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for k in 0..connections.min(count.max(1)) {
             let endpoint = self.endpoints[(k % self.endpoints.len() as u64) as usize].clone();
             let load = load.clone();
             let sent = self.sent.clone();
+            let next = next.clone();
+            let permits = pacer.as_ref().map(|pacer| pacer.permits.clone());
             tasks.push(tokio::spawn(async move {
                 let mut out = Outcome::default();
                 let mut wire: Option<Wire> = None;
-                let mut i = k;
-                while i < count {
+                loop {
+                    if let Some(permits) = &permits {
+                        match permits.acquire().await {
+                            Ok(permit) => permit.forget(),
+                            Err(_) => {
+                                out.cut_short = true;
+                                break;
+                            }
+                        }
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
                     if Instant::now() >= deadline {
                         out.cut_short = true;
                         break;
                     }
-                    let timestamp = if rate > 0.0 {
-                        let due = Duration::from_secs_f64(i as f64 / rate);
-                        tokio::time::sleep_until((started + due).into()).await;
-                        started_us + due.as_micros() as u64
-                    } else {
-                        now_us()
-                    };
+                    let timestamp = if rate > 0.0 { started_us + due(i, rate).as_micros() as u64 } else { now_us() };
                     call(&endpoint, &load, first + i, timestamp, &mut wire, &mut out, deadline).await;
                     sent.fetch_add(1, Ordering::Relaxed);
-                    i += connections;
                 }
                 out
             }));
@@ -167,8 +176,62 @@ impl Rest {
                 outcome.merge(&out);
             }
         }
+        if let Some(pacer) = pacer {
+            pacer.stop();
+        }
         outcome.seconds = started.elapsed().as_secs_f64();
         outcome
+    }
+}
+
+/// When request `i` of a run at `rate` per second is due, from the run's start.
+fn due(i: u64, rate: f64) -> Duration {
+    Duration::from_secs_f64(i as f64 / rate)
+}
+
+/// Lets paced requests go at their due times, from a thread of its own: a tokio timer
+/// fires on the next millisecond tick or later, and that lateness (0.5 ms and more on
+/// average) would count in every paced request's latency.
+struct Pacer {
+    /// One permit per request that is due; the requests take them in order.
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Set when the run is over, so a thread still waiting for a due time stops there.
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Pacer {
+    /// The thread wakes at most every `TICK`, so a high rate costs it a bounded number of
+    /// wake-ups; a request leaves at most that long after it was due.
+    const TICK: Duration = Duration::from_micros(100);
+
+    fn start(started: Instant, rate: f64, count: u64, connections: u64, deadline: Instant) -> Pacer {
+        let permits = Arc::new(tokio::sync::Semaphore::new(0));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, d) = (permits.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut released = 0;
+            while released < count && !d.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                if now >= deadline {
+                    p.close();
+                    return;
+                }
+                let wake = (started + due(released, rate)).max(now + Self::TICK).min(deadline);
+                std::thread::sleep(wake.saturating_duration_since(now));
+                let due_now = ((started.elapsed().as_secs_f64() * rate).floor() as u64 + 1).min(count);
+                if due_now > released {
+                    p.add_permits((due_now - released) as usize);
+                    released = due_now;
+                }
+            }
+            // Every connection takes one more and finds nothing left to send.
+            p.add_permits(connections as usize);
+        });
+        Pacer { permits, done }
+    }
+
+    fn stop(self) {
+        self.done.store(true, Ordering::Relaxed);
     }
 }
 
