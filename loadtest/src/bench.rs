@@ -107,7 +107,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
     }
     if wanted(Measurement::BroadcastSteps) {
         let argv = ["--connections", &n(10_000), "--workers", "2", "--rate", "5000", "--payload", "100"];
-        let steps = ["--step-start", "100", "--step-increment", "100", "--step-max", "900", "--step-duration", "10"];
+        let steps = ["--step-start", "100", "--step-increment", "100", "--step-max", "1500", "--step-duration", "10"];
         let argv = [&argv[..], &steps[..], &["--compare-baseline"][..]].concat();
         let report = bench.one_node("broadcast_steps", Kind::Broadcast, &argv).await?;
         let highest = |r: &Value| number(r, &["highest_passing_rate"]);
