@@ -1,8 +1,8 @@
 //! Sockets for the hand-written HTTP/1.1, Server-Sent Events and WebSocket code of the
 //! harness (clients, REST sender, upstream and baseline servers).
 //!
-//! Reads go through `readable` + `try_read` into a stack buffer that is not held across an
-//! await, so an idle connection costs its task almost nothing; only bytes that do not yet
+//! Reads go through `readable` + `try_read` into the thread's read buffer, never held across
+//! an await, so an idle connection costs its task almost nothing; only bytes that do not yet
 //! make a whole item wait in the [`Inbox`]. Reading and writing take `&TcpStream`, so one
 //! task can read and write the same socket concurrently.
 
