@@ -120,7 +120,7 @@ fn json_type(record: &[u8]) -> Option<u8> {
         return record.get(TYPE.len()).copied();
     }
     let at = find(record, &TYPE[1..])?;
-    record.get(at + 7).copied()
+    record.get(at + TYPE.len() - 1).copied()
 }
 
 fn msgpack_type(body: &[u8]) -> Option<u8> {

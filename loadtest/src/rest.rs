@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_auth::mint_server_token;
+use tokio::sync::Semaphore;
 
 /// One REST target and how many deliveries a call to it should make.
 pub(crate) struct Route {
@@ -133,7 +134,7 @@ impl Rest {
         let started = Instant::now();
         let started_us = now_us();
         let connections = self.concurrency.max(self.endpoints.len()).max(1) as u64;
-        let pacer = (rate > 0.0).then(|| Pacer::start(started, rate, count, connections, deadline));
+        let permits = (rate > 0.0).then(|| pace(started, rate, count, connections, deadline));
         let next = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for k in 0..connections.min(count.max(1)) {
@@ -141,7 +142,7 @@ impl Rest {
             let load = load.clone();
             let sent = self.sent.clone();
             let next = next.clone();
-            let permits = pacer.as_ref().map(|pacer| pacer.permits.clone());
+            let permits = permits.clone();
             tasks.push(tokio::spawn(async move {
                 let mut out = Outcome::default();
                 let mut wire: Option<Wire> = None;
@@ -176,9 +177,6 @@ impl Rest {
                 outcome.merge(&out);
             }
         }
-        if let Some(pacer) = pacer {
-            pacer.stop();
-        }
         outcome.seconds = started.elapsed().as_secs_f64();
         outcome
     }
@@ -191,48 +189,36 @@ fn due(i: u64, rate: f64) -> Duration {
 
 /// Lets paced requests go at their due times, from a thread of its own: a tokio timer
 /// fires on the next millisecond tick or later, and that lateness (0.5 ms and more on
-/// average) would count in every paced request's latency.
-struct Pacer {
-    /// One permit per request that is due; the requests take them in order.
-    permits: Arc<tokio::sync::Semaphore>,
-    /// Set when the run is over, so a thread still waiting for a due time stops there.
-    done: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Pacer {
-    /// The thread wakes at most every `TICK`, so a high rate costs it a bounded number of
-    /// wake-ups; a request leaves at most that long after it was due.
+/// average) would count in every paced request's latency. Returns one permit per request
+/// that is due, which the requests take in order; at `deadline` the permits close. The
+/// thread ends with the run: the run's connections end only once it has released every
+/// request or closed the permits.
+fn pace(started: Instant, rate: f64, count: u64, connections: u64, deadline: Instant) -> Arc<Semaphore> {
+    /// The thread wakes at most this often, so a high rate costs it a bounded number of
+    /// wake-ups; a request leaves at most this long after it was due.
     const TICK: Duration = Duration::from_micros(100);
-
-    fn start(started: Instant, rate: f64, count: u64, connections: u64, deadline: Instant) -> Pacer {
-        let permits = Arc::new(tokio::sync::Semaphore::new(0));
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (p, d) = (permits.clone(), done.clone());
-        std::thread::spawn(move || {
-            let mut released = 0;
-            while released < count && !d.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                if now >= deadline {
-                    p.close();
-                    return;
-                }
-                let wake = (started + due(released, rate)).max(now + Self::TICK).min(deadline);
-                std::thread::sleep(wake.saturating_duration_since(now));
-                let due_now = ((started.elapsed().as_secs_f64() * rate).floor() as u64 + 1).min(count);
-                if due_now > released {
-                    p.add_permits((due_now - released) as usize);
-                    released = due_now;
-                }
+    let permits = Arc::new(Semaphore::new(0));
+    let released_to = permits.clone();
+    std::thread::spawn(move || {
+        let mut released = 0;
+        while released < count {
+            let now = Instant::now();
+            if now >= deadline {
+                released_to.close();
+                return;
             }
-            // Every connection takes one more and finds nothing left to send.
-            p.add_permits(connections as usize);
-        });
-        Pacer { permits, done }
-    }
-
-    fn stop(self) {
-        self.done.store(true, Ordering::Relaxed);
-    }
+            let wake = (started + due(released, rate)).max(now + TICK).min(deadline);
+            std::thread::sleep(wake.saturating_duration_since(now));
+            let due_now = ((started.elapsed().as_secs_f64() * rate).floor() as u64 + 1).min(count);
+            if due_now > released {
+                released_to.add_permits((due_now - released) as usize);
+                released = due_now;
+            }
+        }
+        // Every connection takes one more and finds nothing left to send.
+        released_to.add_permits(connections as usize);
+    });
+    permits
 }
 
 /// One request on the task's keep-alive connection (opened again after a failure).

@@ -314,9 +314,10 @@ pub async fn front(State(front): State<Arc<Front>>, request: Request, next: Next
         next.run(request).await
     };
     let elapsed = started.elapsed();
-    let route = match response.extensions().get::<RouteKind>() {
-        _ if status_path => "cluster_status",
-        kind => kind.map_or("unmatched", |kind| kind.0),
+    let route = if status_path {
+        "cluster_status"
+    } else {
+        response.extensions().get::<RouteKind>().map_or("unmatched", |kind| kind.0)
     };
     if let Some((method, path)) = logged {
         tracing::debug!(%method, path, status = response.status().as_u16(), micros = elapsed.as_micros() as u64, "rest call");

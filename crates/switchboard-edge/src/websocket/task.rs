@@ -204,70 +204,68 @@ impl ConnectionTask {
             lost = true;
             io.stop = true;
         }
-        {
-            // One timer for the connection's life, moved rather than made anew each time round:
-            // moving a deadline later is an atomic store, where a new timer takes the timer
-            // wheel's lock to register and again to deregister. It lives in this block only, and
-            // the loop keeps no copy of the handshake deadline, so every connection's task is no
-            // larger than with a timer per wait (an idle connection's memory is a goal).
-            let timer = tokio::time::sleep_until(started + handshake_timeout);
-            tokio::pin!(timer);
-            while !io.stop {
-                if io.out.is_empty() {
-                    let deadline = match &io.conn {
-                        // Until the handshake: its timeout, the timer's first deadline.
-                        None => timer.deadline(),
-                        Some(_) => {
-                            let keep_alive = (last_sent + config.keep_alive).min(last_received + config.client_timeout);
-                            io.ack_at.map_or(keep_alive, |ack| ack.min(keep_alive))
-                        }
-                    };
-                    if timer.deadline() != deadline {
-                        timer.as_mut().reset(deadline);
+        // One timer for the connection's life, moved rather than made anew each time round:
+        // moving a deadline later is an atomic store, where a new timer takes the timer
+        // wheel's lock to register and again to deregister. The loop keeps no copy of the
+        // handshake deadline, so every connection's task is no larger than with a timer per
+        // wait (an idle connection's memory is a goal).
+        let timer = tokio::time::sleep_until(started + handshake_timeout);
+        tokio::pin!(timer);
+        while !io.stop {
+            if io.out.is_empty() {
+                let deadline = match &io.conn {
+                    // Until the handshake: its timeout, the timer's first deadline.
+                    None => timer.deadline(),
+                    Some(_) => {
+                        let keep_alive = (last_sent + config.keep_alive).min(last_received + config.client_timeout);
+                        io.ack_at.map_or(keep_alive, |ack| ack.min(keep_alive))
                     }
-                    let replay_full = io.replay.as_ref().is_some_and(|r| r.is_full());
-                    tokio::select! {
-                        biased;
-                        _ = outbox_ready(&io.conn), if !replay_full => {
-                            self.on_outbox(&mut io);
+                };
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                let replay_full = io.replay.as_ref().is_some_and(|r| r.is_full());
+                tokio::select! {
+                    biased;
+                    _ = outbox_ready(&io.conn), if !replay_full => {
+                        self.on_outbox(&mut io);
+                    }
+                    readable = socket.readable() => {
+                        if readable.is_err() || !self.on_readable(&mut io, &mut socket) {
+                            lost = true;
+                            break;
                         }
-                        readable = socket.readable() => {
-                            if readable.is_err() || !self.on_readable(&mut io, &mut socket) {
-                                lost = true;
-                                break;
-                            }
-                            last_received = Instant::now();
-                            if io.session.received() > io.acked && io.ack_at.is_none() {
-                                io.ack_at = Some(last_received + ACK_DELAY);
-                            }
+                        last_received = Instant::now();
+                        if io.session.received() > io.acked && io.ack_at.is_none() {
+                            io.ack_at = Some(last_received + ACK_DELAY);
                         }
-                        _ = &mut timer => {
-                            self.on_timer(&mut io, last_sent, last_received);
-                        }
+                    }
+                    _ = &mut timer => {
+                        self.on_timer(&mut io, last_sent, last_received);
                     }
                 }
-                if let Some(settle) = io.settle.take()
-                    && !settle.await
-                {
-                    // Sends from other nodes could not reach this client: refuse the handshake
-                    // instead of answering it (the client tries again).
-                    io.out = handshake::error_response(UNROUTABLE);
-                    let _ = socket.write(&io.out, config.client_timeout).await;
-                    state.registry.stats().connect_failed(ConnectFailure::Handshake);
+            }
+            if let Some(settle) = io.settle.take()
+                && !settle.await
+            {
+                // Sends from other nodes could not reach this client: refuse the handshake
+                // instead of answering it (the client tries again).
+                io.out = handshake::error_response(UNROUTABLE);
+                let _ = socket.write(&io.out, config.client_timeout).await;
+                state.registry.stats().connect_failed(ConnectFailure::Handshake);
+                lost = true;
+                break;
+            }
+            // The last bytes (a Close) wait until the connection has left the hub, below.
+            if !io.out.is_empty() && !io.stop {
+                let written = socket.write(&io.out, config.client_timeout).await;
+                state.registry.stats().sent(io.out.len());
+                give_back(std::mem::take(&mut io.out));
+                if !written {
                     lost = true;
                     break;
                 }
-                // The last bytes (a Close) wait until the connection has left the hub, below.
-                if !io.out.is_empty() && !io.stop {
-                    let written = socket.write(&io.out, config.client_timeout).await;
-                    state.registry.stats().sent(io.out.len());
-                    give_back(std::mem::take(&mut io.out));
-                    if !written {
-                        lost = true;
-                        break;
-                    }
-                    last_sent = Instant::now();
-                }
+                last_sent = Instant::now();
             }
         }
         let last_words = std::mem::take(&mut io.out);
