@@ -9,6 +9,7 @@
 use anyhow::{Context, bail};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
+use tokio::io::Interest;
 use tokio::net::{TcpSocket, TcpStream};
 
 /// A socket and the bytes read from it that were not consumed yet.
@@ -65,6 +66,23 @@ pub(crate) async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> anyhow::R
     Ok(())
 }
 
+/// `try_read`, except that a read which leaves part of `buffer` empty (the socket was
+/// drained) also clears the socket's readiness, as tokio's own `poll_read` does: the next
+/// `readable()` then waits for new bytes instead of returning at once for a `recv` that finds
+/// nothing (every read of the harness cost two `recv` calls before).
+fn try_read_drained(stream: &TcpStream, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut read = 0;
+    let outcome = stream.try_io(Interest::READABLE, || {
+        read = stream.try_read(buffer)?;
+        if 0 < read && read < buffer.len() { Err(ErrorKind::WouldBlock.into()) } else { Ok(()) }
+    });
+    match outcome {
+        Err(e) if e.kind() == ErrorKind::WouldBlock && read > 0 => Ok(read),
+        Err(e) => Err(e),
+        Ok(()) => Ok(read),
+    }
+}
+
 /// A request or response head.
 pub(crate) struct Head {
     /// The request or status line.
@@ -116,7 +134,7 @@ impl Inbox {
         loop {
             stream.readable().await?;
             let read = READ_BUFFER.with_borrow_mut(|chunk| -> anyhow::Result<bool> {
-                let n = match stream.try_read(chunk) {
+                let n = match try_read_drained(stream, chunk) {
                     Ok(0) => bail!("connection closed"),
                     Ok(n) => n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
