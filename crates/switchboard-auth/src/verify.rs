@@ -3,11 +3,15 @@
 use crate::audience::Named;
 use crate::{AccessKeys, Audience, AuthError};
 use base64::Engine;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{DecodingKey, Validation};
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use sha2::{Sha256, Sha512};
 use std::sync::{Arc, Mutex};
+
+/// Keys here are verified tokens and their audiences (signed with our keys, so not chosen by an
+/// attacker): a fast hash serves (SipHash of each ~300-byte token showed in the profile).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Claims that say who a client is, kept with its connection for routing and upstream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,21 +35,16 @@ const REGISTERED_CLAIMS: [&str; 4] = ["aud", "exp", "iat", "nbf"];
 pub struct Verifier {
     keys: AccessKeys,
     audience: Audience,
-    validation: Validation,
+    /// The clock skew allowed on `exp` and `nbf`, in seconds.
+    leeway: u64,
     recent: Arc<Mutex<RecentTokens>>,
 }
 
 impl Verifier {
     /// `leeway_secs` is the clock skew allowed on `exp` and `nbf`.
     pub fn new(keys: AccessKeys, audience: Audience, leeway_secs: u64) -> Self {
-        let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
-        validation.algorithms = vec![jsonwebtoken::Algorithm::HS256, jsonwebtoken::Algorithm::HS512];
-        validation.validate_aud = false;
-        validation.validate_nbf = true;
-        validation.leeway = leeway_secs;
-        validation.set_required_spec_claims(&["exp"]);
         let recent = Arc::new(Mutex::new(RecentTokens::new(keys.current())));
-        Self { keys, audience, validation, recent }
+        Self { keys, audience, leeway: leeway_secs, recent }
     }
 
     /// The keys this verifier accepts (primary first).
@@ -82,48 +81,39 @@ impl Verifier {
         }
         let keys = self.keys.current();
         let now = unix_now();
-        let leeway = self.validation.leeway;
-        let recent = lock(&self.recent).get(token, &keys);
-        if let Some(verified) = recent.filter(|v| v.valid_at(now, leeway)) {
+        if let Some(verified) = lock(&self.recent).get(token, &keys) {
+            verified.check_time(now, self.leeway)?;
             return Ok(verified);
         }
-        let claims = self.decode(token, &keys)?;
+        let claims = signed_claims(token, &keys)?;
         // Most tokens name one of a few audiences (a hub's client URL): each is parsed once.
         let resolve = |aud: &str| lock(&self.recent).resolve(aud, &self.audience);
-        let verified = Arc::new(Verified::new(claims, resolve));
-        // Only a token whose time claims are read the way the decoder read them is kept, and
-        // only a token of a usual size (a few hundred bytes), so the memory kept stays small.
-        if verified.valid_at(now, leeway) && token.len() <= RecentTokens::LONGEST {
+        let verified = Arc::new(Verified::new(claims, resolve)?);
+        verified.check_time(now, self.leeway)?;
+        // Only a token of a usual size (a few hundred bytes) is kept, so the memory stays small.
+        if token.len() <= RecentTokens::LONGEST {
             lock(&self.recent).insert(token, &keys, verified.clone());
         }
         Ok(verified)
     }
+}
 
-    fn decode(&self, token: &str, keys: &[String]) -> Result<Map<String, Value>, AuthError> {
-        check_algorithm(token)?;
-        let mut last = AuthError::Signature;
-        // `kid` is a per-process hash in the Azure SDK and means nothing here: try every key.
-        for key in keys {
-            let key = DecodingKey::from_secret(key.as_bytes());
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key, &self.validation) {
-                Ok(data) => return Ok(data.claims),
-                Err(e) => {
-                    last = match e.kind() {
-                        ErrorKind::InvalidSignature => continue,
-                        ErrorKind::ExpiredSignature => AuthError::Expired,
-                        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::Algorithm,
-                        ErrorKind::MissingRequiredClaim(c) => AuthError::Malformed(format!("missing '{c}' claim")),
-                        other => AuthError::Malformed(format!("{other:?}").to_lowercase()),
-                    };
-                    if last != AuthError::Signature {
-                        return Err(last);
-                    }
-                }
-            }
-        }
-        Err(last)
+/// The claims of a compact JWS signed with HMAC by one of `keys` (RFC 7515 §7.1, RFC 7518
+/// §3.2). Checked here rather than by a general JWT library, which parsed the header three
+/// times and the claims twice for every new client.
+fn signed_claims(token: &str, keys: &[String]) -> Result<Map<String, Value>, AuthError> {
+    let malformed = |what: &str| AuthError::Malformed(what.to_owned());
+    let parts = || malformed("not three dot-separated parts");
+    let (message, signature) = token.rsplit_once('.').ok_or_else(parts)?;
+    let (header, payload) = message.rsplit_once('.').ok_or_else(parts)?;
+    let algorithm = algorithm(header)?;
+    let signature = base64url(signature).ok_or_else(|| malformed("signature is not base64url"))?;
+    // `kid` is a per-process hash in the Azure SDK and means nothing here: try every key.
+    if !keys.iter().any(|key| algorithm.signed(key, message, &signature)) {
+        return Err(AuthError::Signature);
     }
+    let payload = base64url(payload).ok_or_else(|| malformed("claims are not base64url"))?;
+    serde_json::from_slice(&payload).map_err(|_| malformed("claims are not a JSON object"))
 }
 
 fn lock(recent: &Mutex<RecentTokens>) -> std::sync::MutexGuard<'_, RecentTokens> {
@@ -137,9 +127,8 @@ fn unix_now() -> u64 {
 /// What a verified token says, reduced to what the checks need.
 #[derive(Debug)]
 struct Verified {
-    /// `exp` as the decoder read it; `None` (never kept then) unless `exp` and any `nbf` are
-    /// whole seconds, the only reading the decoder's checks are repeated for.
-    expires: Option<u64>,
+    /// `exp` and `nbf`, whole seconds since the epoch.
+    expires: u64,
     not_before: Option<u64>,
     /// The audiences on our hosts; `first_audience` is the first of all, for the error.
     audiences: Vec<Named>,
@@ -148,25 +137,35 @@ struct Verified {
 }
 
 impl Verified {
-    fn new(claims: Map<String, Value>, resolve: impl Fn(&str) -> Option<Named>) -> Self {
-        let audiences = audiences(&claims).filter_map(resolve).collect();
-        let nbf = claims.get("nbf");
-        let nbf_read = nbf.is_none_or(|v| v.as_u64().is_some());
-        Self {
-            expires: claims.get("exp").and_then(Value::as_u64).filter(|_| nbf_read),
-            not_before: nbf.and_then(Value::as_u64),
-            audiences,
+    /// Fails unless `exp` is present and it and any `nbf` are whole seconds.
+    fn new(claims: Map<String, Value>, resolve: impl Fn(&str) -> Option<Named>) -> Result<Self, AuthError> {
+        let seconds = |name: &str| match claims.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value.as_u64().map(Some).ok_or_else(|| {
+                AuthError::Malformed(format!("the '{name}' claim is not whole seconds since the epoch"))
+            }),
+        };
+        let expires = seconds("exp")?.ok_or_else(|| AuthError::Malformed("missing 'exp' claim".into()))?;
+        let not_before = seconds("nbf")?;
+        Ok(Self {
+            expires,
+            not_before,
+            audiences: audiences(&claims).filter_map(resolve).collect(),
             first_audience: first_audience(&claims),
             identity: identity_from(claims),
-        }
+        })
     }
 
-    /// The decoder's time checks: expired once `exp` is more than `leeway` in the past, not
-    /// yet valid while `nbf` is more than `leeway` ahead.
-    fn valid_at(&self, now: u64, leeway: u64) -> bool {
-        let Some(expires) = self.expires else { return false };
-        let started = self.not_before.is_none_or(|nbf| nbf <= now + leeway);
-        expires >= now.saturating_sub(leeway) && started
+    /// Expired once `exp` is more than `leeway` in the past; not yet valid while `nbf` is more
+    /// than `leeway` ahead.
+    fn check_time(&self, now: u64, leeway: u64) -> Result<(), AuthError> {
+        if self.expires < now.saturating_sub(leeway) {
+            Err(AuthError::Expired)
+        } else if self.not_before.is_some_and(|nbf| nbf > now + leeway) {
+            Err(AuthError::NotYetValid)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -190,7 +189,7 @@ impl RecentTokens {
     const AUDIENCES: usize = 256;
 
     fn new(keys: Arc<[String]>) -> Self {
-        Self { keys, newer: HashMap::new(), older: HashMap::new(), audiences: HashMap::new() }
+        Self { keys, newer: HashMap::default(), older: HashMap::default(), audiences: HashMap::default() }
     }
 
     /// Forgets everything verified under another key set than `keys`.
@@ -229,23 +228,48 @@ impl RecentTokens {
     }
 }
 
-/// Refuses anything but HS256/HS512 (notably `alg: none`) with a clear error before any
-/// signature work.
-fn check_algorithm(token: &str) -> Result<(), AuthError> {
+/// The algorithms a token may be signed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Algorithm {
+    HS256,
+    HS512,
+}
+
+impl Algorithm {
+    /// Whether `signature` is `message`'s HMAC under `key` (compared in constant time).
+    fn signed(self, key: &str, message: &str, signature: &[u8]) -> bool {
+        fn check<M: Mac + KeyInit>(key: &str, message: &str, signature: &[u8]) -> bool {
+            let mut mac = <M as Mac>::new_from_slice(key.as_bytes()).expect("hmac takes any key length");
+            mac.update(message.as_bytes());
+            mac.verify_slice(signature).is_ok()
+        }
+        match self {
+            Algorithm::HS256 => check::<Hmac<Sha256>>(key, message, signature),
+            Algorithm::HS512 => check::<Hmac<Sha512>>(key, message, signature),
+        }
+    }
+}
+
+/// The header's `alg`: anything but HS256/HS512 (notably `none`) is refused with a clear error
+/// before any signature work.
+fn algorithm(header: &str) -> Result<Algorithm, AuthError> {
     #[derive(serde::Deserialize)]
     struct Header {
         alg: Option<Value>,
     }
-    let header = token.split('.').next().unwrap_or_default();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header.trim_end_matches('='))
-        .map_err(|_| AuthError::Malformed("header is not base64url".into()))?;
+    let bytes = base64url(header).ok_or_else(|| AuthError::Malformed("header is not base64url".into()))?;
     let header: Header =
         serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed("header is not a JSON object".into()))?;
     match header.alg.as_ref().and_then(Value::as_str) {
-        Some("HS256" | "HS512") => Ok(()),
+        Some("HS256") => Ok(Algorithm::HS256),
+        Some("HS512") => Ok(Algorithm::HS512),
         _ => Err(AuthError::Algorithm),
     }
+}
+
+/// Unpadded base64url, the only encoding of a compact JWS (RFC 7515 §2).
+fn base64url(text: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()
 }
 
 fn audiences(claims: &Map<String, Value>) -> impl Iterator<Item = &str> {
@@ -384,6 +408,28 @@ mod tests {
     }
 
     #[test]
+    fn refuses_tampered_and_malformed_tokens() {
+        let v = verifier();
+        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let token = mint(&client_claims(json!({"asrs.s.uid": "alice"})), "primary-key", Algorithm::HS256);
+        let (header, rest) = token.split_once('.').unwrap();
+        let (_, signature) = rest.split_once('.').unwrap();
+        let other_claims = b64(&client_claims(json!({"asrs.s.uid": "mallory"})));
+        assert_eq!(v.verify_client(&format!("{header}.{other_claims}.{signature}"), "chat"), Err(AuthError::Signature));
+        let hs512_header = b64(&json!({"alg": "HS512", "typ": "JWT"}));
+        assert_eq!(v.verify_client(&format!("{hs512_header}.{rest}"), "chat"), Err(AuthError::Signature));
+        assert_eq!(v.verify_client(&format!("{token}x"), "chat"), Err(AuthError::Signature), "another signature");
+        for bad in [format!("{token}="), format!("{token}!"), format!("{header}.{rest}.x"), format!("{header}.!.x")] {
+            assert!(
+                matches!(v.verify_client(&bad, "chat"), Err(AuthError::Malformed(_) | AuthError::Signature)),
+                "{bad}"
+            );
+        }
+        assert!(matches!(v.verify_client(&format!("{token}="), "chat"), Err(AuthError::Malformed(_))), "padding");
+        assert!(v.verify_client(&token, "chat").is_ok(), "the untouched token still verifies");
+    }
+
+    #[test]
     fn refuses_alg_none_and_other_algorithms() {
         let v = verifier();
         let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
@@ -434,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn a_token_seen_before_is_held_to_the_clock() {
+    fn the_time_claims_are_whole_seconds_held_to_the_clock() {
         let verified = |exp: Value, nbf: Option<Value>| {
             let mut claims = json!({"aud": "http://127.0.0.1:8080/client/?hub=chat", "exp": exp});
             if let Some(nbf) = nbf {
@@ -444,12 +490,16 @@ mod tests {
             Verified::new(claims, |aud| verifier().audience.resolve(aud))
         };
         let (now, leeway) = (1_000_000, 30);
-        assert!(verified(json!(now), None).valid_at(now + leeway, leeway));
-        assert!(!verified(json!(now), None).valid_at(now + leeway + 1, leeway), "expired");
-        assert!(verified(json!(now + 60), Some(json!(now + leeway))).valid_at(now, leeway));
-        assert!(!verified(json!(now + 60), Some(json!(now + leeway + 1))).valid_at(now, leeway), "not yet valid");
-        assert!(!verified(json!(now as f64 + 60.5), None).valid_at(now, leeway), "only whole seconds are kept");
-        assert!(!verified(json!(now + 60), Some(json!("soon"))).valid_at(now, leeway));
+        assert_eq!(verified(json!(now), None).unwrap().check_time(now + leeway, leeway), Ok(()));
+        assert_eq!(verified(json!(now), None).unwrap().check_time(now + leeway + 1, leeway), Err(AuthError::Expired));
+        assert_eq!(verified(json!(now + 60), Some(json!(now + leeway))).unwrap().check_time(now, leeway), Ok(()));
+        let early = verified(json!(now + 60), Some(json!(now + leeway + 1))).unwrap();
+        assert_eq!(early.check_time(now, leeway), Err(AuthError::NotYetValid));
+        for (exp, nbf) in [(json!(now as f64 + 60.5), None), (json!(now + 60), Some(json!("soon"))), (json!(-1), None)]
+        {
+            assert!(matches!(verified(exp, nbf), Err(AuthError::Malformed(_))));
+        }
+        assert!(matches!(verified(Value::Null, None), Err(AuthError::Malformed(m)) if m.contains("missing 'exp'")));
     }
 
     #[test]
@@ -457,7 +507,7 @@ mod tests {
         let keys: Arc<[String]> = vec!["k".to_owned()].into();
         let entry = || {
             let Value::Object(claims) = json!({"exp": 1}) else { unreachable!() };
-            Arc::new(Verified::new(claims, |_| None))
+            Arc::new(Verified::new(claims, |_| None).unwrap())
         };
         let mut recent = RecentTokens::new(keys.clone());
         for n in 0..=RecentTokens::GENERATION * 2 {

@@ -9,6 +9,7 @@
 use super::write::{linger, write_out};
 use std::io::{self, Read, Write};
 use std::time::Duration;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::rustls::ServerConnection;
@@ -41,7 +42,7 @@ impl Socket {
             // allocation.
             Socket::Plain(tcp) => {
                 let mut buffer = bytes::BytesMut::with_capacity(READ_SIZE);
-                match tcp.try_read_buf(&mut buffer) {
+                match try_read_drained(tcp, &mut buffer) {
                     Ok(0) => Ok(false),
                     Ok(_) => {
                         on_data(&mut buffer);
@@ -96,6 +97,24 @@ impl Socket {
             }
         };
         linger(tcp, lost).await;
+    }
+}
+
+/// `try_read_buf`, except that a read which leaves part of `buffer`'s room empty (the socket
+/// was drained) also clears the socket's readiness, as tokio's own `poll_read` does: the next
+/// `readable()` then waits for new bytes instead of returning at once for a read that finds
+/// nothing (which cost a `recv` and a buffer per message received).
+fn try_read_drained(tcp: &TcpStream, buffer: &mut bytes::BytesMut) -> io::Result<usize> {
+    let room = buffer.capacity() - buffer.len();
+    let mut read = 0;
+    let outcome = tcp.try_io(Interest::READABLE, || {
+        read = tcp.try_read_buf(buffer)?;
+        if 0 < read && read < room { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
+    });
+    match outcome {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => Ok(read),
+        Err(e) => Err(e),
+        Ok(()) => Ok(read),
     }
 }
 
