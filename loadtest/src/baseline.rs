@@ -3,6 +3,11 @@
 //! body as one frame to every socket (one shared, pre-framed buffer; each socket's task
 //! writes everything waiting in one write). Switchboard's numbers are stated as a ratio of
 //! this floor measured in the same run on the same machine.
+//!
+//! For `connect --same-exchanges` it also answers what a SignalR client sends, with fixed
+//! replies and nothing checked: a negotiate (`POST /client/negotiate`) and, on an upgrade to
+//! `/client/`, the hub handshake. That floor costs the same round trips and TCP connections
+//! as a real client's connect, so its ratio leaves out only what Switchboard does beyond them.
 
 use crate::wire::Wire;
 use base64::Engine;
@@ -14,6 +19,12 @@ use tokio::sync::broadcast;
 
 /// Broadcasts a socket may fall behind by before it misses some (counted as lost).
 const BACKLOG: usize = 4096;
+
+/// The answer to every negotiate: the shape and size of a real one.
+const NEGOTIATED: &str = r#"{"negotiateVersion":1,"connectionId":"floor","connectionToken":"floor","availableTransports":[{"transport":"WebSockets","transferFormats":["Text","Binary"]}]}"#;
+
+/// The handshake answer, `{}` and the record separator, as one text frame.
+const HANDSHAKE_ANSWER: [u8; 5] = [0x81, 3, b'{', b'}', 0x1e];
 
 pub(crate) async fn serve(listener: TcpListener) {
     let (frames, _) = broadcast::channel::<Arc<Vec<u8>>>(BACKLOG);
@@ -36,19 +47,27 @@ async fn connection(mut wire: Wire, frames: broadcast::Sender<Arc<Vec<u8>>>) -> 
                 accept_key(key)
             );
             wire.send(response.as_bytes()).await?;
+            // A SignalR client sends its handshake first and waits for the answer.
+            if head.line.starts_with("GET /client/") {
+                wire.inbox.read_ws_frame(&wire.stream).await?;
+                wire.send(&HANDSHAKE_ANSWER).await?;
+            }
             return websocket(wire, receiver).await;
         }
         let body = wire.inbox.read_body(&wire.stream, &head).await?;
-        let status = if head.line.starts_with("POST /broadcast ") {
+        let (status, answer) = if head.line.starts_with("POST /broadcast ") {
             let opcode = if body.starts_with(b"{") { OpCode::Text } else { OpCode::Binary };
             let mut frame = Vec::new();
             write_frame(opcode, &body, &mut frame);
             let _ = frames.send(Arc::new(frame));
-            "202 Accepted"
+            ("202 Accepted", "")
+        } else if head.line.starts_with("POST /client/negotiate") {
+            ("200 OK", NEGOTIATED)
         } else {
-            "404 Not Found"
+            ("404 Not Found", "")
         };
-        wire.send(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await?;
+        let response = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+        wire.send(response.as_bytes()).await?;
     }
 }
 

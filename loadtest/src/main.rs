@@ -181,6 +181,12 @@ pub(crate) struct Args {
     /// numbers as a ratio of it.
     #[arg(long)]
     pub(crate) compare_baseline: bool,
+    /// Connect against the baseline as against Switchboard: negotiate (with --negotiate), the
+    /// upgrade to /client/, the hub handshake, which the baseline answers with fixed replies.
+    /// Its CPU per connection then counts the same round trips and TCP connections, so the
+    /// ratio leaves out only what Switchboard does beyond them (tokens, hubs, routing).
+    #[arg(long)]
+    pub(crate) same_exchanges: bool,
 
     /// Write the JSON report here (`-`: on stdout, the verdict line then going to stderr).
     #[arg(long)]

@@ -75,6 +75,9 @@ fn check(kind: Kind, args: &Args) -> anyhow::Result<()> {
     {
         bail!("the baseline server takes connect and broadcast over WebSockets only");
     }
+    if args.same_exchanges && (kind != Kind::Connect || !(args.baseline || args.compare_baseline)) {
+        bail!("--same-exchanges goes with connect against the baseline (--baseline or --compare-baseline)");
+    }
     if args.baseline && args.compare_baseline {
         bail!("--baseline and --compare-baseline exclude each other");
     }
@@ -171,6 +174,7 @@ fn config(kind: Kind, args: &Args) -> Value {
         "connections": args.connections,
         "connect_rate": args.rate,
         "negotiate": args.negotiate,
+        "same_exchanges": args.same_exchanges,
         "workers": args.workers,
         "messages": args.messages,
         "message_rate": args.message_rate,
@@ -266,7 +270,8 @@ async fn measure(kind: Kind, args: &Args, target: &Target, deadline: Instant, la
                 report_ids: kind == Kind::Connection || args.negotiate,
                 churn_percent,
                 churn_interval_ms: (args.churn_interval * 1000.0) as u64,
-                baseline: target.baseline,
+                // Connections to a baseline answering SignalR's exchanges open as to Switchboard.
+                baseline: target.baseline && !args.same_exchanges,
                 payload: args.payload,
                 epoch_us,
                 max_seconds: args.max_seconds,

@@ -314,13 +314,15 @@ fn data_frames(bytes: &[u8], each: &mut impl FnMut(&[u8])) -> anyhow::Result<(us
     Ok((used, frames))
 }
 
-/// Opcode, header length and payload length of an unmasked frame at the start of `buf`.
+/// Opcode, header length and payload length of a frame at the start of `buf` (a client's
+/// frame is masked: its header ends with the 4-byte key).
 fn frame_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
     let opcode = buf.first()? & 0x0f;
+    let mask = if buf.get(1)? & 0x80 != 0 { 4 } else { 0 };
     match buf.get(1)? & 0x7f {
-        126 => Some((opcode, 4, u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize)),
-        127 => Some((opcode, 10, u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize)),
-        n => Some((opcode, 2, n as usize)),
+        126 => Some((opcode, 4 + mask, u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize)),
+        127 => Some((opcode, 10 + mask, u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize)),
+        n => Some((opcode, 2 + mask, n as usize)),
     }
 }
 
@@ -356,5 +358,7 @@ mod tests {
         assert_eq!(frame_header(&[0x81, 126, 1]), None);
         let frame = client_frame(&[0u8; 300]);
         assert_eq!(&frame[..4], &[0x82, 0x80 | 126, 1, 44]);
+        assert_eq!(frame_header(&frame), Some((2, 8, 300)), "a client frame's mask key is header");
+        assert_eq!(frame_header(&client_frame(b"{}")), Some((1, 6, 2)));
     }
 }

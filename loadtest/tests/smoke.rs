@@ -245,6 +245,18 @@ async fn workers_stepping_and_the_baseline() {
     assert_eq!(baseline["deliveries_received"], baseline["deliveries_expected"], "{compared}");
     assert!(compared["ratio_to_baseline"]["delivered_per_second"].is_number(), "{compared}");
     assert!(compared["ratio_to_baseline"]["cpu_efficiency"].is_number(), "{compared}");
+
+    // Connecting to the baseline as to Switchboard: it answers the negotiate and the handshake
+    // (the client fails the connection otherwise).
+    let same = run(&[
+        &["connect"][..],
+        &common,
+        &["--connections", "10", "--hold", "0", "--negotiate", "--compare-baseline", "--same-exchanges"],
+    ]
+    .concat());
+    assert_eq!(same["result"]["connected"], 10, "{same}");
+    assert_eq!(same["baseline"]["connected"], 10, "{same}");
+    assert_eq!(same["config"]["same_exchanges"], true, "{same}");
 }
 
 /// A server known only by its metrics endpoint (as on another machine): memory and CPU come
