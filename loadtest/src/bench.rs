@@ -217,7 +217,10 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
     if wanted(Measurement::Cluster) {
         for (rate, goal) in [(150, 0.9), (300, 0.8)] {
             let argv = ["--connections", &n(10_000), "--workers", "2", "--rate", "5000", "--groups", "10"];
-            let more = ["--messages", &n(rate * 10), "--message-rate", &rate.to_string(), "--rest-concurrency", "32"];
+            // At least 2 s of sends even scaled down: the CPU clock ticks every 10 ms, and nodes
+            // that used no tick give the row no figure.
+            let messages = ((rate as f64 * 10.0 * args.scale).round() as u64).max(rate * 2).to_string();
+            let more = ["--messages", &messages, "--message-rate", &rate.to_string(), "--rest-concurrency", "32"];
             let argv = [&argv[..], &more[..]].concat();
             let one = bench.nodes(&format!("group_{rate}_one_node"), 1, Kind::Group, &argv).await?;
             let three = bench.nodes(&format!("group_{rate}_three_nodes"), 3, Kind::Group, &argv).await?;
