@@ -129,7 +129,7 @@ fn create(
     Ok(connection)
 }
 
-fn server_sent_events(state: Arc<EdgeState>, headers: &HeaderMap, query: &ClientQuery, id: &str) -> Response {
+fn server_sent_events(state: Arc<EdgeState>, headers: &HeaderMap, query: &ClientQuery<'_>, id: &str) -> Response {
     if find(&state, query, id).is_some() {
         return refuse(StatusCode::CONFLICT, "the connection already has an active stream");
     }
@@ -207,7 +207,7 @@ fn sse_event(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn long_poll(state: Arc<EdgeState>, headers: &HeaderMap, query: &ClientQuery, id: &str) -> Response {
+async fn long_poll(state: Arc<EdgeState>, headers: &HeaderMap, query: &ClientQuery<'_>, id: &str) -> Response {
     let no_cache = [
         (header::CACHE_CONTROL, "no-cache, no-store"),
         (header::PRAGMA, "no-cache"),
@@ -249,7 +249,8 @@ async fn long_poll(state: Arc<EdgeState>, headers: &HeaderMap, query: &ClientQue
 
 /// `POST /client/?id=`: client bytes for an SSE or Long Polling connection.
 pub(crate) async fn post(State(state): State<Arc<EdgeState>>, request: Request) -> Response {
-    let query = ClientQuery::parse(request.uri().query());
+    let uri = request.uri().clone();
+    let query = ClientQuery::parse(uri.query());
     let request = match forward::forward_if_foreign(&state, query.get("id"), request).await {
         Ok(forwarded) => return forwarded,
         Err(request) => request,
@@ -299,7 +300,8 @@ pub(crate) async fn post(State(state): State<Arc<EdgeState>>, request: Request) 
 
 /// `DELETE /client/?id=`: the client ends its connection.
 pub(crate) async fn delete(State(state): State<Arc<EdgeState>>, request: Request) -> Response {
-    let query = ClientQuery::parse(request.uri().query());
+    let uri = request.uri().clone();
+    let query = ClientQuery::parse(uri.query());
     if let Ok(forwarded) = forward::forward_if_foreign(&state, query.get("id"), request).await {
         return forwarded;
     }

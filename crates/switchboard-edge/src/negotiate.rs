@@ -24,7 +24,7 @@ pub(crate) async fn negotiate(State(state): State<Arc<EdgeState>>, headers: Head
         Ok(ok) => ok,
         Err(response) => return response,
     };
-    let negotiate = match NegotiateQuery::parse(query.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+    let negotiate = match NegotiateQuery::parse(query.pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))) {
         Ok(q) => q,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
     };

@@ -3,22 +3,24 @@
 use crate::EdgeState;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
+use std::borrow::Cow;
 use switchboard_auth::ClientIdentity;
 use switchboard_hub::is_valid_hub_name;
 
-/// The parsed query of a client-endpoint request.
-pub(crate) struct ClientQuery {
-    pub(crate) pairs: Vec<(String, String)>,
+/// The parsed query of a client-endpoint request. Values borrow from the query unless they
+/// had to be decoded (a base64url token never does).
+pub(crate) struct ClientQuery<'a> {
+    pub(crate) pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-impl ClientQuery {
-    pub(crate) fn parse(query: Option<&str>) -> Self {
-        let pairs = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+impl<'a> ClientQuery<'a> {
+    pub(crate) fn parse(query: Option<&'a str>) -> Self {
+        let pairs = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).collect();
         Self { pairs }
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
     }
 
     /// The query as upstream sees it: the access token removed.

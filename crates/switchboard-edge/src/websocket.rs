@@ -41,7 +41,8 @@ pub(crate) fn resolve_id(state: &EdgeState, id: &str, hub: &str) -> Option<Resol
 
 /// `GET /client/?hub=&id=` with a WebSocket upgrade.
 pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request) -> Response {
-    let query = ClientQuery::parse(request.uri().query());
+    let uri = request.uri().clone();
+    let query = ClientQuery::parse(uri.query());
     // The socket's admission ticket goes with it into the connection task.
     let ticket = request.extensions().get::<Ticket>().cloned();
     let hub_name = query.get("hub").unwrap_or_default().to_ascii_lowercase();
