@@ -5,13 +5,15 @@
 //! one, the baseline server (the floor: WebSockets and nothing else) under the same load:
 //! - broadcast: server CPU per delivery (5,000 connections, 100-byte messages, 100/s), and the
 //!   highest step passing Azure's rule with its p99 (10,000 connections, steps of 100/s; the
-//!   median of `--ladders` ladders);
+//!   median of `--rounds` ladders);
 //! - new connections: server CPU per connection (Switchboard: negotiate, upgrade and handshake
 //!   as a real client does them; the floor: the upgrade only, and once more with the floor
 //!   answering the same exchanges, to show how much of the gap the exchanges themselves are);
 //! - idle memory per WebSocket connection (19,500 connections);
-//! - REST sends to users on one node: the most per second, and p99 REST-to-client at half that;
-//! - group sends on 3 nodes against one node: deliveries per CPU second at 150/s and 300/s.
+//! - REST sends to users on one node: the most per second (median of `--rounds` runs), and p99
+//!   REST-to-client at half that;
+//! - group sends on 3 nodes against one node: deliveries per CPU second at 150/s and 300/s (each
+//!   side the median of `--rounds` runs, alternating).
 
 use crate::chaos::cluster::Cluster;
 use crate::scenario::{self, Kind};
@@ -30,10 +32,12 @@ pub(crate) struct BenchArgs {
     /// preset runs; the figures of a scaled-down run are not comparable).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
-    /// How many broadcast ladders to run; their medians make the row (one ladder's highest
-    /// step moved by a step or two between runs on the same machine).
-    #[arg(long, default_value_t = 3)]
-    ladders: usize,
+    /// How many times to run each measurement that moves between runs on the same machine
+    /// (the broadcast ladders, the most REST sends per second, the cluster rows); their
+    /// medians make the rows. One ladder's highest step moved by a step or two, the REST rate
+    /// by 10 %, a cluster ratio by 0.05.
+    #[arg(long, alias = "ladders", default_value_t = 3)]
+    rounds: usize,
     /// Only these measurements (repeat or comma-separate).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Measurement>,
@@ -103,7 +107,7 @@ impl Row {
 /// Runs the measurements; `Ok(true)` when every goal is met.
 pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
     anyhow::ensure!(args.scale > 0.0, "--scale must be positive");
-    anyhow::ensure!(args.ladders > 0, "--ladders must be at least 1");
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
     let wanted = |m: Measurement| args.only.is_empty() || args.only.contains(&m);
     let n = |count: u64| ((count as f64 * args.scale).round() as u64).max(1).to_string();
     let mut rows = Vec::new();
@@ -122,7 +126,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
         let steps = ["--step-start", "100", "--step-increment", "100", "--step-max", "1500", "--step-duration", "10"];
         let argv = [&argv[..], &steps[..], &["--compare-baseline"][..]].concat();
         let mut ladders = Vec::new();
-        for round in 1..=args.ladders {
+        for round in 1..=args.rounds {
             ladders.push(bench.one_node(&format!("broadcast_steps_{round}"), Kind::Broadcast, &argv).await?);
         }
         // A ladder where no step passed counts as 0.
@@ -192,10 +196,14 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
         // cores idle, so the rate said more about the harness's pipeline than the node.
         let argv =
             ["--connections", &n(1000), "--messages", &n(200_000), "--message-rate", "0", "--rest-concurrency", "32"];
-        let most = bench.one_node("rest_most", Kind::User, &argv).await?;
-        let rate = number(&most["result"], &["rest_sends_per_second"]);
+        let mut rates = Vec::new();
+        for round in 1..=args.rounds {
+            let most = bench.one_node(&format!("rest_most_{round}"), Kind::User, &argv).await?;
+            rates.push(number(&most["result"], &["rest_sends_per_second"]));
+        }
+        let rate = median(rates.into_iter());
         rows.push(Row {
-            figure: "REST sends to users per second (goal: 60,000)".into(),
+            figure: format!("REST sends to users per second (goal: 60,000){}", of_rounds(args.rounds)),
             floor: 60_000.0,
             switchboard: rate,
             unit: "/s",
@@ -222,12 +230,21 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
             let messages = ((rate as f64 * 10.0 * args.scale).round() as u64).max(rate * 2).to_string();
             let more = ["--messages", &messages, "--message-rate", &rate.to_string(), "--rest-concurrency", "32"];
             let argv = [&argv[..], &more[..]].concat();
-            let one = bench.nodes(&format!("group_{rate}_one_node"), 1, Kind::Group, &argv).await?;
-            let three = bench.nodes(&format!("group_{rate}_three_nodes"), 3, Kind::Group, &argv).await?;
+            // Alternating, so that the machine's drift reaches both sides alike.
+            let (mut one, mut three) = (Vec::new(), Vec::new());
+            for round in 1..=args.rounds {
+                let report = bench.nodes(&format!("group_{rate}_one_node_{round}"), 1, Kind::Group, &argv).await?;
+                one.push(per_cpu_second(&report["result"]));
+                let report = bench.nodes(&format!("group_{rate}_three_nodes_{round}"), 3, Kind::Group, &argv).await?;
+                three.push(per_cpu_second(&report["result"]));
+            }
             rows.push(Row {
-                figure: format!("group sends at {rate}/s: deliveries per server CPU second, 3 nodes against 1"),
-                floor: per_cpu_second(&one["result"]),
-                switchboard: per_cpu_second(&three["result"]),
+                figure: format!(
+                    "group sends at {rate}/s: deliveries per server CPU second, 3 nodes against 1{}",
+                    of_rounds(args.rounds)
+                ),
+                floor: median(one.into_iter()),
+                switchboard: median(three.into_iter()),
                 unit: "/CPU s",
                 goal: Goal::AtLeast(goal),
             });
@@ -310,6 +327,11 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
         n if n % 2 == 1 => values[n / 2],
         n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
+}
+
+/// How a row made of `rounds` runs says so.
+fn of_rounds(rounds: usize) -> String {
+    if rounds == 1 { String::new() } else { format!(", median of {rounds} runs") }
 }
 
 /// Deliveries per second of server CPU (summed over the nodes).
