@@ -27,15 +27,15 @@ use switchboard_protocol::negotiate::TransportKind;
 const POLL_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub(crate) async fn get(State(state): State<Arc<EdgeState>>, request: Request) -> Response {
-    let id = ClientQuery::parse(request.uri().query()).get("id").map(str::to_owned);
-    let request = match forward::forward_if_foreign(&state, id.as_deref(), request).await {
+    let uri = request.uri().clone();
+    let query = ClientQuery::parse(uri.query());
+    let request = match forward::forward_if_foreign(&state, query.get("id"), request).await {
         Ok(forwarded) => return forwarded,
         Err(request) => request,
     };
     if fastwebsockets::upgrade::is_upgrade_request(&request) {
-        return websocket::connect(state, request).await;
+        return websocket::connect(state, request, &query).await;
     }
-    let query = ClientQuery::parse(request.uri().query());
     let wants_sse = request
         .headers()
         .get(header::ACCEPT)

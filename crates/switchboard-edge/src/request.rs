@@ -14,8 +14,18 @@ pub(crate) struct ClientQuery<'a> {
 }
 
 impl<'a> ClientQuery<'a> {
+    /// Splits and decodes as `application/x-www-form-urlencoded` does (`+` is a space, invalid
+    /// UTF-8 is replaced), checking each part for `%` and `+` once instead of decoding it.
     pub(crate) fn parse(query: Option<&'a str>) -> Self {
-        let pairs = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).collect();
+        let pairs = query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode(key), decode(value))
+            })
+            .collect();
         Self { pairs }
     }
 
@@ -31,6 +41,14 @@ impl<'a> ClientQuery<'a> {
         }
         out.finish()
     }
+}
+
+fn decode(part: &str) -> Cow<'_, str> {
+    if !part.contains(['%', '+']) {
+        return Cow::Borrowed(part);
+    }
+    let spaced = part.replace('+', " ");
+    Cow::Owned(percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
 }
 
 /// An error answered as plain text with its status (never a redirect: pitfall 7).
@@ -66,4 +84,24 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_query_as_forms_do_and_borrows_what_needs_no_decoding() {
+        let raw = "hub=chat&&id&access_token=eyJ.a-b_c.d&user=a+b%20c&bad=%FF&k%3D=v=w";
+        let query = ClientQuery::parse(Some(raw));
+        let expected = url::form_urlencoded::parse(raw.as_bytes()).collect::<Vec<_>>();
+        assert_eq!(query.pairs, expected);
+        assert_eq!(query.get("user"), Some("a b c"));
+        assert_eq!(query.get("bad"), Some("\u{FFFD}"));
+        assert_eq!(query.get("k="), Some("v=w"));
+        assert_eq!(query.get("id"), Some(""));
+        assert!(matches!(query.pairs[2].1, Cow::Borrowed(_)), "a token needs no copy");
+        assert!(ClientQuery::parse(None).pairs.is_empty());
+        assert_eq!(query.without_token(), "hub=chat&id=&user=a+b+c&bad=%EF%BF%BD&k%3D=v%3Dw");
+    }
 }

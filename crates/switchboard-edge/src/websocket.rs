@@ -40,9 +40,7 @@ pub(crate) fn resolve_id(state: &EdgeState, id: &str, hub: &str) -> Option<Resol
 }
 
 /// `GET /client/?hub=&id=` with a WebSocket upgrade.
-pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request) -> Response {
-    let uri = request.uri().clone();
-    let query = ClientQuery::parse(uri.query());
+pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request, query: &ClientQuery<'_>) -> Response {
     // The socket's admission ticket goes with it into the connection task.
     let ticket = request.extensions().get::<Ticket>().cloned();
     let hub_name = query.get("hub").unwrap_or_default().to_ascii_lowercase();
@@ -64,7 +62,7 @@ pub(crate) async fn connect(state: Arc<EdgeState>, mut request: Request) -> Resp
             }
         };
     }
-    let (hub_name, identity) = match authenticate(&state, request.headers(), &query) {
+    let (hub_name, identity) = match authenticate(&state, request.headers(), query) {
         Ok(ok) => ok,
         Err(response) => return response,
     };
