@@ -182,6 +182,50 @@ async fn pings_when_idle_and_closes_silent_clients() {
     assert_eq!(reply, "{\"error\":\"Handshake was canceled.\"}\u{1e}");
 }
 
+/// Messages going out do not keep a client alive that sends nothing: its timer is not moved
+/// for every message sent, and still closes it once the client timeout passes.
+#[tokio::test]
+async fn a_silent_client_is_closed_while_messages_flow_to_it() {
+    let node = start_node(|args| {
+        args.keep_alive_interval = Some(1);
+        args.client_timeout = Some(2);
+    })
+    .await;
+    let mut ws = node.connect_json("chat", Some("quiet")).await;
+    let closed = std::sync::atomic::AtomicBool::new(false);
+    let send = async {
+        // Bounded: 100 sends at most, one every 100 ms, well past the 2 s timeout.
+        for _ in 0..100 {
+            if closed.load(std::sync::atomic::Ordering::Relaxed) {
+                return true;
+            }
+            let (status, ..) =
+                node.rest("POST", "/api/v1/hubs/chat/users/quiet", br#"{"target":"t","arguments":[]}"#).await;
+            assert_eq!(status, 202);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    let receive = async {
+        let mut messages = 0;
+        let close = loop {
+            match ws.next_message().await {
+                Frame::Data(data) if data.starts_with(b"{\"type\":1,") => messages += 1,
+                Frame::Data(data) if data == b"{\"type\":6}\x1e" => {}
+                other => break other,
+            }
+        };
+        closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        (messages, close)
+    };
+    let both = tokio::time::timeout(2 * WAIT, async { tokio::join!(send, receive) }).await;
+    let (stopped, (messages, close)) = both.expect("the connection was never closed");
+    assert!(stopped, "the sends ran out before the connection closed");
+    assert!(messages >= 5, "messages flowed until the close ({messages})");
+    let Frame::Data(close) = close else { panic!("expected a Close message, got {close:?}") };
+    assert!(String::from_utf8_lossy(&close).contains("client timeout"), "{}", String::from_utf8_lossy(&close));
+}
+
 #[tokio::test]
 async fn cors_echoes_the_origin_with_credentials_and_enforces_the_allow_list() {
     let open = start_node(|_| {}).await;

@@ -221,7 +221,10 @@ impl ConnectionTask {
                         io.ack_at.map_or(keep_alive, |ack| ack.min(keep_alive))
                     }
                 };
-                if timer.deadline() != deadline {
+                // Moved only to fire sooner, or once it has fired: left to fire early, it finds
+                // nothing due (`on_timer` checks the clocks) and is moved then, so a busy
+                // connection does not move it for every message it sends.
+                if deadline < timer.deadline() || timer.is_elapsed() {
                     timer.as_mut().reset(deadline);
                 }
                 let replay_full = io.replay.as_ref().is_some_and(|r| r.is_full());
