@@ -182,8 +182,8 @@ async fn pings_when_idle_and_closes_silent_clients() {
     assert_eq!(reply, "{\"error\":\"Handshake was canceled.\"}\u{1e}");
 }
 
-/// Messages going out do not keep a client alive that sends nothing: its timer is not moved
-/// for every message sent, and still closes it once the client timeout passes.
+/// Messages going out do not keep alive a client that sends nothing: the connection's timer,
+/// no longer moved for every message sent, still closes it once the client timeout passes.
 #[tokio::test]
 async fn a_silent_client_is_closed_while_messages_flow_to_it() {
     let node = start_node(|args| {
