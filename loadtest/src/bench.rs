@@ -7,8 +7,9 @@
 //!   highest step passing Azure's rule with its p99 (10,000 connections, steps of 100/s; the
 //!   median of `--rounds` ladders);
 //! - new connections: server CPU per connection (Switchboard: negotiate, upgrade and handshake
-//!   as a real client does them; the floor: the upgrade only, and once more with the floor
-//!   answering the same exchanges, to show how much of the gap the exchanges themselves are);
+//!   as a real client does them, with and without negotiate; the floor: the upgrade only, and
+//!   once more each with the floor answering the same exchanges, to show how much of the gap
+//!   the exchanges themselves are);
 //! - idle memory per WebSocket connection (19,500 connections);
 //! - REST sends to users on one node: the most per second (median of `--rounds` runs), and p99
 //!   REST-to-client at half that;
@@ -161,8 +162,9 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
     if wanted(Measurement::Connect) {
         // As most clients connect (negotiate first), and as skipNegotiation clients do: the
         // second says how much of the first is negotiate's own TCP connection.
-        // The third: the floor answers the same negotiate and handshake with fixed replies, so
-        // the ratio leaves out the round trips and TCP connections every SignalR server pays.
+        // The third and fourth: the floor answers the same negotiate and handshake with fixed
+        // replies, so the ratio leaves out the round trips and TCP connections every SignalR
+        // server pays.
         for (name, flags, what, goal) in [
             ("connect", &["--negotiate"][..], "negotiate, upgrade, handshake; floor: upgrade only", Goal::AtMost(1.5)),
             (
@@ -175,6 +177,12 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
                 "connect_same_exchanges",
                 &["--negotiate", "--same-exchanges"],
                 "negotiate, upgrade, handshake; floor: the same, answered with fixed replies",
+                Goal::None,
+            ),
+            (
+                "connect_skip_negotiation_same_exchanges",
+                &["--same-exchanges"],
+                "skipNegotiation: upgrade, handshake; floor: the same, answered with fixed replies",
                 Goal::None,
             ),
         ] {
