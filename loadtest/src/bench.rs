@@ -143,7 +143,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
         // The p99 of that step in the ladders that ran it.
         let p99 =
             |side: &str, rate: f64| median(ladders.iter().map(|r| p99_at(&r[side], rate)).filter(|p| p.is_finite()));
-        let of = if ladders.len() == 1 { String::new() } else { format!(", median of {} ladders", ladders.len()) };
+        let of = of_rounds(ladders.len(), "ladders");
         rows.push(Row {
             figure: format!("broadcasts/s: highest step passing Azure's rule{of}"),
             floor,
@@ -211,7 +211,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
         }
         let rate = median(rates.into_iter());
         rows.push(Row {
-            figure: format!("REST sends to users per second (goal: 60,000){}", of_rounds(args.rounds)),
+            figure: format!("REST sends to users per second (goal: 60,000){}", of_rounds(args.rounds, "runs")),
             floor: 60_000.0,
             switchboard: rate,
             unit: "/s",
@@ -249,7 +249,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
             rows.push(Row {
                 figure: format!(
                     "group sends at {rate}/s: deliveries per server CPU second, 3 nodes against 1{}",
-                    of_rounds(args.rounds)
+                    of_rounds(args.rounds, "runs")
                 ),
                 floor: median(one.into_iter()),
                 switchboard: median(three.into_iter()),
@@ -337,9 +337,9 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// How a row made of `rounds` runs says so.
-fn of_rounds(rounds: usize) -> String {
-    if rounds == 1 { String::new() } else { format!(", median of {rounds} runs") }
+/// How a row made of `rounds` runs (or ladders) says so.
+fn of_rounds(rounds: usize, what: &str) -> String {
+    if rounds == 1 { String::new() } else { format!(", median of {rounds} {what}") }
 }
 
 /// Deliveries per second of server CPU (summed over the nodes).
