@@ -25,6 +25,15 @@ use tokio::sync::futures::Notified;
 /// Accounting overhead charged per entry, as an outbox charges per frame.
 const ENTRY_OVERHEAD: usize = 32;
 
+/// What an entry holds against the bound: every frame it keeps and its exclusions (a REST
+/// call may name thousands of connections to leave out), so a flood of small broadcasts with
+/// long exclusion lists is bounded by what it really holds.
+fn entry_cost(frames: &[Option<Bytes>; 2], excluded: &[String]) -> usize {
+    let frames: usize = frames.iter().flatten().map(Bytes::len).sum();
+    let excluded: usize = excluded.iter().map(|id| id.len() + size_of::<String>()).sum();
+    frames + excluded + ENTRY_OVERHEAD
+}
+
 /// See the module docs.
 pub(crate) struct BroadcastLog {
     entries: Mutex<Entries>,
@@ -112,7 +121,7 @@ impl BroadcastLog {
     /// whether entries some reader had not read yet were dropped to stay within the bound:
     /// the caller then closes the readers that fell behind ([`is_behind`](Self::is_behind)).
     pub(crate) fn append(&self, frames: [Option<Bytes>; 2], excluded: &[String]) -> bool {
-        let cost = frames.iter().flatten().map(Bytes::len).max().unwrap_or(0) + ENTRY_OVERHEAD;
+        let cost = entry_cost(&frames, excluded);
         let mut entries = self.entries.lock();
         let (offset, waiting) = (entries.appended_bytes, std::mem::take(&mut entries.waiting_at_end));
         entries.list.push_back(Entry { frames, excluded: excluded.into(), waiting, cost, offset });
@@ -194,8 +203,13 @@ impl BroadcastLog {
     }
 
     #[cfg(test)]
-    fn retained(&self) -> usize {
+    pub(crate) fn retained(&self) -> usize {
         self.entries.lock().list.len()
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.entries.lock().list.capacity()
     }
 }
 
@@ -213,6 +227,10 @@ impl Entries {
     fn drop_read(&mut self) {
         while self.list.front().is_some_and(|entry| entry.waiting == 0) {
             self.pop_oldest();
+        }
+        // Storage a burst grew is given back rather than kept by an idle hub.
+        if self.list.is_empty() && self.list.capacity() > 64 {
+            self.list = VecDeque::new();
         }
     }
 
@@ -314,5 +332,38 @@ mod tests {
         assert_eq!(read_all(&log, &mut fast).unwrap().len(), 1);
         log.leave(&slow);
         assert_eq!(log.retained(), 0);
+    }
+
+    #[test]
+    fn an_entry_is_charged_for_every_frame_and_exclusion_it_keeps() {
+        let log = BroadcastLog::new(1 << 20);
+        let slow = log.subscribe();
+        let both = [Some(Bytes::from_static(b"json")), Some(Bytes::from_static(b"mp"))];
+        let excluded = ["abc".to_owned(), "de".to_owned()];
+        log.append(both, &excluded);
+        assert_eq!(log.bytes_after(&slow), 4 + 2 + (3 + 2 + 2 * size_of::<String>()) + ENTRY_OVERHEAD);
+        // Long exclusion lists fill the bound as their memory does.
+        let log = BroadcastLog::new(64 * 1024);
+        let slow = log.subscribe();
+        let excluded: Vec<String> = (0..1000).map(|i| format!("connection-{i:06}")).collect();
+        let mut appended = 0;
+        while !log.append(frame("x"), &excluded) {
+            appended += 1;
+        }
+        assert!(log.is_behind(&slow));
+        assert!(appended < 3, "{appended} entries of 1,000 exclusions each fit in 64 KiB");
+    }
+
+    #[test]
+    fn an_emptied_log_gives_its_storage_back() {
+        let log = BroadcastLog::new(1 << 20);
+        let mut reader = log.subscribe();
+        for _ in 0..1000 {
+            log.append(frame("x"), &[]);
+        }
+        assert!(log.capacity() >= 1000);
+        assert_eq!(read_all(&log, &mut reader).unwrap().len(), 1000);
+        assert_eq!(log.retained(), 0);
+        assert!(log.capacity() <= 64, "capacity {} kept", log.capacity());
     }
 }

@@ -115,14 +115,26 @@ impl Outbox {
             if let (Some(cursor), Some(log)) = (&mut state.cursor, self.broadcasts.get()) {
                 log.stop_at_end(cursor);
             }
+            self.leave_once_read(state);
         }
     }
 
-    /// Starts reading `log` from its end (the hub calls this as the connection joins it).
+    /// A closing connection that has read every broadcast from before its close leaves the
+    /// log: it holds no entry there, and entries dropped later cannot find it behind (and
+    /// clear the frames it still has to write before its Close).
+    fn leave_once_read(&self, state: &mut State) {
+        let Some(log) = self.broadcasts.get() else { return };
+        if state.close.is_some() && state.cursor.as_ref().is_some_and(|cursor| !log.has_unread(cursor)) {
+            log.leave(&state.cursor.take().expect("checked"));
+        }
+    }
+
+    /// Starts reading `log` from its end (the hub calls this as the connection joins it),
+    /// unless the connection is already closing.
     pub(crate) fn subscribe(&self, log: &Arc<BroadcastLog>) {
         let log = self.broadcasts.get_or_init(|| log.clone());
         let mut state = self.state.lock();
-        if state.cursor.is_none() {
+        if state.cursor.is_none() && state.close.is_none() {
             state.cursor = Some(log.subscribe());
         }
     }
@@ -232,7 +244,9 @@ impl Outbox {
         if frames.capacity() > 64 {
             *frames = VecDeque::new();
         }
-        (count, close.clone())
+        let close = close.clone();
+        self.leave_once_read(&mut state);
+        (count, close)
     }
 
     /// Bytes waiting (with per-frame overhead), unread broadcasts included, for metrics.
@@ -263,6 +277,53 @@ mod tests {
         fn drain(&self, out: &mut VecDeque<Bytes>) -> (usize, Option<CloseRequest>) {
             self.drain_with(Reader { protocol: Protocol::Json, id: "c" }, |frame| out.push_back(frame.clone()))
         }
+    }
+
+    /// What was queued before a close is written before the Close, however many broadcasts
+    /// the hub makes after it.
+    #[test]
+    fn a_closing_connection_keeps_what_it_queued_before_the_close() {
+        let log = Arc::new(BroadcastLog::new(10 * (1 + 32)));
+        let outbox = Outbox::default();
+        outbox.subscribe(&log);
+        broadcast(&log, "a");
+        let mut out = VecDeque::new();
+        outbox.drain(&mut out);
+        outbox.push(frame("t"), 1000).unwrap();
+        outbox.close(CloseRequest { error: None, allow_reconnect: false });
+        let mut dropped_unread = false;
+        for _ in 0..20 {
+            dropped_unread |= log.append([Some(frame("b")), None], &[]);
+        }
+        assert!(!dropped_unread && !outbox.close_if_behind());
+        assert_eq!(log.retained(), 0, "nobody left to read");
+        out.clear();
+        let (count, close) = outbox.drain(&mut out);
+        assert_eq!((count, out), (1, VecDeque::from([frame("t")])));
+        assert_eq!(close, Some(CloseRequest { error: None, allow_reconnect: false }));
+    }
+
+    /// A connection closing with broadcasts still to read reads them, then leaves the log.
+    #[test]
+    fn a_closing_connection_reads_the_broadcasts_from_before_its_close_then_leaves() {
+        let log = Arc::new(BroadcastLog::new(1 << 20));
+        let outbox = Outbox::default();
+        outbox.subscribe(&log);
+        broadcast(&log, "before");
+        outbox.close(CloseRequest { error: None, allow_reconnect: true });
+        broadcast(&log, "after");
+        assert_eq!(log.retained(), 2);
+        let mut out = VecDeque::new();
+        assert_eq!(outbox.drain(&mut out).0, 1);
+        assert_eq!(out, [frame("before")]);
+        assert_eq!(log.retained(), 0, "the closing reader left once it had read its part");
+        outbox.unsubscribe();
+        // A connection closed before it joins a hub never reads it.
+        let late = Outbox::default();
+        late.close(CloseRequest { error: None, allow_reconnect: true });
+        late.subscribe(&log);
+        broadcast(&log, "later");
+        assert_eq!((log.retained(), late.drain(&mut out).0), (0, 0));
     }
 
     #[test]
