@@ -279,6 +279,12 @@ impl HttpConnection {
             changed.as_mut().enable();
             let (conn, payload) = self.take_ready(state, generation);
             if let Some(payload) = payload {
+                if matches!(payload, Payload::Displaced) {
+                    // Racing the newer poll on another thread, this one may have become the
+                    // outbox's waiter after it (an outbox keeps one): wake the newer one to
+                    // wait again, or it would sleep through its data.
+                    self.changed.notify_waiters();
+                }
                 return payload;
             }
             tokio::select! {
