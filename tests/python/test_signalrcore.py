@@ -97,9 +97,11 @@ class Switchboard:
 
         threading.Thread(target=read_first_line, daemon=True).start()
         if not ready.wait(30) or not line_box.get("line", "").startswith("Endpoint="):
+            # Read before stop(), which removes the file.
+            stderr = self.stderr_tail()
             self.stop()
             raise RuntimeError(f"switchboard did not print its connection string (got {line_box.get('line')!r}); "
-                               f"stderr: {self.stderr_tail()}")
+                               f"stderr: {stderr}")
         self.connection_string = line_box["line"]
         cs = parse_connection_string(self.connection_string)
         self.endpoint = cs["endpoint"]

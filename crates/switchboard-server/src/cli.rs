@@ -61,7 +61,7 @@ pub struct StatusArgs {
     #[arg(long)]
     pub endpoint: Option<String>,
     /// Access key [default: from --access-key-file, the config file, or the key in --data-dir].
-    #[arg(long, env = "SWITCHBOARD_ACCESS_KEY", value_delimiter = ',')]
+    #[arg(long, env = "SWITCHBOARD_ACCESS_KEY", value_delimiter = ',', allow_hyphen_values = true)]
     pub access_key: Vec<String>,
     /// File with the access keys; the first signs.
     #[arg(long, env = "SWITCHBOARD_ACCESS_KEY_FILE")]
@@ -87,7 +87,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_ENDPOINT")]
     pub endpoint: Option<String>,
     /// Access key (repeat for a secondary key; the first signs). Default: one kept in the data dir.
-    #[arg(long = "access-key", env = "SWITCHBOARD_ACCESS_KEY", value_delimiter = ',')]
+    // A key may begin with `-` (URL-safe base64 does one time in 64).
+    #[arg(long = "access-key", env = "SWITCHBOARD_ACCESS_KEY", value_delimiter = ',', allow_hyphen_values = true)]
     pub access_keys: Vec<String>,
     /// File with the access keys, one per line (the first signs). Re-read on SIGHUP and when it
     /// changes, so keys rotate without a restart. Excludes --access-key.
@@ -266,4 +267,22 @@ pub struct TokenArgs {
     /// Token lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub lifetime: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// URL-safe base64 keys begin with `-` one time in 64: such a key is a value, not a flag.
+    #[test]
+    fn an_access_key_may_begin_with_a_hyphen() {
+        let key = "-bcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH";
+        let cli = Cli::try_parse_from(["switchboard", "serve", "--access-key", key, "--access-key", "-x"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        assert_eq!(args.access_keys, [key, "-x"]);
+        let cli = Cli::try_parse_from(["switchboard", "cluster", "status", "--access-key", key]).unwrap();
+        let Command::Cluster(ClusterCommand::Status(args)) = cli.command else { panic!("cluster status") };
+        assert_eq!(args.access_key, [key]);
+    }
 }
