@@ -13,6 +13,8 @@
 //! past the bound drops the oldest entries, and the connections that had not read them are closed as slow consumers
 //! (G5), as an overflowing outbox is. The bound applies to the log and to each connection's own
 //! queue of targeted frames separately, so a connection behind on both holds up to twice it.
+//! An entry counts the frame a reader takes, so a hub speaking both protocols keeps up to twice
+//! the bound in frames.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -25,13 +27,14 @@ use tokio::sync::futures::Notified;
 /// Accounting overhead charged per entry, as an outbox charges per frame.
 const ENTRY_OVERHEAD: usize = 32;
 
-/// What an entry holds against the bound: every frame it keeps and its exclusions (a REST
-/// call may name thousands of connections to leave out), so a flood of small broadcasts with
-/// long exclusion lists is bounded by what it really holds.
+/// What an entry counts against the bound: the frame a reader takes from it (the larger of
+/// the two protocols': the bound is what one connection may be behind by, so a message of
+/// half the bound still goes to a hub with both protocols), and its exclusions, which it holds
+/// whoever reads it (a REST call may name thousands of connections to leave out).
 fn entry_cost(frames: &[Option<Bytes>; 2], excluded: &[String]) -> usize {
-    let frames: usize = frames.iter().flatten().map(Bytes::len).sum();
+    let frame = frames.iter().flatten().map(Bytes::len).max().unwrap_or(0);
     let excluded: usize = excluded.iter().map(|id| id.len() + size_of::<String>()).sum();
-    frames + excluded + ENTRY_OVERHEAD
+    frame + excluded + ENTRY_OVERHEAD
 }
 
 /// See the module docs.
@@ -335,13 +338,19 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_charged_for_every_frame_and_exclusion_it_keeps() {
+    fn an_entry_is_charged_for_the_frame_a_reader_takes_and_its_exclusions() {
         let log = BroadcastLog::new(1 << 20);
         let slow = log.subscribe();
         let both = [Some(Bytes::from_static(b"json")), Some(Bytes::from_static(b"mp"))];
         let excluded = ["abc".to_owned(), "de".to_owned()];
         log.append(both, &excluded);
-        assert_eq!(log.bytes_after(&slow), 4 + 2 + (3 + 2 + 2 * size_of::<String>()) + ENTRY_OVERHEAD);
+        assert_eq!(log.bytes_after(&slow), 4 + (3 + 2 + 2 * size_of::<String>()) + ENTRY_OVERHEAD);
+        // A message of over half the bound goes to a hub that speaks both protocols.
+        let log = BroadcastLog::new(1000);
+        let mut reader = log.subscribe();
+        let big = Bytes::from(vec![b'x'; 600]);
+        assert!(!log.append([Some(big.clone()), Some(big)], &[]));
+        assert_eq!(read_all(&log, &mut reader).unwrap().len(), 1);
         // Long exclusion lists fill the bound as their memory does.
         let log = BroadcastLog::new(64 * 1024);
         let slow = log.subscribe();
