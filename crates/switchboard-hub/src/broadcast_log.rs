@@ -16,12 +16,13 @@
 //! An entry counts the frame a reader takes, so a hub speaking both protocols keeps up to twice
 //! the bound in frames.
 
+use crate::wake::Wakeup;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use switchboard_protocol::Protocol;
-use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 /// Accounting overhead charged per entry, as an outbox charges per frame.
@@ -42,8 +43,8 @@ pub(crate) struct BroadcastLog {
     entries: Mutex<Entries>,
     /// Sequence number of the next entry: a reader with a lower cursor has entries to read.
     end: AtomicU64,
-    /// Woken (every waiter at once) by each append.
-    appended: Notify,
+    /// Woken (every waiter at once) by each append, from the wake thread ([`crate::wake`]).
+    appended: Arc<Wakeup>,
     limit: usize,
 }
 
@@ -95,7 +96,7 @@ pub(crate) struct Lagged;
 
 impl BroadcastLog {
     pub(crate) fn new(limit: usize) -> Self {
-        Self { entries: Mutex::default(), end: AtomicU64::new(0), appended: Notify::new(), limit }
+        Self { entries: Mutex::default(), end: AtomicU64::new(0), appended: Arc::default(), limit }
     }
 
     /// The sequence number the next entry will get.

@@ -28,6 +28,7 @@ mod outbox;
 mod registry;
 mod trace;
 mod user_groups;
+mod wake;
 
 /// The maps a send walks (connections, users, groups, memberships), hashed with foldhash instead
 /// of SipHash, which was over a quarter of a cluster node's group-send walk (it looks up each
