@@ -32,35 +32,46 @@ impl Wakeup {
     /// Wakes every task waiting now, soon, from the wake thread. What the caller wrote before
     /// this call is visible to the tasks it wakes.
     pub(crate) fn notify_waiters(self: &Arc<Self>) {
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            // The thread lives as long as the process: the send cannot fail.
-            let _ = WAKE_THREAD.send(self.clone());
+        if self.pending.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let sent = WAKE_THREAD.as_ref().is_some_and(|thread| thread.send(self.clone()).is_ok());
+        if !sent {
+            // No wake thread (it could not be started): wake from here rather than not at all.
+            self.wake_now();
+        }
+    }
+
+    fn wake_now(&self) {
+        // Acquire: the writes before every `notify_waiters` this wake covers happen before the
+        // tasks wake. Cleared first, so a call from now on asks for another wake.
+        self.pending.swap(false, Ordering::AcqRel);
+        self.notify.notify_waiters();
     }
 }
 
 /// Runs the wakes, in the order asked. One thread for the process: a wake costs it a channel
-/// receive and the wake-ups themselves.
-static WAKE_THREAD: LazyLock<mpsc::Sender<Arc<Wakeup>>> = LazyLock::new(|| {
+/// receive and the wake-ups themselves. A waker that panics is not allowed to end the thread,
+/// which would leave every hub's broadcasts waking nobody.
+static WAKE_THREAD: LazyLock<Option<mpsc::Sender<Arc<Wakeup>>>> = LazyLock::new(|| {
     let (sender, receiver) = mpsc::channel::<Arc<Wakeup>>();
     std::thread::Builder::new()
         .name("switchboard-wake".into())
         .spawn(move || {
             for wakeup in receiver {
-                // Acquire: the writes before every `notify_waiters` this wake covers happen
-                // before the tasks wake. Cleared first, so a later call sends another wake.
-                wakeup.pending.swap(false, Ordering::AcqRel);
-                wakeup.notify.notify_waiters();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wakeup.wake_now()));
             }
         })
-        .expect("cannot start the wake thread");
-    sender
+        .ok()
+        .map(|_| sender)
 });
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
     use std::pin::pin;
+    use std::task::Waker;
     use std::time::Duration;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,5 +95,45 @@ mod tests {
                 tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("a waiter slept through").unwrap();
             }
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waker_that_panics_does_not_lose_the_wakes_queued_behind_it() {
+        /// Says it is being woken, waits for the word, then panics.
+        struct Panics {
+            waking: std::sync::mpsc::Sender<()>,
+            go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+        }
+        impl std::task::Wake for Panics {
+            fn wake(self: Arc<Self>) {
+                let _ = self.waking.send(());
+                let _ = self.go.lock().unwrap().recv_timeout(Duration::from_secs(10));
+                panic!("a waker that panics");
+            }
+        }
+        let (waking, is_waking) = std::sync::mpsc::channel();
+        let (go, gone) = std::sync::mpsc::channel();
+        let panics = Waker::from(Arc::new(Panics { waking, go: std::sync::Mutex::new(gone) }));
+        let (first, second) = (Arc::new(Wakeup::default()), Arc::new(Wakeup::default()));
+        let mut doomed = pin!(first.notified());
+        assert!(doomed.as_mut().poll(&mut std::task::Context::from_waker(&panics)).is_pending());
+        let waiting = second.clone();
+        let (enabled, is_enabled) = tokio::sync::oneshot::channel();
+        let waiter = tokio::spawn(async move {
+            let mut notified = pin!(waiting.notified());
+            notified.as_mut().enable();
+            let _ = enabled.send(());
+            notified.await;
+        });
+        is_enabled.await.unwrap();
+        first.notify_waiters();
+        tokio::task::spawn_blocking(move || is_waking.recv_timeout(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .expect("the wake thread did not wake the first waiter");
+        // Queued while the wake thread is inside the waker that is about to panic.
+        second.notify_waiters();
+        go.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("the second wake was lost").unwrap();
     }
 }
