@@ -219,11 +219,20 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
         });
         let half = (rate / 2.0).max(1.0).round();
         let messages = ((half * 10.0 * args.scale).round() as u64).max(1).to_string();
-        let argv = ["--connections", &n(1000), "--messages", &messages, "--message-rate", &half.to_string()];
+        let half_rate = half.to_string();
+        let argv = [
+            "--connections",
+            &n(1000),
+            "--messages",
+            &messages,
+            "--message-rate",
+            &half_rate,
+            "--rest-concurrency",
+            "32",
+        ];
         // One run's p99 moved between 1.7 and 11.5 ms on the same build and machine.
         let mut p99s = Vec::new();
         for round in 1..=args.rounds {
-            let argv = [&argv[..], &["--rest-concurrency", "32"]].concat();
             let halfway = bench.one_node(&format!("rest_half_{round}"), Kind::User, &argv).await?;
             p99s.push(number(&halfway["result"], &["latency", "p99_ms"]));
         }

@@ -74,21 +74,26 @@ mod tests {
     use std::task::Waker;
     use std::time::Duration;
 
+    /// A task waiting on `wakeup`, returned once its wait is registered.
+    async fn waiter(wakeup: Arc<Wakeup>) -> tokio::task::JoinHandle<()> {
+        let (enabled, is_enabled) = tokio::sync::oneshot::channel();
+        let waiter = tokio::spawn(async move {
+            let mut notified = pin!(wakeup.notified());
+            notified.as_mut().enable();
+            let _ = enabled.send(());
+            notified.await;
+        });
+        is_enabled.await.unwrap();
+        waiter
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_waiter_wakes_and_a_wake_after_a_wake_is_not_lost() {
         let wakeup = Arc::new(Wakeup::default());
         for _ in 0..1_000 {
             let mut waiters = Vec::new();
             for _ in 0..4 {
-                let wakeup = wakeup.clone();
-                let (enabled, is_enabled) = tokio::sync::oneshot::channel();
-                waiters.push(tokio::spawn(async move {
-                    let mut notified = pin!(wakeup.notified());
-                    notified.as_mut().enable();
-                    let _ = enabled.send(());
-                    notified.await;
-                }));
-                is_enabled.await.unwrap();
+                waiters.push(waiter(wakeup.clone()).await);
             }
             wakeup.notify_waiters();
             for waiter in waiters {
@@ -117,15 +122,7 @@ mod tests {
         let (first, second) = (Arc::new(Wakeup::default()), Arc::new(Wakeup::default()));
         let mut doomed = pin!(first.notified());
         assert!(doomed.as_mut().poll(&mut std::task::Context::from_waker(&panics)).is_pending());
-        let waiting = second.clone();
-        let (enabled, is_enabled) = tokio::sync::oneshot::channel();
-        let waiter = tokio::spawn(async move {
-            let mut notified = pin!(waiting.notified());
-            notified.as_mut().enable();
-            let _ = enabled.send(());
-            notified.await;
-        });
-        is_enabled.await.unwrap();
+        let waiter = waiter(second.clone()).await;
         first.notify_waiters();
         tokio::task::spawn_blocking(move || is_waking.recv_timeout(Duration::from_secs(10)))
             .await
