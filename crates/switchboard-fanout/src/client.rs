@@ -51,6 +51,10 @@ pub struct FanoutConfig {
     pub window: usize,
     /// Most deliveries queued per peer before `deliver` waits for room. Default 8192.
     pub queue: usize,
+    /// The runtime the peer streams run on (their tasks and connections); `None`: the runtime
+    /// of the call that opens them. A node gives them a runtime of their own, so that batches
+    /// and acks are not queued behind the writes of its client connections.
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for FanoutConfig {
@@ -62,6 +66,7 @@ impl Default for FanoutConfig {
             max_batch_bytes: 1 << 20,
             window: 32,
             queue: 8192,
+            runtime: None,
         }
     }
 }
@@ -309,6 +314,8 @@ impl FanoutClient {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+        // Entered, `config.runtime` gets the channel's connection and the peer task.
+        let _runtime = config.runtime.as_ref().map(tokio::runtime::Handle::enter);
         let client = GrpcFanoutClient::with_interceptor(endpoint.connect_lazy(), self.inner.auth.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

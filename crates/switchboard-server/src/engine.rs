@@ -1,10 +1,12 @@
 //! Wiring of the node's engine (see `switchboard-engine`). The raft engine: the raft membership
 //! store (`switchboard-control`, one voter on the embedded single node), the node's hubs reading
 //! it, and the bus: the node itself ([`LocalBus`]) on the single node, the fan-out over gRPC
-//! (`switchboard-fanout`) in a cluster, whose gRPC server carries raft, admin and fan-out. The
+//! (`switchboard-fanout`) in a cluster, whose gRPC server carries raft, admin and fan-out (the
+//! server and the fan-out streams run on a runtime of their own, `cluster_runtime`). The
 //! Redis engine (`--engine redis`, `switchboard-redis`): store, bus and liveness in Redis.
 
 use crate::Exit;
+use crate::cluster_runtime::ClusterRuntime;
 use crate::config::Settings;
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -40,6 +42,8 @@ pub struct Engine {
     /// The bridge to an ASP.NET backplane, with `--aspnet-backplane`.
     pub bridge: Option<AspNetBridge>,
     grpc: Option<GrpcServer>,
+    /// Where the gRPC server and the fan-out streams run, in a cluster (dropped last).
+    cluster_runtime: Option<ClusterRuntime>,
 }
 
 /// The engine's interest sink, and the bridge's when there is one.
@@ -130,6 +134,7 @@ impl Engine {
                 fanout: None,
                 grpc: None,
                 bridge: None,
+                cluster_runtime: None,
             });
         };
         let secret = cluster.credentials().map_err(|e| Exit::Usage(e.to_string()))?;
@@ -138,8 +143,11 @@ impl Engine {
         let sink = both(interest.clone(), bridge);
         let registry = Registry::with_user_groups(hub_config, Arc::new(control.clone())).reporting_interest(sink);
         let registry = Arc::new(registry);
-        let fanout = FanoutClient::new(settings.node_id, registry.clone(), &secret, FanoutConfig::default());
-        let grpc = serve_grpc(cluster, &control, &secret, FanoutService::new(registry.clone())).await?;
+        let cluster_runtime = ClusterRuntime::start()?;
+        let config = FanoutConfig { runtime: Some(cluster_runtime.handle().clone()), ..FanoutConfig::default() };
+        let fanout = FanoutClient::new(settings.node_id, registry.clone(), &secret, config);
+        let fanout_service = FanoutService::new(registry.clone());
+        let grpc = serve_grpc(cluster, &control, &secret, fanout_service, cluster_runtime.handle()).await?;
         let http = cluster.advertise_http.clone().unwrap_or_else(|| http_address(bound, &cluster.advertise));
         control.join_cluster(cluster, http).await?;
         tokio::spawn(interest.run(interest_queue, control.clone(), registry.clone()));
@@ -148,7 +156,18 @@ impl Engine {
         let store = Arc::new(control.clone());
         let control = Some(control);
         let fanout = Some(fanout);
-        Ok(Engine { node_id, registry, store, bus, control, redis: None, fanout, grpc: Some(grpc), bridge: None })
+        Ok(Engine {
+            node_id,
+            registry,
+            store,
+            bus,
+            control,
+            redis: None,
+            fanout,
+            grpc: Some(grpc),
+            bridge: None,
+            cluster_runtime: Some(cluster_runtime),
+        })
     }
 
     /// A stateless node of a deployment sharing a Redis. Exit 64 for settings that cannot
@@ -184,7 +203,18 @@ impl Engine {
         let (store, bus) = (engine.store(), engine.bus());
         let redis = Some(Arc::new(engine));
         let node_id = redis.as_ref().map_or(1, |engine| engine.node_id());
-        Ok(Engine { node_id, registry, store, bus, control: None, redis, fanout: None, grpc: None, bridge: None })
+        Ok(Engine {
+            node_id,
+            registry,
+            store,
+            bus,
+            control: None,
+            redis,
+            fanout: None,
+            grpc: None,
+            bridge: None,
+            cluster_runtime: None,
+        })
     }
 
     /// Leaves the cluster (a leader hands leadership over first), stops raft, then the gRPC
@@ -206,26 +236,34 @@ impl Engine {
                 task.abort();
             }
         }
+        // Last: the gRPC server's connections and the fan-out streams run there.
+        drop(self.cluster_runtime);
     }
 }
 
-/// Serves raft, admin and fan-out on `--grpc-listen`, every call checked against the cluster
-/// secret, and with the cluster's mutual TLS only to peers whose certificate the cluster CA
-/// signed.
+/// Serves raft, admin and fan-out on `--grpc-listen` from `runtime`, every call checked
+/// against the cluster secret, and with the cluster's mutual TLS only to peers whose
+/// certificate the cluster CA signed.
 async fn serve_grpc(
     cluster: &ClusterSettings,
     control: &ControlPlane,
     secret: &ClusterSecret,
     fanout: FanoutService,
+    runtime: &tokio::runtime::Handle,
 ) -> Result<GrpcServer, Exit> {
-    let listener = tokio::net::TcpListener::bind(cluster.grpc_listen)
-        .await
-        .with_context(|| format!("cannot listen for gRPC on {}", cluster.grpc_listen))?;
+    let cannot_listen = || format!("cannot listen for gRPC on {}", cluster.grpc_listen);
+    let listener = tokio::net::TcpListener::bind(cluster.grpc_listen).await.with_context(cannot_listen)?;
+    // Moved to `runtime`'s I/O driver, which serves the connections.
+    let listener = listener.into_std().with_context(cannot_listen)?;
+    let listener = {
+        let _runtime = runtime.enter();
+        tokio::net::TcpListener::from_std(listener).with_context(cannot_listen)?
+    };
     let routes = control.grpc_services().add_service(fanout_server(fanout.clone(), secret.server()));
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder().add_routes(routes);
     let tls = secret.tls().map(|tls| tokio_rustls::TlsAcceptor::from(tls.server.clone()));
-    let task = tokio::spawn(async move {
+    let task = runtime.spawn(async move {
         let stopped = async {
             let _ = stopped.await;
         };

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod cluster;
+mod cluster_runtime;
 pub mod config;
 pub mod console;
 pub mod engine;
