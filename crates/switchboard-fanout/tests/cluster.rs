@@ -369,6 +369,35 @@ async fn a_dead_peer_is_down_while_the_others_get_their_deliveries_and_a_restart
     assert_received(&all, &all, 4);
 }
 
+/// A runtime on a thread of its own, and the sender that stops it (dropping the runtime).
+fn runtime_on_a_thread() -> (tokio::runtime::Handle, oneshot::Sender<()>, std::thread::JoinHandle<()>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let handle = runtime.handle().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || drop(runtime.block_on(stopped)));
+    (handle, stop, thread)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_streams_run_on_the_configured_runtime() {
+    let nodes = cluster().await;
+    let conn = nodes[1].connect(HUB, None, Protocol::Json);
+    let (runtime, stop, thread) = runtime_on_a_thread();
+    let secret = ClusterSecret::new(SECRET).expect("valid secret");
+    let config = FanoutConfig { runtime: Some(runtime), ..config() };
+    let client = FanoutClient::new(1, nodes[0].registry.clone(), &secret, config);
+    let to_node_2 = |n| client.deliver(2, &nodes[1].addr, delivery(DeliveryTarget::All(Broadcast {}), &[], n));
+    to_node_2(1).await.expect("delivered");
+    assert_eq!(drain(&conn), vec![expected(&conn, 1)]);
+
+    // The peer's task and connection end with that runtime, not with this one.
+    let _ = stop.send(());
+    tokio::task::spawn_blocking(move || thread.join()).await.expect("joined").expect("the thread ended");
+    let error = to_node_2(2).await.expect_err("the stream's runtime is gone");
+    assert!(!matches!(error, FanoutError::Timeout { .. }), "failed at once, not by timing out: {error:?}");
+    assert!(drain(&conn).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_shutting_down_is_skipped_like_one_that_is_down() {
     let nodes = cluster().await;

@@ -11,53 +11,76 @@
 
 use crate::Exit;
 use anyhow::Context;
+use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-/// A single-threaded runtime on the thread `switchboard-cluster`. Dropping it stops the
-/// runtime, cancelling what still runs there.
+/// How long stopping waits for the runtime's tasks to end (a DNS lookup of a peer's address
+/// may be under way on its blocking pool).
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A runtime with its own workers, named `switchboard-cluster`. Dropping it, or
+/// [`stop`](Self::stop), stops the runtime and cancels what still runs there.
 pub(crate) struct ClusterRuntime {
     handle: Handle,
-    _stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<()>,
+    stopped: oneshot::Receiver<()>,
 }
 
 impl ClusterRuntime {
     pub(crate) fn start() -> Result<ClusterRuntime, Exit> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the cluster's async runtime")?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (started, start) = std::sync::mpsc::sync_channel(1);
+        let (stop, stop_requested) = oneshot::channel::<()>();
+        let (stopped_tx, stopped) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("switchboard-cluster".into())
             .spawn(move || {
+                // Built and dropped on this thread: a runtime must not be dropped from async code.
+                let built =
+                    tokio::runtime::Builder::new_multi_thread().thread_name("switchboard-cluster").enable_all().build();
+                let runtime = match built {
+                    Ok(runtime) => runtime,
+                    Err(error) => return drop(started.send(Err(error))),
+                };
+                let _ = started.send(Ok(runtime.handle().clone()));
                 // Ends when the sender is dropped as well as when it sends.
-                let _ = runtime.block_on(stopped);
+                let _ = runtime.block_on(stop_requested);
+                runtime.shutdown_timeout(STOP_TIMEOUT);
+                let _ = stopped_tx.send(());
             })
             .context("cannot start the cluster's thread")?;
-        Ok(ClusterRuntime { handle, _stop: stop })
+        let handle = start
+            .recv()
+            .context("the cluster's thread ended before its runtime started")?
+            .context("cannot start the cluster's async runtime")?;
+        Ok(ClusterRuntime { handle, stop, stopped })
     }
 
     pub(crate) fn handle(&self) -> &Handle {
         &self.handle
+    }
+
+    /// Stops the runtime and waits until it has stopped (bounded).
+    pub(crate) async fn stop(self) {
+        drop(self.stop);
+        let _ = tokio::time::timeout(STOP_TIMEOUT * 2, self.stopped).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
-    async fn runs_its_tasks_on_its_thread_and_cancels_them_when_dropped() {
+    async fn runs_its_tasks_on_its_threads_and_cancels_them_when_stopped() {
         let runtime = ClusterRuntime::start().unwrap();
         let thread = runtime.handle().spawn(async { std::thread::current().name().map(str::to_owned) });
         assert_eq!(thread.await.unwrap().as_deref(), Some("switchboard-cluster"));
 
         let forever = runtime.handle().spawn(std::future::pending::<()>());
-        drop(runtime);
-        let ended = tokio::time::timeout(Duration::from_secs(10), forever).await.expect("the task ended");
+        runtime.stop().await;
+        // Stopped means stopped already: the task is not waited for.
+        let ended = tokio::time::timeout(Duration::ZERO, forever).await.expect("the task ended");
         assert!(ended.unwrap_err().is_cancelled());
     }
 }

@@ -237,7 +237,9 @@ impl Engine {
             }
         }
         // Last: the gRPC server's connections and the fan-out streams run there.
-        drop(self.cluster_runtime);
+        if let Some(runtime) = self.cluster_runtime {
+            runtime.stop().await;
+        }
     }
 }
 
