@@ -83,6 +83,22 @@ struct GrpcServer {
 }
 
 impl Engine {
+    /// The parts every engine has; the others are `None` until set.
+    fn with(node_id: u64, registry: Arc<Registry>, store: Arc<dyn MembershipStore>, bus: Arc<dyn NodeBus>) -> Engine {
+        Engine {
+            node_id,
+            registry,
+            store,
+            bus,
+            control: None,
+            redis: None,
+            fanout: None,
+            bridge: None,
+            grpc: None,
+            cluster_runtime: None,
+        }
+    }
+
     /// Starts the engine `settings` describe. `bound` is the public listener's address (what
     /// other nodes forward client requests to when no `--advertise-http` is set).
     pub async fn start(settings: &Settings, bound: SocketAddr) -> Result<Engine, Exit> {
@@ -123,19 +139,7 @@ impl Engine {
             let registry = Arc::new(registry);
             let bus = Arc::new(LocalBus::new(registry.clone()));
             let store = Arc::new(control.clone());
-            let control = Some(control);
-            return Ok(Engine {
-                node_id,
-                registry,
-                store,
-                bus,
-                control,
-                redis: None,
-                fanout: None,
-                grpc: None,
-                bridge: None,
-                cluster_runtime: None,
-            });
+            return Ok(Engine { control: Some(control), ..Engine::with(node_id, registry, store, bus) });
         };
         let secret = cluster.credentials().map_err(|e| Exit::Usage(e.to_string()))?;
         let control = ControlPlane::open_cluster(&settings.data_dir, settings.node_id, cluster).await?;
@@ -154,19 +158,12 @@ impl Engine {
         tokio::spawn(close_clients_while_lapsed(control.clone(), registry.clone()));
         let bus = Arc::new(ClusterBus::new(fanout.clone(), Arc::new(control.clone())));
         let store = Arc::new(control.clone());
-        let control = Some(control);
-        let fanout = Some(fanout);
         Ok(Engine {
-            node_id,
-            registry,
-            store,
-            bus,
-            control,
-            redis: None,
-            fanout,
+            control: Some(control),
+            fanout: Some(fanout),
             grpc: Some(grpc),
-            bridge: None,
             cluster_runtime: Some(cluster_runtime),
+            ..Engine::with(node_id, registry, store, bus)
         })
     }
 
@@ -203,18 +200,7 @@ impl Engine {
         let (store, bus) = (engine.store(), engine.bus());
         let redis = Some(Arc::new(engine));
         let node_id = redis.as_ref().map_or(1, |engine| engine.node_id());
-        Ok(Engine {
-            node_id,
-            registry,
-            store,
-            bus,
-            control: None,
-            redis,
-            fanout: None,
-            grpc: None,
-            bridge: None,
-            cluster_runtime: None,
-        })
+        Ok(Engine { redis, ..Engine::with(node_id, registry, store, bus) })
     }
 
     /// Leaves the cluster (a leader hands leadership over first), stops raft, then the gRPC
