@@ -5,7 +5,7 @@
 //! already queued there. A group send wakes one task per member, so under load a batch from a
 //! peer, and the ack the sender waits for, each sat behind a few hundred connection writes
 //! before they were read. On 3 nodes at 300 group sends/s to 10,000 connections, the nodes kept
-//! up with only 244 to 260 sends/s and deliveries reached their clients after 0.9 to 1.4 s
+//! up with only 244 to 275 sends/s and deliveries reached their clients after 0.5 to 1.4 s
 //! (p50); on this runtime, 300 sends/s and 0.1 s. Here batches and acks are read as they
 //! arrive, and the connections a batch wakes go to the back of the main runtime's queue.
 

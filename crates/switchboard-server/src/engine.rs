@@ -42,7 +42,7 @@ pub struct Engine {
     /// The bridge to an ASP.NET backplane, with `--aspnet-backplane`.
     pub bridge: Option<AspNetBridge>,
     grpc: Option<GrpcServer>,
-    /// Where the gRPC server and the fan-out streams run, in a cluster (dropped last).
+    /// Where the gRPC server and the fan-out streams run, in a cluster (stopped last).
     cluster_runtime: Option<ClusterRuntime>,
 }
 
