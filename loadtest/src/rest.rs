@@ -130,22 +130,32 @@ impl Rest {
     /// A paced request carries the time it was due, not the time it went out: when the
     /// server answers slowly and the requests fall behind, that wait counts in the latency
     /// (no coordinated omission). The next request goes to whichever connection is free.
+    /// The connections are opened before the run's clock starts, as an application's
+    /// connection pool would be.
     pub(crate) async fn run(&self, load: Arc<Load>, first: u64, count: u64, rate: f64, deadline: Instant) -> Outcome {
+        let connections = self.concurrency.max(self.endpoints.len()).max(1) as u64;
+        let used = connections.min(count.max(1));
+        let endpoints: Vec<Endpoint> =
+            (0..used).map(|k| self.endpoints[(k % self.endpoints.len() as u64) as usize].clone()).collect();
+        // One that fails to open is opened again by its first request, and that counts.
+        let mut wires = Vec::with_capacity(endpoints.len());
+        for endpoint in &endpoints {
+            let opened = tokio::time::timeout_at(deadline.into(), Wire::connect(endpoint.addr, None)).await;
+            wires.push(opened.ok().and_then(Result::ok));
+        }
         let started = Instant::now();
         let started_us = now_us();
-        let connections = self.concurrency.max(self.endpoints.len()).max(1) as u64;
         let permits = (rate > 0.0).then(|| pace(started, rate, count, connections, deadline));
         let next = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
-        for k in 0..connections.min(count.max(1)) {
-            let endpoint = self.endpoints[(k % self.endpoints.len() as u64) as usize].clone();
+        for (endpoint, wire) in endpoints.into_iter().zip(wires) {
             let load = load.clone();
             let sent = self.sent.clone();
             let next = next.clone();
             let permits = permits.clone();
             tasks.push(tokio::spawn(async move {
                 let mut out = Outcome::default();
-                let mut wire: Option<Wire> = None;
+                let mut wire = wire;
                 loop {
                     if let Some(permits) = &permits {
                         match permits.acquire().await {
