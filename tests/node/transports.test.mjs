@@ -104,6 +104,21 @@ describe('@microsoft/signalr on every transport (through the negotiate redirect)
       await c.stop();
     });
 
+    it(`${label}: a message as large as a REST body may be (1 MiB) reaches the client, sent to it and broadcast`, opts, async () => {
+      const hub = uniq();
+      const c = await s.connect({ hub, protocol, transport, name: `${label}:largest` });
+      const text = 'z'.repeat(1024 * 1024 - JSON.stringify(msg('msg', 'to-one', '')).length);
+      assert.equal(JSON.stringify(msg('msg', 'to-one', text)).length, 1024 * 1024);
+      let r = await s.rest.sendToConnection(hub, c.id, msg('msg', 'to-one', text));
+      assert.equal(r.status, 202, String(r));
+      assert.ok((await c.expect('to-one', { timeoutMs: 3 * T }))[1] === text, 'altered in transit');
+      r = await s.rest.broadcast(hub, msg('msg', 'to-all', text));
+      assert.equal(r.status, 202, String(r));
+      assert.ok((await c.expect('to-all', { timeoutMs: 3 * T }))[1] === text, 'altered in transit');
+      assert.equal(c.isClosed, false);
+      await c.stop();
+    });
+
     it(`${label}: REST close with a reason ends the client; its onclose error carries the reason`, opts, async () => {
       const hub = uniq();
       const c = await s.connect({ hub, protocol, transport, name: `${label}:victim` });

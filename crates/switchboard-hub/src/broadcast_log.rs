@@ -9,8 +9,8 @@
 //! Each entry counts the readers whose next entry it is, so a read moves one reader between two
 //! counts instead of writing every entry it passes (entries are shared by every reader, and
 //! writing them bounced their cache lines between cores); the oldest entries go once no reader
-//! waits at them. The entries kept are bounded by the hub's `max_queued_bytes`: an append
-//! past the bound drops the oldest entries, and the connections that had not read them are closed as slow consumers
+//! waits at them. The entries kept are bounded by the hub's `max_queued_bytes` (the newest
+//! is kept whatever its size): an append past the bound drops the oldest entries, and the connections that had not read them are closed as slow consumers
 //! (G5), as an overflowing outbox is. The bound applies to the log and to each connection's own
 //! queue of targeted frames separately, so a connection behind on both holds up to twice it.
 //! An entry counts the frame a reader takes, so a hub speaking both protocols keeps up to twice
@@ -132,7 +132,9 @@ impl BroadcastLog {
         entries.bytes += cost;
         entries.appended_bytes += cost as u64;
         let mut dropped_unread = false;
+        // The newest entry stays whatever its size, as an empty outbox takes any frame.
         while entries.bytes > self.limit
+            && entries.list.len() > 1
             && let Some(oldest) = entries.pop_oldest()
         {
             dropped_unread |= oldest.waiting > 0;
@@ -336,6 +338,18 @@ mod tests {
         assert_eq!(read_all(&log, &mut fast).unwrap().len(), 1);
         log.leave(&slow);
         assert_eq!(log.retained(), 0);
+    }
+
+    #[test]
+    fn the_newest_entry_is_kept_whatever_its_size() {
+        let log = BroadcastLog::new(ENTRY_OVERHEAD + 1);
+        let mut reader = log.subscribe();
+        let large = Bytes::from(vec![b'x'; 100]);
+        assert!(!log.append([Some(large.clone()), None], &[]), "nothing unread was dropped");
+        assert_eq!(read_all(&log, &mut reader).unwrap(), [(0, large.clone())]);
+        log.append([Some(large.clone()), None], &[]);
+        assert!(log.append([Some(large), None], &[]), "the unread one before it was dropped");
+        assert_eq!(read_all(&log, &mut reader), Err(Lagged));
     }
 
     #[test]

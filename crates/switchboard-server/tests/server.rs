@@ -118,6 +118,34 @@ async fn rest_errors_carry_error_codes() {
     let _ = KEY;
 }
 
+/// A REST send may carry up to 1 MiB, and so may a connection's queue: a message that size
+/// reaches an idle client, whose queue is empty, rather than closing it as a slow consumer.
+#[tokio::test]
+async fn a_message_of_the_largest_body_reaches_an_idle_client() {
+    let node = start_node(|_| {}).await;
+    let mut ws = node.connect_json("chat", Some("big")).await;
+    let envelope = r#"{"target":"m","arguments":[""]}"#;
+    let text = "x".repeat(switchboard_api::MAX_BODY_BYTES - envelope.len());
+    let body = format!(r#"{{"target":"m","arguments":["{text}"]}}"#);
+    assert_eq!(body.len(), switchboard_api::MAX_BODY_BYTES);
+    for path in ["/api/v1/hubs/chat/users/big", "/api/v1/hubs/chat"] {
+        assert_eq!(node.rest("POST", path, body.as_bytes()).await.0, 202, "{path}");
+        let record = ws.next_record().await;
+        let received = (record["target"].as_str(), record["arguments"][0].as_str().map(str::len));
+        assert_eq!(
+            received,
+            (Some("m"), Some(text.len())),
+            "{path}: {}",
+            &record.to_string()[..200.min(record.to_string().len())]
+        );
+    }
+    assert_eq!(
+        node.rest("POST", "/api/v1/hubs/chat/users/big", br#"{"target":"m","arguments":["after"]}"#).await.0,
+        202
+    );
+    assert_eq!(ws.next_record().await["arguments"][0], "after");
+}
+
 #[test]
 fn invalid_configuration_exits_64_with_one_line() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
