@@ -16,7 +16,7 @@
 use crate::grpc::{AdminService, LEADER_ADDRESS_HEADER, admin_server, raft_server};
 use crate::network::NoPeers;
 use crate::network::grpc::GrpcNetwork;
-use crate::{Command, NodeId, Raft, Roles, SharedState, open_store};
+use crate::{Command, ControlState, NodeId, Raft, Roles, SharedState, open_store};
 use anyhow::Context;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config};
@@ -321,14 +321,14 @@ impl ControlPlane {
 
     /// Live edge nodes that hold connections of `user` in `hub`.
     pub fn edge_nodes_for_user(&self, hub: &str, user: &str) -> Vec<(NodeId, String)> {
-        let interested = self.state.read().nodes_for_user(hub, user);
-        self.edge_nodes().into_iter().filter(|(id, _)| interested.contains(id)).collect()
+        let state = self.state.read();
+        live_edges_among(&state, state.nodes_for_user(hub, user))
     }
 
     /// Live edge nodes that hold connections in `group` of `hub`, directly or through a member user.
     pub fn edge_nodes_for_group(&self, hub: &str, group: &str) -> Vec<(NodeId, String)> {
-        let interested = self.state.read().nodes_for_group(hub, group, unix_now());
-        self.edge_nodes().into_iter().filter(|(id, _)| interested.contains(id)).collect()
+        let state = self.state.read();
+        live_edges_among(&state, &state.nodes_for_group(hub, group, unix_now()))
     }
 
     /// The client and REST address of a live node, if it registered one.
@@ -344,14 +344,8 @@ impl ControlPlane {
 
     /// Live edge nodes and their gRPC addresses (leases not expired), this node included.
     pub fn edge_nodes(&self) -> Vec<(NodeId, String)> {
-        let now = now_ms();
         let state = self.state.read();
-        state
-            .nodes()
-            .iter()
-            .filter(|(_, info)| info.roles.edge && routable(info.lease_until, now))
-            .map(|(id, info)| (*id, info.advertise.clone()))
-            .collect()
+        live_edges_among(&state, state.nodes().keys())
     }
 
     /// Asks the cluster (through one of `addresses`, tried in turn, redirected to the leader)
@@ -781,6 +775,18 @@ where
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The live edge nodes among `ids`, with their gRPC addresses, in the order of `ids`. Only
+/// their addresses are copied: this runs for every send.
+fn live_edges_among<'a>(state: &ControlState, ids: impl IntoIterator<Item = &'a NodeId>) -> Vec<(NodeId, String)> {
+    let now = now_ms();
+    ids.into_iter()
+        .filter_map(|id| {
+            let info = state.nodes().get(id)?;
+            (info.roles.edge && routable(info.lease_until, now)).then(|| (*id, info.advertise.clone()))
+        })
+        .collect()
 }
 
 /// Whether a node whose lease runs until `lease_until` is still routed to at `now`: until the

@@ -216,8 +216,9 @@ impl ControlState {
     }
 
     /// Returns the nodes holding live connections of `user`.
-    pub fn nodes_for_user(&self, hub: &str, user: &str) -> BTreeSet<u64> {
-        self.hubs.get(hub).and_then(|h| h.user_interest.get(user)).cloned().unwrap_or_default()
+    pub fn nodes_for_user(&self, hub: &str, user: &str) -> &BTreeSet<u64> {
+        static NONE: BTreeSet<u64> = BTreeSet::new();
+        self.hubs.get(hub).and_then(|h| h.user_interest.get(user)).unwrap_or(&NONE)
     }
 
     /// Returns the nodes a send to `group` must reach: nodes with connections in the group, plus

@@ -135,7 +135,7 @@ async fn writes_apply_and_survive_a_restart() {
         assert_eq!(members, ["alice", "carol"]);
         assert!(state.is_member("chat", "alice", "ops", NOW));
         assert_eq!(state.nodes()[&NODE].lease_until, 5_000);
-        assert_eq!(state.nodes_for_user("chat", "bob").into_iter().collect::<Vec<_>>(), [NODE]);
+        assert_eq!(state.nodes_for_user("chat", "bob").iter().copied().collect::<Vec<_>>(), [NODE]);
     }
 
     // The restarted node still accepts writes.

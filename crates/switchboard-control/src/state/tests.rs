@@ -184,7 +184,7 @@ fn interest_add_remove_and_group_routing_through_members() {
     state.apply(interest(2, InterestKind::User, "alice", true));
     state.apply(interest(3, InterestKind::Group, "g", true));
     state.apply(interest(2, InterestKind::User, "bob", true));
-    assert_eq!(state.nodes_for_user("h", "alice"), BTreeSet::from([1, 2]));
+    assert_eq!(*state.nodes_for_user("h", "alice"), BTreeSet::from([1, 2]));
     assert_eq!(state.nodes_for_group("h", "g", 0), BTreeSet::from([3]));
 
     // alice's connections join g wherever they are, so their nodes care about g.
@@ -194,7 +194,7 @@ fn interest_add_remove_and_group_routing_through_members() {
 
     assert_eq!(state.apply(interest(1, InterestKind::User, "alice", false)), 1);
     assert_eq!(state.apply(interest(1, InterestKind::User, "alice", false)), 0);
-    assert_eq!(state.nodes_for_user("h", "alice"), BTreeSet::from([2]));
+    assert_eq!(*state.nodes_for_user("h", "alice"), BTreeSet::from([2]));
     assert_eq!(state.apply(interest(1, InterestKind::Group, "nope", false)), 0);
     assert!(state.nodes_for_user("other", "alice").is_empty());
 }
