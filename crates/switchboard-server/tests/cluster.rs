@@ -924,6 +924,12 @@ async fn rest_calls_reach_clients_on_every_node_exactly_once(cluster: &mut Clust
     assert_eq!(post(cluster.http(5), "/api/v1/hubs/chat/users/mp", to_mp).await, 202);
     assert_eq!(messagepack_arguments(&mut packed, 4).await, ["all", "marker", "end", "to-mp"]);
 
+    // The largest REST body (1 MiB) crosses to another node and arrives whole.
+    let largest = "z".repeat(switchboard_api::MAX_BODY_BYTES - broadcast("").len());
+    assert_eq!(post(cluster.http(1), "/api/v1/hubs/chat/users/u5", &broadcast(&largest)).await, 202);
+    let (ws, _, pending) = &mut clients[4];
+    assert!(next_messages(ws, pending).await == invocation(&largest), "the 1 MiB message did not arrive whole");
+
     // G4: sequential sends to one connection through alternating entry nodes arrive in order.
     let c5 = clients[4].1.clone();
     for i in 0..300 {
