@@ -10,8 +10,9 @@
 //! counts instead of writing every entry it passes (entries are shared by every reader, and
 //! writing them bounced their cache lines between cores); the oldest entries go once no reader
 //! waits at them. The entries kept are bounded by the hub's `max_queued_bytes` (the newest
-//! is kept whatever its size): an append past the bound drops the oldest entries, and the connections that had not read them are closed as slow consumers
-//! (G5), as an overflowing outbox is. The bound applies to the log and to each connection's own
+//! is kept whatever its size): an append past the bound drops the oldest entries, and the
+//! connections that had not read them are closed as slow consumers (G5), as an overflowing
+//! outbox is. The bound applies to the log and to each connection's own
 //! queue of targeted frames separately, so a connection behind on both holds up to twice it.
 //! An entry counts the frame a reader takes, so a hub speaking both protocols keeps up to twice
 //! the bound in frames.
@@ -347,9 +348,12 @@ mod tests {
         let large = Bytes::from(vec![b'x'; 100]);
         assert!(!log.append([Some(large.clone()), None], &[]), "nothing unread was dropped");
         assert_eq!(read_all(&log, &mut reader).unwrap(), [(0, large.clone())]);
-        log.append([Some(large.clone()), None], &[]);
+        let mut keeping_up = log.subscribe();
+        assert!(!log.append([Some(large.clone()), None], &[]), "the one before it had been read");
+        assert_eq!(read_all(&log, &mut keeping_up).unwrap(), [(1, large.clone())]);
         assert!(log.append([Some(large), None], &[]), "the unread one before it was dropped");
         assert_eq!(read_all(&log, &mut reader), Err(Lagged));
+        assert!(!log.is_behind(&keeping_up) && read_all(&log, &mut keeping_up).unwrap().len() == 1);
     }
 
     #[test]
