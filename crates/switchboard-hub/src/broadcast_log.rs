@@ -10,7 +10,7 @@
 //! counts instead of writing every entry it passes (entries are shared by every reader, and
 //! writing them bounced their cache lines between cores); the oldest entries go once no reader
 //! waits at them. The entries kept are bounded by the hub's `max_queued_bytes` (the newest
-//! is kept whatever its size): an append past the bound drops the oldest entries, and the
+//! is kept if it is at most twice that): an append past the bound drops the oldest entries, and the
 //! connections that had not read them are closed as slow consumers (G5), as an overflowing
 //! outbox is. The bound applies to the log and to each connection's own
 //! queue of targeted frames separately, so a connection behind on both holds up to twice it.
@@ -133,9 +133,10 @@ impl BroadcastLog {
         entries.bytes += cost;
         entries.appended_bytes += cost as u64;
         let mut dropped_unread = false;
-        // The newest entry stays whatever its size, as an empty outbox takes any frame.
+        // The newest entry stays if it is at most twice the bound, as an empty outbox takes
+        // a frame that size.
         while entries.bytes > self.limit
-            && entries.list.len() > 1
+            && (entries.list.len() > 1 || cost > self.limit.saturating_mul(2))
             && let Some(oldest) = entries.pop_oldest()
         {
             dropped_unread |= oldest.waiting > 0;
@@ -342,8 +343,8 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_entry_is_kept_whatever_its_size() {
-        let log = BroadcastLog::new(ENTRY_OVERHEAD + 1);
+    fn the_newest_entry_is_kept_up_to_twice_the_bound() {
+        let log = BroadcastLog::new(2 * ENTRY_OVERHEAD + 100);
         let mut reader = log.subscribe();
         let large = Bytes::from(vec![b'x'; 100]);
         assert!(!log.append([Some(large.clone()), None], &[]), "nothing unread was dropped");
@@ -354,6 +355,9 @@ mod tests {
         assert!(log.append([Some(large), None], &[]), "the unread one before it was dropped");
         assert_eq!(read_all(&log, &mut reader), Err(Lagged));
         assert!(!log.is_behind(&keeping_up) && read_all(&log, &mut keeping_up).unwrap().len() == 1);
+        let too_large = Bytes::from(vec![b'x'; 2 * (2 * ENTRY_OVERHEAD + 100)]);
+        assert!(log.append([Some(too_large), None], &[]), "more than twice the bound is not kept");
+        assert_eq!(read_all(&log, &mut keeping_up), Err(Lagged));
     }
 
     #[test]

@@ -79,15 +79,16 @@ pub struct Outbox {
 
 impl Outbox {
     /// Queues `frame` unless that would exceed `limit` queued bytes. An empty queue takes a
-    /// frame of any size: the limit bounds a backlog, and one message as large as a REST body
-    /// may be (1 MiB, the default limit) is no backlog.
+    /// frame of up to twice the limit: the limit bounds a backlog, and one message as large as
+    /// a REST body may be (1 MiB, the default limit) is no backlog.
     pub fn push(&self, frame: Bytes, limit: usize) -> Result<(), PushError> {
         let mut state = self.state.lock();
         if state.close.is_some() {
             return Err(PushError::Closed);
         }
         let cost = frame.len() + FRAME_OVERHEAD;
-        if state.queued_bytes > 0 && state.queued_bytes + cost > limit {
+        let bound = if state.queued_bytes == 0 { limit.saturating_mul(2) } else { limit };
+        if state.queued_bytes + cost > bound {
             self.overflowed(&mut state);
             wake(state.wake(), state);
             return Err(PushError::Overflow);
@@ -342,9 +343,9 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_queue_takes_a_frame_larger_than_the_limit() {
+    fn an_empty_queue_takes_a_frame_of_up_to_twice_the_limit() {
         let outbox = Outbox::default();
-        let large = Bytes::from(vec![b'x'; 200]);
+        let large = Bytes::from(vec![b'x'; 200 - FRAME_OVERHEAD]);
         assert_eq!(outbox.push(large.clone(), 100), Ok(()));
         assert_eq!(outbox.push(Bytes::from_static(b"x"), 100), Err(PushError::Overflow));
         let other = Outbox::default();
@@ -352,6 +353,8 @@ mod tests {
         let mut out = VecDeque::new();
         assert_eq!(other.drain(&mut out), (1, None));
         assert_eq!(other.push(large, 100), Ok(()), "drained, the queue is empty again");
+        let too_large = Outbox::default();
+        assert_eq!(too_large.push(Bytes::from(vec![b'x'; 200 - FRAME_OVERHEAD + 1]), 100), Err(PushError::Overflow));
     }
 
     fn frame(text: &'static str) -> Bytes {
