@@ -148,14 +148,13 @@ impl Rest {
         let permits = (rate > 0.0).then(|| pace(started, rate, count, connections, deadline));
         let next = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
-        for (endpoint, wire) in endpoints.into_iter().zip(wires) {
+        for (endpoint, mut wire) in endpoints.into_iter().zip(wires) {
             let load = load.clone();
             let sent = self.sent.clone();
             let next = next.clone();
             let permits = permits.clone();
             tasks.push(tokio::spawn(async move {
                 let mut out = Outcome::default();
-                let mut wire = wire;
                 loop {
                     if let Some(permits) = &permits {
                         match permits.acquire().await {

@@ -9,11 +9,11 @@
 //! Each entry counts the readers whose next entry it is, so a read moves one reader between two
 //! counts instead of writing every entry it passes (entries are shared by every reader, and
 //! writing them bounced their cache lines between cores); the oldest entries go once no reader
-//! waits at them. The entries kept are bounded by the hub's `max_queued_bytes` (the newest
-//! is kept if it is at most twice that): an append past the bound drops the oldest entries, and the
-//! connections that had not read them are closed as slow consumers (G5), as an overflowing
-//! outbox is. The bound applies to the log and to each connection's own
-//! queue of targeted frames separately, so a connection behind on both holds up to twice it.
+//! waits at them. The entries kept are bounded by the hub's `max_queued_bytes` (the newest is
+//! kept if it is at most twice that): an append past the bound drops the oldest entries, and
+//! the connections that had not read them are closed as slow consumers (G5), as an overflowing
+//! outbox is. The bound applies to the log and to each connection's own queue of targeted
+//! frames separately, so a connection behind on both holds up to twice it.
 //! An entry counts the frame a reader takes, so a hub speaking both protocols keeps up to twice
 //! the bound in frames.
 
@@ -133,10 +133,9 @@ impl BroadcastLog {
         entries.bytes += cost;
         entries.appended_bytes += cost as u64;
         let mut dropped_unread = false;
-        // The newest entry stays if it is at most twice the bound, as an empty outbox takes
-        // a frame that size.
+        // The newest entry stays up to the size an empty outbox takes.
         while entries.bytes > self.limit
-            && (entries.list.len() > 1 || cost > self.limit.saturating_mul(2))
+            && (entries.list.len() > 1 || cost > crate::outbox::largest_alone(self.limit))
             && let Some(oldest) = entries.pop_oldest()
         {
             dropped_unread |= oldest.waiting > 0;

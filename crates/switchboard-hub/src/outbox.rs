@@ -68,6 +68,13 @@ impl State {
     }
 }
 
+/// The most a single frame may cost when nothing is queued before it: twice `limit`, so that
+/// one message as large as a REST body may be (1 MiB, the default limit) reaches a client that
+/// keeps up. The broadcast log keeps its newest entry up to the same size.
+pub(crate) fn largest_alone(limit: usize) -> usize {
+    limit.saturating_mul(2)
+}
+
 /// See the module docs.
 #[derive(Default)]
 pub struct Outbox {
@@ -78,16 +85,15 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Queues `frame` unless that would exceed `limit` queued bytes. An empty queue takes a
-    /// frame of up to twice the limit: the limit bounds a backlog, and one message as large as
-    /// a REST body may be (1 MiB, the default limit) is no backlog.
+    /// Queues `frame` unless that would exceed `limit` queued bytes; an empty queue takes a
+    /// frame up to [`largest_alone`] (the limit bounds a backlog).
     pub fn push(&self, frame: Bytes, limit: usize) -> Result<(), PushError> {
         let mut state = self.state.lock();
         if state.close.is_some() {
             return Err(PushError::Closed);
         }
         let cost = frame.len() + FRAME_OVERHEAD;
-        let bound = if state.queued_bytes == 0 { limit.saturating_mul(2) } else { limit };
+        let bound = if state.queued_bytes == 0 { largest_alone(limit) } else { limit };
         if state.queued_bytes + cost > bound {
             self.overflowed(&mut state);
             wake(state.wake(), state);
