@@ -104,7 +104,7 @@ describe('@microsoft/signalr on every transport (through the negotiate redirect)
       await c.stop();
     });
 
-    it(`${label}: a message as large as a REST body may be (1 MiB) reaches the client, sent to it and broadcast`, opts, async () => {
+    it(`${label}: messages as large as a REST body may be (1 MiB) reach the client, sent to it, broadcast and several at once`, opts, async () => {
       const hub = uniq();
       const c = await s.connect({ hub, protocol, transport, name: `${label}:largest` });
       const text = 'z'.repeat(1024 * 1024 - JSON.stringify(msg('msg', 'to-one', '')).length);
@@ -115,6 +115,13 @@ describe('@microsoft/signalr on every transport (through the negotiate redirect)
       r = await s.rest.broadcast(hub, msg('msg', 'to-all', text));
       assert.equal(r.status, 202, String(r));
       assert.ok((await c.expect('to-all', { timeoutMs: 3 * T }))[1] === text, 'altered in transit');
+      // Several at once: they queue behind each other (over Long Polling, between two polls).
+      const tags = ['many-0', 'many-1', 'many-2'];
+      const sent = await Promise.all(tags.map((tag) => s.rest.sendToConnection(hub, c.id, msg('msg', tag, text))));
+      assert.deepEqual(sent.map((x) => x.status), [202, 202, 202]);
+      for (const tag of tags) {
+        assert.ok((await c.expect(tag, { timeoutMs: 3 * T }))[1] === text, `${tag} altered in transit`);
+      }
       assert.equal(c.isClosed, false);
       await c.stop();
     });

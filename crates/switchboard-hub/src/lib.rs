@@ -47,7 +47,7 @@ pub use interest::{BothSinks, InterestKind, InterestSink, Settled};
 pub use membership::{LocalUserGroups, UserGroupReader};
 pub use metrics::{ConnectFailure, Disconnect, SendKind, Transport};
 pub use outbox::{CloseRequest, Outbox, PushError};
-pub use registry::{HubConfig, Registry, Stats};
+pub use registry::{DEFAULT_MAX_QUEUED_BYTES, HubConfig, Registry, Stats};
 pub use trace::{TraceEvent, Tracer, Watch, Watched};
 pub use user_groups::{DEFAULT_TTL_SECS, MAX_TTL_LESS_GROUPS, Membership, UserGroups};
 

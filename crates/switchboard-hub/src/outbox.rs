@@ -69,8 +69,9 @@ impl State {
 }
 
 /// The most a single frame may cost when nothing is queued before it: twice `limit`, so that
-/// one message as large as a REST body may be (1 MiB, the default limit) reaches a client that
-/// keeps up. The broadcast log keeps its newest entry up to the same size.
+/// one message as large as a REST body may be (1 MiB) reaches a client that keeps up even
+/// where the limit was set that low. The broadcast log keeps its newest entry up to the same
+/// size.
 pub(crate) fn largest_alone(limit: usize) -> usize {
     limit.saturating_mul(2)
 }

@@ -10,6 +10,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The default of [`HubConfig::max_queued_bytes`]: room for three messages of the largest
+/// REST body (1 MiB) and then some, so a client that keeps up takes a few of them back to
+/// back, and a slow one is still closed before it holds much.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 << 20;
+
 /// Limits that apply to every connection of the node.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -21,7 +26,7 @@ pub struct HubConfig {
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { max_queued_bytes: 1 << 20, max_groups_per_connection: 0 }
+        Self { max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES, max_groups_per_connection: 0 }
     }
 }
 

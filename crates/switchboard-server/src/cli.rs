@@ -113,7 +113,7 @@ pub struct ServeArgs {
     /// Largest message a client may send, in bytes [default: 1048576].
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<usize>,
-    /// Bytes queued for one connection before it is closed as a slow consumer [default: 1048576].
+    /// Bytes queued for one connection before it is closed as a slow consumer [default: 4194304].
     #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_BYTES")]
     pub max_queued_bytes: Option<usize>,
     /// Sockets the public port holds at most; past it a new one is answered 503 and closed

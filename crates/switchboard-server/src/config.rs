@@ -241,7 +241,8 @@ impl Settings {
             Some(other) => return Err(usage(format!("--log-format '{other}' must be plain or json"))),
         };
         let max_message_size = args.max_message_size.or(file.max_message_size).unwrap_or(1 << 20);
-        let max_queued_bytes = args.max_queued_bytes.or(file.max_queued_bytes).unwrap_or(1 << 20);
+        let max_queued_bytes =
+            args.max_queued_bytes.or(file.max_queued_bytes).unwrap_or(switchboard_hub::DEFAULT_MAX_QUEUED_BYTES);
         if max_message_size < 1024 || max_queued_bytes < 1024 {
             return Err(usage("--max-message-size and --max-queued-bytes must be at least 1024".into()));
         }

@@ -151,6 +151,25 @@ fn slow_consumers_are_closed_and_counted() {
     assert_eq!(Stats::get(&registry.stats().slow_consumer_closes), 1);
 }
 
+/// With the default bound, a client that keeps up takes several messages as large as a REST
+/// body may be (1 MiB) arriving before it writes anything, sent to it and broadcast.
+#[test]
+fn by_default_messages_of_the_largest_body_queue_back_to_back() {
+    let registry = Registry::default();
+    let hub = registry.get_or_create("h");
+    let json = connect(&hub, "j", Some("u"), Protocol::Json);
+    let messagepack = connect(&hub, "m", Some("u"), Protocol::MessagePack);
+    let text = format!("[\"{}\"]", "x".repeat((1 << 20) - 40));
+    let large = Frames::invocation("T", serde_json::value::RawValue::from_string(text).unwrap());
+    for _ in 0..3 {
+        assert_eq!(hub.send_to_user("u", &large), 2);
+        assert_eq!(hub.broadcast(&large, &[]), 2);
+    }
+    assert!(!json.outbox.is_closing() && !messagepack.outbox.is_closing());
+    assert_eq!((received(&json), received(&messagepack)), (6, 6));
+    assert_eq!(Stats::get(&registry.stats().slow_consumer_closes), 0);
+}
+
 #[test]
 fn a_connection_reads_the_broadcasts_made_while_it_was_in_the_hub() {
     let hub = Registry::default().get_or_create("h");
