@@ -118,6 +118,8 @@ pub(crate) struct Cluster {
     binary: PathBuf,
     /// The Redis engine's URL (`redis://127.0.0.1:port`); `None`: the raft engine.
     pub(crate) redis: Option<String>,
+    /// Each node on its own, with no engine flags: what `serve` runs by default (for one node).
+    pub(crate) standalone: bool,
     /// The harness's own redis-server, if it started one.
     redis_server: Option<RedisServer>,
     /// The nodes' `--upstream` URL template, if any.
@@ -170,6 +172,7 @@ impl Cluster {
             namespace,
             binary,
             redis,
+            standalone: false,
             redis_server: None,
             upstream: None,
             log,
@@ -267,7 +270,7 @@ impl Cluster {
                 _ => url.clone(),
             };
             command.args(["--engine", "redis", "--redis", &url]);
-        } else {
+        } else if !self.standalone {
             command.args(["--grpc-listen", &format!("{}:{}", spec.ip, spec.grpc), "--cluster-secret", SECRET]);
             if spec.voter {
                 command.args(["--role", "both", "--voter", &voters.join(",")]);
