@@ -127,7 +127,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
     }
     if wanted(Measurement::BroadcastSteps) {
         let argv = ["--connections", &n(10_000), "--workers", "2", "--rate", "5000", "--payload", "100"];
-        let steps = ["--step-start", "100", "--step-increment", "100", "--step-max", "1500", "--step-duration", "10"];
+        let steps = ["--step-start", "100", "--step-increment", "100", "--step-max", "2500", "--step-duration", "10"];
         let argv = [&argv[..], &steps[..], &["--compare-baseline"][..]].concat();
         let mut ladders = Vec::new();
         for round in 1..=args.rounds {
