@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The default of [`HubConfig::max_queued_bytes`]: room for three messages of the largest
-/// REST body (1 MiB) and then some, so a client that keeps up takes a few of them back to
-/// back, and a slow one is still closed before it holds much.
+/// REST body (1 MiB) as JSON frames, so a client that keeps up takes a few of them back to
+/// back, and a slow one is still closed before it holds much. (A MessagePack frame of the
+/// same body can be larger: a JSON number becomes a 9-byte float, up to ~2.25× the body.)
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 << 20;
 
 /// Limits that apply to every connection of the node.

@@ -141,7 +141,9 @@ async fn messages_of_the_largest_body_reach_a_client_that_keeps_up() {
         );
     }
     let send = || node.rest("POST", "/api/v1/hubs/chat/users/big", body.as_bytes());
-    // Three at once fit the default queue even if none is written before the last arrives.
+    // Three at once fit the default queue even if none is written before the last arrives
+    // (with a 1 MiB bound this failed in 3 of 3 runs; the hub's unit test
+    // `by_default_messages_of_the_largest_body_queue_back_to_back` is the deterministic guard).
     let statuses = tokio::join!(send(), send(), send());
     assert_eq!([statuses.0.0, statuses.1.0, statuses.2.0], [202; 3]);
     for n in 0..3 {

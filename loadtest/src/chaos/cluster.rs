@@ -118,7 +118,8 @@ pub(crate) struct Cluster {
     binary: PathBuf,
     /// The Redis engine's URL (`redis://127.0.0.1:port`); `None`: the raft engine.
     pub(crate) redis: Option<String>,
-    /// Each node on its own, with no engine flags: what `serve` runs by default (for one node).
+    /// Each node on its own, with no engine flags: what `serve` runs by default (for one node;
+    /// not with `redis`).
     pub(crate) standalone: bool,
     /// The harness's own redis-server, if it started one.
     redis_server: Option<RedisServer>,
@@ -212,7 +213,7 @@ impl Cluster {
 
     /// Whether the nodes run the raft engine (and so have a leader).
     pub(crate) fn is_raft(&self) -> bool {
-        self.redis.is_none()
+        self.redis.is_none() && !self.standalone
     }
 
     pub(crate) fn endpoint(&self, node: usize) -> Endpoint {
