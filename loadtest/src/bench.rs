@@ -82,15 +82,11 @@ enum Goal {
 }
 
 impl Row {
-    /// The figure `key` of a scenario report run with `--compare-baseline`, both sides.
-    fn against_floor(figure: impl Into<String>, report: &Value, key: &str, unit: &'static str, goal: Goal) -> Row {
-        Row {
-            figure: figure.into(),
-            floor: number(&report["baseline"], &[key]),
-            switchboard: number(&report["result"], &[key]),
-            unit,
-            goal,
-        }
+    /// The figure `key` of scenario reports run with `--compare-baseline`: each side's median
+    /// over `reports`.
+    fn against_floor(figure: impl Into<String>, reports: &[Value], key: &str, unit: &'static str, goal: Goal) -> Row {
+        let side = |side: &str| median(reports.iter().map(|r| number(&r[side], &[key])));
+        Row { figure: figure.into(), floor: side("baseline"), switchboard: side("result"), unit, goal }
     }
 
     fn ratio(&self) -> Option<f64> {
@@ -123,7 +119,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
         let more = ["--messages", &n(1000), "--message-rate", "100", "--compare-baseline"];
         let report = bench.one_node("broadcast", Kind::Broadcast, &[&argv[..], &more[..]].concat()).await?;
         let figure = "server CPU per delivered broadcast message";
-        rows.push(Row::against_floor(figure, &report, "server_cpu_us_per_delivery", "µs", Goal::AtMost(1.1)));
+        rows.push(Row::against_floor(figure, &[report], "server_cpu_us_per_delivery", "µs", Goal::AtMost(1.1)));
     }
     if wanted(Measurement::BroadcastSteps) {
         let argv = ["--connections", &n(10_000), "--workers", "2", "--rate", "5000", "--payload", "100"];
@@ -193,7 +189,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
             let argv = ["--connections", &connections, "--rate", "2500", "--hold", "1", "--compare-baseline"];
             let report = bench.one_node(name, Kind::Connect, &[&argv[..], flags].concat()).await?;
             let figure = format!("server CPU per new connection ({what})");
-            rows.push(Row::against_floor(figure, &report, "server_cpu_us_per_connection", "µs", goal));
+            rows.push(Row::against_floor(figure, &[report], "server_cpu_us_per_connection", "µs", goal));
         }
     }
     if wanted(Measurement::Idle) {
@@ -204,14 +200,8 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
         for round in 1..=args.rounds {
             runs.push(bench.one_node(&format!("idle_{round}"), Kind::Connect, &argv).await?);
         }
-        let side = |side: &str| median(runs.iter().map(|r| number(&r[side], &["server_bytes_per_connection"])));
-        rows.push(Row {
-            figure: format!("server memory per idle WebSocket connection{}", of_rounds(args.rounds, "runs")),
-            floor: side("baseline"),
-            switchboard: side("result"),
-            unit: "B",
-            goal: Goal::AtMost(1.05),
-        });
+        let figure = format!("server memory per idle WebSocket connection{}", of_rounds(args.rounds, "runs"));
+        rows.push(Row::against_floor(figure, &runs, "server_bytes_per_connection", "B", Goal::AtMost(1.05)));
     }
     if wanted(Measurement::Rest) {
         // 32 keep-alive REST connections: with 16 the round trips left a share of the two
