@@ -1,5 +1,5 @@
-//! A runtime of its own for a cluster node's gRPC: the server (raft, admin, fan-out) and the
-//! fan-out streams to the peers.
+//! A runtime of its own for a cluster node's gRPC: the server (raft, admin, fan-out), the
+//! fan-out streams to the peers, and raft itself (its core and its replication to the peers).
 //!
 //! On the node's main runtime, a task woken by I/O waits behind every client connection task
 //! already queued there. A group send wakes one task per member, so under load a batch from a

@@ -1,8 +1,8 @@
 //! Wiring of the node's engine (see `switchboard-engine`). The raft engine: the raft membership
 //! store (`switchboard-control`, one voter on the embedded single node), the node's hubs reading
 //! it, and the bus: the node itself ([`LocalBus`]) on the single node, the fan-out over gRPC
-//! (`switchboard-fanout`) in a cluster, whose gRPC server carries raft, admin and fan-out (the
-//! server and the fan-out streams run on a runtime of their own, `cluster_runtime`). The
+//! (`switchboard-fanout`) in a cluster, whose gRPC server carries raft, admin and fan-out (raft,
+//! the server and the fan-out streams run on a runtime of their own, `cluster_runtime`). The
 //! Redis engine (`--engine redis`, `switchboard-redis`): store, bus and liveness in Redis.
 
 use crate::Exit;
@@ -142,12 +142,13 @@ impl Engine {
             return Ok(Engine { control: Some(control), ..Engine::with(node_id, registry, store, bus) });
         };
         let secret = cluster.credentials().map_err(|e| Exit::Usage(e.to_string()))?;
-        let control = ControlPlane::open_cluster(&settings.data_dir, settings.node_id, cluster).await?;
+        let cluster_runtime = ClusterRuntime::start()?;
+        let control =
+            ControlPlane::open_cluster(&settings.data_dir, settings.node_id, cluster, cluster_runtime.handle()).await?;
         let (interest, interest_queue) = InterestReporter::new();
         let sink = both(interest.clone(), bridge);
         let registry = Registry::with_user_groups(hub_config, Arc::new(control.clone())).reporting_interest(sink);
         let registry = Arc::new(registry);
-        let cluster_runtime = ClusterRuntime::start()?;
         let config = FanoutConfig { runtime: Some(cluster_runtime.handle().clone()), ..FanoutConfig::default() };
         let fanout = FanoutClient::new(settings.node_id, registry.clone(), &secret, config);
         let fanout_service = FanoutService::new(registry.clone());

@@ -129,3 +129,52 @@ async fn three_raft_voters_keep_the_engine_contract() {
 async fn the_embedded_single_node_keeps_the_engine_contract() {
     run_then_stop(RaftDeployment::single_node().await).await;
 }
+
+/// Raft and the control plane's own work run on the cluster's runtime, not on the one serving
+/// client connections: with every worker of the latter held (here, the test's runtime, which
+/// the engines were started on), a membership write is still committed and applied on every
+/// node. On the client runtime, heartbeats and each step of a write would wait behind every
+/// connection task queued there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_writes_complete_while_the_client_runtime_is_busy() {
+    let deployment = RaftDeployment::three_voters().await;
+    let store = deployment.engines[1].store.clone();
+    // Both workers held until the write is answered (or the bound passes).
+    let workers = 2;
+    let held = std::sync::Arc::new(std::sync::Barrier::new(workers + 1));
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Arc::new(std::sync::Mutex::new(released));
+    let holds: Vec<_> = (0..workers)
+        .map(|_| {
+            let (held, released) = (held.clone(), released.clone());
+            tokio::spawn(async move {
+                held.wait();
+                // Blocks the worker, so nothing else runs on it.
+                let _ = released.lock().unwrap().recv_timeout(std::time::Duration::from_secs(30));
+            })
+        })
+        .collect();
+    held.wait();
+    // The write is made from a thread and runtime of its own.
+    let write = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), store.add("chat", "ann", "g", None)).await
+        })
+    });
+    let answered = write.join().expect("the writing thread");
+    for _ in 0..workers {
+        let _ = release.send(());
+    }
+    for hold in holds {
+        hold.await.unwrap();
+    }
+    let written = answered.expect("the write is answered within 10 s while the client runtime is held");
+    written.expect("the write is committed");
+    for engine in &deployment.engines {
+        assert!(engine.store.is_member("chat", "ann", "g", switchboard_hub::unix_now()), "every node applied it");
+    }
+    for engine in deployment.engines {
+        engine.shutdown().await;
+    }
+}
