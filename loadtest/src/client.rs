@@ -198,6 +198,9 @@ pub(crate) struct Opening<'a> {
     pub(crate) want_id: bool,
     /// The endpoint is the baseline server (plain WebSocket, no hub protocol).
     pub(crate) baseline: bool,
+    /// The user a baseline socket is for (named in its upgrade's query; Switchboard reads the
+    /// user from the token).
+    pub(crate) user: Option<&'a str>,
 }
 
 async fn open(
@@ -215,6 +218,7 @@ async fn open(
         protocol: plan.protocol,
         want_id: plan.report_ids,
         baseline: plan.baseline,
+        user,
     };
     open_with(&opening, endpoint, Some(source), token).await
 }
@@ -231,7 +235,8 @@ pub(crate) async fn open_with(
     let base = format!("/client/?hub={}", plan.hub);
     if plan.baseline {
         let mut wire = Wire::connect(endpoint.addr, source).await?;
-        upgrade(&mut wire, &format!("GET / HTTP/1.1\r\nHost: {host}\r\n")).await?;
+        let query = plan.user.map(|user| format!("?user={user}")).unwrap_or_default();
+        upgrade(&mut wire, &format!("GET /{query} HTTP/1.1\r\nHost: {host}\r\n")).await?;
         return Ok(Session { wire, sender: None, path: String::new(), token, host, id: None });
     }
     let negotiated = if plan.transport != Transport::Websockets || plan.want_id {

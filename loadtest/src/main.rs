@@ -174,7 +174,7 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 10)]
     pub(crate) broadcast_every: u64,
 
-    /// The endpoints are baseline servers (connect and broadcast over WebSockets).
+    /// The endpoints are baseline servers (connect, broadcast and send-to-user over WebSockets).
     #[arg(long)]
     pub(crate) baseline: bool,
     /// Also start a baseline server and run the same load against it, stating Switchboard's

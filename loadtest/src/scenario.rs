@@ -71,9 +71,9 @@ fn check(kind: Kind, args: &Args) -> anyhow::Result<()> {
         bail!("Server-Sent Events carry text only: use --protocol json");
     }
     if (args.baseline || args.compare_baseline)
-        && (!matches!(kind, Kind::Connect | Kind::Broadcast) || args.transport != Transport::Websockets)
+        && (!matches!(kind, Kind::Connect | Kind::Broadcast | Kind::User) || args.transport != Transport::Websockets)
     {
-        bail!("the baseline server takes connect and broadcast over WebSockets only");
+        bail!("the baseline server takes connect, broadcast and send-to-user over WebSockets only");
     }
     if args.same_exchanges && (kind != Kind::Connect || !(args.baseline || args.compare_baseline)) {
         bail!("--same-exchanges goes with connect against the baseline (--baseline or --compare-baseline)");
@@ -482,8 +482,12 @@ fn build_load(
         let path = if baseline { "/broadcast".to_owned() } else { format!("/api/v1/hubs/{hub}") };
         rest.route(path, stable.len() as u64)
     };
-    let users =
-        || stable.iter().map(|(i, _)| rest.route(format!("/api/v1/hubs/{hub}/users/{}", user_of(prefix, *i)), 1));
+    let users = || {
+        stable.iter().map(|(i, _)| {
+            let user = user_of(prefix, *i);
+            rest.route(if baseline { format!("/users/{user}") } else { format!("/api/v1/hubs/{hub}/users/{user}") }, 1)
+        })
+    };
     let groups = || {
         let mut members: BTreeMap<u64, u64> = BTreeMap::new();
         for (i, _) in stable {

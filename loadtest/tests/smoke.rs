@@ -246,6 +246,21 @@ async fn workers_stepping_and_the_baseline() {
     assert!(compared["ratio_to_baseline"]["delivered_per_second"].is_number(), "{compared}");
     assert!(compared["ratio_to_baseline"]["cpu_efficiency"].is_number(), "{compared}");
 
+    // Sends to users against the baseline too: each send reaches the socket opened for its user
+    // (a send to a user with no socket is answered 404, a REST error).
+    let users = run(&[
+        &["send-to-user"][..],
+        &common,
+        &["--connections", "20", "--messages", "400", "--message-rate", "400", "--compare-baseline"],
+    ]
+    .concat());
+    assert_accounted("users", &users);
+    let baseline = &users["baseline"];
+    assert_eq!(baseline["deliveries_expected"], 400, "{users}");
+    assert_eq!(baseline["deliveries_received"], 400, "{users}");
+    assert_eq!(baseline["rest_errors"], 0, "{users}");
+    assert!(users["ratio_to_baseline"]["p99_latency"].is_number(), "{users}");
+
     // Connecting to the baseline as to Switchboard: it answers the negotiate and the handshake
     // (the client fails the connection otherwise).
     let same = run(&[

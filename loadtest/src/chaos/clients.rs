@@ -107,7 +107,7 @@ impl Clients {
         while !*stop.borrow() {
             let endpoint = &self.endpoints[node];
             let token = client::token_for(endpoint, &self.hub, Some(&self.user(index)), &self.key);
-            let opening = Opening { hub: &self.hub, transport, protocol, want_id: true, baseline: false };
+            let opening = Opening { hub: &self.hub, transport, protocol, want_id: true, baseline: false, user: None };
             let opened = tokio::select! {
                 opened = tokio::time::timeout(OPEN_TIMEOUT, client::open_with(&opening, endpoint, None, token)) => opened,
                 _ = stop.wait_for(|s| *s) => return,
