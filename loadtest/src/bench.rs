@@ -132,10 +132,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
         let argv = ["--connections", &n(10_000), "--workers", "2", "--rate", "5000", "--payload", "100"];
         let steps = ["--step-start", "100", "--step-increment", "100", "--step-max", "2500", "--step-duration", "10"];
         let argv = [&argv[..], &steps[..], &["--compare-baseline"][..]].concat();
-        let mut ladders = Vec::new();
-        for round in 1..=args.rounds {
-            ladders.push(bench.one_node(&format!("broadcast_steps_{round}"), Kind::Broadcast, &argv).await?);
-        }
+        let ladders = bench.one_node_rounds("broadcast_steps", Kind::Broadcast, &argv).await?;
         // A ladder where no step passed counts as 0.
         let highest = |side: &str| {
             median(
@@ -203,10 +200,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
         let argv =
             ["--connections", &n(19_500), "--workers", "2", "--rate", "5000", "--hold", "5", "--compare-baseline"];
         // One run read 2,553 B and the next 2,794 B on the same build and machine.
-        let mut runs = Vec::new();
-        for round in 1..=args.rounds {
-            runs.push(bench.one_node(&format!("idle_{round}"), Kind::Connect, &argv).await?);
-        }
+        let runs = bench.one_node_rounds("idle", Kind::Connect, &argv).await?;
         let figure = format!("server memory per idle WebSocket connection{}", of_rounds(args.rounds, "runs"));
         rows.push(Row::against_floor(figure, &runs, &["server_bytes_per_connection"], "B", Goal::AtMost(1.05)));
     }
@@ -226,10 +220,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
             "32",
             "--compare-baseline",
         ];
-        let mut runs = Vec::new();
-        for round in 1..=args.rounds {
-            runs.push(bench.one_node(&format!("rest_most_{round}"), Kind::User, &argv).await?);
-        }
+        let runs = bench.one_node_rounds("rest_most", Kind::User, &argv).await?;
         let rate = median(runs.iter().map(|run| number(&run["result"], &["rest_sends_per_second"])));
         rows.push(Row {
             figure: format!("REST sends to users per second (goal: 60,000){}", of_rounds(args.rounds, "runs")),
@@ -258,10 +249,7 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
             "--compare-baseline",
         ];
         // One run's p99 moved between 1.7 and 11.5 ms on the same build and machine.
-        let mut runs = Vec::new();
-        for round in 1..=args.rounds {
-            runs.push(bench.one_node(&format!("rest_half_{round}"), Kind::User, &argv).await?);
-        }
+        let runs = bench.one_node_rounds("rest_half", Kind::User, &argv).await?;
         let p99 = &["latency", "p99_ms"];
         rows.push(Row {
             figure: format!("p99 REST-to-client at {half}/s (goal: 2 ms){}", of_rounds(args.rounds, "runs")),
@@ -334,6 +322,15 @@ impl Bench<'_> {
     /// Runs scenario `kind` with `argv` against one fresh node as `serve` runs it by default.
     async fn one_node(&mut self, name: &str, kind: Kind, argv: &[&str]) -> anyhow::Result<Value> {
         self.run(name, 1, true, kind, argv).await
+    }
+
+    /// Runs [`Self::one_node`] `--rounds` times, as `{name}_1`, `{name}_2`, ...
+    async fn one_node_rounds(&mut self, name: &str, kind: Kind, argv: &[&str]) -> anyhow::Result<Vec<Value>> {
+        let mut reports = Vec::new();
+        for round in 1..=self.args.rounds {
+            reports.push(self.one_node(&format!("{name}_{round}"), kind, argv).await?);
+        }
+        Ok(reports)
     }
 
     /// Runs scenario `kind` with `argv` against `nodes` fresh raft nodes (all voters).
