@@ -368,13 +368,17 @@ mod tests {
         Bytes::from_static(text.as_bytes())
     }
 
-    /// A task that waits for the outbox, then drains it.
+    /// A task that waits for the outbox and drains it until it gets frames, as a transport's
+    /// writer does: a wake may come with nothing to read (the wake thread runs an earlier
+    /// append's wake late, after the next wait began).
     fn drain_when_ready(outbox: &Arc<Outbox>) -> tokio::task::JoinHandle<VecDeque<Bytes>> {
         let outbox = outbox.clone();
         tokio::spawn(async move {
-            outbox.ready().await;
             let mut out = VecDeque::new();
-            outbox.drain(&mut out);
+            while out.is_empty() {
+                outbox.ready().await;
+                outbox.drain(&mut out);
+            }
             out
         })
     }
