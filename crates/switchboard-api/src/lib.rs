@@ -18,7 +18,6 @@ pub use payload::{MAX_ARGUMENTS_DEPTH, MAX_EXECUTE_COMMANDS, parse as parse_payl
 pub use route::{Family, MAX_USER_ID_CHARS, Operation, Route, parse_route};
 
 use axum::Router;
-use axum::routing::any;
 use std::sync::Arc;
 use switchboard_auth::Verifier;
 use switchboard_engine::{MembershipStore, NodeBus};
@@ -47,7 +46,9 @@ pub struct ApiState {
 #[derive(Debug, Clone, Copy)]
 pub struct RouteKind(pub &'static str);
 
-/// Every `/api` route.
+/// Every `/api` route, as a fallback: merged into a router, it answers each path no other
+/// route there matched (404 outside `/api`). A fallback rather than a wildcard route, so a
+/// REST call is not matched twice and its path is not also decoded into axum's parameters.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new().route("/api/{*rest}", any(handlers::handle)).with_state(state)
+    Router::new().fallback(handlers::handle).with_state(state)
 }

@@ -123,19 +123,27 @@ pub struct Route {
     pub operation: Operation,
 }
 
+/// The most segments a route has (`/api/v1/hubs/{hub}/connections/{id}/streams/{id}/:send`,
+/// refused as dated-only); a longer path is no route.
+const MAX_SEGMENTS: usize = 9;
+
 /// Matches `method` and the raw (still percent-encoded) `path`. `application` is the
 /// `application` query value, if any.
 pub fn parse_route(method: &Method, path: &str, application: Option<&str>) -> Result<Route, ApiError> {
-    // A segment that is not UTF-8 once decoded is refused: decoded lossily, `%FF` and `%FE`
-    // would name the same group.
-    let segments: Vec<Cow<'_, str>> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| percent_decode_str(s).decode_utf8())
-        .collect::<Result<_, _>>()
-        .map_err(|_| ApiError::bad_request("the path holds percent-encoded bytes that are not UTF-8"))?;
-    let segments: Vec<&str> = segments.iter().map(AsRef::as_ref).collect();
-    let (family, rest) = match segments.as_slice() {
+    // On the stack: this runs for every REST call.
+    let mut decoded: [Cow<'_, str>; MAX_SEGMENTS] = Default::default();
+    let mut count = 0;
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        let slot = decoded.get_mut(count).ok_or_else(not_found)?;
+        // A segment that is not UTF-8 once decoded is refused: decoded lossily, `%FF` and
+        // `%FE` would name the same group.
+        *slot = percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| ApiError::bad_request("the path holds percent-encoded bytes that are not UTF-8"))?;
+        count += 1;
+    }
+    let segments: [&str; MAX_SEGMENTS] = std::array::from_fn(|i| decoded[i].as_ref());
+    let (family, rest) = match &segments[..count] {
         ["api", "v1", rest @ ..] => (Family::V1, rest),
         ["api", rest @ ..] => (Family::Dated, rest),
         _ => return Err(not_found()),
@@ -340,6 +348,8 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
         assert_eq!(route(Method::POST, "/api/hubs/chat/nothing/x/y/z").unwrap_err().status, StatusCode::NOT_FOUND);
+        let deep = format!("/api/v1/hubs/chat{}", "/groups/g".repeat(40));
+        assert_eq!(route(Method::PUT, &deep).unwrap_err().status, StatusCode::NOT_FOUND);
         assert_eq!(route(Method::PATCH, "/api/hubs/chat/users/u").unwrap_err().status, StatusCode::METHOD_NOT_ALLOWED);
     }
 

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_api::{ApiError, ApiState};
+use switchboard_api::ApiState;
 use switchboard_auth::{AccessKeys, Audience, ConnectionTokens, Verifier, generate_access_key};
 use switchboard_control::ControlPlane;
 use switchboard_edge::{Admission, EdgeConfig, EdgeState, Refusal, Ticket};
@@ -228,10 +228,7 @@ impl Node {
         let node_route = axum::Router::new()
             .route(crate::console::NODE_PATH, axum::routing::get(crate::console::node_endpoint))
             .with_state((observability.clone(), verifier.clone()));
-        let app = app
-            .merge(switchboard_api::router(api))
-            .merge(node_route)
-            .fallback(|| async { ApiError::not_found("Error.Request.NotFound", "no such route") });
+        let app = app.merge(node_route).merge(switchboard_api::router(api));
         observability.attach(crate::metrics::Parts {
             admission: admission.clone(),
             registry: registry.clone(),
@@ -350,8 +347,9 @@ where
     }
 }
 
-/// The application for one admitted socket: every request carries the socket's [`Ticket`], so
-/// a WebSocket task that takes the socket over keeps it counted.
+/// The application for one admitted socket: every upgrade request carries the socket's
+/// [`Ticket`], so a WebSocket task that takes the socket over keeps it counted. Other
+/// requests end before the socket does and carry nothing (no extensions map to allocate).
 #[derive(Clone)]
 struct Admitted {
     app: axum::Router,
@@ -371,7 +369,9 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        request.extensions_mut().insert(self.ticket.clone());
+        if request.headers().contains_key(http::header::UPGRADE) {
+            request.extensions_mut().insert(self.ticket.clone());
+        }
         self.app.call(request)
     }
 }
