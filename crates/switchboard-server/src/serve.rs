@@ -340,6 +340,9 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(64 * 1024)
+        // One buffer per response, written with `send`: most responses are a few hundred
+        // bytes, and a vectored write costs the kernel more for them than the copy does.
+        .writev(false)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(e) = connection.await {
