@@ -4,7 +4,7 @@ use crate::payload;
 use crate::route::{Family, Operation, Route, parse_route};
 use crate::{ApiError, ApiState, MAX_BODY_BYTES};
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
@@ -70,7 +70,8 @@ impl Query {
     }
 }
 
-pub(crate) async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Response {
+/// Answers one REST call (any path: outside the routes, 404).
+pub async fn handle(state: Arc<ApiState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let query = Query::parse(parts.uri.query());
     let route = match parse_route(&parts.method, parts.uri.path(), query.application.as_deref()) {

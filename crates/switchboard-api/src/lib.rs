@@ -14,10 +14,12 @@ mod payload;
 mod route;
 
 pub use error::ApiError;
+pub use handlers::handle;
 pub use payload::{MAX_ARGUMENTS_DEPTH, MAX_EXECUTE_COMMANDS, parse as parse_payload, parse_commands};
 pub use route::{Family, MAX_USER_ID_CHARS, Operation, Route, parse_route};
 
 use axum::Router;
+use axum::extract::{Request, State};
 use std::sync::Arc;
 use switchboard_auth::Verifier;
 use switchboard_engine::{MembershipStore, NodeBus};
@@ -49,6 +51,9 @@ pub struct RouteKind(pub &'static str);
 /// Every `/api` route, as a fallback: merged into a router, it answers each path no other
 /// route there matched (404 outside `/api`). A fallback rather than a wildcard route, so a
 /// REST call is not matched twice and its path is not also decoded into axum's parameters.
+/// A server may also call [`handle`] directly, without a router.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new().fallback(handlers::handle).with_state(state)
+    Router::new()
+        .fallback(|State(state): State<Arc<ApiState>>, request: Request| handle(state, request))
+        .with_state(state)
 }

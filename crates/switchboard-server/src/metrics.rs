@@ -294,36 +294,48 @@ pub struct Front {
 ///   `add_connection_to_group`, …), with their latency. Client transport requests are
 ///   connections, counted by the hub.
 pub async fn front(State(front): State<Arc<Front>>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let data_plane = path.starts_with("/api/hubs/") || path.starts_with("/api/v1/hubs/") || path.starts_with("/client");
-    let lapsed = data_plane && front.control.as_ref().is_some_and(|control| control.lease_lapsed());
-    if !path.starts_with("/api/") {
-        return if lapsed { refusal() } else { next.run(request).await };
-    }
-    let status_path = path == crate::cluster::STATUS_PATH;
-    let started = Instant::now();
-    let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| (request.method().clone(), path.to_owned()));
-    let response = if lapsed {
-        // It never reaches the API handler, which names the kind of call of the others.
-        let mut refused = refusal();
-        if let Ok(route) = switchboard_api::parse_route(request.method(), path, None) {
-            refused.extensions_mut().insert(RouteKind(route.operation.kind()));
+    front.serve(request, |request| next.run(request)).await
+}
+
+impl Front {
+    /// What [`front`] does, around `call` (the router, or the REST handler called directly).
+    pub async fn serve<F: Future<Output = Response>>(
+        &self,
+        request: Request,
+        call: impl FnOnce(Request) -> F,
+    ) -> Response {
+        let path = request.uri().path();
+        let data_plane =
+            path.starts_with("/api/hubs/") || path.starts_with("/api/v1/hubs/") || path.starts_with("/client");
+        let lapsed = data_plane && self.control.as_ref().is_some_and(|control| control.lease_lapsed());
+        if !path.starts_with("/api/") {
+            return if lapsed { refusal() } else { call(request).await };
         }
-        refused
-    } else {
-        next.run(request).await
-    };
-    let elapsed = started.elapsed();
-    let route = if status_path {
-        "cluster_status"
-    } else {
-        response.extensions().get::<RouteKind>().map_or("unmatched", |kind| kind.0)
-    };
-    if let Some((method, path)) = logged {
-        tracing::debug!(%method, path, status = response.status().as_u16(), micros = elapsed.as_micros() as u64, "rest call");
+        let status_path = path == crate::cluster::STATUS_PATH;
+        let started = Instant::now();
+        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| (request.method().clone(), path.to_owned()));
+        let response = if lapsed {
+            // It never reaches the API handler, which names the kind of call of the others.
+            let mut refused = refusal();
+            if let Ok(route) = switchboard_api::parse_route(request.method(), path, None) {
+                refused.extensions_mut().insert(RouteKind(route.operation.kind()));
+            }
+            refused
+        } else {
+            call(request).await
+        };
+        let elapsed = started.elapsed();
+        let route = if status_path {
+            "cluster_status"
+        } else {
+            response.extensions().get::<RouteKind>().map_or("unmatched", |kind| kind.0)
+        };
+        if let Some((method, path)) = logged {
+            tracing::debug!(%method, path, status = response.status().as_u16(), micros = elapsed.as_micros() as u64, "rest call");
+        }
+        self.observability.rest.record(route, response.status().as_u16(), elapsed);
+        response
     }
-    front.observability.rest.record(route, response.status().as_u16(), elapsed);
-    response
 }
 
 fn refusal() -> Response {

@@ -12,7 +12,6 @@ use crate::metrics::{Observability, Readiness};
 use crate::tls::ServedCertificate;
 use anyhow::Context;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use rand::Rng;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -130,7 +129,7 @@ pub struct Node {
     pub tls: Option<Arc<ServedCertificate>>,
     edge: Arc<EdgeState>,
     engine: Engine,
-    app: axum::Router,
+    app: App,
     observability: Arc<Observability>,
     admission: Arc<Admission>,
 }
@@ -228,7 +227,7 @@ impl Node {
         let node_route = axum::Router::new()
             .route(crate::console::NODE_PATH, axum::routing::get(crate::console::node_endpoint))
             .with_state((observability.clone(), verifier.clone()));
-        let app = app.merge(node_route).merge(switchboard_api::router(api));
+        let app = app.merge(node_route).merge(switchboard_api::router(api.clone()));
         observability.attach(crate::metrics::Parts {
             admission: admission.clone(),
             registry: registry.clone(),
@@ -251,7 +250,10 @@ impl Node {
             observability: observability.clone(),
             control: engine.control.clone().map(Arc::new),
         });
-        let app = app.layer(axum::middleware::from_fn_with_state(front, crate::metrics::front));
+        let app = App {
+            router: app.layer(axum::middleware::from_fn_with_state(front.clone(), crate::metrics::front)),
+            rest: Arc::new((front, api)),
+        };
         Ok(Node { endpoint, connection_string, registry, keys, tls, edge, engine, app, observability, admission })
     }
 
@@ -287,7 +289,7 @@ impl Node {
 /// a cap are answered and closed.
 async fn accept(
     listener: TcpListener,
-    app: axum::Router,
+    app: App,
     admission: Arc<Admission>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
 ) {
@@ -303,7 +305,7 @@ async fn accept(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(Admitted { app: app.clone(), ticket });
+                let service = Admitted { app: app.clone(), ticket };
                 match acceptor.clone() {
                     None => {
                         tokio::spawn(serve_http(stream, service));
@@ -332,7 +334,7 @@ async fn accept(
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves HTTP/1.1 (with upgrades) on one socket, plain or TLS.
-async fn serve_http<S>(stream: S, service: TowerToHyperService<Admitted>)
+async fn serve_http<S>(stream: S, service: Admitted)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -350,32 +352,56 @@ where
     }
 }
 
-/// The application for one admitted socket: every upgrade request carries the socket's
-/// [`Ticket`], so a WebSocket task that takes the socket over keeps it counted. Other
-/// requests end before the socket does and carry nothing (no extensions map to allocate).
+/// The public port's application.
 #[derive(Clone)]
+struct App {
+    /// Every route, behind the metrics middleware.
+    router: axum::Router,
+    /// The REST data plane, called without the router (see [`Admitted`]).
+    rest: Arc<(Arc<crate::metrics::Front>, Arc<ApiState>)>,
+}
+
+/// The application for one admitted socket.
+/// * A REST call of the data plane (most of a node's requests) goes straight to its handler,
+///   behind the same middleware: the router would only find its fallback there, after a
+///   lookup, a boxed route and a parameter list of its own.
+/// * Every upgrade request carries the socket's [`Ticket`], so a WebSocket task that takes
+///   the socket over keeps it counted. Other requests end before the socket does and carry
+///   nothing (no extensions map to allocate).
 struct Admitted {
-    app: axum::Router,
+    app: App,
     ticket: Ticket,
 }
 
-impl<B> tower::Service<http::Request<B>> for Admitted
-where
-    axum::Router: tower::Service<http::Request<B>>,
-{
-    type Response = <axum::Router as tower::Service<http::Request<B>>>::Response;
-    type Error = <axum::Router as tower::Service<http::Request<B>>>::Error;
-    type Future = <axum::Router as tower::Service<http::Request<B>>>::Future;
+/// The paths [`Admitted`] hands to the REST handler (the admin routes are the router's).
+fn is_rest_call(path: &str) -> bool {
+    path.starts_with("/api/") && !path.starts_with("/api/admin/")
+}
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        tower::Service::<http::Request<B>>::poll_ready(&mut self.app, cx)
-    }
+type RestFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send>>;
+type RouterFuture = <axum::Router as tower::Service<http::Request<hyper::body::Incoming>>>::Future;
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<RestFuture, RouterFuture>;
+
+    fn call(&self, mut request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        use futures_util::future::Either;
+        if is_rest_call(request.uri().path()) {
+            let rest = self.app.rest.clone();
+            let request = request.map(axum::body::Body::new);
+            return Either::Left(Box::pin(async move {
+                let (front, api) = &*rest;
+                Ok(front.serve(request, |request| switchboard_api::handle(api.clone(), request)).await)
+            }));
+        }
         if request.headers().contains_key(http::header::UPGRADE) {
             request.extensions_mut().insert(self.ticket.clone());
         }
-        self.app.call(request)
+        // The router is always ready.
+        Either::Right(tower::Service::call(&mut self.app.router.clone(), request))
     }
 }
 
