@@ -19,15 +19,14 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Frames, ApiError
 }
 
 fn parse_json(body: &[u8]) -> Result<Frames, ApiError> {
-    let fields: HashMap<String, Box<RawValue>> = serde_json::from_slice(body).map_err(|e| {
+    let fields: SendFields<'_> = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!("the body must be a JSON object with 'target' and 'arguments': {e}"))
     })?;
-    let field = |name: &str| fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
-    let target = match field("target").map(|raw| serde_json::from_str::<String>(raw.get())) {
+    let target = match fields.target.map(|raw| serde_json::from_str::<String>(raw.get())) {
         Some(Ok(target)) if !target.is_empty() => target,
         _ => return Err(ApiError::bad_request("'target' must be a non-empty string")),
     };
-    let arguments = match field("arguments") {
+    let arguments = match fields.arguments {
         None => RawValue::from_string("[]".into()).expect("valid JSON"),
         Some(raw) if raw.get().starts_with('[') => {
             check_arguments(raw.get()).map_err(ApiError::bad_request)?;
@@ -37,6 +36,72 @@ fn parse_json(body: &[u8]) -> Result<Frames, ApiError> {
         Some(_) => return Err(ApiError::bad_request("'arguments' must be an array")),
     };
     Ok(Frames::invocation(target, arguments))
+}
+
+/// The two members of a send's JSON object that matter, borrowed from the body. Names match in
+/// any case (the SDK writes PascalCase); of two that match, the later wins. Other members are
+/// parsed (the body must be valid JSON) and dropped.
+#[derive(Default)]
+struct SendFields<'a> {
+    target: Option<&'a RawValue>,
+    arguments: Option<&'a RawValue>,
+}
+
+impl<'de> serde::Deserialize<'de> for SendFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(SendFieldsVisitor)
+    }
+}
+
+struct SendFieldsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SendFieldsVisitor {
+    type Value = SendFields<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let mut fields = SendFields::default();
+        while let Some(name) = map.next_key::<SendField>()? {
+            match name {
+                SendField::Target => fields.target = Some(map.next_value()?),
+                SendField::Arguments => fields.arguments = Some(map.next_value()?),
+                SendField::Other => _ = map.next_value::<serde::de::IgnoredAny>()?,
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// A member name of a send, told apart without copying it.
+enum SendField {
+    Target,
+    Arguments,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for SendField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = SendField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E>(self, name: &str) -> Result<SendField, E> {
+                Ok(if name.eq_ignore_ascii_case("target") {
+                    SendField::Target
+                } else if name.eq_ignore_ascii_case("arguments") {
+                    SendField::Arguments
+                } else {
+                    SendField::Other
+                })
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
 }
 
 /// Deepest nesting of arrays and objects a REST payload's arguments may have (the arguments
@@ -58,9 +123,14 @@ fn check_values(text: &str, what: &str) -> Result<(), String> {
         match bytes[at] {
             b'"' => {
                 at += 1;
-                while at < bytes.len() && bytes[at] != b'"' {
-                    if bytes[at] != b'\\' {
-                        at += 1;
+                // Straight to the string's end or its next escape: most strings have none.
+                loop {
+                    match bytes.get(at..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
+                        Some(found) => at += found,
+                        None => break at = bytes.len(),
+                    }
+                    if bytes[at] == b'"' {
+                        break;
                     } else if bytes.get(at + 1) == Some(&b'u') {
                         at = check_unicode_escape(bytes, at).map_err(|error| format!("{what} hold {error}"))?;
                     } else {
@@ -121,7 +191,7 @@ fn clip(text: &str) -> &str {
 /// must never carry inside a message. Checked arguments ([`check_arguments`]) always re-encode.
 fn compact(raw: &RawValue) -> Box<RawValue> {
     let text = raw.get();
-    if !text.contains(['\n', '\r']) {
+    if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_none() {
         return raw.to_owned();
     }
     match serde_json::from_str::<serde_json::Value>(text).and_then(|v| serde_json::value::to_raw_value(&v)) {
@@ -229,6 +299,20 @@ mod tests {
         assert!(json_frame(&frames).contains("\"arguments\":[]"));
     }
 
+    /// Member names are matched in any case, escaped or not; of two that match, the later
+    /// wins; other members may hold anything valid.
+    #[test]
+    fn members_are_told_apart_without_copying() {
+        let frames = parse(None, br#"{"t\u0061rget":"A","extra":{"x":[1,{"y":null}]},"ARGUMENTS":[2]}"#).unwrap();
+        assert_eq!(json_frame(&frames), "{\"type\":1,\"target\":\"A\",\"arguments\":[2]}\u{1e}");
+        let frames = parse(None, br#"{"target":"first","Target":"second","arguments":null}"#).unwrap();
+        assert_eq!(json_frame(&frames), "{\"type\":1,\"target\":\"second\",\"arguments\":[]}\u{1e}");
+        let error = parse(None, br#"{"target":"t","extra":[1,}"#).unwrap_err();
+        assert!(error.message.starts_with("the body must be a JSON object"), "{}", error.message);
+        let error = parse(None, b"5").unwrap_err();
+        assert!(error.message.contains("expected a map"), "{}", error.message);
+    }
+
     #[test]
     fn line_breaks_are_removed() {
         let frames = parse(None, b"{\"target\":\"t\",\"arguments\":[\n1,\r\n2]}").unwrap();
@@ -279,6 +363,9 @@ mod tests {
         }
         let frames = parse(None, br#"{"target":"t","arguments":[1e300,-0.5,18446744073709551615,"1e400"]}"#).unwrap();
         assert!(frames.get(Protocol::MessagePack).is_some());
+        // After strings that end in escapes, numbers are still found (and those inside are not).
+        assert!(parse(None, br#"{"target":"t","arguments":["\\","a\"1e400\"",1e400]}"#).is_err());
+        assert!(parse(None, br#"{"target":"t","arguments":["\\","a\"1e400\"","\u00e9",1]}"#).is_ok());
     }
 
     /// A lone surrogate escape is valid JSON syntax but no string: it reaches no client either way.

@@ -3,7 +3,8 @@
 //! same for REST tokens (an SDK reuses its token for a burst of calls).
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use switchboard_auth::{AccessKeys, Audience, Verifier, mint_client_token, mint_server_token};
@@ -46,7 +47,48 @@ fn benches(c: &mut Criterion) {
     c.bench_function("verify/REST token, seen before", |b| {
         b.iter(|| v.verify_server(black_box(&rest[0]), REST_PATH).expect("valid"))
     });
+
+    // A node at its most REST sends: one token per user (each names its user's path), every
+    // one seen before, checked on two threads at once as two runtime workers do.
+    let users: Vec<(String, String)> = (0..USERS)
+        .map(|n| {
+            let path = format!("/api/v1/hubs/chat/users/user-{n}");
+            let token = mint_server_token(&format!("{ENDPOINT}{path}"), Duration::from_secs(3600), KEY);
+            (path, token)
+        })
+        .collect();
+    let v = verifier();
+    for (path, token) in &users {
+        v.verify_server(token, path).expect("valid");
+    }
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for (path, token) in users.iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                v.verify_server(black_box(token), path).expect("valid");
+                // The rest of a REST call: a worker verifies about once in 20 µs at most.
+                let until = Instant::now() + Duration::from_micros(20);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let mut next = users.iter().rev().cycle();
+        c.bench_function("verify/REST token, seen before, 1000 users, another thread verifying every 20 us", |b| {
+            b.iter(|| {
+                let (path, token) = next.next().expect("cycles");
+                v.verify_server(black_box(token), path).expect("valid")
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
 }
+
+/// Users of the contended bench: as many as the load harness's REST rows target.
+const USERS: usize = 1000;
 
 criterion_group!(verify, benches);
 criterion_main!(verify);

@@ -5,6 +5,7 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The access keys a node accepts. The first is the primary: it signs what the node mints.
@@ -13,7 +14,13 @@ use std::sync::{Arc, RwLock};
 /// Clones share one key set, so [`AccessKeys::replace`] (a reload) reaches every holder.
 #[derive(Clone)]
 pub struct AccessKeys {
-    keys: Arc<RwLock<Arc<[String]>>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    keys: RwLock<Arc<[String]>>,
+    /// Counts replacements, so a holder can tell the set changed with one atomic load.
+    version: AtomicU64,
 }
 
 impl std::fmt::Debug for AccessKeys {
@@ -30,7 +37,7 @@ impl AccessKeys {
         S: Into<String>,
     {
         let keys = Self::clean(keys)?;
-        Some(Self { keys: Arc::new(RwLock::new(keys)) })
+        Some(Self { shared: Arc::new(Shared { keys: RwLock::new(keys), version: AtomicU64::new(0) }) })
     }
 
     fn clean<I, S>(keys: I) -> Option<Arc<[String]>>
@@ -49,7 +56,13 @@ impl AccessKeys {
 
     /// Every accepted key, primary first, as of now.
     pub fn current(&self) -> Arc<[String]> {
-        self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.shared.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Which key set is current: it grows with every replacement. A set read with
+    /// [`AccessKeys::current`] after this is at least as new.
+    pub(crate) fn version(&self) -> u64 {
+        self.shared.version.load(Ordering::Acquire)
     }
 
     /// Swaps in a new key set for every holder of this one; `false` (and no change) when it is empty.
@@ -59,7 +72,11 @@ impl AccessKeys {
         S: Into<String>,
     {
         let Some(keys) = Self::clean(keys) else { return false };
-        *self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+        let mut current = self.shared.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = keys;
+        // Counted while the new set is in place and readers wait: whoever sees the new version
+        // reads the new set.
+        self.shared.version.fetch_add(1, Ordering::Release);
         true
     }
 }

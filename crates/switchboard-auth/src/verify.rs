@@ -43,7 +43,7 @@ pub struct Verifier {
 impl Verifier {
     /// `leeway_secs` is the clock skew allowed on `exp` and `nbf`.
     pub fn new(keys: AccessKeys, audience: Audience, leeway_secs: u64) -> Self {
-        let recent = Arc::new(Mutex::new(RecentTokens::new(keys.current())));
+        let recent = Arc::new(Mutex::new(RecentTokens::new(keys.version())));
         Self { keys, audience, leeway: leeway_secs, recent }
     }
 
@@ -54,47 +54,53 @@ impl Verifier {
 
     /// Checks a client token for `hub` (lower-cased hub identity) and returns who it names.
     pub fn verify_client(&self, token: &str, hub: &str) -> Result<ClientIdentity, AuthError> {
-        let verified = self.verified(token)?;
-        if verified.audiences.iter().any(|named| self.audience.names_client(named, hub)) {
-            Ok(verified.identity.clone())
-        } else {
-            Err(AuthError::Audience(verified.first_audience.clone()))
-        }
+        self.verified(token, |verified| {
+            if verified.audiences.iter().any(|named| self.audience.names_client(named, hub)) {
+                Ok(verified.identity.clone())
+            } else {
+                Err(AuthError::Audience(verified.first_audience.clone()))
+            }
+        })
     }
 
     /// Checks a REST token for the request's raw path.
     pub fn verify_server(&self, token: &str, request_path: &str) -> Result<(), AuthError> {
-        let verified = self.verified(token)?;
-        if verified.audiences.iter().any(|named| named.names_path(request_path)) {
-            Ok(())
-        } else {
-            Err(AuthError::Audience(verified.first_audience.clone()))
-        }
+        self.verified(token, |verified| {
+            if verified.audiences.iter().any(|named| named.names_path(request_path)) {
+                Ok(())
+            } else {
+                Err(AuthError::Audience(verified.first_audience.clone()))
+            }
+        })
     }
 
-    /// A token whose signature holds and which is valid now. A token verified recently under
-    /// the same keys is only checked against the clock again: clients present their token to
-    /// negotiate and again to connect, and SDKs reuse one token for a burst of REST calls.
-    fn verified(&self, token: &str) -> Result<Arc<Verified>, AuthError> {
+    /// `check` of a token whose signature holds and which is valid now. A token verified
+    /// recently under the same keys is only checked against the clock again (and `check` runs
+    /// under the lock of the recent tokens, so it must be short): clients present their token
+    /// to negotiate and again to connect, and SDKs reuse one token for a burst of REST calls.
+    fn verified<T>(&self, token: &str, check: impl FnOnce(&Verified) -> Result<T, AuthError>) -> Result<T, AuthError> {
         if token.is_empty() {
             return Err(AuthError::MissingToken);
         }
-        let keys = self.keys.current();
+        // Read before the keys: a token is only ever kept under a version no newer than the
+        // keys that verified it.
+        let version = self.keys.version();
         let now = unix_now();
-        if let Some(verified) = lock(&self.recent).get(token, &keys) {
+        if let Some(verified) = lock(&self.recent).get(token, version) {
             verified.check_time(now, self.leeway)?;
-            return Ok(verified);
+            return check(verified);
         }
-        let claims = signed_claims(token, &keys)?;
+        let claims = signed_claims(token, &self.keys.current())?;
         // Most tokens name one of a few audiences (a hub's client URL): each is parsed once.
         let resolve = |aud: &str| lock(&self.recent).resolve(aud, &self.audience);
-        let verified = Arc::new(Verified::new(claims, resolve)?);
+        let verified = Verified::new(claims, resolve)?;
         verified.check_time(now, self.leeway)?;
+        let checked = check(&verified);
         // Only a token of a usual size (a few hundred bytes) is kept, so the memory stays small.
         if token.len() <= RecentTokens::LONGEST {
-            lock(&self.recent).insert(token, &keys, verified.clone());
+            lock(&self.recent).insert(token, version, verified);
         }
-        Ok(verified)
+        checked
     }
 }
 
@@ -170,15 +176,15 @@ impl Verified {
 }
 
 /// Tokens verified recently, keyed by their whole text (only a byte-identical token is found),
-/// for the key set they were verified under: a key change forgets them all. Two generations of
-/// at most [`RecentTokens::GENERATION`] tokens of at most [`RecentTokens::LONGEST`] bytes bound
-/// the memory (about 1 MiB for typical tokens); a token found in the older generation is still
-/// found until the newer one fills up again.
+/// for the key set they were verified under (its [`AccessKeys::version`]): a key change
+/// forgets them all. Two generations of at most [`RecentTokens::GENERATION`] tokens of at most
+/// [`RecentTokens::LONGEST`] bytes bound the memory (about 1 MiB for typical tokens); a token
+/// found in the older generation is still found until the newer one fills up again.
 #[derive(Debug)]
 struct RecentTokens {
-    keys: Arc<[String]>,
-    newer: HashMap<Box<str>, Arc<Verified>>,
-    older: HashMap<Box<str>, Arc<Verified>>,
+    keys_version: u64,
+    newer: HashMap<Box<str>, Verified>,
+    older: HashMap<Box<str>, Verified>,
     /// Audiences of verified tokens, resolved (`None`: not one of our hosts).
     audiences: HashMap<Box<str>, Option<Named>>,
 }
@@ -188,15 +194,18 @@ impl RecentTokens {
     const LONGEST: usize = 2048;
     const AUDIENCES: usize = 256;
 
-    fn new(keys: Arc<[String]>) -> Self {
-        Self { keys, newer: HashMap::default(), older: HashMap::default(), audiences: HashMap::default() }
+    fn new(keys_version: u64) -> Self {
+        Self { keys_version, newer: HashMap::default(), older: HashMap::default(), audiences: HashMap::default() }
     }
 
-    /// Forgets everything verified under another key set than `keys`.
-    fn forget_unless(&mut self, keys: &Arc<[String]>) {
-        if !Arc::ptr_eq(&self.keys, keys) {
-            *self = Self::new(keys.clone());
+    /// Whether what is kept was verified under the keys of `keys_version`. A newer version
+    /// forgets everything; an older one (a call that began before a key change) finds nothing
+    /// and keeps nothing.
+    fn holds(&mut self, keys_version: u64) -> bool {
+        if keys_version > self.keys_version {
+            *self = Self::new(keys_version);
         }
+        keys_version == self.keys_version
     }
 
     /// What `aud` names, parsed once while it is among the last [`Self::AUDIENCES`] seen.
@@ -214,13 +223,17 @@ impl RecentTokens {
         named
     }
 
-    fn get(&mut self, token: &str, keys: &Arc<[String]>) -> Option<Arc<Verified>> {
-        self.forget_unless(keys);
-        self.newer.get(token).or_else(|| self.older.get(token)).cloned()
+    fn get(&mut self, token: &str, keys_version: u64) -> Option<&Verified> {
+        if !self.holds(keys_version) {
+            return None;
+        }
+        self.newer.get(token).or_else(|| self.older.get(token))
     }
 
-    fn insert(&mut self, token: &str, keys: &Arc<[String]>, verified: Arc<Verified>) {
-        self.forget_unless(keys);
+    fn insert(&mut self, token: &str, keys_version: u64, verified: Verified) {
+        if !self.holds(keys_version) {
+            return;
+        }
         if self.newer.len() >= Self::GENERATION {
             self.older = std::mem::take(&mut self.newer);
         }
@@ -504,23 +517,41 @@ mod tests {
 
     #[test]
     fn recent_tokens_are_bounded_and_forgotten_when_the_keys_change() {
-        let keys: Arc<[String]> = vec!["k".to_owned()].into();
         let entry = || {
             let Value::Object(claims) = json!({"exp": 1}) else { unreachable!() };
-            Arc::new(Verified::new(claims, |_| None).unwrap())
+            Verified::new(claims, |_| None).unwrap()
         };
-        let mut recent = RecentTokens::new(keys.clone());
+        let mut recent = RecentTokens::new(0);
         for n in 0..=RecentTokens::GENERATION * 2 {
-            recent.insert(&n.to_string(), &keys, entry());
+            recent.insert(&n.to_string(), 0, entry());
         }
         assert!(recent.newer.len() + recent.older.len() <= RecentTokens::GENERATION * 2);
-        assert!(recent.get(&(RecentTokens::GENERATION * 2).to_string(), &keys).is_some());
-        assert!(recent.get(&RecentTokens::GENERATION.to_string(), &keys).is_some(), "the older generation is kept");
-        assert!(recent.get("0", &keys).is_none(), "the oldest generation was dropped");
-        recent.insert("0", &keys, entry());
-        let reloaded: Arc<[String]> = vec!["k".to_owned()].into();
-        assert!(recent.get("0", &reloaded).is_none(), "another key set, even an equal one, starts empty");
+        assert!(recent.get(&(RecentTokens::GENERATION * 2).to_string(), 0).is_some());
+        assert!(recent.get(&RecentTokens::GENERATION.to_string(), 0).is_some(), "the older generation is kept");
+        assert!(recent.get("0", 0).is_none(), "the oldest generation was dropped");
+        recent.insert("0", 0, entry());
+        assert!(recent.get("0", 1).is_none(), "another key set starts empty");
         assert!(recent.newer.is_empty() && recent.older.is_empty());
+        recent.insert("0", 0, entry());
+        assert!(recent.newer.is_empty(), "a token verified under older keys is not kept");
+        recent.insert("1", 1, entry());
+        assert!(recent.get("1", 0).is_none(), "nor found by a call that began under older keys");
+        assert!(recent.get("1", 1).is_some());
+    }
+
+    /// A key replaced on the node (a reload) stops verifying tokens it signed, even those
+    /// verified and kept a moment before.
+    #[test]
+    fn a_replaced_key_stops_verifying_tokens_seen_before() {
+        let keys = AccessKeys::new(["old-key"]).unwrap();
+        let v = Verifier::new(keys.clone(), Audience::new([&Url::parse("http://127.0.0.1").unwrap()]), 0);
+        let claims = json!({"aud": "http://127.0.0.1/api/v1/hubs/chat", "exp": now() + 60});
+        let token = mint(&claims, "old-key", Algorithm::HS256);
+        assert!(v.verify_server(&token, "/api/v1/hubs/chat").is_ok());
+        assert!(keys.replace(["new-key"]));
+        assert_eq!(v.verify_server(&token, "/api/v1/hubs/chat"), Err(AuthError::Signature));
+        let token = mint(&claims, "new-key", Algorithm::HS256);
+        assert!(v.verify_server(&token, "/api/v1/hubs/chat").is_ok());
     }
 
     #[test]
