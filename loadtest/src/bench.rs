@@ -11,7 +11,7 @@
 //! - new connections: server CPU per connection (Switchboard: negotiate, upgrade and handshake
 //!   as a real client does them, with and without negotiate; the floor: the upgrade only, and
 //!   once more each with the floor answering the same exchanges, to show how much of the gap
-//!   the exchanges themselves are);
+//!   the exchanges themselves are; each the median of `--rounds` runs);
 //! - idle memory per WebSocket connection (19,500 connections; the median of `--rounds` runs);
 //! - REST sends to users on one node: the most per second, and p99 REST-to-client at half that
 //!   (each the median of `--rounds` runs), against their goals and against the floor under the
@@ -37,10 +37,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
     /// How many times to run each measurement that moves between runs on the same machine
-    /// (the broadcast ladders, idle memory, the most REST sends per second and the p99 at half
-    /// that, the cluster rows); their medians make the rows. One ladder's highest step moved by
-    /// a step or two, idle memory by 9 %, the REST rate by 10 %, its p99 several fold, a
-    /// cluster ratio by 0.05.
+    /// (the broadcast ladders, CPU per new connection, idle memory, the most REST sends per
+    /// second and the p99 at half that, the cluster rows); their medians make the rows. One
+    /// ladder's highest step moved by a step or two, a connection row by 0.1, idle memory by
+    /// 9 %, the REST rate by 10 %, its p99 several fold, a cluster ratio by 0.05.
     #[arg(long, alias = "ladders", default_value_t = 3)]
     rounds: usize,
     /// Only these measurements (repeat or comma-separate).
@@ -191,9 +191,9 @@ pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<bool> {
         ] {
             let connections = n(5000);
             let argv = ["--connections", &connections, "--rate", "2500", "--hold", "1", "--compare-baseline"];
-            let report = bench.one_node(name, Kind::Connect, &[&argv[..], flags].concat()).await?;
-            let figure = format!("server CPU per new connection ({what})");
-            rows.push(Row::against_floor(figure, &[report], &["server_cpu_us_per_connection"], "µs", goal));
+            let reports = bench.one_node_rounds(name, Kind::Connect, &[&argv[..], flags].concat()).await?;
+            let figure = format!("server CPU per new connection ({what}){}", of_rounds(args.rounds, "runs"));
+            rows.push(Row::against_floor(figure, &reports, &["server_cpu_us_per_connection"], "µs", goal));
         }
     }
     if wanted(Measurement::Idle) {
