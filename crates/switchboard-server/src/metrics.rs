@@ -84,8 +84,38 @@ struct RestMetrics(Mutex<RestTally>);
 struct RestTally {
     requests: BTreeMap<(&'static str, u16), u64>,
     latency: BTreeMap<&'static str, Arc<Histogram>>,
-    /// Latencies (microseconds) since the last sample, at most [`RECENT_KEPT`].
-    recent_us: Vec<u32>,
+    /// Latencies (microseconds) since the last sample.
+    recent_us: Reservoir,
+}
+
+/// A uniform random sample of at most [`RECENT_KEPT`] of the values offered since the last
+/// [`take`](Self::take) (Vitter's algorithm R), so a busy window's p99 covers the whole
+/// window and not just its first calls.
+#[derive(Default)]
+struct Reservoir {
+    kept: Vec<u32>,
+    offered: u64,
+}
+
+impl Reservoir {
+    fn offer(&mut self, value: u32) {
+        self.offered += 1;
+        if self.kept.len() < RECENT_KEPT {
+            self.kept.push(value);
+            return;
+        }
+        use rand::Rng;
+        let slot = rand::rng().random_range(0..self.offered);
+        if let Some(kept) = usize::try_from(slot).ok().and_then(|slot| self.kept.get_mut(slot)) {
+            *kept = value;
+        }
+    }
+
+    /// The sample, leaving the reservoir empty.
+    fn take(&mut self) -> Vec<u32> {
+        self.offered = 0;
+        std::mem::take(&mut self.kept)
+    }
 }
 
 impl RestMetrics {
@@ -93,9 +123,7 @@ impl RestMetrics {
         let mut tally = self.0.lock();
         *tally.requests.entry((route, status)).or_default() += 1;
         tally.latency.entry(route).or_default().observe(elapsed);
-        if tally.recent_us.len() < RECENT_KEPT {
-            tally.recent_us.push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
-        }
+        tally.recent_us.offer(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
     }
 
     fn total(&self) -> u64 {
@@ -104,6 +132,12 @@ impl RestMetrics {
 }
 
 const RECENT_KEPT: usize = 4096;
+
+/// The 99th percentile (nearest rank) of `values`, if any.
+fn p99(mut values: Vec<u32>) -> Option<u32> {
+    values.sort_unstable();
+    values.get((values.len() * 99).div_ceil(100).saturating_sub(1)).copied()
+}
 
 impl Observability {
     pub fn set_readiness(&self, readiness: Readiness) {
@@ -165,11 +199,8 @@ impl Observability {
         };
         let rest_total = self.rest.total();
         let totals = [messages_in as f64, delivered as f64, rest_total as f64, process.cpu_seconds.unwrap_or(0.0)];
-        let mut latencies = std::mem::take(&mut self.rest.0.lock().recent_us);
-        latencies.sort_unstable();
-        let rest_p99_ms = latencies
-            .get((latencies.len() * 99).div_ceil(100).saturating_sub(1))
-            .map_or(0.0, |us| f64::from(*us) / 1000.0);
+        let latencies = self.rest.0.lock().recent_us.take();
+        let rest_p99_ms = p99(latencies).map_or(0.0, |us| f64::from(us) / 1000.0);
         if let Some((at, before)) = last {
             let seconds = now.duration_since(at).as_secs_f64().max(0.001);
             let rate = |i: usize| ((totals[i] - before[i]) / seconds).max(0.0);
@@ -649,5 +680,41 @@ impl ProcessStats {
         // USER_HZ is 100 on every Linux platform Switchboard ships for.
         let cpu_seconds = ticks.map(|ticks| ticks as f64 / 100.0);
         ProcessStats { memory_bytes, cpu_seconds, open_files: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_window_is_sampled_throughout() {
+        // Fast calls first, then slow ones: far more calls than the reservoir keeps.
+        let mut reservoir = Reservoir::default();
+        for _ in 0..RECENT_KEPT {
+            reservoir.offer(10);
+        }
+        for _ in 0..RECENT_KEPT * 9 {
+            reservoir.offer(5_000);
+        }
+        let sample = reservoir.take();
+        assert_eq!(sample.len(), RECENT_KEPT);
+        let slow = sample.iter().filter(|&&us| us == 5_000).count();
+        // Nine in ten calls were slow: the sample says so within a few percent.
+        assert!((3_500..=3_880).contains(&slow), "{slow} of {RECENT_KEPT} kept were slow");
+        assert_eq!(p99(sample), Some(5_000));
+    }
+
+    #[test]
+    fn take_starts_a_new_window() {
+        let mut reservoir = Reservoir::default();
+        for us in 0..100 {
+            reservoir.offer(us);
+        }
+        assert_eq!(reservoir.take().len(), 100);
+        reservoir.offer(7);
+        assert_eq!(reservoir.take(), vec![7]);
+        assert_eq!(p99(reservoir.take()), None);
+        assert_eq!(p99((1..=100).collect()), Some(99));
     }
 }
