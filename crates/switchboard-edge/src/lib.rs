@@ -44,6 +44,7 @@ pub use session::{Output, Session};
 pub(crate) const UNROUTABLE: &str = "The connection could not be registered with the cluster in time; try again.";
 
 use axum::Router;
+use axum::response::Response;
 use axum::routing::{get, post};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -127,24 +128,87 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .route("/client", client())
         .route("/client/", client())
         .with_state(state.clone());
-    routes.layer(axum::middleware::from_fn_with_state(state, front))
+    routes.layer(axum::middleware::from_fn_with_state(state, front_layer))
+}
+
+/// A request [`router`] would give to one of its handlers, found without the router (see
+/// [`serve_client`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCall {
+    Get,
+    Post,
+    Delete,
+    Negotiate,
+    Preflight,
+}
+
+impl ClientCall {
+    /// The handler [`router`] has for `method` on `path`; `None` for anything else, including
+    /// a method a route does not take (the router answers that with 405) and `HEAD`.
+    pub fn of(method: &http::Method, path: &str) -> Option<ClientCall> {
+        use http::Method;
+        match path {
+            "/client" | "/client/" => match *method {
+                Method::GET => Some(ClientCall::Get),
+                Method::POST => Some(ClientCall::Post),
+                Method::DELETE => Some(ClientCall::Delete),
+                Method::OPTIONS => Some(ClientCall::Preflight),
+                _ => None,
+            },
+            "/client/negotiate" | "/client/negotiate/" => match *method {
+                Method::POST => Some(ClientCall::Negotiate),
+                Method::OPTIONS => Some(ClientCall::Preflight),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// Serves a client request as [`router`] does, with the same front and handler, but without
+/// the route lookup and the router's boxed services and futures: a node's public port gets
+/// these (new connections, Long Polling polls and sends) more than anything but REST calls.
+pub async fn serve_client(state: Arc<EdgeState>, call: ClientCall, request: axum::extract::Request) -> Response {
+    let handlers = axum::extract::State(state.clone());
+    front(&state, request, move |request| async move {
+        let state = handlers;
+        match call {
+            ClientCall::Get => client_requests::get(state, request).await,
+            ClientCall::Post => client_requests::post(state, request).await,
+            ClientCall::Delete => client_requests::delete(state, request).await,
+            ClientCall::Negotiate => {
+                let (parts, _) = request.into_parts();
+                negotiate::negotiate(state, parts.headers, parts.uri).await
+            }
+            ClientCall::Preflight => cors::preflight(request.into_parts().0.headers).await,
+        }
+    })
+    .await
+}
+
+async fn front_layer(
+    axum::extract::State(state): axum::extract::State<Arc<EdgeState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    front(&state, request, |request| next.run(request)).await
 }
 
 /// Every client request passes here (one layer, not one per concern: it runs per request):
 /// a foreign origin is refused, and the response gets the CORS headers for an allowed one;
 /// refused connection attempts are counted by their status (the handlers answer them in many
 /// places).
-async fn front(
-    axum::extract::State(state): axum::extract::State<Arc<EdgeState>>,
+async fn front<F: Future<Output = Response>>(
+    state: &EdgeState,
     request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+    handler: impl FnOnce(axum::extract::Request) -> F,
+) -> Response {
     use axum::http::StatusCode;
-    let origin = match cors::check_origin(&state, &request) {
+    let origin = match cors::check_origin(state, &request) {
         Ok(origin) => origin,
         Err(refused) => return refused,
     };
-    let mut response = next.run(request).await;
+    let mut response = handler(request).await;
     let reason = match response.status() {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Some(ConnectFailure::Unauthorized),
         StatusCode::NOT_FOUND => Some(ConnectFailure::UnknownConnection),

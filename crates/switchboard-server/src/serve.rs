@@ -21,7 +21,7 @@ use std::time::Duration;
 use switchboard_api::ApiState;
 use switchboard_auth::{AccessKeys, Audience, ConnectionTokens, Verifier, generate_access_key};
 use switchboard_control::ControlPlane;
-use switchboard_edge::{Admission, EdgeConfig, EdgeState, Refusal, Ticket};
+use switchboard_edge::{Admission, ClientCall, EdgeConfig, EdgeState, Refusal, Ticket};
 use switchboard_hub::{CloseRequest, Registry, Stats};
 use switchboard_upstream::{Upstream, UpstreamConfig};
 use tokio::net::TcpListener;
@@ -252,7 +252,7 @@ impl Node {
         });
         let app = App {
             router: app.layer(axum::middleware::from_fn_with_state(front.clone(), crate::metrics::front)),
-            rest: Arc::new((front, api)),
+            calls: Arc::new(DirectCalls { front, api, edge: edge.clone() }),
         };
         Ok(Node { endpoint, connection_string, registry, keys, tls, edge, engine, app, observability, admission })
     }
@@ -357,14 +357,25 @@ where
 struct App {
     /// Every route, behind the metrics middleware.
     router: axum::Router,
-    /// The REST data plane, called without the router (see [`Admitted`]).
-    rest: Arc<(Arc<crate::metrics::Front>, Arc<ApiState>)>,
+    /// What [`Admitted`] calls without the router.
+    calls: Arc<DirectCalls>,
+}
+
+/// The handlers of the requests a node gets most, and the middleware the router puts in
+/// front of them.
+struct DirectCalls {
+    front: Arc<crate::metrics::Front>,
+    /// The REST data plane.
+    api: Arc<ApiState>,
+    /// The client endpoint.
+    edge: Arc<EdgeState>,
 }
 
 /// The application for one admitted socket.
-/// * A REST call of the data plane (most of a node's requests) goes straight to its handler,
-///   behind the same middleware: the router would only find its fallback there, after a
-///   lookup, a boxed route and a parameter list of its own.
+/// * A REST call of the data plane and a client request (most of a node's requests) go
+///   straight to their handlers, behind the same middleware: the router would only find the
+///   same handlers, after a lookup, through boxed services and futures of its own (for a REST
+///   call, the router's fallback, with an empty parameter list).
 /// * Every upgrade request carries the socket's [`Ticket`], so a WebSocket task that takes
 ///   the socket over keeps it counted. Other requests end before the socket does and carry
 ///   nothing (no extensions map to allocate).
@@ -378,27 +389,36 @@ fn is_rest_call(path: &str) -> bool {
     path.starts_with("/api/") && !path.starts_with("/api/admin/")
 }
 
-type RestFuture =
+type DirectFuture =
     std::pin::Pin<Box<dyn Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send>>;
 type RouterFuture = <axum::Router as tower::Service<http::Request<hyper::body::Incoming>>>::Future;
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = futures_util::future::Either<RestFuture, RouterFuture>;
+    type Future = futures_util::future::Either<DirectFuture, RouterFuture>;
 
     fn call(&self, mut request: http::Request<hyper::body::Incoming>) -> Self::Future {
         use futures_util::future::Either;
-        if is_rest_call(request.uri().path()) {
-            let rest = self.app.rest.clone();
+        if request.headers().contains_key(http::header::UPGRADE) {
+            request.extensions_mut().insert(self.ticket.clone());
+        }
+        let path = request.uri().path();
+        if is_rest_call(path) {
+            let calls = self.app.calls.clone();
             let request = request.map(axum::body::Body::new);
             return Either::Left(Box::pin(async move {
-                let (front, api) = &*rest;
+                let DirectCalls { front, api, .. } = &*calls;
                 Ok(front.serve(request, |request| switchboard_api::handle(api.clone(), request)).await)
             }));
         }
-        if request.headers().contains_key(http::header::UPGRADE) {
-            request.extensions_mut().insert(self.ticket.clone());
+        if let Some(call) = ClientCall::of(request.method(), path) {
+            let calls = self.app.calls.clone();
+            let request = request.map(axum::body::Body::new);
+            return Either::Left(Box::pin(async move {
+                let DirectCalls { front, edge, .. } = &*calls;
+                Ok(front.serve(request, |request| switchboard_edge::serve_client(edge.clone(), call, request)).await)
+            }));
         }
         // The router is always ready.
         Either::Right(tower::Service::call(&mut self.app.router.clone(), request))

@@ -797,3 +797,39 @@ async fn the_groups_of_a_connection_are_capped() {
     assert_eq!(status, 202);
     assert_eq!(ws.next_data().await, b"{\"type\":1,\"target\":\"t\",\"arguments\":[]}\x1e");
 }
+
+/// Client requests skip the router (`ClientCall`): every method on every client path must get
+/// the answer the router gives, including its 405 for methods a route does not take.
+#[tokio::test]
+async fn client_paths_answer_every_method_as_routed() {
+    let node = start_node(|_| {}).await;
+    let token = node.client_token("chat", None);
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    let preflight = [("Origin", "http://page.example"), ("Access-Control-Request-Method", "POST")];
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(&str, &str, Headers, u16)] = &[
+        ("POST", "/client/negotiate?hub=chat", &[], 401),
+        ("POST", "/client/negotiate/?hub=chat&negotiateVersion=1", &auth, 200),
+        ("POST", "/client/negotiate?hub=chat&negotiateVersion=1", &auth, 200),
+        ("OPTIONS", "/client/negotiate?hub=chat", &preflight, 204),
+        ("OPTIONS", "/client/?hub=chat", &preflight, 204),
+        ("GET", "/client/negotiate?hub=chat", &auth, 405),
+        ("PUT", "/client/?hub=chat&id=nobody", &[], 405),
+        ("PATCH", "/client?hub=chat&id=nobody", &[], 405),
+        ("HEAD", "/client/?hub=chat&id=nobody", &[], 404),
+        ("GET", "/client/?hub=chat&id=nobody", &[], 404),
+        ("GET", "/client?hub=chat", &[], 400),
+        ("POST", "/client/?hub=chat&id=nobody", &[], 404),
+        ("DELETE", "/client?hub=chat&id=nobody", &[], 404),
+        ("GET", "/clients/?hub=chat", &[], 404),
+        ("POST", "/client/negotiate/x?hub=chat", &auth, 404),
+    ];
+    for (method, target, headers, expected) in cases {
+        let (status, head, _) = node.raw_http(method, target, headers, b"").await;
+        assert_eq!(status, *expected, "{method} {target}: {head}");
+        if *method == "GET" && target.contains("negotiate") {
+            assert!(head.to_ascii_lowercase().contains("allow: post,options"), "{head}");
+        }
+    }
+}
