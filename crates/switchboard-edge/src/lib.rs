@@ -118,10 +118,16 @@ impl EdgeState {
 
 /// Routes of the client endpoint. CORS applies to all of them.
 pub fn router(state: Arc<EdgeState>) -> Router {
+    use axum::extract::{Request, State};
+    let to =
+        |call: ClientCall| move |State(state): State<Arc<EdgeState>>, request: Request| dispatch(state, call, request);
     let client = || {
-        get(client_requests::get).post(client_requests::post).delete(client_requests::delete).options(cors::preflight)
+        get(to(ClientCall::Get))
+            .post(to(ClientCall::Post))
+            .delete(to(ClientCall::Delete))
+            .options(to(ClientCall::Preflight))
     };
-    let negotiate = || post(negotiate::negotiate).options(cors::preflight);
+    let negotiate = || post(to(ClientCall::Negotiate)).options(to(ClientCall::Preflight));
     let routes = Router::new()
         .route("/client/negotiate", negotiate())
         .route("/client/negotiate/", negotiate())
@@ -169,21 +175,22 @@ impl ClientCall {
 /// the route lookup and the router's boxed services and futures: a node's public port gets
 /// these (new connections, Long Polling polls and sends) more than anything but REST calls.
 pub async fn serve_client(state: Arc<EdgeState>, call: ClientCall, request: axum::extract::Request) -> Response {
-    let handlers = axum::extract::State(state.clone());
-    front(&state, request, move |request| async move {
-        let state = handlers;
-        match call {
-            ClientCall::Get => client_requests::get(state, request).await,
-            ClientCall::Post => client_requests::post(state, request).await,
-            ClientCall::Delete => client_requests::delete(state, request).await,
-            ClientCall::Negotiate => {
-                let (parts, _) = request.into_parts();
-                negotiate::negotiate(state, parts.headers, parts.uri).await
-            }
-            ClientCall::Preflight => cors::preflight(request.into_parts().0.headers).await,
+    front(&state, request, |request| dispatch(state.clone(), call, request)).await
+}
+
+/// Runs the handler of `call`, for [`router`] and [`serve_client`] alike.
+async fn dispatch(state: Arc<EdgeState>, call: ClientCall, request: axum::extract::Request) -> Response {
+    let state = axum::extract::State(state);
+    match call {
+        ClientCall::Get => client_requests::get(state, request).await,
+        ClientCall::Post => client_requests::post(state, request).await,
+        ClientCall::Delete => client_requests::delete(state, request).await,
+        ClientCall::Negotiate => {
+            let (parts, _) = request.into_parts();
+            negotiate::negotiate(state, parts.headers, parts.uri).await
         }
-    })
-    .await
+        ClientCall::Preflight => cors::preflight(request.into_parts().0.headers).await,
+    }
 }
 
 async fn front_layer(
