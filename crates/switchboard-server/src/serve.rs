@@ -384,9 +384,38 @@ struct Admitted {
     ticket: Ticket,
 }
 
-/// The paths [`Admitted`] hands to the REST handler (the admin routes are the router's).
-fn is_rest_call(path: &str) -> bool {
-    path.starts_with("/api/") && !path.starts_with("/api/admin/")
+/// A request [`Admitted`] hands to its handler without the router.
+#[derive(Clone, Copy)]
+enum Direct {
+    /// A REST call of the data plane (the admin routes are the router's).
+    Rest,
+    Client(ClientCall),
+}
+
+impl Direct {
+    fn of(method: &http::Method, path: &str) -> Option<Direct> {
+        if path.starts_with("/api/") && !path.starts_with("/api/admin/") {
+            Some(Direct::Rest)
+        } else {
+            ClientCall::of(method, path).map(Direct::Client)
+        }
+    }
+}
+
+impl DirectCalls {
+    /// Runs `direct`'s handler behind the router's middleware.
+    async fn serve(&self, direct: Direct, request: axum::extract::Request) -> axum::response::Response {
+        match direct {
+            Direct::Rest => {
+                self.front.serve(request, |request| switchboard_api::handle(self.api.clone(), request)).await
+            }
+            Direct::Client(call) => {
+                self.front
+                    .serve(request, |request| switchboard_edge::serve_client(self.edge.clone(), call, request))
+                    .await
+            }
+        }
+    }
 }
 
 type DirectFuture =
@@ -403,22 +432,10 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Admitted 
         if request.headers().contains_key(http::header::UPGRADE) {
             request.extensions_mut().insert(self.ticket.clone());
         }
-        let path = request.uri().path();
-        if is_rest_call(path) {
+        if let Some(direct) = Direct::of(request.method(), request.uri().path()) {
             let calls = self.app.calls.clone();
             let request = request.map(axum::body::Body::new);
-            return Either::Left(Box::pin(async move {
-                let DirectCalls { front, api, .. } = &*calls;
-                Ok(front.serve(request, |request| switchboard_api::handle(api.clone(), request)).await)
-            }));
-        }
-        if let Some(call) = ClientCall::of(request.method(), path) {
-            let calls = self.app.calls.clone();
-            let request = request.map(axum::body::Body::new);
-            return Either::Left(Box::pin(async move {
-                let DirectCalls { front, edge, .. } = &*calls;
-                Ok(front.serve(request, |request| switchboard_edge::serve_client(edge.clone(), call, request)).await)
-            }));
+            return Either::Left(Box::pin(async move { Ok(calls.serve(direct, request).await) }));
         }
         // The router is always ready.
         Either::Right(tower::Service::call(&mut self.app.router.clone(), request))
